@@ -1,0 +1,74 @@
+//! Accounts and their API keys.
+
+use crate::ids::{AccountId, AgentId, KeyId};
+use crate::money::Currency;
+use crate::timestamp::{rfc3339, Timestamp};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub email: String,
+    pub name: String,
+    pub currency: Currency,
+    pub balance_minor: i64,
+    #[serde(with = "rfc3339")]
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    Owner,
+    Agent,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Agent => "agent",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "owner" => Some(Self::Owner),
+            "agent" => Some(Self::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as stored: the secret itself is never kept, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKey {
+    pub id: KeyId,
+    #[serde(skip)]
+    pub account_id: AccountId,
+    pub role: KeyRole,
+    pub agent_id: Option<AgentId>,
+    pub name: String,
+    /// The first characters of the secret, enough for a person to tell keys apart.
+    pub prefix: String,
+    #[serde(skip)]
+    pub secret_hash: String,
+    #[serde(with = "rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(with = "rfc3339::option")]
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Validates an e-mail address just enough to catch mistakes (one `@`, a dotted domain).
+pub fn parse_email(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let (local, domain) = raw.split_once('@')?;
+    let ok = !local.is_empty()
+        && raw.len() <= 254
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !domain.contains('@');
+    ok.then(|| raw.to_owned())
+}

@@ -1,0 +1,180 @@
+//! One error type for the whole domain and application layer. Each transport translates it once
+//! (REST: status + envelope; later MCP and CLI). The `code` is stable and part of the contract.
+
+use serde::{Deserialize, Serialize};
+
+/// Stable error codes of the contract (`API.md` §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthorized,
+    Forbidden,
+    InvalidSignature,
+    SignatureExpired,
+    NotFound,
+    ValidationError,
+    MalformedJson,
+    InvalidState,
+    InsufficientCredits,
+    NotReady,
+    IdempotencyInProgress,
+    QuoteExpired,
+    IdempotencyKeyReused,
+    PayloadTooLarge,
+    RateLimited,
+    InternalError,
+    FulfillmentFailed,
+    ServiceUnavailable,
+}
+
+/// The broad family of an error, reported as `error.type` in the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    InvalidRequest,
+    Authentication,
+    Permission,
+    Payment,
+    Conflict,
+    RateLimit,
+    Upstream,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::InvalidSignature => "invalid_signature",
+            Self::SignatureExpired => "signature_expired",
+            Self::NotFound => "not_found",
+            Self::ValidationError => "validation_error",
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidState => "invalid_state",
+            Self::InsufficientCredits => "insufficient_credits",
+            Self::NotReady => "not_ready",
+            Self::IdempotencyInProgress => "idempotency_in_progress",
+            Self::QuoteExpired => "quote_expired",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::InternalError => "internal_error",
+            Self::FulfillmentFailed => "fulfillment_failed",
+            Self::ServiceUnavailable => "service_unavailable",
+        }
+    }
+
+    pub fn error_type(self) -> ErrorType {
+        match self {
+            Self::Unauthorized => ErrorType::Authentication,
+            Self::Forbidden
+            | Self::InvalidSignature
+            | Self::SignatureExpired => ErrorType::Permission,
+            Self::NotFound
+            | Self::ValidationError
+            | Self::MalformedJson
+            | Self::InvalidState
+            | Self::QuoteExpired
+            | Self::PayloadTooLarge => ErrorType::InvalidRequest,
+            Self::InsufficientCredits => ErrorType::Payment,
+            Self::NotReady | Self::IdempotencyInProgress | Self::IdempotencyKeyReused => {
+                ErrorType::Conflict
+            }
+            Self::RateLimited => ErrorType::RateLimit,
+            Self::InternalError => ErrorType::Internal,
+            Self::FulfillmentFailed | Self::ServiceUnavailable => ErrorType::Upstream,
+        }
+    }
+}
+
+/// An error the client may see: what is wrong, what to do next, and which field it concerns.
+/// Internal causes never go in here; they are logged where they happen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct DomainError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub suggestion: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// Seconds after which a retry makes sense (in-flight idempotency, not-ready resources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl DomainError {
+    pub fn new(code: ErrorCode, message: impl Into<String>, suggestion: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            suggestion: suggestion.into(),
+            param: None,
+            retry_after_seconds: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
+    }
+
+    /// A request field is invalid: names the field and says how to fix it.
+    pub fn validation(
+        param: impl Into<String>,
+        message: impl Into<String>,
+        suggestion: impl Into<String>,
+    ) -> Self {
+        Self::new(ErrorCode::ValidationError, message, suggestion).with_param(param)
+    }
+
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Self::new(
+            ErrorCode::NotFound,
+            format!("No {what} with id '{id}' is visible to this key."),
+            format!("Check the {what} id; list the available ones with the matching GET endpoint."),
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            ErrorCode::InternalError,
+            "An internal error occurred.",
+            "Retry after a short delay; if it persists, report the X-Request-Id to the operator.",
+        )
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            ErrorCode::Unauthorized,
+            "Missing, unknown or revoked API key.",
+            "Send 'Authorization: Bearer <api key>' with a valid key.",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(
+            ErrorCode::Forbidden,
+            message,
+            "Use a key whose role allows this action (an owner key manages keys and the account).",
+        )
+    }
+
+    pub fn service_unavailable(message: impl Into<String>, suggestion: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ServiceUnavailable, message, suggestion)
+    }
+
+    /// Whether a request that ended in this error acted (and so consumes its idempotency key).
+    /// Validation, insufficient credits, payment challenges, rate limits and errors before any
+    /// effect leave the key free for a corrected retry (`API.md` §5).
+    pub fn consumes_idempotency_key(&self) -> bool {
+        matches!(self.code, ErrorCode::FulfillmentFailed)
+    }
+}
+
+pub type DomainResult<T> = Result<T, DomainError>;

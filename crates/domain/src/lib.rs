@@ -1,0 +1,16 @@
+//! The storefront's domain: pure types and rules with no knowledge of HTTP, SQL, MCP or the
+//! terminal. Everything here is deterministic; time and randomness are passed in by callers.
+
+pub mod account;
+pub mod catalog;
+pub mod error;
+pub mod ids;
+pub mod idempotency;
+pub mod ledger;
+pub mod money;
+pub mod order;
+pub mod pricing;
+pub mod quote;
+pub mod timestamp;
+
+pub use error::{DomainError, ErrorCode};

@@ -1,0 +1,174 @@
+//! Orders and their state machine (`API.md` §5).
+//!
+//! ```text
+//! pending_payment ─▶ awaiting_approval ─▶ paid ─▶ awaiting_install_configuration ─▶ processing ─▶ fulfilled
+//!        │                   │             │                                          │
+//!        └──▶ canceled ◀─────┘             └──────────────────────────────────────────┴──▶ failed (refunded)
+//! ```
+
+use crate::catalog::ProvisioningEstimate;
+use crate::ids::{AccountId, OrderId, QuoteId, ServiceId};
+use crate::money::Currency;
+use crate::pricing::LineItem;
+use crate::timestamp::{rfc3339, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    PendingPayment,
+    AwaitingApproval,
+    Paid,
+    AwaitingInstallConfiguration,
+    Processing,
+    Fulfilled,
+    Failed,
+    Canceled,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 8] = [
+        Self::PendingPayment,
+        Self::AwaitingApproval,
+        Self::Paid,
+        Self::AwaitingInstallConfiguration,
+        Self::Processing,
+        Self::Fulfilled,
+        Self::Failed,
+        Self::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingPayment => "pending_payment",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Paid => "paid",
+            Self::AwaitingInstallConfiguration => "awaiting_install_configuration",
+            Self::Processing => "processing",
+            Self::Fulfilled => "fulfilled",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Fulfilled | Self::Failed | Self::Canceled)
+    }
+
+    /// States from which an order may still be canceled: nothing has started to be delivered.
+    pub const CANCELABLE: [OrderStatus; 4] = [
+        Self::PendingPayment,
+        Self::AwaitingApproval,
+        Self::Paid,
+        Self::AwaitingInstallConfiguration,
+    ];
+
+    pub fn is_cancelable(self) -> bool {
+        Self::CANCELABLE.contains(&self)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Unpaid,
+    Paid,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unpaid => "unpaid",
+            Self::Paid => "paid",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "unpaid" => Some(Self::Unpaid),
+            "paid" => Some(Self::Paid),
+            "refunded" => Some(Self::Refunded),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Credit,
+    Card,
+    Mpp,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Credit => "credit",
+            Self::Card => "card",
+            Self::Mpp => "mpp",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "credit" => Some(Self::Credit),
+            "card" => Some(Self::Card),
+            "mpp" => Some(Self::Mpp),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Order {
+    pub id: OrderId,
+    #[serde(skip)]
+    pub account_id: Option<AccountId>,
+    pub status: OrderStatus,
+    pub payment_status: PaymentStatus,
+    pub payment_method: PaymentMethod,
+    pub product_id: String,
+    pub quantity: i64,
+    pub configuration: Map<String, Value>,
+    pub line_items: Vec<LineItem>,
+    pub total_minor: i64,
+    pub currency: Currency,
+    pub quote_id: QuoteId,
+    pub idempotency_key: String,
+    #[serde(with = "rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(with = "rfc3339")]
+    pub updated_at: Timestamp,
+    pub provisioning_estimate: Option<ProvisioningEstimate>,
+    pub requires_install_configuration: bool,
+    pub service_id: Option<ServiceId>,
+    pub result: Option<Value>,
+    pub failure: Option<Failure>,
+}
+
+impl Order {
+    /// Seconds an agent should wait before polling again, from the provisioning estimate
+    /// (about a third of the expected time, between 1 and 60 seconds, as seed 000 and 002 advise
+    /// patient polling). `None` once the order is terminal.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        if self.status.is_terminal() {
+            return None;
+        }
+        let estimate = self.provisioning_estimate.map(|e| e.max_seconds.max(e.min_seconds)).unwrap_or(5);
+        Some((estimate / 3).clamp(1, 60))
+    }
+}
