@@ -1,1 +1,23 @@
-//! placeholder
+//! The storefront's use-cases and the ports its adapters implement.
+//!
+//! Transports (REST today; MCP, dashboard and CLI later) call `App` methods with a `Principal`
+//! and typed inputs, and translate the `DomainError` they get back exactly once. Storage,
+//! fulfillment and time come in through the traits of [`ports`], so the same use-cases run on
+//! SQLite or PostgreSQL, against real upstreams or test stand-ins, on a real or a manual clock.
+
+pub mod accounts;
+pub mod app;
+pub mod catalog;
+pub mod clock;
+pub mod orders;
+pub mod page;
+pub mod ports;
+pub mod principal;
+pub mod quotes;
+pub mod secrets;
+pub mod views;
+
+pub use app::{App, AppSettings};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use principal::Principal;
+pub use storefront_domain as domain;

@@ -1,1 +1,13 @@
-//! placeholder
+//! Fulfillers behind instant products.
+//!
+//! - [`offline_search::OfflineSearch`]: a ranked full-text search over a corpus shipped with
+//!   the binary (the live catalog and the storefront's own documentation), so `web-search`
+//!   returns real results on a machine without internet.
+//! - [`http_upstream::HttpUpstream`]: maps a product onto an operator's JSON API with a request
+//!   template and a response mapping (for example a SearXNG instance).
+
+pub mod http_upstream;
+pub mod offline_search;
+
+pub use http_upstream::{HttpUpstream, UpstreamConfig};
+pub use offline_search::OfflineSearch;

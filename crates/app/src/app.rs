@@ -1,0 +1,103 @@
+//! The application: the use-cases' shared state. Cheap to clone (everything behind `Arc`).
+
+use crate::clock::Clock;
+use crate::ports::{Fulfiller, Store, StoreError};
+use crate::secrets::UrlSigner;
+use chrono::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use storefront_domain::catalog::Catalog;
+use storefront_domain::money::Currency;
+use storefront_domain::DomainError;
+
+/// Operator settings the use-cases need.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    /// Public base URL (no trailing slash) for signed URLs and discovery documents.
+    pub base_url: String,
+    /// How long a quote can be ordered (`API.md` §4: 15 minutes by default).
+    pub quote_ttl: Duration,
+    /// How long a signed `status_url` stays valid.
+    pub status_url_ttl: Duration,
+    /// After this long without finishing, an idempotency claim is considered abandoned by a
+    /// crashed process and may be taken over.
+    pub idempotency_lock_timeout: Duration,
+    /// The currency of new accounts (credits are minor units of it).
+    pub account_currency: Currency,
+    /// Whether card payments (Stripe) are configured.
+    pub card_enabled: bool,
+    /// Whether MPP payments are configured.
+    pub mpp_enabled: bool,
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:8080".into(),
+            quote_ttl: Duration::minutes(15),
+            status_url_ttl: Duration::days(30),
+            idempotency_lock_timeout: Duration::seconds(120),
+            account_currency: Currency::usd(),
+            card_enabled: false,
+            mpp_enabled: false,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct App {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) fulfillers: Arc<HashMap<String, Arc<dyn Fulfiller>>>,
+    pub(crate) signer: UrlSigner,
+    pub(crate) settings: Arc<AppSettings>,
+}
+
+impl App {
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Catalog,
+        clock: Arc<dyn Clock>,
+        fulfillers: HashMap<String, Arc<dyn Fulfiller>>,
+        signer: UrlSigner,
+        settings: AppSettings,
+    ) -> Self {
+        Self {
+            store,
+            catalog: Arc::new(catalog),
+            clock,
+            fulfillers: Arc::new(fulfillers),
+            signer,
+            settings: Arc::new(settings),
+        }
+    }
+
+    pub fn settings(&self) -> &AppSettings {
+        &self.settings
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    pub fn signer(&self) -> &UrlSigner {
+        &self.signer
+    }
+
+    /// Readiness: the database answers.
+    pub async fn ready(&self) -> Result<(), DomainError> {
+        self.store.ping().await.map_err(store_failure)
+    }
+}
+
+/// Translates a storage failure the caller cannot act on into `internal_error`, logging the
+/// cause (which may name tables or SQL) instead of returning it.
+pub(crate) fn store_failure(e: StoreError) -> DomainError {
+    tracing::error!(error = %e, "store operation failed");
+    DomainError::internal()
+}

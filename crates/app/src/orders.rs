@@ -1,0 +1,537 @@
+//! Orders on the credit rail: validate, place (idempotently), read, list, cancel.
+//!
+//! Idempotency follows `API.md` §5: the key is claimed first (so a concurrent duplicate sees
+//! `idempotency_in_progress`), the charge and the order commit in one transaction, and the
+//! outcome is recorded with the final state change so a replay returns the original response.
+//! Errors that did not act release the key.
+
+use crate::app::{store_failure, App};
+use crate::catalog::unknown_product;
+use crate::page::{Page, PageRequest};
+use crate::ports::{ClaimOutcome, IdempotencyCompletion, IdempotencyRef, OrderFilter, StoreError};
+use crate::principal::Principal;
+use crate::quotes::QuoteRequest;
+use crate::views::{status_path, OrderOutcome, OrderView};
+use serde::Serialize;
+use storefront_domain::account::parse_email;
+use storefront_domain::catalog::{Product, ProductKind};
+use storefront_domain::ids::OrderId;
+use storefront_domain::ledger::{LedgerKind, LedgerMovement};
+use storefront_domain::money::display_minor;
+use storefront_domain::order::{Failure, Order, OrderStatus, PaymentMethod, PaymentStatus};
+use storefront_domain::quote::Quote;
+use storefront_domain::{DomainError, ErrorCode};
+
+pub const ORDER_ROUTE: &str = "POST /api/v1/orders";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderSource {
+    /// Order a stored quote at its quoted price.
+    Quote(String),
+    /// Quote and order in one step.
+    Configure(QuoteRequest),
+}
+
+/// Billing details for card payments (seed 000: never guessed, all required).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BillingDetails {
+    pub customer_email: Option<String>,
+    pub billing_name: Option<String>,
+    pub billing_street: Option<String>,
+    pub billing_city: Option<String>,
+    pub billing_postal_code: Option<String>,
+    pub billing_country: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRequest {
+    pub source: OrderSource,
+    pub payment_method: Option<PaymentMethod>,
+    pub billing: BillingDetails,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidatedOrder {
+    pub quote: Quote,
+    pub payment_methods: Vec<PaymentMethod>,
+    pub product_kind: ProductKind,
+    pub idempotency_key: Option<String>,
+}
+
+/// The result of `place_order`: the outcome and whether it is a replay of an earlier request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacedOrder {
+    pub outcome: OrderOutcome,
+    pub replayed: bool,
+}
+
+impl App {
+    fn payment_methods_for(&self, principal: &Principal) -> Vec<PaymentMethod> {
+        let mut methods = Vec::new();
+        if principal.account_id().is_some() {
+            methods.push(PaymentMethod::Credit);
+        }
+        if self.settings.card_enabled {
+            methods.push(PaymentMethod::Card);
+        }
+        if self.settings.mpp_enabled {
+            methods.push(PaymentMethod::Mpp);
+        }
+        methods
+    }
+
+    fn resolve_payment_method(
+        &self,
+        principal: &Principal,
+        requested: Option<PaymentMethod>,
+        billing: &BillingDetails,
+    ) -> Result<PaymentMethod, DomainError> {
+        let method = requested.unwrap_or(if principal.account_id().is_some() {
+            PaymentMethod::Credit
+        } else {
+            PaymentMethod::Mpp
+        });
+        let with_key = principal.account_id().is_some();
+        let alternative = if with_key {
+            "Pay with payment_method \"credit\"."
+        } else {
+            "Use an API key and pay with account credit, or ask the operator to enable it."
+        };
+        match method {
+            PaymentMethod::Credit if !with_key => Err(DomainError::new(
+                ErrorCode::Unauthorized,
+                "Paying with account credit requires an API key.",
+                "Send 'Authorization: Bearer <api key>', or pay with payment_method \"card\" or \"mpp\".",
+            )
+            .with_param("payment_method")),
+            PaymentMethod::Credit => Ok(method),
+            PaymentMethod::Card => {
+                validate_billing(billing)?;
+                if self.settings.card_enabled {
+                    Ok(method)
+                } else {
+                    Err(DomainError::service_unavailable(
+                        "Card payments are not configured on this storefront.",
+                        alternative,
+                    )
+                    .with_param("payment_method"))
+                }
+            }
+            PaymentMethod::Mpp if self.settings.mpp_enabled => Ok(method),
+            PaymentMethod::Mpp => Err(DomainError::service_unavailable(
+                "Machine Payments Protocol payments are not configured on this storefront.",
+                alternative,
+            )
+            .with_param("payment_method")),
+        }
+    }
+
+    /// Everything an order needs to be accepted, without effects: the quote (stored or fresh),
+    /// the product (available), the payment method (configured, allowed for the principal).
+    async fn prepare_order(
+        &self,
+        principal: &Principal,
+        req: &OrderRequest,
+    ) -> Result<(Quote, &Product, PaymentMethod), DomainError> {
+        let quote = match &req.source {
+            OrderSource::Quote(id) => self.live_quote(principal, id).await?,
+            OrderSource::Configure(q) => self.price_request(principal, q)?,
+        };
+        let product = self.catalog.get(&quote.product_id).ok_or_else(|| unknown_product(&quote.product_id))?;
+        if !product.available {
+            return Err(DomainError::service_unavailable(
+                format!(
+                    "{} cannot be delivered here: {}.",
+                    product.id,
+                    product.unavailable_reason.as_deref().unwrap_or("its provider is not configured")
+                ),
+                "Choose a product with \"available\": true from GET /api/v1/products.",
+            )
+            .with_param("product_id"));
+        }
+        let method = self.resolve_payment_method(principal, req.payment_method, &req.billing)?;
+        Ok((quote, product, method))
+    }
+
+    /// `POST /api/v1/orders/validate`: the preflight of seed 004; creates nothing.
+    pub async fn validate_order(
+        &self,
+        principal: &Principal,
+        req: &OrderRequest,
+        idempotency_key: Option<String>,
+    ) -> Result<ValidatedOrder, DomainError> {
+        let (quote, product, _) = self.prepare_order(principal, req).await?;
+        Ok(ValidatedOrder {
+            payment_methods: self.payment_methods_for(principal),
+            product_kind: product.kind,
+            quote,
+            idempotency_key,
+        })
+    }
+
+    /// Places an order exactly once per idempotency key. `fingerprint` identifies the request
+    /// body (canonical JSON hash) so a reused key with another body is refused.
+    pub async fn place_order(
+        &self,
+        principal: &Principal,
+        key: &str,
+        fingerprint: &str,
+        req: &OrderRequest,
+    ) -> Result<PlacedOrder, DomainError> {
+        let key_ref = IdempotencyRef {
+            scope: principal.idempotency_scope(),
+            route: ORDER_ROUTE.to_owned(),
+            key: key.to_owned(),
+        };
+        let now = self.clock.now();
+        let stale_before = now - self.settings.idempotency_lock_timeout;
+        match self
+            .store
+            .claim_idempotency_key(&key_ref, fingerprint, now, stale_before)
+            .await
+            .map_err(store_failure)?
+        {
+            ClaimOutcome::Existing { fingerprint: original, .. } if original != fingerprint => {
+                return Err(DomainError::new(
+                    ErrorCode::IdempotencyKeyReused,
+                    "This Idempotency-Key was already used with a different request body.",
+                    "Send the identical body to get the original result, or use a new key for a new request.",
+                )
+                .with_param("Idempotency-Key"));
+            }
+            ClaimOutcome::Existing { outcome: Some(stored), .. } => {
+                let outcome: OrderOutcome = serde_json::from_value(stored).map_err(|e| {
+                    tracing::error!(error = %e, "stored idempotent outcome is unreadable");
+                    DomainError::internal()
+                })?;
+                return Ok(PlacedOrder { outcome, replayed: true });
+            }
+            ClaimOutcome::Existing { outcome: None, .. } => {
+                return Err(DomainError::new(
+                    ErrorCode::IdempotencyInProgress,
+                    "A request with this Idempotency-Key is still being processed.",
+                    "Retry the identical request after the Retry-After delay to get its result.",
+                )
+                .with_retry_after(1));
+            }
+            ClaimOutcome::Acquired => {}
+        }
+
+        // A previous holder of this key may have crashed after its order committed: finish that
+        // order instead of creating a second one.
+        if let Some(existing) = self.store.find_order_by_idempotency_key(&key_ref).await.map_err(store_failure)? {
+            let outcome = self.resume_order(existing, &key_ref).await?;
+            return Ok(PlacedOrder { outcome, replayed: true });
+        }
+
+        match self.charge_and_create(principal, &key_ref, req).await {
+            Ok(outcome) => Ok(PlacedOrder { outcome, replayed: false }),
+            Err(e) => {
+                // Nothing acted: free the key so the corrected request can use it.
+                if let Err(release) = self.store.release_idempotency_key(&key_ref).await {
+                    tracing::error!(error = %release, "could not release an idempotency key");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn charge_and_create(
+        &self,
+        principal: &Principal,
+        key_ref: &IdempotencyRef,
+        req: &OrderRequest,
+    ) -> Result<OrderOutcome, DomainError> {
+        let (quote, product, method) = self.prepare_order(principal, req).await?;
+        if method != PaymentMethod::Credit {
+            // prepare_order only lets card and MPP through when they are configured, and this
+            // build has no gateway that can configure them yet.
+            return Err(DomainError::service_unavailable(
+                "This payment method is not available yet.",
+                "Pay with payment_method \"credit\".",
+            ));
+        }
+        let account_id = principal.require_account()?.clone();
+        let now = self.clock.now();
+        let status = match (product.kind, product.requires_install_configuration) {
+            (ProductKind::Instant, _) => OrderStatus::Paid,
+            (ProductKind::Async, true) => OrderStatus::AwaitingInstallConfiguration,
+            (ProductKind::Async, false) => OrderStatus::Processing,
+        };
+        let order = Order {
+            id: OrderId::generate(),
+            account_id: Some(account_id.clone()),
+            status,
+            payment_status: PaymentStatus::Paid,
+            payment_method: method,
+            product_id: product.id.clone(),
+            quantity: quote.quantity,
+            configuration: quote.configuration_normalized.clone(),
+            line_items: quote.line_items.clone(),
+            total_minor: quote.total_minor,
+            currency: quote.currency.clone(),
+            quote_id: quote.id.clone(),
+            idempotency_key: key_ref.key.clone(),
+            created_at: now,
+            updated_at: now,
+            provisioning_estimate: product.provisioning_estimate,
+            requires_install_configuration: product.requires_install_configuration,
+            service_id: None,
+            result: None,
+            failure: None,
+        };
+        let charge = (order.total_minor > 0).then(|| LedgerMovement {
+            account_id: account_id.clone(),
+            kind: LedgerKind::Charge,
+            amount_minor: -order.total_minor,
+            order_id: Some(order.id.clone()),
+            description: format!("{} ({})", product.name, order.id),
+        });
+        // Async orders are finished for this request once they are stored: record the outcome
+        // in the same transaction. Instant orders record theirs after fulfillment.
+        let accepted = (product.kind == ProductKind::Async).then(|| self.outcome_of(&order));
+        let completion = accepted.as_ref().map(|o| IdempotencyCompletion { key: key_ref.clone(), outcome: o.to_value() });
+        if matches!(req.source, OrderSource::Configure(_)) {
+            self.store.insert_quote(&quote).await.map_err(store_failure)?;
+        }
+        match self.store.insert_order(&order, Some(key_ref), charge.as_ref(), completion.as_ref()).await {
+            Ok(()) => {}
+            Err(StoreError::InsufficientCredits { balance_minor }) => {
+                return Err(DomainError::new(
+                    ErrorCode::InsufficientCredits,
+                    format!(
+                        "The balance is {} but this order costs {}.",
+                        display_minor(balance_minor, &order.currency),
+                        display_minor(order.total_minor, &order.currency)
+                    ),
+                    "Top up the account's credits, or order something smaller.",
+                ))
+            }
+            Err(e) => return Err(store_failure(e)),
+        }
+        tracing::info!(order_id = %order.id, product_id = %order.product_id, total_minor = order.total_minor, "order placed");
+        match accepted {
+            Some(outcome) => Ok(outcome),
+            None => self.fulfill_instant(order, key_ref).await,
+        }
+    }
+
+    /// Runs the fulfiller of a paid instant order, then records fulfilled or failed-and-refunded
+    /// together with the key's outcome.
+    async fn fulfill_instant(&self, mut order: Order, key_ref: &IdempotencyRef) -> Result<OrderOutcome, DomainError> {
+        let product = self.catalog.get(&order.product_id).ok_or_else(|| unknown_product(&order.product_id))?;
+        let fulfiller = self.fulfillers.get(&product.fulfiller);
+        let result = match fulfiller {
+            Some(f) => f.fulfill(product, &order.configuration, order.quantity).await,
+            None => Err(crate::ports::FulfillmentError {
+                message: "The product's fulfiller is not configured.".into(),
+                detail: format!("no fulfiller named '{}'", product.fulfiller),
+            }),
+        };
+        order.updated_at = self.clock.now();
+        let mut refund = None;
+        match result {
+            Ok(value) => {
+                order.status = OrderStatus::Fulfilled;
+                order.result = Some(value);
+            }
+            Err(e) => {
+                tracing::warn!(order_id = %order.id, detail = %e.detail, "fulfillment failed; refunding");
+                order.status = OrderStatus::Failed;
+                order.failure = Some(Failure { code: ErrorCode::FulfillmentFailed.as_str().into(), message: e.message });
+                if order.payment_status == PaymentStatus::Paid && order.total_minor > 0 {
+                    refund = Some(refund_movement(&order, "refund: fulfillment failed"));
+                }
+                if order.payment_status == PaymentStatus::Paid {
+                    order.payment_status = PaymentStatus::Refunded;
+                }
+            }
+        }
+        let outcome = self.outcome_of(&order);
+        let completion = IdempotencyCompletion { key: key_ref.clone(), outcome: outcome.to_value() };
+        let moved = self
+            .store
+            .update_order(&order, &[OrderStatus::Paid], refund.as_ref(), Some(&completion))
+            .await
+            .map_err(store_failure)?;
+        if moved {
+            Ok(outcome)
+        } else {
+            // Another process finished this order first (crash recovery racing a slow holder):
+            // report what it recorded.
+            let current = self.load_order(&order.id).await?;
+            self.record_outcome(&current, key_ref).await
+        }
+    }
+
+    /// Builds (and records) the outcome of an order whose request was interrupted.
+    async fn resume_order(&self, order: Order, key_ref: &IdempotencyRef) -> Result<OrderOutcome, DomainError> {
+        let is_instant = self.catalog.get(&order.product_id).is_some_and(|p| p.kind == ProductKind::Instant);
+        if order.status == OrderStatus::Paid && is_instant {
+            return self.fulfill_instant(order, key_ref).await;
+        }
+        self.record_outcome(&order, key_ref).await
+    }
+
+    async fn record_outcome(&self, order: &Order, key_ref: &IdempotencyRef) -> Result<OrderOutcome, DomainError> {
+        let outcome = self.outcome_of(order);
+        self.store
+            .complete_idempotency_key(&IdempotencyCompletion { key: key_ref.clone(), outcome: outcome.to_value() })
+            .await
+            .map_err(store_failure)?;
+        Ok(outcome)
+    }
+
+    fn outcome_of(&self, order: &Order) -> OrderOutcome {
+        match order.status {
+            OrderStatus::Fulfilled => OrderOutcome::Created { order: self.order_view(order) },
+            OrderStatus::Failed => OrderOutcome::Failed {
+                error: DomainError::new(
+                    ErrorCode::FulfillmentFailed,
+                    format!(
+                        "Order {} failed: {} Nothing was charged (the payment was refunded).",
+                        order.id,
+                        order.failure.as_ref().map(|f| f.message.as_str()).unwrap_or("the provider failed.")
+                    ),
+                    "Retry with a new Idempotency-Key.",
+                ),
+            },
+            _ => OrderOutcome::Accepted { order: self.order_view(order), retry_after_seconds: order.retry_after_seconds() },
+        }
+    }
+
+    async fn load_order(&self, id: &OrderId) -> Result<Order, DomainError> {
+        self.store
+            .get_order(id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(|| DomainError::not_found("order", id.as_str()))
+    }
+
+    /// An order of the principal's account; other accounts' orders do not exist for it.
+    async fn owned_order(&self, principal: &Principal, id: &str) -> Result<Order, DomainError> {
+        let not_found = || DomainError::not_found("order", id);
+        let account = principal.require_account()?;
+        let order_id = OrderId::parse(id).ok_or_else(not_found)?;
+        let order = self.store.get_order(&order_id).await.map_err(store_failure)?.ok_or_else(not_found)?;
+        if order.account_id.as_ref() != Some(account) {
+            return Err(not_found());
+        }
+        Ok(order)
+    }
+
+    pub async fn get_order(&self, principal: &Principal, id: &str) -> Result<(OrderView, Option<u64>), DomainError> {
+        let order = self.owned_order(principal, id).await?;
+        Ok((self.order_view(&order), order.retry_after_seconds()))
+    }
+
+    /// `GET <status_url>`: the signature is the credential; the view carries no secrets.
+    pub async fn order_status(
+        &self,
+        id: &str,
+        expires: Option<&str>,
+        sig: Option<&str>,
+    ) -> Result<(OrderView, Option<u64>), DomainError> {
+        self.signer.verify("GET", &status_path(id), expires, sig, self.clock.now())?;
+        let order_id = OrderId::parse(id).ok_or_else(|| DomainError::not_found("order", id))?;
+        let order = self.load_order(&order_id).await?;
+        let mut view = self.order_view(&order);
+        view.credentials_action = None;
+        view.management_tokens = None;
+        Ok((view, order.retry_after_seconds()))
+    }
+
+    pub async fn list_orders(&self, principal: &Principal, filter: &OrderFilter) -> Result<Page<OrderView>, DomainError> {
+        let account = principal.require_account()?;
+        if let Some(c) = &filter.page.cursor {
+            if OrderId::parse(c).is_none() {
+                return Err(PageRequest::invalid_cursor());
+            }
+        }
+        let orders = self.store.list_orders(account, filter).await.map_err(store_failure)?;
+        let views = orders.iter().map(|o| self.order_view(o)).collect();
+        Ok(Page::from_fetched(views, filter.page.limit, |o: &OrderView| o.id.clone()))
+    }
+
+    /// Cancels an order that has not started delivery, refunding what was paid.
+    pub async fn cancel_order(&self, principal: &Principal, id: &str) -> Result<OrderView, DomainError> {
+        let mut order = self.owned_order(principal, id).await?;
+        let is_instant = self.catalog.get(&order.product_id).is_some_and(|p| p.kind == ProductKind::Instant);
+        // A paid instant order is being fulfilled inline right now; it cannot be stopped.
+        if !order.status.is_cancelable() || (is_instant && order.status == OrderStatus::Paid) {
+            return Err(invalid_state_for_cancel(&order));
+        }
+        let expected = order.status;
+        let refund = (order.payment_status == PaymentStatus::Paid && order.total_minor > 0)
+            .then(|| refund_movement(&order, "refund: order canceled"));
+        order.status = OrderStatus::Canceled;
+        if order.payment_status == PaymentStatus::Paid {
+            order.payment_status = PaymentStatus::Refunded;
+        }
+        order.updated_at = self.clock.now();
+        let moved = self.store.update_order(&order, &[expected], refund.as_ref(), None).await.map_err(store_failure)?;
+        if !moved {
+            let current = self.load_order(&order.id).await?;
+            return Err(invalid_state_for_cancel(&current));
+        }
+        tracing::info!(order_id = %order.id, "order canceled");
+        Ok(self.order_view(&order))
+    }
+}
+
+fn refund_movement(order: &Order, why: &str) -> LedgerMovement {
+    LedgerMovement {
+        account_id: order.account_id.clone().expect("credit orders belong to an account"),
+        kind: LedgerKind::Refund,
+        amount_minor: order.total_minor,
+        order_id: Some(order.id.clone()),
+        description: format!("{why} ({})", order.id),
+    }
+}
+
+fn invalid_state_for_cancel(order: &Order) -> DomainError {
+    DomainError::new(
+        ErrorCode::InvalidState,
+        format!("Order {} is {} and can no longer be canceled.", order.id, order.status.as_str()),
+        "Only orders that have not started delivery can be canceled; terminate the service instead.",
+    )
+}
+
+fn validate_billing(b: &BillingDetails) -> Result<(), DomainError> {
+    let fields = [
+        ("customer_email", &b.customer_email),
+        ("billing_name", &b.billing_name),
+        ("billing_street", &b.billing_street),
+        ("billing_city", &b.billing_city),
+        ("billing_postal_code", &b.billing_postal_code),
+        ("billing_country", &b.billing_country),
+    ];
+    let missing: Vec<&str> = fields
+        .iter()
+        .filter(|(_, v)| v.as_deref().is_none_or(|s| s.trim().is_empty()))
+        .map(|(n, _)| *n)
+        .collect();
+    if !missing.is_empty() {
+        return Err(DomainError::validation(
+            missing[0],
+            format!("Card orders need billing details; missing: {}.", missing.join(", ")),
+            "Ask the customer for the missing billing details; never guess them.",
+        ));
+    }
+    if b.customer_email.as_deref().and_then(parse_email).is_none() {
+        return Err(DomainError::validation(
+            "customer_email",
+            "customer_email is not a valid e-mail address.",
+            "Send the customer's address, like customer@example.com.",
+        ));
+    }
+    let country = b.billing_country.as_deref().unwrap_or_default();
+    if !(country.len() == 2 && country.bytes().all(|c| c.is_ascii_uppercase())) {
+        return Err(DomainError::validation(
+            "billing_country",
+            format!("'{country}' is not an ISO 3166-1 alpha-2 country code."),
+            "Use two upper-case letters, like CZ or US.",
+        ));
+    }
+    Ok(())
+}

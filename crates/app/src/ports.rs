@@ -1,0 +1,156 @@
+//! Ports: what the use-cases need from the outside world. Adapters live in other crates
+//! (`storefront-store` for SQL, `storefront-providers` for fulfillers).
+//!
+//! The store's write methods are whole units of work: each runs in one database transaction,
+//! so a state change, its ledger movement and its idempotency record commit together or not at
+//! all. Conditional updates (`expected` states) make concurrent transitions safe without the
+//! use-cases holding locks.
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use storefront_domain::account::{Account, ApiKey};
+use storefront_domain::catalog::Product;
+use storefront_domain::ids::{AccountId, KeyId, OrderId, QuoteId};
+use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
+use storefront_domain::order::{Order, OrderStatus};
+use storefront_domain::quote::Quote;
+use storefront_domain::timestamp::Timestamp;
+
+use crate::page::PageRequest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A debit would take the balance below zero; nothing was written.
+    #[error("insufficient credits: balance {balance_minor}")]
+    InsufficientCredits { balance_minor: i64 },
+    /// A uniqueness rule was violated (duplicate id, e-mail, or idempotency key).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The referenced row does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The database failed; the message is for logs only.
+    #[error("database: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where an idempotency key lives: the principal's scope, the route, and the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRef {
+    pub scope: String,
+    pub route: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimOutcome {
+    /// The caller now holds the key and must complete or release it.
+    Acquired,
+    /// Someone claimed the key before: with its fingerprint and, once finished, its outcome.
+    Existing { fingerprint: String, outcome: Option<Value> },
+}
+
+/// Records the outcome of the request that held a key, in the same transaction as its effect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyCompletion {
+    pub key: IdempotencyRef,
+    pub outcome: Value,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    pub product_id: Option<String>,
+    pub page: PageRequest,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Readiness: the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Returns the named setting, storing `initial` first if it has none (first start).
+    async fn setting_or_init(&self, name: &str, initial: &str) -> StoreResult<String>;
+
+    async fn create_account(&self, account: &Account, owner_key: &ApiKey) -> StoreResult<()>;
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
+    async fn list_accounts(&self) -> StoreResult<Vec<Account>>;
+    async fn count_accounts(&self) -> StoreResult<i64>;
+
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+    async fn find_api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKey>>;
+    async fn list_api_keys(&self, account: &AccountId) -> StoreResult<Vec<ApiKey>>;
+    /// Revokes a live key of the account; `false` when there is none.
+    async fn revoke_api_key(&self, account: &AccountId, id: &KeyId, now: Timestamp) -> StoreResult<bool>;
+
+    /// Applies a movement to the balance and appends its ledger entry, atomically.
+    async fn record_movement(&self, movement: &LedgerMovement, now: Timestamp) -> StoreResult<LedgerEntry>;
+    /// Newest first, `limit + 1` rows after the cursor.
+    async fn list_ledger(&self, account: &AccountId, page: &PageRequest) -> StoreResult<Vec<LedgerEntry>>;
+    /// The sum of all ledger amounts of the account (equals its balance; checked by tests).
+    async fn ledger_sum(&self, account: &AccountId) -> StoreResult<i64>;
+
+    async fn insert_quote(&self, quote: &Quote) -> StoreResult<()>;
+    async fn get_quote(&self, id: &QuoteId) -> StoreResult<Option<Quote>>;
+
+    /// Claims a key for a request with this fingerprint. A claim whose holder has not finished
+    /// by `stale_before` (a crashed process) may be taken over.
+    async fn claim_idempotency_key(
+        &self,
+        key: &IdempotencyRef,
+        fingerprint: &str,
+        now: Timestamp,
+        stale_before: Timestamp,
+    ) -> StoreResult<ClaimOutcome>;
+    /// Records the outcome of a key's request on its own (crash recovery; normally the outcome
+    /// is recorded with the effect through `insert_order` / `update_order`).
+    async fn complete_idempotency_key(&self, completion: &IdempotencyCompletion) -> StoreResult<()>;
+    /// Frees a key whose request did not act, so a corrected retry may use it.
+    async fn release_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<()>;
+
+    /// Inserts an order, applying its charge (if any) and completing its key (if given) in the
+    /// same transaction. `InsufficientCredits` leaves nothing behind.
+    async fn insert_order(
+        &self,
+        order: &Order,
+        idempotency: Option<&IdempotencyRef>,
+        charge: Option<&LedgerMovement>,
+        completes: Option<&IdempotencyCompletion>,
+    ) -> StoreResult<()>;
+    /// Replaces an order's mutable state if its current status is one of `expected`, with an
+    /// optional ledger movement and key completion in the same transaction. `false` when the
+    /// status had already moved on (someone else won the race).
+    async fn update_order(
+        &self,
+        order: &Order,
+        expected: &[OrderStatus],
+        movement: Option<&LedgerMovement>,
+        completes: Option<&IdempotencyCompletion>,
+    ) -> StoreResult<bool>;
+    async fn get_order(&self, id: &OrderId) -> StoreResult<Option<Order>>;
+    async fn find_order_by_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<Option<Order>>;
+    /// Newest first, `limit + 1` rows after the cursor.
+    async fn list_orders(&self, account: &AccountId, filter: &OrderFilter) -> StoreResult<Vec<Order>>;
+}
+
+/// Why a fulfiller could not deliver. `message` may be shown to the client; `detail` is for
+/// the logs only (it may name upstream hosts).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} ({detail})")]
+pub struct FulfillmentError {
+    pub message: String,
+    pub detail: String,
+}
+
+/// Delivers instant products inline.
+#[async_trait]
+pub trait Fulfiller: Send + Sync + 'static {
+    async fn fulfill(
+        &self,
+        product: &Product,
+        configuration: &Map<String, Value>,
+        quantity: i64,
+    ) -> Result<Value, FulfillmentError>;
+}

@@ -1,0 +1,48 @@
+//! Who is calling. Built by each transport from its credentials; the use-cases decide what
+//! each principal may do.
+
+use storefront_domain::ids::{AccountId, AgentId, KeyId};
+use storefront_domain::DomainError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// An owner key: everything on its own account.
+    Owner { account_id: AccountId, key_id: KeyId },
+    /// An agent key: buys and manages within the agent's rules; never manages keys.
+    Agent { account_id: AccountId, key_id: KeyId, agent_id: Option<AgentId> },
+    /// No key: browse, quote, validate, and order with card or MPP; never spends credit.
+    Public,
+}
+
+impl Principal {
+    pub fn account_id(&self) -> Option<&AccountId> {
+        match self {
+            Self::Owner { account_id, .. } | Self::Agent { account_id, .. } => Some(account_id),
+            Self::Public => None,
+        }
+    }
+
+    /// The account, or `401 unauthorized` for a public caller.
+    pub fn require_account(&self) -> Result<&AccountId, DomainError> {
+        self.account_id().ok_or_else(DomainError::unauthorized)
+    }
+
+    /// The account of an owner key, `403` for agent keys, `401` without a key.
+    pub fn require_owner(&self) -> Result<&AccountId, DomainError> {
+        match self {
+            Self::Owner { account_id, .. } => Ok(account_id),
+            Self::Agent { .. } => Err(DomainError::forbidden(
+                "Agent keys cannot manage API keys or the account.",
+            )),
+            Self::Public => Err(DomainError::unauthorized()),
+        }
+    }
+
+    /// The scope idempotency keys live in: the account, or for public agents the key alone.
+    pub fn idempotency_scope(&self) -> String {
+        match self.account_id() {
+            Some(a) => a.to_string(),
+            None => "public".to_owned(),
+        }
+    }
+}

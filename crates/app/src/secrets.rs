@@ -1,0 +1,136 @@
+//! Bearer secrets: API keys (random, shown once, stored as SHA-256) and signed URLs
+//! (HMAC-SHA256 over `METHOD\npath\nexpires`, verified against the current and previous keys).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use storefront_domain::timestamp::Timestamp;
+use storefront_domain::{DomainError, ErrorCode};
+use subtle::ConstantTimeEq;
+
+pub const API_KEY_PREFIX: &str = "sf_live_";
+
+/// 256 random bits, URL-safe base64.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn new_api_key_secret() -> String {
+    format!("{API_KEY_PREFIX}{}", random_token())
+}
+
+/// SHA-256 is enough for secrets with 256 bits of entropy: there is nothing to brute-force.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// The part of a key shown in listings, enough to tell keys apart and useless to an attacker.
+pub fn display_prefix(secret: &str) -> String {
+    secret.chars().take(API_KEY_PREFIX.len() + 4).collect()
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Signs and verifies URLs. The first key signs; every key verifies, so a rotated-out key keeps
+/// already issued URLs valid until they expire.
+#[derive(Clone)]
+pub struct UrlSigner {
+    keys: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for UrlSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UrlSigner({} keys)", self.keys.len())
+    }
+}
+
+impl UrlSigner {
+    /// `current` signs; `previous` only verify. Panics on an empty current key, which only a
+    /// programming error can produce (keys come from settings generated at first start).
+    pub fn new(current: Vec<u8>, previous: Vec<Vec<u8>>) -> Self {
+        assert!(!current.is_empty(), "signing key must not be empty");
+        let mut keys = vec![current];
+        keys.extend(previous.into_iter().filter(|k| !k.is_empty()));
+        Self { keys }
+    }
+
+    fn mac(key: &[u8], method: &str, path: &str, expires: i64) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
+        mac.update(format!("{method}\n{path}\n{expires}").as_bytes());
+        mac
+    }
+
+    /// The query string (`expires=...&sig=...`) that authorizes `method` on `path` until
+    /// `expires_at`.
+    pub fn sign(&self, method: &str, path: &str, expires_at: Timestamp) -> String {
+        let expires = expires_at.timestamp();
+        let sig = Self::mac(&self.keys[0], method, path, expires).finalize().into_bytes();
+        format!("expires={expires}&sig={}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    /// Checks a signature first (a tampered URL is `invalid_signature` whatever its expiry),
+    /// then the expiry.
+    pub fn verify(
+        &self,
+        method: &str,
+        path: &str,
+        expires: Option<&str>,
+        sig: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
+        let invalid = || {
+            DomainError::new(
+                ErrorCode::InvalidSignature,
+                "The URL's signature is missing or does not match.",
+                "Use the signed URL exactly as the API returned it.",
+            )
+        };
+        let expires: i64 = expires.and_then(|e| e.parse().ok()).ok_or_else(invalid)?;
+        let sig = sig.and_then(|s| URL_SAFE_NO_PAD.decode(s).ok()).ok_or_else(invalid)?;
+        let valid = self
+            .keys
+            .iter()
+            .any(|k| Self::mac(k, method, path, expires).verify_slice(&sig).is_ok());
+        if !valid {
+            return Err(invalid());
+        }
+        if now.timestamp() >= expires {
+            return Err(DomainError::new(
+                ErrorCode::SignatureExpired,
+                "The signed URL has expired.",
+                "Fetch the order again with an API key to get a fresh URL.",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, Utc};
+
+    #[test]
+    fn signed_urls_verify_reject_tampering_and_expire() {
+        let now = Utc::now();
+        let old = UrlSigner::new(b"old-key".to_vec(), vec![]);
+        let signer = UrlSigner::new(b"new-key".to_vec(), vec![b"old-key".to_vec()]);
+        let q = old.sign("GET", "/api/v1/orders/x/status", now + Duration::minutes(5));
+        let (e, s) = q.split_once('&').unwrap();
+        let e = e.strip_prefix("expires=").unwrap();
+        let s = s.strip_prefix("sig=").unwrap();
+        assert!(signer.verify("GET", "/api/v1/orders/x/status", Some(e), Some(s), now).is_ok(), "previous key still verifies");
+        let tampered = signer.verify("GET", "/api/v1/orders/y/status", Some(e), Some(s), now).unwrap_err();
+        assert_eq!(tampered.code, ErrorCode::InvalidSignature);
+        let late = signer.verify("GET", "/api/v1/orders/x/status", Some(e), Some(s), now + Duration::minutes(6)).unwrap_err();
+        assert_eq!(late.code, ErrorCode::SignatureExpired);
+    }
+}

@@ -1,0 +1,110 @@
+//! What the doors show: wire-ready views of domain objects, with the signed URLs that only the
+//! application can mint. A view is also what an idempotency key remembers, so a replay returns
+//! the very same body.
+
+use crate::app::App;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use storefront_domain::catalog::ProvisioningEstimate;
+use storefront_domain::order::{Failure, Order, OrderStatus, PaymentMethod, PaymentStatus};
+use storefront_domain::pricing::LineItem;
+use storefront_domain::timestamp::format;
+use storefront_domain::DomainError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedAction {
+    pub method: String,
+    pub url: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub id: String,
+    pub status: OrderStatus,
+    pub payment_status: PaymentStatus,
+    pub payment_method: PaymentMethod,
+    pub product_id: String,
+    pub quantity: i64,
+    pub configuration: Map<String, Value>,
+    pub line_items: Vec<LineItem>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub quote_id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub status_url: String,
+    pub idempotency_key: String,
+    pub approval: Option<Value>,
+    pub payment_action: Option<Value>,
+    pub provisioning_estimate: Option<ProvisioningEstimate>,
+    pub requires_install_configuration: bool,
+    pub install_action: Option<SignedAction>,
+    pub credentials_available: bool,
+    pub credentials_action: Option<SignedAction>,
+    pub service_id: Option<String>,
+    pub result: Option<Value>,
+    pub failure: Option<Failure>,
+    pub management_tokens: Option<Value>,
+}
+
+/// The path a signed `status_url` authorizes.
+pub fn status_path(order_id: &str) -> String {
+    format!("/api/v1/orders/{order_id}/status")
+}
+
+impl App {
+    pub(crate) fn order_view(&self, order: &Order) -> OrderView {
+        let path = status_path(order.id.as_str());
+        // The expiry derives from the order's creation, so every rendering of the same order is
+        // identical (a replayed response must be byte-for-byte the original).
+        let expires_at = order.created_at + self.settings.status_url_ttl;
+        let query = self.signer.sign("GET", &path, expires_at);
+        OrderView {
+            id: order.id.to_string(),
+            status: order.status,
+            payment_status: order.payment_status,
+            payment_method: order.payment_method,
+            product_id: order.product_id.clone(),
+            quantity: order.quantity,
+            configuration: order.configuration.clone(),
+            line_items: order.line_items.clone(),
+            total_minor: order.total_minor,
+            currency: order.currency.to_string(),
+            quote_id: order.quote_id.to_string(),
+            created_at: format(&order.created_at),
+            updated_at: format(&order.updated_at),
+            status_url: format!("{}{path}?{query}", self.settings.base_url),
+            idempotency_key: order.idempotency_key.clone(),
+            approval: None,
+            payment_action: None,
+            provisioning_estimate: order.provisioning_estimate,
+            requires_install_configuration: order.requires_install_configuration,
+            install_action: None,
+            credentials_available: false,
+            credentials_action: None,
+            service_id: order.service_id.as_ref().map(ToString::to_string),
+            result: order.result.clone(),
+            failure: order.failure.clone(),
+            management_tokens: None,
+        }
+    }
+}
+
+/// How an order request ended, as remembered by its idempotency key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum OrderOutcome {
+    /// Finished inline (instant products): `201`.
+    Created { order: OrderView },
+    /// Accepted for background work (async products): `202` with `Retry-After`.
+    Accepted { order: OrderView, retry_after_seconds: Option<u64> },
+    /// Acted and failed (for example `fulfillment_failed`, refunded): replayed as the same error.
+    Failed { error: DomainError },
+}
+
+impl OrderOutcome {
+    pub(crate) fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("outcomes are plain data")
+    }
+}
