@@ -267,6 +267,7 @@ impl App {
             product_id: product.id.clone(),
             quantity: quote.quantity,
             configuration: quote.configuration_normalized.clone(),
+            configuration_warnings: quote.configuration_warnings.clone(),
             line_items: quote.line_items.clone(),
             total_minor: quote.total_minor,
             currency: quote.currency.clone(),

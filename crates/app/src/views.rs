@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use storefront_domain::catalog::ProvisioningEstimate;
 use storefront_domain::order::{Failure, Order, OrderStatus, PaymentMethod, PaymentStatus};
-use storefront_domain::pricing::LineItem;
+use storefront_domain::pricing::{ConfigurationWarning, LineItem};
 use storefront_domain::timestamp::format;
 use storefront_domain::DomainError;
 
@@ -27,6 +27,7 @@ pub struct OrderView {
     pub product_id: String,
     pub quantity: i64,
     pub configuration: Map<String, Value>,
+    pub configuration_warnings: Vec<ConfigurationWarning>,
     pub line_items: Vec<LineItem>,
     pub total_minor: i64,
     pub currency: String,
@@ -68,6 +69,7 @@ impl App {
             product_id: order.product_id.clone(),
             quantity: order.quantity,
             configuration: order.configuration.clone(),
+            configuration_warnings: order.configuration_warnings.clone(),
             line_items: order.line_items.clone(),
             total_minor: order.total_minor,
             currency: order.currency.to_string(),

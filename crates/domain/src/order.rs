@@ -9,7 +9,7 @@
 use crate::catalog::ProvisioningEstimate;
 use crate::ids::{AccountId, OrderId, QuoteId, ServiceId};
 use crate::money::Currency;
-use crate::pricing::LineItem;
+use crate::pricing::{ConfigurationWarning, LineItem};
 use crate::timestamp::{rfc3339, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -144,6 +144,8 @@ pub struct Order {
     pub product_id: String,
     pub quantity: i64,
     pub configuration: Map<String, Value>,
+    /// What normalization changed in the requested configuration (from the quote).
+    pub configuration_warnings: Vec<ConfigurationWarning>,
     pub line_items: Vec<LineItem>,
     pub total_minor: i64,
     pub currency: Currency,

@@ -1,1 +1,47 @@
-//! placeholder
+//! The REST door. Handlers are thin: extract and validate the wire input, call one `App`
+//! use-case, wrap the result in the envelope. `DomainError` becomes an HTTP response in exactly
+//! one place ([`error`]).
+
+pub mod error;
+pub mod extract;
+mod rest;
+
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use std::time::Duration;
+use storefront_app::App;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+/// Request bodies above this size get `413 payload_too_large` (`API.md` conventions).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP application: routes, fallbacks and middleware.
+pub fn router(app: App) -> Router {
+    let trace = TraceLayer::new_for_http()
+        // Only the path is logged: query strings can hold signed-URL signatures, which are
+        // bearer secrets.
+        .make_span_with(|req: &Request<_>| {
+            let request_id = req
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %request_id)
+        })
+        .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Millis));
+    rest::routes()
+        .with_state(app)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// How long in-flight requests get to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

@@ -1,1 +1,264 @@
-fn main() {}
+//! `storefront`: serve the API, migrate the database, administer accounts.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use storefront::bootstrap::{build_app, open_store, BootError};
+use storefront::config::{Config, Overrides};
+use storefront::serve::{serve, shutdown_signal};
+use storefront::telemetry;
+use storefront_app::{App, SystemClock};
+use storefront_domain::account::KeyRole;
+use storefront_domain::money::display_minor;
+use storefront_domain::DomainError;
+
+#[derive(Parser)]
+#[command(name = "storefront", version, about = "The self-hostable agent storefront.")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// TOML configuration file (default: storefront.toml in the working directory, if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (default ./data).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL (default: a SQLite file in the data directory).
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (and, with role worker/all, the background work).
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        #[arg(long, value_enum, default_value_t = Role::All)]
+        role: Role,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Operator administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Role {
+    /// Serve HTTP only.
+    Api,
+    /// Run background work only.
+    Worker,
+    /// Both (the default on one machine).
+    All,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an account and its first owner key.
+    CreateAccount {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add credits to an account (a negative amount is an adjustment down).
+    GrantCredits {
+        #[arg(long, value_name = "ACCOUNT_ID")]
+        account: String,
+        #[arg(long, allow_hyphen_values = true)]
+        amount_minor: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an API key for an account.
+    CreateKey {
+        #[arg(long, value_name = "ACCOUNT_ID")]
+        account: String,
+        #[arg(long, value_parser = ["owner", "agent"])]
+        role: String,
+        #[arg(long, value_name = "AGENT_ID")]
+        agent: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the accounts.
+    ListAccounts {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Config(#[from] storefront::config::ConfigError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error("{}\n  hint: {}", .0.message, .0.suggestion)]
+    Domain(DomainError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<DomainError> for CliError {
+    fn from(e: DomainError) -> Self {
+        Self::Domain(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let listen = match &cli.command {
+        Command::Serve { listen, .. } => listen.clone(),
+        _ => None,
+    };
+    let overrides = Overrides {
+        config: cli.global.config,
+        listen,
+        data_dir: cli.global.data_dir,
+        database_url: cli.global.database_url,
+    };
+    let config = Config::load(&overrides)?;
+    match cli.command {
+        Command::Serve { role, .. } => {
+            telemetry::init(&config);
+            run_serve(config, role).await
+        }
+        Command::Migrate => {
+            open_store(&config).await?;
+            println!("migrations applied to {}", storefront_store::redact_url(&config.database_url()));
+            Ok(())
+        }
+        Command::Admin(cmd) => {
+            let store = open_store(&config).await?;
+            let base_url = config.base_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
+            let app = build_app(&config, store, Arc::new(SystemClock), base_url).await?;
+            run_admin(&app, cmd).await
+        }
+    }
+}
+
+async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
+    let store = open_store(&config).await?;
+    if role == Role::Worker {
+        // The background engine (provisioning, webhooks) attaches here; until it lands a worker
+        // has nothing to claim, so it only waits for the shutdown signal.
+        tracing::info!("worker started; no background job kinds are registered yet");
+        shutdown_signal().await;
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+    })?;
+    let local = listener.local_addr()?;
+    let base_url = config.base_url.clone().unwrap_or_else(|| format!("http://{local}"));
+    let app = build_app(&config, store, Arc::new(SystemClock), base_url.clone()).await?;
+    tracing::info!(listen = %local, database = %storefront_store::redact_url(&config.database_url()), "storefront listening");
+    println!("Storefront is serving on {base_url}");
+    if config.demo_account {
+        if let Some(demo) = app.ensure_demo_account().await? {
+            print_demo(&base_url, &demo);
+        }
+    }
+    serve(app, listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The first-start welcome: the demo key (printed once, to the terminal, never to the logs) and
+/// a purchase to paste.
+fn print_demo(base_url: &str, demo: &storefront_app::accounts::DemoAccount) {
+    let a = &demo.account;
+    println!();
+    println!("Created a demo account {} ({}) with {} in credits.", a.id, a.email, display_minor(a.balance_minor, &a.currency));
+    println!("Its API key is shown only this once:");
+    println!();
+    println!("  export STOREFRONT_API_KEY={}", demo.api_key);
+    println!();
+    println!("Buy a web search with it:");
+    println!();
+    println!(
+        "  curl -s {base_url}/api/v1/orders -H \"Authorization: Bearer $STOREFRONT_API_KEY\" \\\n    -H 'Content-Type: application/json' -H \"Idempotency-Key: first-purchase-1\" \\\n    -d '{{\"product_id\": \"web-search\", \"configuration\": {{\"query\": \"linux machine\"}}}}'"
+    );
+    println!();
+}
+
+async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
+    match cmd {
+        AdminCommand::CreateAccount { email, name, json } => {
+            let (account, key) = app.admin_create_account(&email, &name).await?;
+            if json {
+                println!("{}", json!({ "account_id": account.id, "api_key": key.api_key }));
+            } else {
+                println!("account: {}\nowner key (shown once): {}", account.id, key.api_key);
+            }
+        }
+        AdminCommand::GrantCredits { account, amount_minor, reason, json } => {
+            let entry = app.admin_grant_credits(&account, amount_minor, &reason).await?;
+            let currency = app.settings().account_currency.clone();
+            if json {
+                println!("{}", json!({ "balance_minor": entry.balance_after_minor, "currency": currency }));
+            } else {
+                println!("balance: {} ({} minor units)", display_minor(entry.balance_after_minor, &currency), entry.balance_after_minor);
+            }
+        }
+        AdminCommand::CreateKey { account, role, agent, json } => {
+            let role = KeyRole::parse(&role).unwrap_or(KeyRole::Owner);
+            let key = app.admin_create_key(&account, role, agent.as_deref()).await?;
+            if json {
+                println!("{}", json!({ "key_id": key.key_id, "api_key": key.api_key }));
+            } else {
+                println!("key: {}\nsecret (shown once): {}", key.key_id, key.api_key);
+            }
+        }
+        AdminCommand::ListAccounts { json } => {
+            let accounts = app.admin_list_accounts().await?;
+            if json {
+                let list: Vec<_> = accounts
+                    .iter()
+                    .map(|a| json!({ "account_id": a.id, "email": a.email, "name": a.name, "balance_minor": a.balance_minor, "currency": a.currency, "created_at": storefront_domain::timestamp::format(&a.created_at) }))
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else if accounts.is_empty() {
+                println!("no accounts");
+            } else {
+                for a in accounts {
+                    println!("{}  {:<30} {:>14}  {}", a.id, a.email, display_minor(a.balance_minor, &a.currency), a.name);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -228,6 +228,7 @@ fn order_from_row(r: &SqliteRow) -> StoreResult<Order> {
         product_id: r.get("product_id"),
         quantity: r.get("quantity"),
         configuration: parse_json(r.get("configuration"))?,
+        configuration_warnings: parse_json(r.get("configuration_warnings"))?,
         line_items: parse_json(r.get("line_items"))?,
         total_minor: r.get("total_minor"),
         currency: Currency::parse(r.get::<&str, _>("currency")).ok_or_else(|| corrupt("currency"))?,
@@ -512,11 +513,11 @@ impl Store for SqliteStore {
         };
         sqlx::query(
             "INSERT INTO orders (id, account_id, status, payment_status, payment_method, product_id, quantity,
-                                 configuration, line_items, total_minor, currency, quote_id,
+                                 configuration, configuration_warnings, line_items, total_minor, currency, quote_id,
                                  idempotency_scope, idempotency_route, idempotency_key,
                                  provisioning_estimate, requires_install_configuration, service_id, result, failure,
                                  created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
         )
         .bind(o.id.as_str())
         .bind(o.account_id.as_ref().map(|a| a.as_str().to_owned()))
@@ -526,6 +527,7 @@ impl Store for SqliteStore {
         .bind(&o.product_id)
         .bind(o.quantity)
         .bind(to_json(&o.configuration))
+        .bind(to_json(&o.configuration_warnings))
         .bind(to_json(&o.line_items))
         .bind(o.total_minor)
         .bind(o.currency.as_str())

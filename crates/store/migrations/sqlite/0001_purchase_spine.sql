@@ -90,6 +90,7 @@ CREATE TABLE orders (
     product_id                     TEXT NOT NULL,
     quantity                       INTEGER NOT NULL,
     configuration                  TEXT NOT NULL,
+    configuration_warnings         TEXT NOT NULL,
     line_items                     TEXT NOT NULL,
     total_minor                    INTEGER NOT NULL,
     currency                       TEXT NOT NULL,

@@ -1,0 +1,72 @@
+//! The single translation of `DomainError` into HTTP: status code, envelope, and the headers
+//! that go with some errors (`Retry-After`, `WWW-Authenticate`).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use storefront_domain::{DomainError, ErrorCode};
+
+/// A `DomainError` on its way out through REST.
+#[derive(Debug)]
+pub struct ApiError(pub DomainError);
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        Self(e)
+    }
+}
+
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden | ErrorCode::InvalidSignature | ErrorCode::SignatureExpired => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::ValidationError | ErrorCode::MalformedJson | ErrorCode::InvalidState => StatusCode::BAD_REQUEST,
+        ErrorCode::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
+        ErrorCode::NotReady | ErrorCode::IdempotencyInProgress => StatusCode::CONFLICT,
+        ErrorCode::QuoteExpired => StatusCode::GONE,
+        ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::FulfillmentFailed => StatusCode::BAD_GATEWAY,
+        ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The error envelope body.
+pub fn envelope(e: &DomainError) -> serde_json::Value {
+    let mut error = json!({
+        "code": e.code.as_str(),
+        "message": e.message,
+        "suggestion": e.suggestion,
+        "type": e.code.error_type(),
+    });
+    if let Some(p) = &e.param {
+        error["param"] = json!(p);
+    }
+    json!({ "ok": false, "error": error })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let mut response = (status_of(e.code), Json(envelope(&e))).into_response();
+        let headers = response.headers_mut();
+        if let Some(seconds) = e.retry_after_seconds {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if e.code == ErrorCode::Unauthorized {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A handler panicked: answer like any internal error (the panic itself is logged by tracing's
+/// panic hook in the binary, never sent to the client).
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError(DomainError::internal()).into_response()
+}

@@ -1,0 +1,241 @@
+//! `API.md` §5: orders.
+
+use super::ok;
+use crate::error::{envelope, status_of, ApiError};
+use crate::extract::{int_param, ApiJson, ApiQuery, Caller};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use storefront_app::orders::{BillingDetails, OrderRequest, OrderSource};
+use storefront_app::page::PageRequest;
+use storefront_app::ports::OrderFilter;
+use storefront_app::quotes::QuoteRequest;
+use storefront_app::views::OrderOutcome;
+use storefront_app::App;
+use storefront_domain::idempotency::{fingerprint, IdempotencyKey, MAX_KEY_LEN};
+use storefront_domain::order::{OrderStatus, PaymentMethod};
+use storefront_domain::DomainError;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/orders", post(create).get(list))
+        .route("/orders/validate", post(validate))
+        .route("/orders/{order_id}", get(show))
+        .route("/orders/{order_id}/status", get(status))
+        .route("/orders/{order_id}/cancel", post(cancel))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderBody {
+    quote_id: Option<String>,
+    product_id: Option<String>,
+    quantity: Option<i64>,
+    configuration: Option<Map<String, Value>>,
+    payment_method: Option<String>,
+    /// Seed 004: the idempotency key may travel in the body.
+    request_id: Option<String>,
+    customer_email: Option<String>,
+    billing_name: Option<String>,
+    billing_street: Option<String>,
+    billing_city: Option<String>,
+    billing_postal_code: Option<String>,
+    billing_country: Option<String>,
+}
+
+impl OrderBody {
+    fn into_request(self) -> Result<(OrderRequest, Option<String>), DomainError> {
+        let source = match (self.quote_id, self.product_id) {
+            (Some(_), Some(_)) => {
+                return Err(DomainError::validation(
+                    "quote_id",
+                    "Send either quote_id or product_id, not both.",
+                    "Order a stored quote with quote_id alone, or send product_id with its configuration.",
+                ))
+            }
+            (Some(q), None) => {
+                if self.quantity.is_some() || self.configuration.is_some() {
+                    return Err(DomainError::validation(
+                        "configuration",
+                        "A quote already fixes the quantity and configuration.",
+                        "Remove quantity and configuration, or order by product_id instead of quote_id.",
+                    ));
+                }
+                OrderSource::Quote(q)
+            }
+            (None, Some(product_id)) => OrderSource::Configure(QuoteRequest {
+                product_id,
+                quantity: self.quantity,
+                configuration: self.configuration.unwrap_or_default(),
+            }),
+            (None, None) => {
+                return Err(DomainError::validation(
+                    "product_id",
+                    "Say what to order.",
+                    "Send quote_id (from POST /api/v1/quotes) or product_id with its configuration.",
+                ))
+            }
+        };
+        let payment_method = self
+            .payment_method
+            .map(|raw| {
+                PaymentMethod::parse(&raw).ok_or_else(|| {
+                    DomainError::validation(
+                        "payment_method",
+                        format!("'{raw}' is not a payment method."),
+                        "Use \"credit\", \"card\" or \"mpp\".",
+                    )
+                })
+            })
+            .transpose()?;
+        let billing = BillingDetails {
+            customer_email: self.customer_email,
+            billing_name: self.billing_name,
+            billing_street: self.billing_street,
+            billing_city: self.billing_city,
+            billing_postal_code: self.billing_postal_code,
+            billing_country: self.billing_country,
+        };
+        Ok((OrderRequest { source, payment_method, billing }, self.request_id))
+    }
+}
+
+/// The key from `Idempotency-Key`, or from `request_id` in the body when the header is absent.
+fn idempotency_key(headers: &HeaderMap, request_id: Option<String>) -> Result<Option<IdempotencyKey>, DomainError> {
+    let (raw, param) = match headers.get("idempotency-key") {
+        Some(v) => (
+            Some(v.to_str().map(str::to_owned).map_err(|_| bad_key("Idempotency-Key"))?),
+            "Idempotency-Key",
+        ),
+        None => (request_id, "request_id"),
+    };
+    raw.map(|k| IdempotencyKey::parse(&k).ok_or_else(|| bad_key(param))).transpose()
+}
+
+fn bad_key(param: &str) -> DomainError {
+    DomainError::validation(
+        param,
+        format!("The idempotency key must be 1-{MAX_KEY_LEN} printable ASCII characters."),
+        "Use a UUID or another unique string per purchase.",
+    )
+}
+
+async fn validate(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    headers: HeaderMap,
+    body: ApiJson<OrderBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (request, request_id) = body.body.into_request()?;
+    let key = idempotency_key(&headers, request_id)?;
+    let validated = app.validate_order(&principal, &request, key.map(|k| k.as_str().to_owned())).await?;
+    Ok(ok(validated))
+}
+
+async fn create(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    headers: HeaderMap,
+    body: ApiJson<OrderBody>,
+) -> Result<Response, ApiError> {
+    let fingerprint = fingerprint(&body.raw);
+    let (request, request_id) = body.body.into_request()?;
+    let key = idempotency_key(&headers, request_id)?.ok_or_else(|| {
+        DomainError::validation(
+            "Idempotency-Key",
+            "Orders need an idempotency key.",
+            "Send an 'Idempotency-Key' header (or request_id in the body) that is unique per purchase; reuse it only to retry the same request.",
+        )
+    })?;
+    let placed = app.place_order(&principal, key.as_str(), &fingerprint, &request).await?;
+    let mut response = match placed.outcome {
+        OrderOutcome::Created { order } => {
+            let location = format!("/api/v1/orders/{}", order.id);
+            let mut r = (StatusCode::CREATED, ok(json!({ "order": order }))).into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        OrderOutcome::Accepted { order, retry_after_seconds } => {
+            let location = format!("/api/v1/orders/{}", order.id);
+            let mut r = (StatusCode::ACCEPTED, ok(json!({ "order": order }))).into_response();
+            if let Some(s) = retry_after_seconds {
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            }
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        OrderOutcome::Failed { error } => (status_of(error.code), Json(envelope(&error))).into_response(),
+    };
+    if placed.replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    product_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = query
+        .status
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            OrderStatus::parse(&s).ok_or_else(|| {
+                let all: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+                DomainError::validation("status", format!("'{s}' is not an order status."), format!("Use one of: {}.", all.join(", ")))
+            })
+        })
+        .transpose()?;
+    let page = PageRequest::parse(int_param("limit", query.limit.as_deref())?, query.cursor)?;
+    let filter = OrderFilter { status, product_id: query.product_id.filter(|p| !p.is_empty()), page };
+    let page = app.list_orders(&principal, &filter).await?;
+    Ok(ok(json!({ "orders": page.items, "next_cursor": page.next_cursor })))
+}
+
+fn with_retry_after(body: Json<Value>, retry_after: Option<u64>) -> Response {
+    let mut r = body.into_response();
+    if let Some(s) = retry_after {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+async fn show(State(app): State<App>, Caller(principal): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (order, retry_after) = app.get_order(&principal, &id).await?;
+    Ok(with_retry_after(ok(json!({ "order": order })), retry_after))
+}
+
+#[derive(Deserialize)]
+struct SignedQuery {
+    expires: Option<String>,
+    sig: Option<String>,
+}
+
+/// `GET <status_url>`: no key; the signature authorizes exactly this path until it expires.
+async fn status(State(app): State<App>, Path(id): Path<String>, ApiQuery(q): ApiQuery<SignedQuery>) -> Result<Response, ApiError> {
+    let (order, retry_after) = app.order_status(&id, q.expires.as_deref(), q.sig.as_deref()).await?;
+    Ok(with_retry_after(ok(json!({ "order": order })), retry_after))
+}
+
+async fn cancel(State(app): State<App>, Caller(principal): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let order = app.cancel_order(&principal, &id).await?;
+    Ok(ok(json!({ "order": order })))
+}

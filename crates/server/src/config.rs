@@ -1,0 +1,247 @@
+//! Configuration: built-in defaults, then a TOML file (`--config`, `STOREFRONT_CONFIG`, or
+//! `storefront.toml` in the working directory), then `STOREFRONT_*` environment variables, then
+//! command-line flags. Documented in `docs/configuration.md`.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use storefront_providers::UpstreamConfig;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_log() -> String {
+    "info".into()
+}
+fn default_quote_ttl() -> u64 {
+    15 * 60
+}
+fn default_idempotency_lock() -> u64 {
+    120
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Where the SQLite database (and later machine images) live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` (default: `storefront.db` in the data directory).
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Public URL used in signed URLs and discovery documents (default: `http://LISTEN`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Log filter (`info`, `storefront=debug,info`, ...).
+    #[serde(default = "default_log")]
+    pub log: String,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// The operator's catalog (TOML, format in `docs/catalog.md`); the built-in one otherwise.
+    #[serde(default)]
+    pub catalog_file: Option<PathBuf>,
+    #[serde(default = "default_quote_ttl")]
+    pub quote_ttl_seconds: u64,
+    /// How long an unfinished idempotency claim blocks retries before it counts as abandoned.
+    #[serde(default = "default_idempotency_lock")]
+    pub idempotency_lock_seconds: u64,
+    /// Create a demo account with credits on the first start of an empty database.
+    #[serde(default = "default_true")]
+    pub demo_account: bool,
+    /// Key for signed URLs (at least 32 characters). Default: generated once, kept in the database.
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    /// Earlier signing keys still accepted for verification after a rotation.
+    #[serde(default)]
+    pub previous_signing_keys: Vec<String>,
+    /// JSON APIs that fulfill instant products (`fulfiller = NAME` in the catalog).
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    // Payments (read now, used once the payment gateways land).
+    #[serde(default)]
+    pub stripe_secret_key: Option<String>,
+    #[serde(default)]
+    pub stripe_webhook_secret: Option<String>,
+    #[serde(default)]
+    pub stripe_api_base: Option<String>,
+    #[serde(default)]
+    pub mpp_secret: Option<String>,
+    #[serde(default)]
+    pub mpp_network_id: Option<String>,
+    #[serde(default)]
+    pub mpp_realm: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid configuration in {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+/// Command-line values that override everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+impl Config {
+    /// Loads the configuration from the process environment and the working directory.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_from(overrides, |name| std::env::var(name).ok())
+    }
+
+    /// Loads with an explicit environment (tests).
+    pub fn load_from(overrides: &Overrides, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let file = overrides
+            .config
+            .clone()
+            .or_else(|| env("STOREFRONT_CONFIG").map(PathBuf::from))
+            .or_else(|| Path::new("storefront.toml").exists().then(|| PathBuf::from("storefront.toml")));
+        let mut config = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+                toml::from_str::<Config>(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        if let Some(v) = &overrides.listen {
+            config.listen = v.clone();
+        }
+        if let Some(v) = &overrides.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &overrides.database_url {
+            config.database_url = Some(v.clone());
+        }
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let number = |var: &str, raw: String| {
+            raw.trim().parse::<u64>().map_err(|_| ConfigError::Env {
+                var: var.to_owned(),
+                message: format!("'{raw}' is not a whole number of seconds"),
+            })
+        };
+        if let Some(v) = env("STOREFRONT_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = env("STOREFRONT_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("STOREFRONT_LOG") {
+            self.log = v;
+        }
+        if let Some(v) = env("STOREFRONT_LOG_FORMAT") {
+            self.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(ConfigError::Env {
+                        var: "STOREFRONT_LOG_FORMAT".into(),
+                        message: format!("'{other}' is not 'text' or 'json'"),
+                    })
+                }
+            };
+        }
+        if let Some(v) = env("STOREFRONT_CATALOG_FILE") {
+            self.catalog_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("STOREFRONT_QUOTE_TTL_SECONDS") {
+            self.quote_ttl_seconds = number("STOREFRONT_QUOTE_TTL_SECONDS", v)?;
+        }
+        if let Some(v) = env("STOREFRONT_DEMO_ACCOUNT") {
+            self.demo_account = !matches!(v.as_str(), "0" | "false" | "no" | "off");
+        }
+        let strings: [(&str, &mut Option<String>); 9] = [
+            ("STOREFRONT_DATABASE_URL", &mut self.database_url),
+            ("STOREFRONT_BASE_URL", &mut self.base_url),
+            ("STOREFRONT_SIGNING_KEY", &mut self.signing_key),
+            ("STOREFRONT_STRIPE_SECRET_KEY", &mut self.stripe_secret_key),
+            ("STOREFRONT_STRIPE_WEBHOOK_SECRET", &mut self.stripe_webhook_secret),
+            ("STOREFRONT_STRIPE_API_BASE", &mut self.stripe_api_base),
+            ("STOREFRONT_MPP_SECRET", &mut self.mpp_secret),
+            ("STOREFRONT_MPP_NETWORK_ID", &mut self.mpp_network_id),
+            ("STOREFRONT_MPP_REALM", &mut self.mpp_realm),
+        ];
+        for (var, slot) in strings {
+            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+                *slot = Some(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect: the configured one, or a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("storefront.db").display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn precedence_is_defaults_then_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sf.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nquote_ttl_seconds = 60\nlog = \"debug\"\n").unwrap();
+        let env: HashMap<&str, &str> = [("STOREFRONT_LOG", "warn"), ("STOREFRONT_LISTEN", "127.0.0.1:9001")].into();
+        let overrides = Overrides { config: Some(file), listen: Some("127.0.0.1:9002".into()), ..Default::default() };
+        let c = Config::load_from(&overrides, |k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9002", "flag wins");
+        assert_eq!(c.log, "warn", "environment beats the file");
+        assert_eq!(c.quote_ttl_seconds, 60, "file beats the default");
+        assert_eq!(c.data_dir, PathBuf::from("./data"), "default");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_numbers_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sf.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let overrides = Overrides { config: Some(file), ..Default::default() };
+        let err = Config::load_from(&overrides, |_| None).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = Config::load_from(&Overrides::default(), |k| (k == "STOREFRONT_QUOTE_TTL_SECONDS").then(|| "soon".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STOREFRONT_QUOTE_TTL_SECONDS"), "{err}");
+    }
+}

@@ -1,0 +1,35 @@
+//! The HTTP server loop with graceful shutdown: on SIGTERM or SIGINT the listener stops
+//! accepting, in-flight requests finish, then the process exits.
+
+use std::future::Future;
+use storefront_app::App;
+use tokio::net::TcpListener;
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let router = storefront_http::router(app);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
