@@ -1,0 +1,158 @@
+//! Test harness: the real server on 127.0.0.1:0 over a fresh SQLite file, spoken to over HTTP,
+//! with a manual clock the test can move.
+#![allow(dead_code)]
+
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::sync::Arc;
+use storefront::bootstrap::{build_app, open_store};
+use storefront::config::Config;
+use storefront_app::{App, ManualClock};
+
+pub struct TestServer {
+    pub base: String,
+    pub app: App,
+    pub clock: Arc<ManualClock>,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+
+    pub fn param(&self) -> &str {
+        self.body["error"]["param"].as_str().unwrap_or_default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config { data_dir: dir.path().to_path_buf(), demo_account: false, ..Config::default() };
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let clock = Arc::new(ManualClock::default());
+        let store = open_store(&config).await.expect("store opens");
+        let app = build_app(&config, store, clock.clone(), base.clone()).await.expect("app builds");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = app.clone();
+        tokio::spawn(async move {
+            storefront::serve::serve(served, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Self { base, app, clock, client: reqwest::Client::new(), shutdown: Some(tx), _dir: dir }
+    }
+
+    /// A new account with `credits`; returns (account id, owner key).
+    pub async fn account(&self, credits: i64) -> (String, String) {
+        let email = format!("owner-{}@example.com", uuid_like());
+        let (account, key) = self.app.admin_create_account(&email, "Test owner").await.expect("account");
+        if credits > 0 {
+            self.app.admin_grant_credits(account.id.as_str(), credits, "test credits").await.expect("credits");
+        }
+        (account.id.to_string(), key.api_key)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.expect("request reaches the server");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, headers, body }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> Reply {
+        let mut req = self.client.get(self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        self.send(req).await
+    }
+
+    pub async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> Reply {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        self.send(req).await
+    }
+
+    pub async fn order(&self, key: Option<&str>, idempotency_key: &str, body: &Value) -> Reply {
+        let mut req = self.client.post(self.url("/api/v1/orders")).header("Idempotency-Key", idempotency_key).json(body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        self.send(req).await
+    }
+
+    pub async fn balance(&self, key: &str) -> i64 {
+        self.get("/api/v1/account/balance", Some(key)).await.body["data"]["balance_minor"].as_i64().expect("balance")
+    }
+
+    /// Every ledger entry of the key's account, newest first, following cursors.
+    pub async fn ledger(&self, key: &str) -> Vec<Value> {
+        let mut entries = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/account/ledger?limit=100&cursor={c}"),
+                None => "/api/v1/account/ledger?limit=100".to_owned(),
+            };
+            let page = self.get(&path, Some(key)).await;
+            assert_eq!(page.status, 200, "{:?}", page.body);
+            entries.extend(page.body["data"]["entries"].as_array().unwrap().iter().cloned());
+            match page.body["data"]["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return entries,
+            }
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn uuid_like() -> String {
+    storefront_domain::ids::OrderId::generate().as_str()[4..].to_owned()
+}
+
+/// A valid configuration for a monthly VPS.
+pub fn vps_config() -> Value {
+    serde_json::json!({"hostname": "deploy-node-01", "region": "local", "image": "debian-12", "billing_term_months": 1})
+}
