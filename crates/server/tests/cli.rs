@@ -1,0 +1,229 @@
+//! The `storefront` binary itself: first start on the embedded default, the admin commands'
+//! `--json` outputs and exit codes, and graceful shutdown with a request in flight.
+
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_storefront");
+/// A guard against a hung child, not a timing assumption: every wait below normally ends in
+/// milliseconds.
+const GUARD: Duration = Duration::from_secs(60);
+
+fn storefront(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear().current_dir(dir).env("STOREFRONT_LOG", "warn").kill_on_drop(true);
+    c
+}
+
+async fn admin(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = storefront(dir).arg("admin").args(args).output().await.unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+struct Running {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    base: String,
+}
+
+async fn start(dir: &Path, extra: &[&str]) -> Running {
+    let mut child = storefront(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(GUARD, async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("the server prints its address");
+            if let Some(url) = line.strip_prefix("Storefront is serving on ") {
+                return url.trim().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("server starts");
+    Running { child, lines, base }
+}
+
+async fn next_line_containing(r: &mut Running, needle: &str) -> String {
+    tokio::time::timeout(GUARD, async {
+        loop {
+            let line = r.lines.next_line().await.unwrap().unwrap_or_else(|| panic!("no line with {needle}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("line arrives")
+}
+
+async fn terminate(mut r: Running) -> std::process::ExitStatus {
+    let pid = r.child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(GUARD, r.child.wait()).await.expect("exits after SIGTERM").unwrap()
+}
+
+#[tokio::test]
+async fn first_start_creates_the_database_and_a_demo_account_that_can_buy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[]).await;
+    let line = next_line_containing(&mut server, "export STOREFRONT_API_KEY=").await;
+    let key = line.split('=').nth(1).unwrap().trim().to_owned();
+    assert!(dir.path().join("data/storefront.db").exists(), "SQLite file in ./data");
+    let curl = next_line_containing(&mut server, "curl -s").await;
+    assert!(curl.contains(&format!("{}/api/v1/orders", server.base)));
+
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/api/v1/orders", server.base))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "first-purchase-1")
+        .json(&json!({"product_id": "web-search", "configuration": {"query": "linux machine"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"]["order"]["status"], "fulfilled");
+    assert!(terminate(server).await.success(), "SIGTERM is a clean exit");
+
+    let mut again = start(dir.path(), &[]).await;
+    let r = client.get(format!("{}/api/v1/account", again.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the demo key survives a restart");
+    let pid = again.child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let mut rest = String::new();
+    while let Ok(Some(l)) = again.lines.next_line().await {
+        rest.push_str(&l);
+    }
+    assert!(!rest.contains("STOREFRONT_API_KEY"), "the demo account is made only on the first start");
+    assert!(again.child.wait().await.unwrap().success());
+}
+
+#[tokio::test]
+async fn admin_commands_print_the_documented_json_and_fail_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, _) = storefront(d).arg("migrate").output().await.map(|o| (o.status.success(), String::from_utf8(o.stdout).unwrap(), ())).unwrap();
+    assert!(ok, "{out}");
+
+    let (ok, out, err) = admin(d, &["create-account", "--email", "ops@example.com", "--name", "Ops", "--json"]).await;
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(out.trim()).expect("exactly one JSON object");
+    let account = created["account_id"].as_str().unwrap().to_owned();
+    assert!(account.starts_with("acct_"));
+    assert!(created["api_key"].as_str().unwrap().starts_with("sf_live_"));
+    assert_eq!(created.as_object().unwrap().len(), 2);
+
+    let (ok, out, _) = admin(d, &["grant-credits", "--account", &account, "--amount-minor", "1500", "--reason", "welcome", "--json"]).await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap(), json!({"balance_minor": 1500, "currency": "usd"}));
+    let (ok, out, _) = admin(d, &["grant-credits", "--account", &account, "--amount-minor", "-500", "--reason", "correction", "--json"]).await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap()["balance_minor"], 1000);
+
+    let (ok, out, _) = admin(d, &["create-key", "--account", &account, "--role", "agent", "--json"]).await;
+    assert!(ok);
+    let key: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(key["key_id"].as_str().unwrap().starts_with("key_"));
+
+    let (ok, out, _) = admin(d, &["list-accounts", "--json"]).await;
+    assert!(ok);
+    let list: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(list[0]["account_id"], account.as_str());
+    assert_eq!(list[0]["balance_minor"], 1000);
+
+    for args in [
+        vec!["grant-credits", "--account", "acct_nope", "--amount-minor", "5", "--reason", "x", "--json"],
+        vec!["grant-credits", "--account", account.as_str(), "--amount-minor", "-999999", "--reason", "x"],
+        vec!["create-account", "--email", "not-an-email", "--name", "x"],
+        vec!["create-account", "--email", "ops@example.com", "--name", "again"],
+    ] {
+        let (ok, out, err) = admin(d, &args).await;
+        assert!(!ok, "{args:?} must fail");
+        assert!(out.is_empty(), "nothing on stdout for {args:?}");
+        assert!(err.starts_with("error: "), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    // An upstream that holds the request until the test releases it.
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (a, r) = (arrived.clone(), release.clone());
+    let upstream = axum::Router::new().route(
+        "/search",
+        axum::routing::get(move || {
+            let (a, r) = (a.clone(), r.clone());
+            async move {
+                a.notify_one();
+                r.notified().await;
+                axum::Json(json!({"results": [{"title": "late but complete"}]}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}/search", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, upstream).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("catalog.toml"),
+        r#"
+[[products]]
+id = "slow-search"
+sku = "slow-search"
+name = "Slow search"
+category = "search"
+description = "Held by the test."
+kind = "instant"
+fulfiller = "slow"
+[products.pricing]
+model = "per_use"
+unit_minor = 1
+currency = "usd"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("storefront.toml"),
+        format!("catalog_file = \"catalog.toml\"\n[[upstreams]]\nname = \"slow\"\nurl = \"{upstream_url}\"\ntimeout_ms = 60000\nresults_pointer = \"/results\"\n"),
+    )
+    .unwrap();
+    let mut server = start(dir.path(), &[]).await;
+    let line = next_line_containing(&mut server, "export STOREFRONT_API_KEY=").await;
+    let key = line.split('=').nth(1).unwrap().trim().to_owned();
+    let base = server.base.clone();
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{base}/api/v1/orders"))
+            .bearer_auth(key)
+            .header("Idempotency-Key", "slow-1")
+            .json(&json!({"product_id": "slow-search"}))
+            .send()
+            .await
+            .unwrap()
+    });
+    tokio::time::timeout(GUARD, arrived.notified()).await.expect("request reached the upstream");
+    let pid = server.child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    // The process must still be finishing the request: it cannot have exited yet.
+    assert!(server.child.try_wait().unwrap().is_none());
+    release.notify_one();
+    let response = tokio::time::timeout(GUARD, in_flight).await.unwrap().unwrap();
+    assert_eq!(response.status(), 201, "the in-flight order completed");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["order"]["result"]["results"][0]["title"], "late but complete");
+    let status = tokio::time::timeout(GUARD, server.child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+}
