@@ -3,7 +3,9 @@
 use crate::app::{store_failure, App};
 use crate::page::{Page, PageRequest};
 use crate::principal::Principal;
-use crate::secrets::{constant_time_eq, display_prefix, hash_secret, new_api_key_secret, API_KEY_PREFIX};
+use crate::secrets::{
+    constant_time_eq, display_prefix, hash_secret, new_api_key_secret, API_KEY_PREFIX,
+};
 use serde::Serialize;
 use storefront_domain::account::{parse_email, Account, ApiKey, KeyRole};
 use storefront_domain::ids::{AccountId, AgentId, KeyId, LedgerEntryId};
@@ -51,8 +53,15 @@ impl App {
             .filter(|k| constant_time_eq(&k.secret_hash, &hash) && k.revoked_at.is_none())
             .ok_or_else(DomainError::unauthorized)?;
         Ok(match key.role {
-            KeyRole::Owner => Principal::Owner { account_id: key.account_id, key_id: key.id },
-            KeyRole::Agent => Principal::Agent { account_id: key.account_id, key_id: key.id, agent_id: key.agent_id },
+            KeyRole::Owner => Principal::Owner {
+                account_id: key.account_id,
+                key_id: key.id,
+            },
+            KeyRole::Agent => Principal::Agent {
+                account_id: key.account_id,
+                key_id: key.id,
+                agent_id: key.agent_id,
+            },
         })
     }
 
@@ -74,20 +83,35 @@ impl App {
         })
     }
 
-    pub async fn ledger(&self, principal: &Principal, page: &PageRequest) -> Result<Page<LedgerEntry>, DomainError> {
+    pub async fn ledger(
+        &self,
+        principal: &Principal,
+        page: &PageRequest,
+    ) -> Result<Page<LedgerEntry>, DomainError> {
         let account = principal.require_account()?;
         if let Some(c) = &page.cursor {
             if LedgerEntryId::parse(c).is_none() {
                 return Err(PageRequest::invalid_cursor());
             }
         }
-        let entries = self.store.list_ledger(account, page).await.map_err(store_failure)?;
-        Ok(Page::from_fetched(entries, page.limit, |e: &LedgerEntry| e.id.to_string()))
+        let entries = self
+            .store
+            .list_ledger(account, page)
+            .await
+            .map_err(store_failure)?;
+        Ok(Page::from_fetched(
+            entries,
+            page.limit,
+            |e: &LedgerEntry| e.id.to_string(),
+        ))
     }
 
     pub async fn list_api_keys(&self, principal: &Principal) -> Result<Vec<ApiKey>, DomainError> {
         let account = principal.require_owner()?;
-        self.store.list_api_keys(account).await.map_err(store_failure)
+        self.store
+            .list_api_keys(account)
+            .await
+            .map_err(store_failure)
     }
 
     pub async fn create_api_key(
@@ -100,7 +124,11 @@ impl App {
         self.issue_key(&account, role, None, name).await
     }
 
-    pub async fn revoke_api_key(&self, principal: &Principal, key_id: &str) -> Result<(), DomainError> {
+    pub async fn revoke_api_key(
+        &self,
+        principal: &Principal,
+        key_id: &str,
+    ) -> Result<(), DomainError> {
         let account = principal.require_owner()?;
         let not_found = || DomainError::not_found("API key", key_id);
         let id = KeyId::parse(key_id).ok_or_else(not_found)?;
@@ -126,21 +154,41 @@ impl App {
     ) -> Result<CreatedKey, DomainError> {
         let name = validate_key_name(name)?;
         let (key, secret) = new_key(account, role, agent, name, self.clock.now());
-        self.store.insert_api_key(&key).await.map_err(store_failure)?;
+        self.store
+            .insert_api_key(&key)
+            .await
+            .map_err(store_failure)?;
         tracing::info!(key_id = %key.id, role = role.as_str(), "API key created");
-        Ok(CreatedKey { key_id: key.id.to_string(), api_key: secret, role, name: key.name })
+        Ok(CreatedKey {
+            key_id: key.id.to_string(),
+            api_key: secret,
+            role,
+            name: key.name,
+        })
     }
 
     // ----- operator administration (the `storefront admin` commands) -----
 
     /// Creates an account and its first owner key.
-    pub async fn admin_create_account(&self, email: &str, name: &str) -> Result<(Account, CreatedKey), DomainError> {
+    pub async fn admin_create_account(
+        &self,
+        email: &str,
+        name: &str,
+    ) -> Result<(Account, CreatedKey), DomainError> {
         let email = parse_email(email).ok_or_else(|| {
-            DomainError::validation("email", format!("'{email}' is not a valid e-mail address."), "Use an address like owner@example.com.")
+            DomainError::validation(
+                "email",
+                format!("'{email}' is not a valid e-mail address."),
+                "Use an address like owner@example.com.",
+            )
         })?;
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 200 {
-            return Err(DomainError::validation("name", "The account name must be 1-200 characters.", "Give the account a short name."));
+            return Err(DomainError::validation(
+                "name",
+                "The account name must be 1-200 characters.",
+                "Give the account a short name.",
+            ));
         }
         let now = self.clock.now();
         let account = Account {
@@ -152,21 +200,34 @@ impl App {
             created_at: now,
         };
         let (key, secret) = new_key(&account.id, KeyRole::Owner, None, "owner".into(), now);
-        self.store.create_account(&account, &key).await.map_err(|e| match e {
-            crate::ports::StoreError::Conflict(_) => DomainError::validation(
-                "email",
-                format!("An account with e-mail {} already exists.", account.email),
-                "Use another e-mail address, or create a key for the existing account.",
-            ),
-            other => store_failure(other),
-        })?;
+        self.store
+            .create_account(&account, &key)
+            .await
+            .map_err(|e| match e {
+                crate::ports::StoreError::Conflict(_) => DomainError::validation(
+                    "email",
+                    format!("An account with e-mail {} already exists.", account.email),
+                    "Use another e-mail address, or create a key for the existing account.",
+                ),
+                other => store_failure(other),
+            })?;
         tracing::info!(account_id = %account.id, "account created");
-        let created = CreatedKey { key_id: key.id.to_string(), api_key: secret, role: KeyRole::Owner, name: key.name };
+        let created = CreatedKey {
+            key_id: key.id.to_string(),
+            api_key: secret,
+            role: KeyRole::Owner,
+            name: key.name,
+        };
         Ok((account, created))
     }
 
     /// Credits (or, with a negative amount, debits as an adjustment) an account.
-    pub async fn admin_grant_credits(&self, account: &str, amount_minor: i64, reason: &str) -> Result<LedgerEntry, DomainError> {
+    pub async fn admin_grant_credits(
+        &self,
+        account: &str,
+        amount_minor: i64,
+        reason: &str,
+    ) -> Result<LedgerEntry, DomainError> {
         let account_id = self.existing_account(account).await?;
         if amount_minor == 0 || amount_minor.abs() > MAX_AMOUNT_MINOR {
             return Err(DomainError::validation(
@@ -177,26 +238,44 @@ impl App {
         }
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > 500 {
-            return Err(DomainError::validation("reason", "The reason must be 1-500 characters.", "Say why the credits are granted."));
+            return Err(DomainError::validation(
+                "reason",
+                "The reason must be 1-500 characters.",
+                "Say why the credits are granted.",
+            ));
         }
         let movement = LedgerMovement {
             account_id,
-            kind: if amount_minor > 0 { LedgerKind::TopUp } else { LedgerKind::Adjustment },
+            kind: if amount_minor > 0 {
+                LedgerKind::TopUp
+            } else {
+                LedgerKind::Adjustment
+            },
             amount_minor,
             order_id: None,
             description: reason.to_owned(),
         };
-        self.store.record_movement(&movement, self.clock.now()).await.map_err(|e| match e {
-            crate::ports::StoreError::InsufficientCredits { balance_minor } => DomainError::new(
-                ErrorCode::InsufficientCredits,
-                format!("The balance is {balance_minor}; the adjustment would take it below zero."),
-                "Use a smaller adjustment.",
-            ),
-            other => store_failure(other),
-        })
+        self.store
+            .record_movement(&movement, self.clock.now())
+            .await
+            .map_err(|e| match e {
+                crate::ports::StoreError::InsufficientCredits { balance_minor } => DomainError::new(
+                    ErrorCode::InsufficientCredits,
+                    format!(
+                        "The balance is {balance_minor}; the adjustment would take it below zero."
+                    ),
+                    "Use a smaller adjustment.",
+                ),
+                other => store_failure(other),
+            })
     }
 
-    pub async fn admin_create_key(&self, account: &str, role: KeyRole, agent: Option<&str>) -> Result<CreatedKey, DomainError> {
+    pub async fn admin_create_key(
+        &self,
+        account: &str,
+        role: KeyRole,
+        agent: Option<&str>,
+    ) -> Result<CreatedKey, DomainError> {
         let account_id = self.existing_account(account).await?;
         if let Some(agent) = agent {
             // Agents arrive with governance; until then an agent key acts for the account as a
@@ -207,7 +286,8 @@ impl App {
                 "Omit --agent to create an account-wide agent key.",
             ));
         }
-        self.issue_key(&account_id, role, None, Some(role.as_str().to_owned())).await
+        self.issue_key(&account_id, role, None, Some(role.as_str().to_owned()))
+            .await
     }
 
     pub async fn admin_list_accounts(&self) -> Result<Vec<Account>, DomainError> {
@@ -217,7 +297,11 @@ impl App {
     async fn existing_account(&self, raw: &str) -> Result<AccountId, DomainError> {
         let not_found = || DomainError::not_found("account", raw).with_param("account");
         let id = AccountId::parse(raw).ok_or_else(not_found)?;
-        self.store.get_account(&id).await.map_err(store_failure)?.ok_or_else(not_found)?;
+        self.store
+            .get_account(&id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(not_found)?;
         Ok(id)
     }
 
@@ -227,17 +311,33 @@ impl App {
         if self.store.count_accounts().await.map_err(store_failure)? > 0 {
             return Ok(None);
         }
-        let (account, key) = self.admin_create_account(DEMO_EMAIL, "Demo account").await?;
-        let entry = self.admin_grant_credits(account.id.as_str(), DEMO_CREDITS, "demo credits").await?;
-        let account = Account { balance_minor: entry.balance_after_minor, ..account };
-        Ok(Some(DemoAccount { account, api_key: key.api_key }))
+        let (account, key) = self
+            .admin_create_account(DEMO_EMAIL, "Demo account")
+            .await?;
+        let entry = self
+            .admin_grant_credits(account.id.as_str(), DEMO_CREDITS, "demo credits")
+            .await?;
+        let account = Account {
+            balance_minor: entry.balance_after_minor,
+            ..account
+        };
+        Ok(Some(DemoAccount {
+            account,
+            api_key: key.api_key,
+        }))
     }
 }
 
 fn validate_key_name(name: Option<String>) -> Result<String, DomainError> {
-    let name = name.map(|n| n.trim().to_owned()).unwrap_or_else(|| "api key".into());
+    let name = name
+        .map(|n| n.trim().to_owned())
+        .unwrap_or_else(|| "api key".into());
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(DomainError::validation("name", "A key name must be 1-100 printable characters.", "Give the key a short label such as \"ci\"."));
+        return Err(DomainError::validation(
+            "name",
+            "A key name must be 1-100 printable characters.",
+            "Give the key a short label such as \"ci\".",
+        ));
     }
     Ok(name)
 }

@@ -24,7 +24,9 @@ pub struct ManualClock {
 
 impl Default for ManualClock {
     fn default() -> Self {
-        Self { now: Mutex::new(truncate(chrono::Utc::now())) }
+        Self {
+            now: Mutex::new(truncate(chrono::Utc::now())),
+        }
     }
 }
 

@@ -137,13 +137,19 @@ impl App {
             OrderSource::Quote(id) => self.live_quote(principal, id).await?,
             OrderSource::Configure(q) => self.price_request(principal, q)?,
         };
-        let product = self.catalog.get(&quote.product_id).ok_or_else(|| unknown_product(&quote.product_id))?;
+        let product = self
+            .catalog
+            .get(&quote.product_id)
+            .ok_or_else(|| unknown_product(&quote.product_id))?;
         if !product.available {
             return Err(DomainError::service_unavailable(
                 format!(
                     "{} cannot be delivered here: {}.",
                     product.id,
-                    product.unavailable_reason.as_deref().unwrap_or("its provider is not configured")
+                    product
+                        .unavailable_reason
+                        .as_deref()
+                        .unwrap_or("its provider is not configured")
                 ),
                 "Choose a product with \"available\": true from GET /api/v1/products.",
             )
@@ -191,7 +197,10 @@ impl App {
             .await
             .map_err(store_failure)?
         {
-            ClaimOutcome::Existing { fingerprint: original, .. } if original != fingerprint => {
+            ClaimOutcome::Existing {
+                fingerprint: original,
+                ..
+            } if original != fingerprint => {
                 return Err(DomainError::new(
                     ErrorCode::IdempotencyKeyReused,
                     "This Idempotency-Key was already used with a different request body.",
@@ -199,12 +208,18 @@ impl App {
                 )
                 .with_param("Idempotency-Key"));
             }
-            ClaimOutcome::Existing { outcome: Some(stored), .. } => {
+            ClaimOutcome::Existing {
+                outcome: Some(stored),
+                ..
+            } => {
                 let outcome: OrderOutcome = serde_json::from_value(stored).map_err(|e| {
                     tracing::error!(error = %e, "stored idempotent outcome is unreadable");
                     DomainError::internal()
                 })?;
-                return Ok(PlacedOrder { outcome, replayed: true });
+                return Ok(PlacedOrder {
+                    outcome,
+                    replayed: true,
+                });
             }
             ClaimOutcome::Existing { outcome: None, .. } => {
                 return Err(DomainError::new(
@@ -219,13 +234,24 @@ impl App {
 
         // A previous holder of this key may have crashed after its order committed: finish that
         // order instead of creating a second one.
-        if let Some(existing) = self.store.find_order_by_idempotency_key(&key_ref).await.map_err(store_failure)? {
+        if let Some(existing) = self
+            .store
+            .find_order_by_idempotency_key(&key_ref)
+            .await
+            .map_err(store_failure)?
+        {
             let outcome = self.resume_order(existing, &key_ref).await?;
-            return Ok(PlacedOrder { outcome, replayed: true });
+            return Ok(PlacedOrder {
+                outcome,
+                replayed: true,
+            });
         }
 
         match self.charge_and_create(principal, &key_ref, req).await {
-            Ok(outcome) => Ok(PlacedOrder { outcome, replayed: false }),
+            Ok(outcome) => Ok(PlacedOrder {
+                outcome,
+                replayed: false,
+            }),
             Err(e) => {
                 // Nothing acted: free the key so the corrected request can use it.
                 if let Err(release) = self.store.release_idempotency_key(&key_ref).await {
@@ -291,11 +317,21 @@ impl App {
         // Async orders are finished for this request once they are stored: record the outcome
         // in the same transaction. Instant orders record theirs after fulfillment.
         let accepted = (product.kind == ProductKind::Async).then(|| self.outcome_of(&order));
-        let completion = accepted.as_ref().map(|o| IdempotencyCompletion { key: key_ref.clone(), outcome: o.to_value() });
+        let completion = accepted.as_ref().map(|o| IdempotencyCompletion {
+            key: key_ref.clone(),
+            outcome: o.to_value(),
+        });
         if matches!(req.source, OrderSource::Configure(_)) {
-            self.store.insert_quote(&quote).await.map_err(store_failure)?;
+            self.store
+                .insert_quote(&quote)
+                .await
+                .map_err(store_failure)?;
         }
-        match self.store.insert_order(&order, Some(key_ref), charge.as_ref(), completion.as_ref()).await {
+        match self
+            .store
+            .insert_order(&order, Some(key_ref), charge.as_ref(), completion.as_ref())
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::InsufficientCredits { balance_minor }) => {
                 return Err(DomainError::new(
@@ -319,11 +355,21 @@ impl App {
 
     /// Runs the fulfiller of a paid instant order, then records fulfilled or failed-and-refunded
     /// together with the key's outcome.
-    async fn fulfill_instant(&self, mut order: Order, key_ref: &IdempotencyRef) -> Result<OrderOutcome, DomainError> {
-        let product = self.catalog.get(&order.product_id).ok_or_else(|| unknown_product(&order.product_id))?;
+    async fn fulfill_instant(
+        &self,
+        mut order: Order,
+        key_ref: &IdempotencyRef,
+    ) -> Result<OrderOutcome, DomainError> {
+        let product = self
+            .catalog
+            .get(&order.product_id)
+            .ok_or_else(|| unknown_product(&order.product_id))?;
         let fulfiller = self.fulfillers.get(&product.fulfiller);
         let result = match fulfiller {
-            Some(f) => f.fulfill(product, &order.configuration, order.quantity).await,
+            Some(f) => {
+                f.fulfill(product, &order.configuration, order.quantity)
+                    .await
+            }
             None => Err(crate::ports::FulfillmentError {
                 message: "The product's fulfiller is not configured.".into(),
                 detail: format!("no fulfiller named '{}'", product.fulfiller),
@@ -339,7 +385,10 @@ impl App {
             Err(e) => {
                 tracing::warn!(order_id = %order.id, detail = %e.detail, "fulfillment failed; refunding");
                 order.status = OrderStatus::Failed;
-                order.failure = Some(Failure { code: ErrorCode::FulfillmentFailed.as_str().into(), message: e.message });
+                order.failure = Some(Failure {
+                    code: ErrorCode::FulfillmentFailed.as_str().into(),
+                    message: e.message,
+                });
                 if order.payment_status == PaymentStatus::Paid && order.total_minor > 0 {
                     refund = Some(refund_movement(&order, "refund: fulfillment failed"));
                 }
@@ -349,10 +398,18 @@ impl App {
             }
         }
         let outcome = self.outcome_of(&order);
-        let completion = IdempotencyCompletion { key: key_ref.clone(), outcome: outcome.to_value() };
+        let completion = IdempotencyCompletion {
+            key: key_ref.clone(),
+            outcome: outcome.to_value(),
+        };
         let moved = self
             .store
-            .update_order(&order, &[OrderStatus::Paid], refund.as_ref(), Some(&completion))
+            .update_order(
+                &order,
+                &[OrderStatus::Paid],
+                refund.as_ref(),
+                Some(&completion),
+            )
             .await
             .map_err(store_failure)?;
         if moved {
@@ -366,18 +423,32 @@ impl App {
     }
 
     /// Builds (and records) the outcome of an order whose request was interrupted.
-    async fn resume_order(&self, order: Order, key_ref: &IdempotencyRef) -> Result<OrderOutcome, DomainError> {
-        let is_instant = self.catalog.get(&order.product_id).is_some_and(|p| p.kind == ProductKind::Instant);
+    async fn resume_order(
+        &self,
+        order: Order,
+        key_ref: &IdempotencyRef,
+    ) -> Result<OrderOutcome, DomainError> {
+        let is_instant = self
+            .catalog
+            .get(&order.product_id)
+            .is_some_and(|p| p.kind == ProductKind::Instant);
         if order.status == OrderStatus::Paid && is_instant {
             return self.fulfill_instant(order, key_ref).await;
         }
         self.record_outcome(&order, key_ref).await
     }
 
-    async fn record_outcome(&self, order: &Order, key_ref: &IdempotencyRef) -> Result<OrderOutcome, DomainError> {
+    async fn record_outcome(
+        &self,
+        order: &Order,
+        key_ref: &IdempotencyRef,
+    ) -> Result<OrderOutcome, DomainError> {
         let outcome = self.outcome_of(order);
         self.store
-            .complete_idempotency_key(&IdempotencyCompletion { key: key_ref.clone(), outcome: outcome.to_value() })
+            .complete_idempotency_key(&IdempotencyCompletion {
+                key: key_ref.clone(),
+                outcome: outcome.to_value(),
+            })
             .await
             .map_err(store_failure)?;
         Ok(outcome)
@@ -385,19 +456,28 @@ impl App {
 
     fn outcome_of(&self, order: &Order) -> OrderOutcome {
         match order.status {
-            OrderStatus::Fulfilled => OrderOutcome::Created { order: self.order_view(order) },
+            OrderStatus::Fulfilled => OrderOutcome::Created {
+                order: self.order_view(order),
+            },
             OrderStatus::Failed => OrderOutcome::Failed {
                 error: DomainError::new(
                     ErrorCode::FulfillmentFailed,
                     format!(
                         "Order {} failed: {} Nothing was charged (the payment was refunded).",
                         order.id,
-                        order.failure.as_ref().map(|f| f.message.as_str()).unwrap_or("the provider failed.")
+                        order
+                            .failure
+                            .as_ref()
+                            .map(|f| f.message.as_str())
+                            .unwrap_or("the provider failed.")
                     ),
                     "Retry with a new Idempotency-Key.",
                 ),
             },
-            _ => OrderOutcome::Accepted { order: self.order_view(order), retry_after_seconds: order.retry_after_seconds() },
+            _ => OrderOutcome::Accepted {
+                order: self.order_view(order),
+                retry_after_seconds: order.retry_after_seconds(),
+            },
         }
     }
 
@@ -414,14 +494,23 @@ impl App {
         let not_found = || DomainError::not_found("order", id);
         let account = principal.require_account()?;
         let order_id = OrderId::parse(id).ok_or_else(not_found)?;
-        let order = self.store.get_order(&order_id).await.map_err(store_failure)?.ok_or_else(not_found)?;
+        let order = self
+            .store
+            .get_order(&order_id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(not_found)?;
         if order.account_id.as_ref() != Some(account) {
             return Err(not_found());
         }
         Ok(order)
     }
 
-    pub async fn get_order(&self, principal: &Principal, id: &str) -> Result<(OrderView, Option<u64>), DomainError> {
+    pub async fn get_order(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<(OrderView, Option<u64>), DomainError> {
         let order = self.owned_order(principal, id).await?;
         Ok((self.order_view(&order), order.retry_after_seconds()))
     }
@@ -433,7 +522,8 @@ impl App {
         expires: Option<&str>,
         sig: Option<&str>,
     ) -> Result<(OrderView, Option<u64>), DomainError> {
-        self.signer.verify("GET", &status_path(id), expires, sig, self.clock.now())?;
+        self.signer
+            .verify("GET", &status_path(id), expires, sig, self.clock.now())?;
         let order_id = OrderId::parse(id).ok_or_else(|| DomainError::not_found("order", id))?;
         let order = self.load_order(&order_id).await?;
         let mut view = self.order_view(&order);
@@ -442,22 +532,41 @@ impl App {
         Ok((view, order.retry_after_seconds()))
     }
 
-    pub async fn list_orders(&self, principal: &Principal, filter: &OrderFilter) -> Result<Page<OrderView>, DomainError> {
+    pub async fn list_orders(
+        &self,
+        principal: &Principal,
+        filter: &OrderFilter,
+    ) -> Result<Page<OrderView>, DomainError> {
         let account = principal.require_account()?;
         if let Some(c) = &filter.page.cursor {
             if OrderId::parse(c).is_none() {
                 return Err(PageRequest::invalid_cursor());
             }
         }
-        let orders = self.store.list_orders(account, filter).await.map_err(store_failure)?;
+        let orders = self
+            .store
+            .list_orders(account, filter)
+            .await
+            .map_err(store_failure)?;
         let views = orders.iter().map(|o| self.order_view(o)).collect();
-        Ok(Page::from_fetched(views, filter.page.limit, |o: &OrderView| o.id.clone()))
+        Ok(Page::from_fetched(
+            views,
+            filter.page.limit,
+            |o: &OrderView| o.id.clone(),
+        ))
     }
 
     /// Cancels an order that has not started delivery, refunding what was paid.
-    pub async fn cancel_order(&self, principal: &Principal, id: &str) -> Result<OrderView, DomainError> {
+    pub async fn cancel_order(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<OrderView, DomainError> {
         let mut order = self.owned_order(principal, id).await?;
-        let is_instant = self.catalog.get(&order.product_id).is_some_and(|p| p.kind == ProductKind::Instant);
+        let is_instant = self
+            .catalog
+            .get(&order.product_id)
+            .is_some_and(|p| p.kind == ProductKind::Instant);
         // A paid instant order is being fulfilled inline right now; it cannot be stopped.
         if !order.status.is_cancelable() || (is_instant && order.status == OrderStatus::Paid) {
             return Err(invalid_state_for_cancel(&order));
@@ -470,7 +579,11 @@ impl App {
             order.payment_status = PaymentStatus::Refunded;
         }
         order.updated_at = self.clock.now();
-        let moved = self.store.update_order(&order, &[expected], refund.as_ref(), None).await.map_err(store_failure)?;
+        let moved = self
+            .store
+            .update_order(&order, &[expected], refund.as_ref(), None)
+            .await
+            .map_err(store_failure)?;
         if !moved {
             let current = self.load_order(&order.id).await?;
             return Err(invalid_state_for_cancel(&current));
@@ -482,7 +595,10 @@ impl App {
 
 fn refund_movement(order: &Order, why: &str) -> LedgerMovement {
     LedgerMovement {
-        account_id: order.account_id.clone().expect("credit orders belong to an account"),
+        account_id: order
+            .account_id
+            .clone()
+            .expect("credit orders belong to an account"),
         kind: LedgerKind::Refund,
         amount_minor: order.total_minor,
         order_id: Some(order.id.clone()),
@@ -515,7 +631,10 @@ fn validate_billing(b: &BillingDetails) -> Result<(), DomainError> {
     if !missing.is_empty() {
         return Err(DomainError::validation(
             missing[0],
-            format!("Card orders need billing details; missing: {}.", missing.join(", ")),
+            format!(
+                "Card orders need billing details; missing: {}.",
+                missing.join(", ")
+            ),
             "Ask the customer for the missing billing details; never guess them.",
         ));
     }

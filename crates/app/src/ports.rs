@@ -49,7 +49,10 @@ pub enum ClaimOutcome {
     /// The caller now holds the key and must complete or release it.
     Acquired,
     /// Someone claimed the key before: with its fingerprint and, once finished, its outcome.
-    Existing { fingerprint: String, outcome: Option<Value> },
+    Existing {
+        fingerprint: String,
+        outcome: Option<Value>,
+    },
 }
 
 /// Records the outcome of the request that held a key, in the same transaction as its effect.
@@ -83,12 +86,25 @@ pub trait Store: Send + Sync + 'static {
     async fn find_api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKey>>;
     async fn list_api_keys(&self, account: &AccountId) -> StoreResult<Vec<ApiKey>>;
     /// Revokes a live key of the account; `false` when there is none.
-    async fn revoke_api_key(&self, account: &AccountId, id: &KeyId, now: Timestamp) -> StoreResult<bool>;
+    async fn revoke_api_key(
+        &self,
+        account: &AccountId,
+        id: &KeyId,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
 
     /// Applies a movement to the balance and appends its ledger entry, atomically.
-    async fn record_movement(&self, movement: &LedgerMovement, now: Timestamp) -> StoreResult<LedgerEntry>;
+    async fn record_movement(
+        &self,
+        movement: &LedgerMovement,
+        now: Timestamp,
+    ) -> StoreResult<LedgerEntry>;
     /// Newest first, `limit + 1` rows after the cursor.
-    async fn list_ledger(&self, account: &AccountId, page: &PageRequest) -> StoreResult<Vec<LedgerEntry>>;
+    async fn list_ledger(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<LedgerEntry>>;
     /// The sum of all ledger amounts of the account (equals its balance; checked by tests).
     async fn ledger_sum(&self, account: &AccountId) -> StoreResult<i64>;
 
@@ -106,7 +122,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<ClaimOutcome>;
     /// Records the outcome of a key's request on its own (crash recovery; normally the outcome
     /// is recorded with the effect through `insert_order` / `update_order`).
-    async fn complete_idempotency_key(&self, completion: &IdempotencyCompletion) -> StoreResult<()>;
+    async fn complete_idempotency_key(&self, completion: &IdempotencyCompletion)
+        -> StoreResult<()>;
     /// Frees a key whose request did not act, so a corrected retry may use it.
     async fn release_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<()>;
 
@@ -130,9 +147,16 @@ pub trait Store: Send + Sync + 'static {
         completes: Option<&IdempotencyCompletion>,
     ) -> StoreResult<bool>;
     async fn get_order(&self, id: &OrderId) -> StoreResult<Option<Order>>;
-    async fn find_order_by_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<Option<Order>>;
+    async fn find_order_by_idempotency_key(
+        &self,
+        key: &IdempotencyRef,
+    ) -> StoreResult<Option<Order>>;
     /// Newest first, `limit + 1` rows after the cursor.
-    async fn list_orders(&self, account: &AccountId, filter: &OrderFilter) -> StoreResult<Vec<Order>>;
+    async fn list_orders(
+        &self,
+        account: &AccountId,
+        filter: &OrderFilter,
+    ) -> StoreResult<Vec<Order>>;
 }
 
 /// Why a fulfiller could not deliver. `message` may be shown to the client; `detail` is for

@@ -7,9 +7,16 @@ use storefront_domain::DomainError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// An owner key: everything on its own account.
-    Owner { account_id: AccountId, key_id: KeyId },
+    Owner {
+        account_id: AccountId,
+        key_id: KeyId,
+    },
     /// An agent key: buys and manages within the agent's rules; never manages keys.
-    Agent { account_id: AccountId, key_id: KeyId, agent_id: Option<AgentId> },
+    Agent {
+        account_id: AccountId,
+        key_id: KeyId,
+        agent_id: Option<AgentId>,
+    },
     /// No key: browse, quote, validate, and order with card or MPP; never spends credit.
     Public,
 }

@@ -19,8 +19,15 @@ pub struct QuoteRequest {
 
 impl App {
     /// Prices a configuration without storing anything (validate and quote share it).
-    pub(crate) fn price_request(&self, principal: &Principal, req: &QuoteRequest) -> Result<Quote, DomainError> {
-        let product = self.catalog.get(&req.product_id).ok_or_else(|| unknown_product(&req.product_id))?;
+    pub(crate) fn price_request(
+        &self,
+        principal: &Principal,
+        req: &QuoteRequest,
+    ) -> Result<Quote, DomainError> {
+        let product = self
+            .catalog
+            .get(&req.product_id)
+            .ok_or_else(|| unknown_product(&req.product_id))?;
         let quantity = req.quantity.unwrap_or(1);
         if quantity < 1 || quantity > i64::from(product.max_quantity) {
             return Err(DomainError::validation(
@@ -50,9 +57,16 @@ impl App {
         })
     }
 
-    pub async fn create_quote(&self, principal: &Principal, req: &QuoteRequest) -> Result<Quote, DomainError> {
+    pub async fn create_quote(
+        &self,
+        principal: &Principal,
+        req: &QuoteRequest,
+    ) -> Result<Quote, DomainError> {
         let quote = self.price_request(principal, req)?;
-        self.store.insert_quote(&quote).await.map_err(store_failure)?;
+        self.store
+            .insert_quote(&quote)
+            .await
+            .map_err(store_failure)?;
         Ok(quote)
     }
 
@@ -60,7 +74,12 @@ impl App {
     pub async fn get_quote(&self, principal: &Principal, id: &str) -> Result<Quote, DomainError> {
         let not_found = || DomainError::not_found("quote", id);
         let quote_id = QuoteId::parse(id).ok_or_else(not_found)?;
-        let quote = self.store.get_quote(&quote_id).await.map_err(store_failure)?.ok_or_else(not_found)?;
+        let quote = self
+            .store
+            .get_quote(&quote_id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(not_found)?;
         match (&quote.account_id, principal.account_id()) {
             (None, _) => Ok(quote),
             (Some(owner), Some(caller)) if owner == caller => Ok(quote),
@@ -69,12 +88,23 @@ impl App {
     }
 
     /// The quote an order refers to, still alive.
-    pub(crate) async fn live_quote(&self, principal: &Principal, id: &str) -> Result<Quote, DomainError> {
-        let quote = self.get_quote(principal, id).await.map_err(|e| e.with_param("quote_id"))?;
+    pub(crate) async fn live_quote(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<Quote, DomainError> {
+        let quote = self
+            .get_quote(principal, id)
+            .await
+            .map_err(|e| e.with_param("quote_id"))?;
         if quote.is_expired(self.clock.now()) {
             return Err(DomainError::new(
                 ErrorCode::QuoteExpired,
-                format!("Quote {} expired at {}.", quote.id, storefront_domain::timestamp::format(&quote.expires_at)),
+                format!(
+                    "Quote {} expired at {}.",
+                    quote.id,
+                    storefront_domain::timestamp::format(&quote.expires_at)
+                ),
                 "Create a new quote with POST /api/v1/quotes and order that one.",
             )
             .with_param("quote_id"));

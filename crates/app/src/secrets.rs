@@ -72,7 +72,9 @@ impl UrlSigner {
     /// `expires_at`.
     pub fn sign(&self, method: &str, path: &str, expires_at: Timestamp) -> String {
         let expires = expires_at.timestamp();
-        let sig = Self::mac(&self.keys[0], method, path, expires).finalize().into_bytes();
+        let sig = Self::mac(&self.keys[0], method, path, expires)
+            .finalize()
+            .into_bytes();
         format!("expires={expires}&sig={}", URL_SAFE_NO_PAD.encode(sig))
     }
 
@@ -94,11 +96,14 @@ impl UrlSigner {
             )
         };
         let expires: i64 = expires.and_then(|e| e.parse().ok()).ok_or_else(invalid)?;
-        let sig = sig.and_then(|s| URL_SAFE_NO_PAD.decode(s).ok()).ok_or_else(invalid)?;
-        let valid = self
-            .keys
-            .iter()
-            .any(|k| Self::mac(k, method, path, expires).verify_slice(&sig).is_ok());
+        let sig = sig
+            .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+            .ok_or_else(invalid)?;
+        let valid = self.keys.iter().any(|k| {
+            Self::mac(k, method, path, expires)
+                .verify_slice(&sig)
+                .is_ok()
+        });
         if !valid {
             return Err(invalid());
         }
@@ -127,10 +132,25 @@ mod tests {
         let (e, s) = q.split_once('&').unwrap();
         let e = e.strip_prefix("expires=").unwrap();
         let s = s.strip_prefix("sig=").unwrap();
-        assert!(signer.verify("GET", "/api/v1/orders/x/status", Some(e), Some(s), now).is_ok(), "previous key still verifies");
-        let tampered = signer.verify("GET", "/api/v1/orders/y/status", Some(e), Some(s), now).unwrap_err();
+        assert!(
+            signer
+                .verify("GET", "/api/v1/orders/x/status", Some(e), Some(s), now)
+                .is_ok(),
+            "previous key still verifies"
+        );
+        let tampered = signer
+            .verify("GET", "/api/v1/orders/y/status", Some(e), Some(s), now)
+            .unwrap_err();
         assert_eq!(tampered.code, ErrorCode::InvalidSignature);
-        let late = signer.verify("GET", "/api/v1/orders/x/status", Some(e), Some(s), now + Duration::minutes(6)).unwrap_err();
+        let late = signer
+            .verify(
+                "GET",
+                "/api/v1/orders/x/status",
+                Some(e),
+                Some(s),
+                now + Duration::minutes(6),
+            )
+            .unwrap_err();
         assert_eq!(late.code, ErrorCode::SignatureExpired);
     }
 }

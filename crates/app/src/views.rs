@@ -100,7 +100,10 @@ pub enum OrderOutcome {
     /// Finished inline (instant products): `201`.
     Created { order: OrderView },
     /// Accepted for background work (async products): `202` with `Retry-After`.
-    Accepted { order: OrderView, retry_after_seconds: Option<u64> },
+    Accepted {
+        order: OrderView,
+        retry_after_seconds: Option<u64>,
+    },
     /// Acted and failed (for example `fulfillment_failed`, refunded): replayed as the same error.
     Failed { error: DomainError },
 }

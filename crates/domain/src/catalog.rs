@@ -210,7 +210,9 @@ impl Product {
     }
 
     fn enum_values(&self, name: &str) -> Vec<String> {
-        self.field(name).map(|f| f.values.clone()).unwrap_or_default()
+        self.field(name)
+            .map(|f| f.values.clone())
+            .unwrap_or_default()
     }
 
     pub fn requirements(&self) -> Value {
@@ -269,9 +271,12 @@ impl Catalog {
                 Availability::Available => (true, None),
                 Availability::Unavailable(reason) => (false, Some(reason)),
             };
-            let install_schema = p
-                .requires_install_configuration
-                .then(|| json_schema(&p.install_fields, &format!("{} install configuration", p.name)));
+            let install_schema = p.requires_install_configuration.then(|| {
+                json_schema(
+                    &p.install_fields,
+                    &format!("{} install configuration", p.name),
+                )
+            });
             products.push(Product {
                 config_schema: json_schema(&p.fields, &format!("{} configuration", p.name)),
                 install_schema,
@@ -317,9 +322,13 @@ impl Catalog {
         category: Option<&str>,
     ) -> impl Iterator<Item = &'a Product> + 'a {
         let q = q.map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty());
-        let category = category.map(|c| c.trim().to_lowercase()).filter(|c| !c.is_empty());
+        let category = category
+            .map(|c| c.trim().to_lowercase())
+            .filter(|c| !c.is_empty());
         self.products.iter().filter(move |p| {
-            let category_ok = category.as_deref().is_none_or(|c| p.category.to_lowercase() == c);
+            let category_ok = category
+                .as_deref()
+                .is_none_or(|c| p.category.to_lowercase() == c);
             let q_ok = q.as_deref().is_none_or(|q| {
                 [&p.id, &p.sku, &p.name, &p.description]
                     .iter()
@@ -334,7 +343,10 @@ fn validate_product(p: &ProductSpec) -> Result<(), CatalogError> {
     let err = |msg: String| Err(CatalogError(format!("product '{}': {msg}", p.id)));
     if p.id.is_empty()
         || p.id.len() > 64
-        || !p.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || !p
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
         return err("id must be 1-64 characters of a-z, 0-9 and '-'".into());
     }
@@ -342,7 +354,11 @@ fn validate_product(p: &ProductSpec) -> Result<(), CatalogError> {
     let amounts_ok = [pr.base_minor, pr.unit_minor]
         .into_iter()
         .chain(pr.addons.iter().map(|a| a.unit_minor))
-        .chain(pr.unit_minor_by.iter().flat_map(|b| b.prices.values().copied()))
+        .chain(
+            pr.unit_minor_by
+                .iter()
+                .flat_map(|b| b.prices.values().copied()),
+        )
         .all(|a| (0..=crate::money::MAX_AMOUNT_MINOR).contains(&a));
     if !amounts_ok {
         return err("prices must be between 0 and 100000000000 minor units".into());
@@ -366,7 +382,10 @@ fn validate_product(p: &ProductSpec) -> Result<(), CatalogError> {
             }
             if let Some(d) = &f.default {
                 if check_value(f, d).is_err() {
-                    return err(format!("field '{}' has a default that breaks its own rules", f.name));
+                    return err(format!(
+                        "field '{}' has a default that breaks its own rules",
+                        f.name
+                    ));
                 }
             }
         }
@@ -386,13 +405,24 @@ fn validate_product(p: &ProductSpec) -> Result<(), CatalogError> {
         _ => {}
     }
     for a in &pr.addons {
-        if !p.fields.iter().any(|f| f.name == a.field && f.field_type == FieldType::Boolean) {
+        if !p
+            .fields
+            .iter()
+            .any(|f| f.name == a.field && f.field_type == FieldType::Boolean)
+        {
             return err(format!("addon field '{}' is not a boolean field", a.field));
         }
     }
     if let Some(by) = &pr.unit_minor_by {
-        let Some(f) = p.fields.iter().find(|f| f.name == by.field && f.field_type == FieldType::Enum) else {
-            return err(format!("unit_minor_by field '{}' is not an enum field", by.field));
+        let Some(f) = p
+            .fields
+            .iter()
+            .find(|f| f.name == by.field && f.field_type == FieldType::Enum)
+        else {
+            return err(format!(
+                "unit_minor_by field '{}' is not an enum field",
+                by.field
+            ));
         };
         if let Some(missing) = f.values.iter().find(|v| !by.prices.contains_key(*v)) {
             return err(format!("unit_minor_by has no price for '{missing}'"));
@@ -423,7 +453,9 @@ pub(crate) fn check_value(f: &FieldSpec, v: &Value) -> Result<(), bool> {
                 Some(StringFormat::Hostname) => is_hostname(s),
                 Some(StringFormat::SshPublicKey) => is_ssh_public_key(s),
             };
-            (len_ok && format_ok && !s.is_empty()).then_some(()).ok_or(false)
+            (len_ok && format_ok && !s.is_empty())
+                .then_some(())
+                .ok_or(false)
         }
     }
 }
@@ -435,7 +467,9 @@ fn is_hostname(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -444,11 +478,20 @@ fn is_ssh_public_key(s: &str) -> bool {
     let (Some(kind), Some(body)) = (parts.next(), parts.next()) else {
         return false;
     };
-    let known = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com"];
+    let known = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+    ];
     s.len() <= 16 * 1024
         && known.contains(&kind)
         && body.len() >= 32
-        && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
 }
 
 /// JSON Schema (draft 2020-12) of a set of configuration fields.
@@ -498,7 +541,11 @@ fn json_schema(fields: &[FieldSpec], title: &str) -> Value {
         }
         properties.insert(f.name.clone(), Value::Object(s));
     }
-    let required: Vec<&str> = fields.iter().filter(|f| f.required).map(|f| f.name.as_str()).collect();
+    let required: Vec<&str> = fields
+        .iter()
+        .filter(|f| f.required)
+        .map(|f| f.name.as_str())
+        .collect();
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": title,
@@ -514,8 +561,10 @@ mod tests {
 
     #[test]
     fn default_catalog_builds_with_every_seed_product() {
-        let spec: CatalogSpec = toml::from_str(DEFAULT_CATALOG_TOML).expect("default catalog parses");
-        let catalog = Catalog::build(spec, |_| Availability::Available).expect("default catalog is valid");
+        let spec: CatalogSpec =
+            toml::from_str(DEFAULT_CATALOG_TOML).expect("default catalog parses");
+        let catalog =
+            Catalog::build(spec, |_| Availability::Available).expect("default catalog is valid");
         for id in [
             "bare-linux-machine",
             "gpu-h100-machine",
@@ -526,7 +575,10 @@ mod tests {
             "web-search",
             "kubernetes-hosting-universal",
         ] {
-            assert!(catalog.get(id).is_some(), "{id} missing from the default catalog");
+            assert!(
+                catalog.get(id).is_some(),
+                "{id} missing from the default catalog"
+            );
         }
         assert_eq!(catalog.search(Some("VPS"), Some("compute")).count(), 4);
     }

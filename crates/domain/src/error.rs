@@ -68,9 +68,9 @@ impl ErrorCode {
     pub fn error_type(self) -> ErrorType {
         match self {
             Self::Unauthorized => ErrorType::Authentication,
-            Self::Forbidden
-            | Self::InvalidSignature
-            | Self::SignatureExpired => ErrorType::Permission,
+            Self::Forbidden | Self::InvalidSignature | Self::SignatureExpired => {
+                ErrorType::Permission
+            }
             Self::NotFound
             | Self::ValidationError
             | Self::MalformedJson

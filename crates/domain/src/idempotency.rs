@@ -13,8 +13,10 @@ pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     pub fn parse(raw: &str) -> Option<Self> {
-        (!raw.is_empty() && raw.len() <= MAX_KEY_LEN && raw.bytes().all(|b| (0x20..0x7f).contains(&b)))
-            .then(|| Self(raw.to_owned()))
+        (!raw.is_empty()
+            && raw.len() <= MAX_KEY_LEN
+            && raw.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        .then(|| Self(raw.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

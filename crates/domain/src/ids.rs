@@ -70,7 +70,11 @@ mod tests {
         let b = OrderId::generate();
         assert!(a < b, "UUIDv7 ids must be monotonic within a process");
         assert_eq!(OrderId::parse(a.as_str()), Some(a.clone()));
-        assert_eq!(QuoteId::parse(a.as_str()), None, "prefix must match the type");
+        assert_eq!(
+            QuoteId::parse(a.as_str()),
+            None,
+            "prefix must match the type"
+        );
         assert_eq!(OrderId::parse("ord_../../etc"), None);
     }
 }

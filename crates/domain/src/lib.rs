@@ -4,8 +4,8 @@
 pub mod account;
 pub mod catalog;
 pub mod error;
-pub mod ids;
 pub mod idempotency;
+pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod order;

@@ -11,7 +11,8 @@ pub struct Currency(String);
 
 impl Currency {
     pub fn parse(raw: &str) -> Option<Self> {
-        (raw.len() == 3 && raw.bytes().all(|b| b.is_ascii_lowercase())).then(|| Self(raw.to_owned()))
+        (raw.len() == 3 && raw.bytes().all(|b| b.is_ascii_lowercase()))
+            .then(|| Self(raw.to_owned()))
     }
 
     pub fn usd() -> Self {

@@ -170,7 +170,10 @@ impl Order {
         if self.status.is_terminal() {
             return None;
         }
-        let estimate = self.provisioning_estimate.map(|e| e.max_seconds.max(e.min_seconds)).unwrap_or(5);
+        let estimate = self
+            .provisioning_estimate
+            .map(|e| e.max_seconds.max(e.min_seconds))
+            .unwrap_or(5);
         Some((estimate / 3).clamp(1, 60))
     }
 }

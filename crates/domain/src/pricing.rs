@@ -65,7 +65,10 @@ pub fn normalize(
 
     for f in fields {
         let camel = camel_case(&f.name);
-        let (key, value) = match (raw.get_key_value(f.name.as_str()), raw.get_key_value(camel.as_str())) {
+        let (key, value) = match (
+            raw.get_key_value(f.name.as_str()),
+            raw.get_key_value(camel.as_str()),
+        ) {
             (Some((k, v)), _) | (None, Some((k, v))) => (Some(k.as_str()), Some(v)),
             (None, None) => (None, None),
         };
@@ -94,12 +97,20 @@ pub fn normalize(
             Err(_) if f.field_type == FieldType::Enum && value.is_string() => {
                 return Err(DomainError::validation(
                     param,
-                    format!("'{}' is not a supported {}.", value.as_str().unwrap_or_default(), f.name),
+                    format!(
+                        "'{}' is not a supported {}.",
+                        value.as_str().unwrap_or_default(),
+                        f.name
+                    ),
                     format!("Use one of: {}.", f.values.join(", ")),
                 ));
             }
             Err(wrong_type) if f.required => {
-                let what = if wrong_type { "has the wrong type" } else { "is not allowed" };
+                let what = if wrong_type {
+                    "has the wrong type"
+                } else {
+                    "is not allowed"
+                };
                 return Err(DomainError::validation(
                     param,
                     format!("'{}' {what}.", f.name),
@@ -119,14 +130,14 @@ pub fn normalize(
                     Some(d) => format!(
                         "'{}' {} ({}); the default {d} was applied instead.",
                         f.name,
-                        if wrong_type { "has the wrong type" } else { "is out of range or invalid" },
+                        if wrong_type {
+                            "has the wrong type"
+                        } else {
+                            "is out of range or invalid"
+                        },
                         describe(f)
                     ),
-                    None => format!(
-                        "'{}' is invalid ({}) and was dropped.",
-                        f.name,
-                        describe(f)
-                    ),
+                    None => format!("'{}' is invalid ({}) and was dropped.", f.name, describe(f)),
                 };
                 if let Some(d) = &f.default {
                     configuration.insert(f.name.clone(), d.clone());
@@ -146,13 +157,18 @@ pub fn normalize(
             warnings.push(ConfigurationWarning {
                 field: k.clone(),
                 code: "unknown_field".into(),
-                message: format!("'{k}' is not a configuration field of this product and was dropped."),
+                message: format!(
+                    "'{k}' is not a configuration field of this product and was dropped."
+                ),
                 requested: v.clone(),
                 applied: Value::Null,
             });
         }
     }
-    Ok(Normalized { configuration, warnings })
+    Ok(Normalized {
+        configuration,
+        warnings,
+    })
 }
 
 /// A human description of what a field accepts, for suggestions.
@@ -193,7 +209,11 @@ fn overflow() -> DomainError {
 
 /// Prices a normalized configuration. Deterministic: the same product and configuration always
 /// give the same line items, and the total is their sum.
-pub fn price(product: &Product, quantity: i64, config: &Map<String, Value>) -> DomainResult<Vec<LineItem>> {
+pub fn price(
+    product: &Product,
+    quantity: i64,
+    config: &Map<String, Value>,
+) -> DomainResult<Vec<LineItem>> {
     let pricing = &product.pricing;
     let units = match &pricing.unit_field {
         Some(field) => config.get(field).and_then(Value::as_i64).ok_or_else(|| {
@@ -216,12 +236,24 @@ pub fn price(product: &Product, quantity: i64, config: &Map<String, Value>) -> D
     };
     let mut items = Vec::new();
     let mut push = |description: String, qty: i64, unit: i64| -> DomainResult<()> {
-        let amount = qty.checked_mul(unit).filter(|a| *a <= MAX_AMOUNT_MINOR).ok_or_else(overflow)?;
-        items.push(LineItem { description, quantity: qty, unit_minor: unit, amount_minor: amount });
+        let amount = qty
+            .checked_mul(unit)
+            .filter(|a| *a <= MAX_AMOUNT_MINOR)
+            .ok_or_else(overflow)?;
+        items.push(LineItem {
+            description,
+            quantity: qty,
+            unit_minor: unit,
+            amount_minor: amount,
+        });
         Ok(())
     };
     if pricing.base_minor > 0 {
-        push(format!("{} base fee", product.name), quantity, pricing.base_minor)?;
+        push(
+            format!("{} base fee", product.name),
+            quantity,
+            pricing.base_minor,
+        )?;
     }
     let total_units = units.checked_mul(quantity).ok_or_else(overflow)?;
     let variant = pricing
@@ -231,14 +263,22 @@ pub fn price(product: &Product, quantity: i64, config: &Map<String, Value>) -> D
         .map(|v| format!(" ({v})"))
         .unwrap_or_default();
     push(
-        format!("{}{variant}: {units} {}", product.name, pricing.model.unit_label(units)),
+        format!(
+            "{}{variant}: {units} {}",
+            product.name,
+            pricing.model.unit_label(units)
+        ),
         total_units,
         unit_minor,
     )?;
     for addon in &pricing.addons {
         if config.get(&addon.field).and_then(Value::as_bool) == Some(true) {
             push(
-                format!("{}: {units} {}", addon.description, pricing.model.unit_label(units)),
+                format!(
+                    "{}: {units} {}",
+                    addon.description,
+                    pricing.model.unit_label(units)
+                ),
                 total_units,
                 addon.unit_minor,
             )?;
@@ -276,7 +316,12 @@ mod tests {
     fn out_of_range_optional_is_defaulted_down_not_clamped() {
         let c = catalog();
         let p = c.get("bare-linux-machine").unwrap();
-        let n = normalize(&p.fields, &obj(json!({"duration_minutes": 100000})), "configuration").unwrap();
+        let n = normalize(
+            &p.fields,
+            &obj(json!({"duration_minutes": 100000})),
+            "configuration",
+        )
+        .unwrap();
         assert_eq!(n.configuration["duration_minutes"], json!(60));
         assert_eq!(n.warnings.len(), 1);
         assert_eq!(n.warnings[0].code, "out_of_range");
@@ -288,7 +333,12 @@ mod tests {
     fn required_missing_and_bad_enum_are_errors_naming_the_field() {
         let c = catalog();
         let p = c.get("vps-micro").unwrap();
-        let e = normalize(&p.fields, &obj(json!({"region": "local", "image": "debian-12", "billing_term_months": 1})), "configuration").unwrap_err();
+        let e = normalize(
+            &p.fields,
+            &obj(json!({"region": "local", "image": "debian-12", "billing_term_months": 1})),
+            "configuration",
+        )
+        .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("configuration.hostname"));
         let e = normalize(&p.fields, &obj(json!({"hostname": "a", "region": "mars", "image": "debian-12", "billing_term_months": 1})), "configuration").unwrap_err();
         assert_eq!(e.param.as_deref(), Some("configuration.region"));
@@ -299,18 +349,29 @@ mod tests {
     fn seed_001_camel_case_quote_prices_like_the_seed() {
         let c = catalog();
         let p = c.get("vps-micro").unwrap();
-        let raw = obj(json!({"hostname": "deploy-node-01", "region": "local", "image": "debian-12", "billingTermMonths": 1, "backupsEnabled": true}));
+        let raw = obj(
+            json!({"hostname": "deploy-node-01", "region": "local", "image": "debian-12", "billingTermMonths": 1, "backupsEnabled": true}),
+        );
         let n = normalize(&p.fields, &raw, "configuration").unwrap();
         assert!(n.warnings.is_empty(), "{:?}", n.warnings);
         let items = price(p, 1, &n.configuration).unwrap();
-        assert_eq!(total(&items).unwrap(), 2400, "seed 001 quotes 2400 for a month with backups");
+        assert_eq!(
+            total(&items).unwrap(),
+            2400,
+            "seed 001 quotes 2400 for a month with backups"
+        );
     }
 
     #[test]
     fn unknown_fields_are_dropped_with_a_warning() {
         let c = catalog();
         let p = c.get("web-search").unwrap();
-        let n = normalize(&p.fields, &obj(json!({"query": "rust", "colour": "blue"})), "configuration").unwrap();
+        let n = normalize(
+            &p.fields,
+            &obj(json!({"query": "rust", "colour": "blue"})),
+            "configuration",
+        )
+        .unwrap();
         assert!(!n.configuration.contains_key("colour"));
         assert_eq!(n.warnings[0].code, "unknown_field");
         assert_eq!(n.configuration["max_results"], json!(10));

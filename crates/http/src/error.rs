@@ -20,9 +20,13 @@ impl From<DomainError> for ApiError {
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden | ErrorCode::InvalidSignature | ErrorCode::SignatureExpired => StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden | ErrorCode::InvalidSignature | ErrorCode::SignatureExpired => {
+            StatusCode::FORBIDDEN
+        }
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::ValidationError | ErrorCode::MalformedJson | ErrorCode::InvalidState => StatusCode::BAD_REQUEST,
+        ErrorCode::ValidationError | ErrorCode::MalformedJson | ErrorCode::InvalidState => {
+            StatusCode::BAD_REQUEST
+        }
         ErrorCode::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
         ErrorCode::NotReady | ErrorCode::IdempotencyInProgress => StatusCode::CONFLICT,
         ErrorCode::QuoteExpired => StatusCode::GONE,

@@ -21,39 +21,54 @@ pub struct ApiJson<T> {
 fn payload_too_large() -> DomainError {
     DomainError::new(
         ErrorCode::PayloadTooLarge,
-        format!("The request body is larger than {} KiB.", crate::MAX_BODY_BYTES / 1024),
+        format!(
+            "The request body is larger than {} KiB.",
+            crate::MAX_BODY_BYTES / 1024
+        ),
         "Send a smaller body.",
     )
 }
 
 /// Reads the body as JSON; an empty body counts as `{}` when `empty_ok`.
-async fn read_json<S: Send + Sync>(req: Request, state: &S, empty_ok: bool) -> Result<Value, ApiError> {
+async fn read_json<S: Send + Sync>(
+    req: Request,
+    state: &S,
+    empty_ok: bool,
+) -> Result<Value, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
     let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError(payload_too_large())
         } else {
-            ApiError(DomainError::new(ErrorCode::MalformedJson, "The request body could not be read.", "Send the body again."))
+            ApiError(DomainError::new(
+                ErrorCode::MalformedJson,
+                "The request body could not be read.",
+                "Send the body again.",
+            ))
         }
     })?;
     if bytes.is_empty() && empty_ok {
         return Ok(Value::Object(Default::default()));
     }
-    let is_json = content_type
-        .as_deref()
-        .is_some_and(|ct| ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")));
+    let is_json = content_type.as_deref().is_some_and(|ct| {
+        ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"))
+    });
     if !is_json {
-        return Err(ApiError(
-            DomainError::validation(
-                "Content-Type",
-                "The request body must be JSON.",
-                "Send the header 'Content-Type: application/json'.",
-            ),
-        ));
+        return Err(ApiError(DomainError::validation(
+            "Content-Type",
+            "The request body must be JSON.",
+            "Send the header 'Content-Type: application/json'.",
+        )));
     }
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError(DomainError::new(
@@ -73,22 +88,50 @@ pub fn from_value<T: DeserializeOwned>(raw: &Value) -> Result<T, DomainError> {
             path.clear();
         }
         let inner = e.inner().to_string();
-        let (param, message, suggestion) = if let Some(rest) = inner.strip_prefix("unknown field `") {
+        let (param, message, suggestion) = if let Some(rest) = inner.strip_prefix("unknown field `")
+        {
             let field = rest.split('`').next().unwrap_or_default();
             let param = if path.is_empty() || path.ends_with(field) {
-                if path.is_empty() { field.to_owned() } else { path.clone() }
+                if path.is_empty() {
+                    field.to_owned()
+                } else {
+                    path.clone()
+                }
             } else {
                 format!("{path}.{field}")
             };
-            let expected = rest.split_once("expected ").map(|(_, e)| e.to_owned()).unwrap_or_default();
-            (param, format!("Unknown field '{field}'."), format!("Remove '{field}'; the accepted fields are {expected}."))
+            let expected = rest
+                .split_once("expected ")
+                .map(|(_, e)| e.to_owned())
+                .unwrap_or_default();
+            (
+                param,
+                format!("Unknown field '{field}'."),
+                format!("Remove '{field}'; the accepted fields are {expected}."),
+            )
         } else if let Some(rest) = inner.strip_prefix("missing field `") {
             let field = rest.split('`').next().unwrap_or_default();
-            let param = if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
-            (param, format!("'{field}' is required."), format!("Add '{field}' to the request body."))
+            let param = if path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
+            (
+                param,
+                format!("'{field}' is required."),
+                format!("Add '{field}' to the request body."),
+            )
         } else {
-            let param = if path.is_empty() { "body".to_owned() } else { path.clone() };
-            (param.clone(), format!("'{param}' is invalid: {inner}."), "Check the field's type in the API reference (/openapi.json).".to_owned())
+            let param = if path.is_empty() {
+                "body".to_owned()
+            } else {
+                path.clone()
+            };
+            (
+                param.clone(),
+                format!("'{param}' is invalid: {inner}."),
+                "Check the field's type in the API reference (/openapi.json).".to_owned(),
+            )
         };
         DomainError::validation(param, message, suggestion)
     })
@@ -100,7 +143,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let raw = read_json(req, state, false).await?;
         if !raw.is_object() {
-            return Err(ApiError(DomainError::validation("body", "The body must be a JSON object.", "Send a JSON object: {...}.")));
+            return Err(ApiError(DomainError::validation(
+                "body",
+                "The body must be a JSON object.",
+                "Send a JSON object: {...}.",
+            )));
         }
         let body = from_value(&raw)?;
         Ok(Self { body, raw })
@@ -130,8 +177,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         // happens in `from_value`. Later duplicates win.
         let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
             .map(|q| q.0)
-            .map_err(|_| ApiError(DomainError::validation("query", "The query string could not be decoded.", "Percent-encode the query parameters.")))?;
-        let map: serde_json::Map<String, Value> = pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            .map_err(|_| {
+                ApiError(DomainError::validation(
+                    "query",
+                    "The query string could not be decoded.",
+                    "Percent-encode the query parameters.",
+                ))
+            })?;
+        let map: serde_json::Map<String, Value> = pairs
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
         Ok(Self(from_value(&Value::Object(map))?))
     }
 }
@@ -141,7 +197,11 @@ pub fn int_param(name: &str, raw: Option<&str>) -> Result<Option<i64>, DomainErr
     raw.filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<i64>().map_err(|_| {
-                DomainError::validation(name, format!("'{s}' is not an integer."), format!("Send {name} as a whole number."))
+                DomainError::validation(
+                    name,
+                    format!("'{s}' is not an integer."),
+                    format!("Send {name} as a whole number."),
+                )
             })
         })
         .transpose()
@@ -158,7 +218,9 @@ impl FromRequestParts<App> for Caller {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Ok(Self(Principal::Public));
         };
-        let value = value.to_str().map_err(|_| ApiError(DomainError::unauthorized()))?;
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError(DomainError::unauthorized()))?;
         let (scheme, secret) = value.split_once(' ').unwrap_or((value, ""));
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Ok(Self(Principal::Public));

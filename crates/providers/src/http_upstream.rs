@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use storefront_app::ports::{FulfillmentError, Fulfiller};
+use storefront_app::ports::{Fulfiller, FulfillmentError};
 use storefront_domain::catalog::Product;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -60,7 +60,8 @@ pub struct HttpUpstream {
 
 impl HttpUpstream {
     pub fn new(config: UpstreamConfig) -> Result<Self, String> {
-        reqwest::Url::parse(&config.url).map_err(|e| format!("upstream '{}': invalid url: {e}", config.name))?;
+        reqwest::Url::parse(&config.url)
+            .map_err(|e| format!("upstream '{}': invalid url: {e}", config.name))?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             .build()
@@ -94,18 +95,33 @@ fn fill_json(template: &Value, configuration: &Map<String, Value>) -> Value {
                 None => Value::String(fill(s, configuration)),
             }
         }
-        Value::Array(items) => Value::Array(items.iter().map(|i| fill_json(i, configuration)).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), fill_json(v, configuration))).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|i| fill_json(i, configuration)).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), fill_json(v, configuration)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
 
 #[async_trait]
 impl Fulfiller for HttpUpstream {
-    async fn fulfill(&self, _product: &Product, configuration: &Map<String, Value>, _quantity: i64) -> Result<Value, FulfillmentError> {
+    async fn fulfill(
+        &self,
+        _product: &Product,
+        configuration: &Map<String, Value>,
+        _quantity: i64,
+    ) -> Result<Value, FulfillmentError> {
         let c = &self.config;
-        let fail = |message: &str, detail: String| FulfillmentError { message: message.to_owned(), detail };
-        let mut url = reqwest::Url::parse(&c.url).map_err(|e| fail("The upstream is misconfigured.", e.to_string()))?;
+        let fail = |message: &str, detail: String| FulfillmentError {
+            message: message.to_owned(),
+            detail,
+        };
+        let mut url = reqwest::Url::parse(&c.url)
+            .map_err(|e| fail("The upstream is misconfigured.", e.to_string()))?;
         if !c.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in &c.query {
@@ -115,15 +131,25 @@ impl Fulfiller for HttpUpstream {
         let request = match c.method {
             UpstreamMethod::Get => self.client.get(url),
             UpstreamMethod::Post => {
-                let body = c.json_body.as_ref().map(|b| fill_json(b, configuration)).unwrap_or(Value::Object(configuration.clone()));
+                let body = c
+                    .json_body
+                    .as_ref()
+                    .map(|b| fill_json(b, configuration))
+                    .unwrap_or(Value::Object(configuration.clone()));
                 self.client.post(url).json(&body)
             }
         };
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
-                fail("The upstream did not answer in time.", format!("upstream '{}': {e}", c.name))
+                fail(
+                    "The upstream did not answer in time.",
+                    format!("upstream '{}': {e}", c.name),
+                )
             } else {
-                fail("The upstream could not be reached.", format!("upstream '{}': {e}", c.name))
+                fail(
+                    "The upstream could not be reached.",
+                    format!("upstream '{}': {e}", c.name),
+                )
             }
         })?;
         let status = response.status();
@@ -133,14 +159,21 @@ impl Fulfiller for HttpUpstream {
                 format!("upstream '{}' status {status}", c.name),
             ));
         }
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| fail("The upstream's answer could not be read.", format!("upstream '{}': {e}", c.name)))?;
+        let body: Value = response.json().await.map_err(|e| {
+            fail(
+                "The upstream's answer could not be read.",
+                format!("upstream '{}': {e}", c.name),
+            )
+        })?;
         let results = body
             .pointer(&c.results_pointer)
             .and_then(Value::as_array)
-            .ok_or_else(|| fail("The upstream's answer had no results list.", format!("upstream '{}': no array at '{}'", c.name, c.results_pointer)))?;
+            .ok_or_else(|| {
+                fail(
+                    "The upstream's answer had no results list.",
+                    format!("upstream '{}': no array at '{}'", c.name, c.results_pointer),
+                )
+            })?;
         let limit = c
             .limit_field
             .as_ref()
@@ -157,7 +190,12 @@ impl Fulfiller for HttpUpstream {
                 Value::Object(
                     c.fields
                         .iter()
-                        .map(|(out, pointer)| (out.clone(), item.pointer(pointer).cloned().unwrap_or(Value::Null)))
+                        .map(|(out, pointer)| {
+                            (
+                                out.clone(),
+                                item.pointer(pointer).cloned().unwrap_or(Value::Null),
+                            )
+                        })
                         .collect(),
                 )
             })

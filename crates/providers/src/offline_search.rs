@@ -3,16 +3,22 @@
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use storefront_app::ports::{FulfillmentError, Fulfiller};
+use storefront_app::ports::{Fulfiller, FulfillmentError};
 use storefront_domain::catalog::{Catalog, Product};
 
 /// The documentation shipped inside the binary: (path, Markdown).
 const DOCS: &[(&str, &str)] = &[
     ("README.md", include_str!("../../../README.md")),
     ("ARCHITECTURE.md", include_str!("../../../ARCHITECTURE.md")),
-    ("docs/configuration.md", include_str!("../../../docs/configuration.md")),
+    (
+        "docs/configuration.md",
+        include_str!("../../../docs/configuration.md"),
+    ),
     ("docs/catalog.md", include_str!("../../../docs/catalog.md")),
-    ("docs/api-notes.md", include_str!("../../../docs/api-notes.md")),
+    (
+        "docs/api-notes.md",
+        include_str!("../../../docs/api-notes.md"),
+    ),
 ];
 
 struct Document {
@@ -44,7 +50,11 @@ fn sections(path: &str, markdown: &str) -> Vec<(String, String, String)> {
     let mut body = String::new();
     let mut flush = |title: &str, anchor: &str, body: &mut String| {
         if !body.trim().is_empty() {
-            let url = if anchor.is_empty() { path.to_owned() } else { format!("{path}#{anchor}") };
+            let url = if anchor.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}#{anchor}")
+            };
             out.push((title.to_owned(), url, std::mem::take(body)));
         }
         body.clear();
@@ -101,11 +111,22 @@ impl OfflineSearch {
                     *document_frequency.entry(t.clone()).or_default() += 1;
                 }
                 let length = terms.values().sum();
-                Document { title, url, text, terms, length }
+                Document {
+                    title,
+                    url,
+                    text,
+                    terms,
+                    length,
+                }
             })
             .collect();
-        let average_length = documents.iter().map(|d| f64::from(d.length)).sum::<f64>() / documents.len().max(1) as f64;
-        Self { documents, document_frequency, average_length }
+        let average_length = documents.iter().map(|d| f64::from(d.length)).sum::<f64>()
+            / documents.len().max(1) as f64;
+        Self {
+            documents,
+            document_frequency,
+            average_length,
+        }
     }
 
     /// The best `limit` documents for the query, best first (ties keep corpus order).
@@ -169,9 +190,20 @@ fn snippet(text: &str, query_terms: &[String]) -> String {
 
 #[async_trait]
 impl Fulfiller for OfflineSearch {
-    async fn fulfill(&self, _product: &Product, configuration: &Map<String, Value>, _quantity: i64) -> Result<Value, FulfillmentError> {
-        let query = configuration.get("query").and_then(Value::as_str).unwrap_or_default();
-        let limit = configuration.get("max_results").and_then(Value::as_u64).unwrap_or(10) as usize;
+    async fn fulfill(
+        &self,
+        _product: &Product,
+        configuration: &Map<String, Value>,
+        _quantity: i64,
+    ) -> Result<Value, FulfillmentError> {
+        let query = configuration
+            .get("query")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let limit = configuration
+            .get("max_results")
+            .and_then(Value::as_u64)
+            .unwrap_or(10) as usize;
         let results = self.search(query, limit);
         Ok(json!({ "query": query, "source": "offline-index", "results": results }))
     }

@@ -28,7 +28,10 @@ pub enum BootError {
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, BootError> {
     if config.database_url.is_none() {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            BootError::Config(format!("cannot create the data directory {}: {e}", config.data_dir.display()))
+            BootError::Config(format!(
+                "cannot create the data directory {}: {e}",
+                config.data_dir.display()
+            ))
         })?;
     }
     Ok(storefront_store::open(&config.database_url()).await?)
@@ -37,13 +40,18 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, BootError> {
 fn load_catalog_spec(config: &Config) -> Result<CatalogSpec, BootError> {
     let (text, origin) = match &config.catalog_file {
         Some(path) => (
-            std::fs::read_to_string(path)
-                .map_err(|e| BootError::Config(format!("cannot read the catalog {}: {e}", path.display())))?,
+            std::fs::read_to_string(path).map_err(|e| {
+                BootError::Config(format!("cannot read the catalog {}: {e}", path.display()))
+            })?,
             path.display().to_string(),
         ),
-        None => (DEFAULT_CATALOG_TOML.to_owned(), "the built-in catalog".to_owned()),
+        None => (
+            DEFAULT_CATALOG_TOML.to_owned(),
+            "the built-in catalog".to_owned(),
+        ),
     };
-    toml::from_str(&text).map_err(|e| BootError::Config(format!("invalid catalog in {origin}: {e}")))
+    toml::from_str(&text)
+        .map_err(|e| BootError::Config(format!("invalid catalog in {origin}: {e}")))
 }
 
 /// Builds the application over an opened store.
@@ -54,7 +62,11 @@ pub async fn build_app(
     base_url: String,
 ) -> Result<App, BootError> {
     let spec = load_catalog_spec(config)?;
-    let upstreams: HashMap<String, _> = config.upstreams.iter().map(|u| (u.name.clone(), u.clone())).collect();
+    let upstreams: HashMap<String, _> = config
+        .upstreams
+        .iter()
+        .map(|u| (u.name.clone(), u.clone()))
+        .collect();
     let availability = |p: &storefront_domain::catalog::ProductSpec| {
         let known = p.fulfiller == "offline-search"
             || upstreams.contains_key(&p.fulfiller)
@@ -62,13 +74,20 @@ pub async fn build_app(
         if known {
             Availability::Available
         } else {
-            Availability::Unavailable(format!("no '{}' provider is configured on this storefront", p.fulfiller))
+            Availability::Unavailable(format!(
+                "no '{}' provider is configured on this storefront",
+                p.fulfiller
+            ))
         }
     };
-    let catalog = Catalog::build(spec, availability).map_err(|e| BootError::Config(e.to_string()))?;
+    let catalog =
+        Catalog::build(spec, availability).map_err(|e| BootError::Config(e.to_string()))?;
 
     let mut fulfillers: HashMap<String, Arc<dyn Fulfiller>> = HashMap::new();
-    fulfillers.insert("offline-search".into(), Arc::new(OfflineSearch::new(&catalog)));
+    fulfillers.insert(
+        "offline-search".into(),
+        Arc::new(OfflineSearch::new(&catalog)),
+    );
     for upstream in &config.upstreams {
         let f = HttpUpstream::new(upstream.clone()).map_err(BootError::Config)?;
         fulfillers.insert(upstream.name.clone(), Arc::new(f));
@@ -76,7 +95,11 @@ pub async fn build_app(
 
     let signing_key = match &config.signing_key {
         Some(k) if k.len() >= 32 => k.clone(),
-        Some(_) => return Err(BootError::Config("signing_key must be at least 32 characters".into())),
+        Some(_) => {
+            return Err(BootError::Config(
+                "signing_key must be at least 32 characters".into(),
+            ))
+        }
         // Generated once and kept in the database, so every replica signs alike.
         None => store
             .setting_or_init("url_signing_key", &random_token())
@@ -85,13 +108,21 @@ pub async fn build_app(
     };
     let signer = UrlSigner::new(
         signing_key.into_bytes(),
-        config.previous_signing_keys.iter().map(|k| k.clone().into_bytes()).collect(),
+        config
+            .previous_signing_keys
+            .iter()
+            .map(|k| k.clone().into_bytes())
+            .collect(),
     );
     let settings = AppSettings {
         base_url: base_url.trim_end_matches('/').to_owned(),
         quote_ttl: chrono::Duration::seconds(config.quote_ttl_seconds.clamp(1, 86_400 * 30) as i64),
-        idempotency_lock_timeout: chrono::Duration::seconds(config.idempotency_lock_seconds.clamp(1, 86_400) as i64),
+        idempotency_lock_timeout: chrono::Duration::seconds(
+            config.idempotency_lock_seconds.clamp(1, 86_400) as i64,
+        ),
         ..AppSettings::default()
     };
-    Ok(App::new(store, catalog, clock, fulfillers, signer, settings))
+    Ok(App::new(
+        store, catalog, clock, fulfillers, signer, settings,
+    ))
 }

@@ -97,7 +97,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid configuration in {path}: {message}")]
     Parse { path: String, message: String },
     #[error("invalid {var}: {message}")]
@@ -120,18 +123,29 @@ impl Config {
     }
 
     /// Loads with an explicit environment (tests).
-    pub fn load_from(overrides: &Overrides, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn load_from(
+        overrides: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let file = overrides
             .config
             .clone()
             .or_else(|| env("STOREFRONT_CONFIG").map(PathBuf::from))
-            .or_else(|| Path::new("storefront.toml").exists().then(|| PathBuf::from("storefront.toml")));
+            .or_else(|| {
+                Path::new("storefront.toml")
+                    .exists()
+                    .then(|| PathBuf::from("storefront.toml"))
+            });
         let mut config = match &file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-                toml::from_str::<Config>(&text)
-                    .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
             }
             None => Config::default(),
         };
@@ -190,7 +204,10 @@ impl Config {
             ("STOREFRONT_BASE_URL", &mut self.base_url),
             ("STOREFRONT_SIGNING_KEY", &mut self.signing_key),
             ("STOREFRONT_STRIPE_SECRET_KEY", &mut self.stripe_secret_key),
-            ("STOREFRONT_STRIPE_WEBHOOK_SECRET", &mut self.stripe_webhook_secret),
+            (
+                "STOREFRONT_STRIPE_WEBHOOK_SECRET",
+                &mut self.stripe_webhook_secret,
+            ),
             ("STOREFRONT_STRIPE_API_BASE", &mut self.stripe_api_base),
             ("STOREFRONT_MPP_SECRET", &mut self.mpp_secret),
             ("STOREFRONT_MPP_NETWORK_ID", &mut self.mpp_network_id),
@@ -206,9 +223,9 @@ impl Config {
 
     /// The database URL in effect: the configured one, or a SQLite file in the data directory.
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("storefront.db").display()))
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("storefront.db").display())
+        })
     }
 }
 
@@ -221,9 +238,21 @@ mod tests {
     fn precedence_is_defaults_then_file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sf.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nquote_ttl_seconds = 60\nlog = \"debug\"\n").unwrap();
-        let env: HashMap<&str, &str> = [("STOREFRONT_LOG", "warn"), ("STOREFRONT_LISTEN", "127.0.0.1:9001")].into();
-        let overrides = Overrides { config: Some(file), listen: Some("127.0.0.1:9002".into()), ..Default::default() };
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nquote_ttl_seconds = 60\nlog = \"debug\"\n",
+        )
+        .unwrap();
+        let env: HashMap<&str, &str> = [
+            ("STOREFRONT_LOG", "warn"),
+            ("STOREFRONT_LISTEN", "127.0.0.1:9001"),
+        ]
+        .into();
+        let overrides = Overrides {
+            config: Some(file),
+            listen: Some("127.0.0.1:9002".into()),
+            ..Default::default()
+        };
         let c = Config::load_from(&overrides, |k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9002", "flag wins");
         assert_eq!(c.log, "warn", "environment beats the file");
@@ -236,12 +265,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sf.toml");
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
-        let overrides = Overrides { config: Some(file), ..Default::default() };
-        let err = Config::load_from(&overrides, |_| None).unwrap_err().to_string();
-        assert!(err.contains("lisen"), "{err}");
-        let err = Config::load_from(&Overrides::default(), |k| (k == "STOREFRONT_QUOTE_TTL_SECONDS").then(|| "soon".into()))
+        let overrides = Overrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let err = Config::load_from(&overrides, |_| None)
             .unwrap_err()
             .to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = Config::load_from(&Overrides::default(), |k| {
+            (k == "STOREFRONT_QUOTE_TTL_SECONDS").then(|| "soon".into())
+        })
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("STOREFRONT_QUOTE_TTL_SECONDS"), "{err}");
     }
 }

@@ -15,7 +15,11 @@ use storefront_domain::money::display_minor;
 use storefront_domain::DomainError;
 
 #[derive(Parser)]
-#[command(name = "storefront", version, about = "The self-hostable agent storefront.")]
+#[command(
+    name = "storefront",
+    version,
+    about = "The self-hostable agent storefront."
+)]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -123,7 +127,10 @@ impl From<DomainError> for CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -158,12 +165,18 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Migrate => {
             open_store(&config).await?;
-            println!("migrations applied to {}", storefront_store::redact_url(&config.database_url()));
+            println!(
+                "migrations applied to {}",
+                storefront_store::redact_url(&config.database_url())
+            );
             Ok(())
         }
         Command::Admin(cmd) => {
             let store = open_store(&config).await?;
-            let base_url = config.base_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
+            let base_url = config
+                .base_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.listen));
             let app = build_app(&config, store, Arc::new(SystemClock), base_url).await?;
             run_admin(&app, cmd).await
         }
@@ -179,11 +192,16 @@ async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
         shutdown_signal().await;
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-    })?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+        })?;
     let local = listener.local_addr()?;
-    let base_url = config.base_url.clone().unwrap_or_else(|| format!("http://{local}"));
+    let base_url = config
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
     let app = build_app(&config, store, Arc::new(SystemClock), base_url.clone()).await?;
     tracing::info!(listen = %local, database = %storefront_store::redact_url(&config.database_url()), "storefront listening");
     println!("Storefront is serving on {base_url}");
@@ -202,7 +220,12 @@ async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
 fn print_demo(base_url: &str, demo: &storefront_app::accounts::DemoAccount) {
     let a = &demo.account;
     println!();
-    println!("Created a demo account {} ({}) with {} in credits.", a.id, a.email, display_minor(a.balance_minor, &a.currency));
+    println!(
+        "Created a demo account {} ({}) with {} in credits.",
+        a.id,
+        a.email,
+        display_minor(a.balance_minor, &a.currency)
+    );
     println!("Its API key is shown only this once:");
     println!();
     println!("  export STOREFRONT_API_KEY={}", demo.api_key);
@@ -220,25 +243,55 @@ async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
         AdminCommand::CreateAccount { email, name, json } => {
             let (account, key) = app.admin_create_account(&email, &name).await?;
             if json {
-                println!("{}", json!({ "account_id": account.id, "api_key": key.api_key }));
+                println!(
+                    "{}",
+                    json!({ "account_id": account.id, "api_key": key.api_key })
+                );
             } else {
-                println!("account: {}\nowner key (shown once): {}", account.id, key.api_key);
+                println!(
+                    "account: {}\nowner key (shown once): {}",
+                    account.id, key.api_key
+                );
             }
         }
-        AdminCommand::GrantCredits { account, amount_minor, reason, json } => {
-            let entry = app.admin_grant_credits(&account, amount_minor, &reason).await?;
+        AdminCommand::GrantCredits {
+            account,
+            amount_minor,
+            reason,
+            json,
+        } => {
+            let entry = app
+                .admin_grant_credits(&account, amount_minor, &reason)
+                .await?;
             let currency = app.settings().account_currency.clone();
             if json {
-                println!("{}", json!({ "balance_minor": entry.balance_after_minor, "currency": currency }));
+                println!(
+                    "{}",
+                    json!({ "balance_minor": entry.balance_after_minor, "currency": currency })
+                );
             } else {
-                println!("balance: {} ({} minor units)", display_minor(entry.balance_after_minor, &currency), entry.balance_after_minor);
+                println!(
+                    "balance: {} ({} minor units)",
+                    display_minor(entry.balance_after_minor, &currency),
+                    entry.balance_after_minor
+                );
             }
         }
-        AdminCommand::CreateKey { account, role, agent, json } => {
+        AdminCommand::CreateKey {
+            account,
+            role,
+            agent,
+            json,
+        } => {
             let role = KeyRole::parse(&role).unwrap_or(KeyRole::Owner);
-            let key = app.admin_create_key(&account, role, agent.as_deref()).await?;
+            let key = app
+                .admin_create_key(&account, role, agent.as_deref())
+                .await?;
             if json {
-                println!("{}", json!({ "key_id": key.key_id, "api_key": key.api_key }));
+                println!(
+                    "{}",
+                    json!({ "key_id": key.key_id, "api_key": key.api_key })
+                );
             } else {
                 println!("key: {}\nsecret (shown once): {}", key.key_id, key.api_key);
             }
@@ -255,7 +308,13 @@ async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
                 println!("no accounts");
             } else {
                 for a in accounts {
-                    println!("{}  {:<30} {:>14}  {}", a.id, a.email, display_minor(a.balance_minor, &a.currency), a.name);
+                    println!(
+                        "{}  {:<30} {:>14}  {}",
+                        a.id,
+                        a.email,
+                        display_minor(a.balance_minor, &a.currency),
+                        a.name
+                    );
                 }
             }
         }

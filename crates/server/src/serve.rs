@@ -6,9 +6,15 @@ use storefront_app::App;
 use tokio::net::TcpListener;
 
 /// Serves until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let router = storefront_http::router(app);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.

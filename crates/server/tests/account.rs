@@ -14,19 +14,40 @@ async fn the_account_balance_and_ledger_agree() {
     assert_eq!(r.body["data"]["account"]["id"], account.as_str());
     assert_eq!(r.body["data"]["account"]["balance_minor"], 250);
     let b = s.get("/api/v1/account/balance", Some(&key)).await;
-    assert_eq!(b.body["data"], json!({"credits": 250, "balance_minor": 250, "currency": "usd"}));
+    assert_eq!(
+        b.body["data"],
+        json!({"credits": 250, "balance_minor": 250, "currency": "usd"})
+    );
     for i in 0..4 {
-        s.order(Some(&key), &format!("k{i}"), &json!({"product_id": "web-search", "configuration": {"query": "ledger"}})).await;
+        s.order(
+            Some(&key),
+            &format!("k{i}"),
+            &json!({"product_id": "web-search", "configuration": {"query": "ledger"}}),
+        )
+        .await;
     }
     let ledger = s.ledger(&key).await;
     assert_eq!(ledger.len(), 5);
-    let sum: i64 = ledger.iter().map(|e| e["amount_minor"].as_i64().unwrap()).sum();
-    assert_eq!(sum, s.balance(&key).await, "the balance is the sum of the ledger");
-    assert_eq!(ledger[0]["balance_after_minor"].as_i64().unwrap(), sum, "newest first, running balance");
+    let sum: i64 = ledger
+        .iter()
+        .map(|e| e["amount_minor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        sum,
+        s.balance(&key).await,
+        "the balance is the sum of the ledger"
+    );
+    assert_eq!(
+        ledger[0]["balance_after_minor"].as_i64().unwrap(),
+        sum,
+        "newest first, running balance"
+    );
     let page = s.get("/api/v1/account/ledger?limit=2", Some(&key)).await;
     assert_eq!(page.body["data"]["entries"].as_array().unwrap().len(), 2);
     assert!(page.body["data"]["next_cursor"].is_string());
-    let bad = s.get("/api/v1/account/ledger?cursor=nope", Some(&key)).await;
+    let bad = s
+        .get("/api/v1/account/ledger?cursor=nope", Some(&key))
+        .await;
     assert_eq!((bad.status.as_u16(), bad.param()), (400, "cursor"));
 }
 
@@ -34,10 +55,19 @@ async fn the_account_balance_and_ledger_agree() {
 async fn owner_keys_are_shown_once_listed_without_secrets_and_revocable() {
     let s = TestServer::start().await;
     let (_, owner) = s.account(0).await;
-    let created = s.post("/api/v1/account/api-keys", Some(&owner), &json!({"name": "ci"})).await;
+    let created = s
+        .post(
+            "/api/v1/account/api-keys",
+            Some(&owner),
+            &json!({"name": "ci"}),
+        )
+        .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let secret = created.body["data"]["api_key"].as_str().unwrap().to_owned();
-    assert!(secret.starts_with("sf_live_") && secret.len() >= 8 + 43, "256 random bits");
+    assert!(
+        secret.starts_with("sf_live_") && secret.len() >= 8 + 43,
+        "256 random bits"
+    );
     let key_id = created.body["data"]["key_id"].as_str().unwrap().to_owned();
     assert_eq!(s.get("/api/v1/account", Some(&secret)).await.status, 200);
 
@@ -47,11 +77,27 @@ async fn owner_keys_are_shown_once_listed_without_secrets_and_revocable() {
     assert!(!text.contains("secret_hash"));
     assert_eq!(list.body["data"]["api_keys"].as_array().unwrap().len(), 2);
 
-    let del = s.send(s.client.delete(s.url(&format!("/api/v1/account/api-keys/{key_id}"))).bearer_auth(&owner)).await;
+    let del = s
+        .send(
+            s.client
+                .delete(s.url(&format!("/api/v1/account/api-keys/{key_id}")))
+                .bearer_auth(&owner),
+        )
+        .await;
     assert_eq!(del.status, 200);
     let after = s.get("/api/v1/account", Some(&secret)).await;
-    assert_eq!((after.status.as_u16(), after.code()), (401, "unauthorized"), "a revoked key stops at once");
-    let again = s.send(s.client.delete(s.url(&format!("/api/v1/account/api-keys/{key_id}"))).bearer_auth(&owner)).await;
+    assert_eq!(
+        (after.status.as_u16(), after.code()),
+        (401, "unauthorized"),
+        "a revoked key stops at once"
+    );
+    let again = s
+        .send(
+            s.client
+                .delete(s.url(&format!("/api/v1/account/api-keys/{key_id}")))
+                .bearer_auth(&owner),
+        )
+        .await;
     assert_eq!(again.status, 404);
 }
 
@@ -59,18 +105,37 @@ async fn owner_keys_are_shown_once_listed_without_secrets_and_revocable() {
 async fn agent_keys_buy_but_never_manage_keys() {
     let s = TestServer::start().await;
     let (_, owner) = s.account(100).await;
-    let created = s.post("/api/v1/account/api-keys", Some(&owner), &json!({"role": "agent", "name": "bot"})).await;
+    let created = s
+        .post(
+            "/api/v1/account/api-keys",
+            Some(&owner),
+            &json!({"role": "agent", "name": "bot"}),
+        )
+        .await;
     assert_eq!(created.status, 201);
     let agent = created.body["data"]["api_key"].as_str().unwrap().to_owned();
-    let bought = s.order(Some(&agent), "agent-1", &json!({"product_id": "web-search", "configuration": {"query": "x"}})).await;
+    let bought = s
+        .order(
+            Some(&agent),
+            "agent-1",
+            &json!({"product_id": "web-search", "configuration": {"query": "x"}}),
+        )
+        .await;
     assert_eq!(bought.status, 201);
     for r in [
         s.get("/api/v1/account/api-keys", Some(&agent)).await,
-        s.post("/api/v1/account/api-keys", Some(&agent), &json!({})).await,
+        s.post("/api/v1/account/api-keys", Some(&agent), &json!({}))
+            .await,
     ] {
         assert_eq!((r.status.as_u16(), r.code()), (403, "forbidden"));
     }
-    let bad_role = s.post("/api/v1/account/api-keys", Some(&owner), &json!({"role": "god"})).await;
+    let bad_role = s
+        .post(
+            "/api/v1/account/api-keys",
+            Some(&owner),
+            &json!({"role": "god"}),
+        )
+        .await;
     assert_eq!((bad_role.status.as_u16(), bad_role.param()), (400, "role"));
 }
 
@@ -80,8 +145,17 @@ async fn another_accounts_key_cannot_be_revoked_or_seen() {
     let (_, a) = s.account(0).await;
     let (_, b) = s.account(0).await;
     let keys = s.get("/api/v1/account/api-keys", Some(&a)).await;
-    let a_key_id = keys.body["data"]["api_keys"][0]["id"].as_str().unwrap().to_owned();
-    let r = s.send(s.client.delete(s.url(&format!("/api/v1/account/api-keys/{a_key_id}"))).bearer_auth(&b)).await;
+    let a_key_id = keys.body["data"]["api_keys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .send(
+            s.client
+                .delete(s.url(&format!("/api/v1/account/api-keys/{a_key_id}")))
+                .bearer_auth(&b),
+        )
+        .await;
     assert_eq!(r.status, 404);
     assert_eq!(s.get("/api/v1/account", Some(&a)).await.status, 200);
 }

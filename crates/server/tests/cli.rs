@@ -16,13 +16,25 @@ const GUARD: Duration = Duration::from_secs(60);
 
 fn storefront(dir: &Path) -> Command {
     let mut c = Command::new(BIN);
-    c.env_clear().current_dir(dir).env("STOREFRONT_LOG", "warn").kill_on_drop(true);
+    c.env_clear()
+        .current_dir(dir)
+        .env("STOREFRONT_LOG", "warn")
+        .kill_on_drop(true);
     c
 }
 
 async fn admin(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = storefront(dir).arg("admin").args(args).output().await.unwrap();
-    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    let out = storefront(dir)
+        .arg("admin")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 struct Running {
@@ -41,7 +53,11 @@ async fn start(dir: &Path, extra: &[&str]) -> Running {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let base = tokio::time::timeout(GUARD, async {
         loop {
-            let line = lines.next_line().await.unwrap().expect("the server prints its address");
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the server prints its address");
             if let Some(url) = line.strip_prefix("Storefront is serving on ") {
                 return url.trim().to_owned();
             }
@@ -55,7 +71,12 @@ async fn start(dir: &Path, extra: &[&str]) -> Running {
 async fn next_line_containing(r: &mut Running, needle: &str) -> String {
     tokio::time::timeout(GUARD, async {
         loop {
-            let line = r.lines.next_line().await.unwrap().unwrap_or_else(|| panic!("no line with {needle}"));
+            let line = r
+                .lines
+                .next_line()
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("no line with {needle}"));
             if line.contains(needle) {
                 return line;
             }
@@ -67,9 +88,15 @@ async fn next_line_containing(r: &mut Running, needle: &str) -> String {
 
 async fn terminate(mut r: Running) -> std::process::ExitStatus {
     let pid = r.child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
-    tokio::time::timeout(GUARD, r.child.wait()).await.expect("exits after SIGTERM").unwrap()
+    tokio::time::timeout(GUARD, r.child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap()
 }
 
 #[tokio::test]
@@ -78,7 +105,10 @@ async fn first_start_creates_the_database_and_a_demo_account_that_can_buy() {
     let mut server = start(dir.path(), &[]).await;
     let line = next_line_containing(&mut server, "export STOREFRONT_API_KEY=").await;
     let key = line.split('=').nth(1).unwrap().trim().to_owned();
-    assert!(dir.path().join("data/storefront.db").exists(), "SQLite file in ./data");
+    assert!(
+        dir.path().join("data/storefront.db").exists(),
+        "SQLite file in ./data"
+    );
     let curl = next_line_containing(&mut server, "curl -s").await;
     assert!(curl.contains(&format!("{}/api/v1/orders", server.base)));
 
@@ -97,15 +127,26 @@ async fn first_start_creates_the_database_and_a_demo_account_that_can_buy() {
     assert!(terminate(server).await.success(), "SIGTERM is a clean exit");
 
     let mut again = start(dir.path(), &[]).await;
-    let r = client.get(format!("{}/api/v1/account", again.base)).bearer_auth(&key).send().await.unwrap();
+    let r = client
+        .get(format!("{}/api/v1/account", again.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the demo key survives a restart");
     let pid = again.child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
     let mut rest = String::new();
     while let Ok(Some(l)) = again.lines.next_line().await {
         rest.push_str(&l);
     }
-    assert!(!rest.contains("STOREFRONT_API_KEY"), "the demo account is made only on the first start");
+    assert!(
+        !rest.contains("STOREFRONT_API_KEY"),
+        "the demo account is made only on the first start"
+    );
     assert!(again.child.wait().await.unwrap().success());
 }
 
@@ -113,10 +154,26 @@ async fn first_start_creates_the_database_and_a_demo_account_that_can_buy() {
 async fn admin_commands_print_the_documented_json_and_fail_loudly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (ok, out, _) = storefront(d).arg("migrate").output().await.map(|o| (o.status.success(), String::from_utf8(o.stdout).unwrap(), ())).unwrap();
+    let (ok, out, _) = storefront(d)
+        .arg("migrate")
+        .output()
+        .await
+        .map(|o| (o.status.success(), String::from_utf8(o.stdout).unwrap(), ()))
+        .unwrap();
     assert!(ok, "{out}");
 
-    let (ok, out, err) = admin(d, &["create-account", "--email", "ops@example.com", "--name", "Ops", "--json"]).await;
+    let (ok, out, err) = admin(
+        d,
+        &[
+            "create-account",
+            "--email",
+            "ops@example.com",
+            "--name",
+            "Ops",
+            "--json",
+        ],
+    )
+    .await;
     assert!(ok, "{err}");
     let created: Value = serde_json::from_str(out.trim()).expect("exactly one JSON object");
     let account = created["account_id"].as_str().unwrap().to_owned();
@@ -124,14 +181,57 @@ async fn admin_commands_print_the_documented_json_and_fail_loudly() {
     assert!(created["api_key"].as_str().unwrap().starts_with("sf_live_"));
     assert_eq!(created.as_object().unwrap().len(), 2);
 
-    let (ok, out, _) = admin(d, &["grant-credits", "--account", &account, "--amount-minor", "1500", "--reason", "welcome", "--json"]).await;
+    let (ok, out, _) = admin(
+        d,
+        &[
+            "grant-credits",
+            "--account",
+            &account,
+            "--amount-minor",
+            "1500",
+            "--reason",
+            "welcome",
+            "--json",
+        ],
+    )
+    .await;
     assert!(ok);
-    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap(), json!({"balance_minor": 1500, "currency": "usd"}));
-    let (ok, out, _) = admin(d, &["grant-credits", "--account", &account, "--amount-minor", "-500", "--reason", "correction", "--json"]).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(out.trim()).unwrap(),
+        json!({"balance_minor": 1500, "currency": "usd"})
+    );
+    let (ok, out, _) = admin(
+        d,
+        &[
+            "grant-credits",
+            "--account",
+            &account,
+            "--amount-minor",
+            "-500",
+            "--reason",
+            "correction",
+            "--json",
+        ],
+    )
+    .await;
     assert!(ok);
-    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap()["balance_minor"], 1000);
+    assert_eq!(
+        serde_json::from_str::<Value>(out.trim()).unwrap()["balance_minor"],
+        1000
+    );
 
-    let (ok, out, _) = admin(d, &["create-key", "--account", &account, "--role", "agent", "--json"]).await;
+    let (ok, out, _) = admin(
+        d,
+        &[
+            "create-key",
+            "--account",
+            &account,
+            "--role",
+            "agent",
+            "--json",
+        ],
+    )
+    .await;
     assert!(ok);
     let key: Value = serde_json::from_str(out.trim()).unwrap();
     assert!(key["key_id"].as_str().unwrap().starts_with("key_"));
@@ -143,10 +243,33 @@ async fn admin_commands_print_the_documented_json_and_fail_loudly() {
     assert_eq!(list[0]["balance_minor"], 1000);
 
     for args in [
-        vec!["grant-credits", "--account", "acct_nope", "--amount-minor", "5", "--reason", "x", "--json"],
-        vec!["grant-credits", "--account", account.as_str(), "--amount-minor", "-999999", "--reason", "x"],
+        vec![
+            "grant-credits",
+            "--account",
+            "acct_nope",
+            "--amount-minor",
+            "5",
+            "--reason",
+            "x",
+            "--json",
+        ],
+        vec![
+            "grant-credits",
+            "--account",
+            account.as_str(),
+            "--amount-minor",
+            "-999999",
+            "--reason",
+            "x",
+        ],
         vec!["create-account", "--email", "not-an-email", "--name", "x"],
-        vec!["create-account", "--email", "ops@example.com", "--name", "again"],
+        vec![
+            "create-account",
+            "--email",
+            "ops@example.com",
+            "--name",
+            "again",
+        ],
     ] {
         let (ok, out, err) = admin(d, &args).await;
         assert!(!ok, "{args:?} must fail");
@@ -214,16 +337,30 @@ currency = "usd"
             .await
             .unwrap()
     });
-    tokio::time::timeout(GUARD, arrived.notified()).await.expect("request reached the upstream");
+    tokio::time::timeout(GUARD, arrived.notified())
+        .await
+        .expect("request reached the upstream");
     let pid = server.child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     // The process must still be finishing the request: it cannot have exited yet.
     assert!(server.child.try_wait().unwrap().is_none());
     release.notify_one();
-    let response = tokio::time::timeout(GUARD, in_flight).await.unwrap().unwrap();
+    let response = tokio::time::timeout(GUARD, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(response.status(), 201, "the in-flight order completed");
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["data"]["order"]["result"]["results"][0]["title"], "late but complete");
-    let status = tokio::time::timeout(GUARD, server.child.wait()).await.unwrap().unwrap();
+    assert_eq!(
+        body["data"]["order"]["result"]["results"][0]["title"],
+        "late but complete"
+    );
+    let status = tokio::time::timeout(GUARD, server.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success());
 }

@@ -5,7 +5,12 @@ mod common;
 use common::{vps_config, TestServer};
 use serde_json::json;
 
-async fn fire_identical(s: &TestServer, key: &str, body: &serde_json::Value, n: usize) -> Vec<common::Reply> {
+async fn fire_identical(
+    s: &TestServer,
+    key: &str,
+    body: &serde_json::Value,
+    n: usize,
+) -> Vec<common::Reply> {
     let requests = (0..n).map(|_| s.order(Some(key), "one-purchase", body));
     futures::future::join_all(requests).await
 }
@@ -29,7 +34,12 @@ async fn two_hundred_identical_async_orders_make_one_order_and_one_charge() {
     assert_eq!(ids.len(), 1, "every success names the same order");
     let orders = s.get("/api/v1/orders?limit=100", Some(&key)).await;
     assert_eq!(orders.body["data"]["orders"].as_array().unwrap().len(), 1);
-    let charges = s.ledger(&key).await.into_iter().filter(|e| e["kind"] == "charge").count();
+    let charges = s
+        .ledger(&key)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "charge")
+        .count();
     assert_eq!(charges, 1);
     assert_eq!(s.balance(&key).await, 1_000_000 - 2_000);
 }
@@ -42,11 +52,20 @@ async fn two_hundred_identical_instant_orders_make_one_order_and_one_charge() {
     let replies = fire_identical(&s, &key, &body, 200).await;
     let created = replies.iter().filter(|r| r.status == 201).count();
     let in_progress = replies.iter().filter(|r| r.status == 409).count();
-    assert_eq!(created + in_progress, 200, "only originals, replays and in-progress answers");
+    assert_eq!(
+        created + in_progress,
+        200,
+        "only originals, replays and in-progress answers"
+    );
     assert!(created >= 1);
     let orders = s.get("/api/v1/orders", Some(&key)).await;
     assert_eq!(orders.body["data"]["orders"].as_array().unwrap().len(), 1);
-    let charges = s.ledger(&key).await.into_iter().filter(|e| e["kind"] == "charge").count();
+    let charges = s
+        .ledger(&key)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "charge")
+        .count();
     assert_eq!(charges, 1);
     assert_eq!(s.balance(&key).await, 999);
 }
@@ -68,6 +87,11 @@ async fn concurrent_different_orders_never_overdraw() {
     let refused = replies.iter().filter(|r| r.status == 402).count();
     assert_eq!((accepted, refused), (7, 23));
     assert_eq!(s.balance(&key).await, 0);
-    let sum: i64 = s.ledger(&key).await.iter().map(|e| e["amount_minor"].as_i64().unwrap()).sum();
+    let sum: i64 = s
+        .ledger(&key)
+        .await
+        .iter()
+        .map(|e| e["amount_minor"].as_i64().unwrap())
+        .sum();
     assert_eq!(sum, 0, "the ledger sums to the balance");
 }

@@ -10,7 +10,13 @@ async fn every_response_carries_a_request_id_and_echoes_the_clients() {
     let s = TestServer::start().await;
     let r = s.get("/api/v1/products", None).await;
     assert!(r.header("x-request-id").is_some_and(|v| !v.is_empty()));
-    let r = s.send(s.client.get(s.url("/api/v1/nothing")).header("x-request-id", "trace-me-42")).await;
+    let r = s
+        .send(
+            s.client
+                .get(s.url("/api/v1/nothing"))
+                .header("x-request-id", "trace-me-42"),
+        )
+        .await;
     assert_eq!(r.header("x-request-id"), Some("trace-me-42"));
     assert_eq!((r.status.as_u16(), r.code()), (404, "not_found"));
 }
@@ -18,14 +24,40 @@ async fn every_response_carries_a_request_id_and_echoes_the_clients() {
 #[tokio::test]
 async fn malformed_json_wrong_content_type_and_oversize_bodies_get_the_contract_errors() {
     let s = TestServer::start().await;
-    let r = s.send(s.client.post(s.url("/api/v1/quotes")).header("content-type", "application/json").body("{\"product_id\": ")).await;
+    let r = s
+        .send(
+            s.client
+                .post(s.url("/api/v1/quotes"))
+                .header("content-type", "application/json")
+                .body("{\"product_id\": "),
+        )
+        .await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "malformed_json"));
-    let r = s.send(s.client.post(s.url("/api/v1/quotes")).header("content-type", "text/plain").body("{}")).await;
-    assert_eq!((r.status.as_u16(), r.code(), r.param()), (400, "validation_error", "Content-Type"));
+    let r = s
+        .send(
+            s.client
+                .post(s.url("/api/v1/quotes"))
+                .header("content-type", "text/plain")
+                .body("{}"),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code(), r.param()),
+        (400, "validation_error", "Content-Type")
+    );
     let big = "x".repeat(70 * 1024);
-    let r = s.post("/api/v1/quotes", None, &json!({"product_id": big})).await;
+    let r = s
+        .post("/api/v1/quotes", None, &json!({"product_id": big}))
+        .await;
     assert_eq!((r.status.as_u16(), r.code()), (413, "payload_too_large"));
-    let r = s.send(s.client.post(s.url("/api/v1/quotes")).header("content-type", "application/json").body("[1,2]")).await;
+    let r = s
+        .send(
+            s.client
+                .post(s.url("/api/v1/quotes"))
+                .header("content-type", "application/json")
+                .body("[1,2]"),
+        )
+        .await;
     assert_eq!((r.status.as_u16(), r.param()), (400, "body"));
 }
 
@@ -35,10 +67,16 @@ async fn keys_are_required_where_credit_is_involved_and_bad_keys_are_refused() {
     let r = s.get("/api/v1/account", None).await;
     assert_eq!((r.status.as_u16(), r.code()), (401, "unauthorized"));
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
-    let r = s.get("/api/v1/account", Some("sf_live_not-a-real-key")).await;
+    let r = s
+        .get("/api/v1/account", Some("sf_live_not-a-real-key"))
+        .await;
     assert_eq!((r.status.as_u16(), r.code()), (401, "unauthorized"));
     let r = s.order(None, "k1", &json!({"product_id": "web-search", "configuration": {"query": "x"}, "payment_method": "credit"})).await;
-    assert_eq!((r.status.as_u16(), r.code(), r.param()), (401, "unauthorized", "payment_method"), "public agents never spend credit");
+    assert_eq!(
+        (r.status.as_u16(), r.code(), r.param()),
+        (401, "unauthorized", "payment_method"),
+        "public agents never spend credit"
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,9 @@ use storefront_providers::UpstreamConfig;
 /// A SearXNG-shaped search API on 127.0.0.1:0: `/ok` answers results, `/broken` a 500,
 /// `/hang` never answers.
 async fn upstream_stand_in() -> String {
-    async fn ok(axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>) -> Json<Value> {
+    async fn ok(
+        axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
+    ) -> Json<Value> {
         let query = q.get("q").cloned().unwrap_or_default();
         Json(json!({
             "query": query,
@@ -21,8 +23,11 @@ async fn upstream_stand_in() -> String {
     }
     let app = Router::new()
         .route("/ok", get(ok))
-        .route("/broken", get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
-        .route("/hang", get(|| std::future::pending::<&'static str>()));
+        .route(
+            "/broken",
+            get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        )
+        .route("/hang", get(std::future::pending::<&'static str>));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -63,11 +68,22 @@ async fn server_with(path: &str) -> (TestServer, tempfile::TempDir) {
         name: "searx-upstream".into(),
         method: Default::default(),
         url: format!("{upstream}{path}"),
-        query: [("q".to_owned(), "{query}".to_owned()), ("format".to_owned(), "json".to_owned())].into(),
+        query: [
+            ("q".to_owned(), "{query}".to_owned()),
+            ("format".to_owned(), "json".to_owned()),
+        ]
+        .into(),
         json_body: None,
         timeout_ms: 300,
         results_pointer: "/results".into(),
-        fields: [("title", "/title"), ("url", "/url"), ("snippet", "/content")].into_iter().map(|(a, b)| (a.to_owned(), b.to_owned())).collect(),
+        fields: [
+            ("title", "/title"),
+            ("url", "/url"),
+            ("snippet", "/content"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect(),
         limit_field: Some("max_results".into()),
     };
     let s = TestServer::start_with(|c| {
@@ -82,11 +98,23 @@ async fn server_with(path: &str) -> (TestServer, tempfile::TempDir) {
 async fn an_upstream_answer_is_mapped_into_the_result() {
     let (s, _dir) = server_with("/ok").await;
     let (_, key) = s.account(100).await;
-    let r = s.order(Some(&key), "u1", &json!({"product_id": "searx", "configuration": {"query": "rust & sqlx"}})).await;
+    let r = s
+        .order(
+            Some(&key),
+            "u1",
+            &json!({"product_id": "searx", "configuration": {"query": "rust & sqlx"}}),
+        )
+        .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let results = r.body["data"]["order"]["result"]["results"].as_array().unwrap();
+    let results = r.body["data"]["order"]["result"]["results"]
+        .as_array()
+        .unwrap();
     assert_eq!(results.len(), 2, "max_results caps the list");
-    assert_eq!(results[0], json!({"title": "rust & sqlx #1", "url": "https://example.org/1", "snippet": "text"}), "the query was URL-encoded");
+    assert_eq!(
+        results[0],
+        json!({"title": "rust & sqlx #1", "url": "https://example.org/1", "snippet": "text"}),
+        "the query was URL-encoded"
+    );
     assert_eq!(s.balance(&key).await, 97);
 }
 
@@ -95,9 +123,22 @@ async fn assert_failure_refunds(path: &str) {
     let (_, key) = s.account(100).await;
     let body = json!({"product_id": "searx", "configuration": {"query": "q"}});
     let r = s.order(Some(&key), "f1", &body).await;
-    assert_eq!((r.status.as_u16(), r.code()), (502, "fulfillment_failed"), "{:?}", r.body);
-    assert!(!r.body.to_string().contains("127.0.0.1"), "no upstream details leak: {:?}", r.body);
-    assert_eq!(s.balance(&key).await, 100, "failed orders are never charged");
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (502, "fulfillment_failed"),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        !r.body.to_string().contains("127.0.0.1"),
+        "no upstream details leak: {:?}",
+        r.body
+    );
+    assert_eq!(
+        s.balance(&key).await,
+        100,
+        "failed orders are never charged"
+    );
     let ledger = s.ledger(&key).await;
     let kinds: Vec<&str> = ledger.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["refund", "charge", "top_up"]);
@@ -107,7 +148,11 @@ async fn assert_failure_refunds(path: &str) {
     assert_eq!(order["failure"]["code"], "fulfillment_failed");
     let replay = s.order(Some(&key), "f1", &body).await;
     assert_eq!(replay.status, 502);
-    assert_eq!(replay.header("idempotent-replayed"), Some("true"), "failures replay too");
+    assert_eq!(
+        replay.header("idempotent-replayed"),
+        Some("true"),
+        "failures replay too"
+    );
     assert_eq!(replay.body, r.body);
     assert_eq!(s.balance(&key).await, 100);
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use storefront_app::orders::{BillingDetails, OrderRequest, OrderSource};
-use storefront_app::ports::{FulfillmentError, Fulfiller, Store};
+use storefront_app::ports::{Fulfiller, FulfillmentError, Store};
 use storefront_app::quotes::QuoteRequest;
 use storefront_app::secrets::UrlSigner;
 use storefront_app::views::OrderOutcome;
@@ -63,9 +63,17 @@ struct Flaky;
 
 #[async_trait]
 impl Fulfiller for Flaky {
-    async fn fulfill(&self, _p: &Product, c: &Map<String, Value>, _q: i64) -> Result<Value, FulfillmentError> {
+    async fn fulfill(
+        &self,
+        _p: &Product,
+        c: &Map<String, Value>,
+        _q: i64,
+    ) -> Result<Value, FulfillmentError> {
         if c.get("fail") == Some(&Value::Bool(true)) {
-            Err(FulfillmentError { message: "asked to fail".into(), detail: "test".into() })
+            Err(FulfillmentError {
+                message: "asked to fail".into(),
+                detail: "test".into(),
+            })
         } else {
             Ok(json!({"ok": true}))
         }
@@ -93,45 +101,72 @@ fn op() -> impl Strategy<Value = Op> {
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = storefront_store::open(&format!("sqlite://{}", dir.path().join("p.db").display())).await.unwrap();
+    let store: Arc<dyn Store> =
+        storefront_store::open(&format!("sqlite://{}", dir.path().join("p.db").display()))
+            .await
+            .unwrap();
     let spec: CatalogSpec = toml::from_str(CATALOG).unwrap();
     let catalog = Catalog::build(spec, |_| Availability::Available).unwrap();
-    let fulfillers: HashMap<String, Arc<dyn Fulfiller>> = [("flaky".to_owned(), Arc::new(Flaky) as Arc<dyn Fulfiller>)].into();
-    let app = App::new(store.clone(), catalog, Arc::new(ManualClock::default()), fulfillers, UrlSigner::new(b"k".repeat(32), vec![]), AppSettings::default());
-    let (account, key) = app.admin_create_account("p@example.com", "prop").await.unwrap();
+    let fulfillers: HashMap<String, Arc<dyn Fulfiller>> =
+        [("flaky".to_owned(), Arc::new(Flaky) as Arc<dyn Fulfiller>)].into();
+    let app = App::new(
+        store.clone(),
+        catalog,
+        Arc::new(ManualClock::default()),
+        fulfillers,
+        UrlSigner::new(b"k".repeat(32), vec![]),
+        AppSettings::default(),
+    );
+    let (account, key) = app
+        .admin_create_account("p@example.com", "prop")
+        .await
+        .unwrap();
     let principal = app.authenticate(&key.api_key).await.unwrap();
     let mut expected = 0i64;
     let mut boxes: Vec<(String, i64)> = Vec::new();
     for (i, op) in ops.into_iter().enumerate() {
         match op {
             Op::TopUp(a) => {
-                app.admin_grant_credits(account.id.as_str(), a, "top up").await.unwrap();
+                app.admin_grant_credits(account.id.as_str(), a, "top up")
+                    .await
+                    .unwrap();
                 expected += a;
             }
             Op::Adjust(a) => {
-                if app.admin_grant_credits(account.id.as_str(), a, "adjust").await.is_ok() {
+                if app
+                    .admin_grant_credits(account.id.as_str(), a, "adjust")
+                    .await
+                    .is_ok()
+                {
                     expected += a;
                 } else {
-                    prop_assert!(expected + a < 0, "an adjustment was refused although it fit");
+                    prop_assert!(
+                        expected + a < 0,
+                        "an adjustment was refused although it fit"
+                    );
                 }
             }
             Op::Lookup { fail } => {
                 let outcome = order(&app, &principal, i, "lookup", json!({"fail": fail})).await;
                 match outcome {
                     Ok(OrderOutcome::Created { order }) => expected -= order.total_minor,
-                    Ok(OrderOutcome::Failed { error }) => prop_assert_eq!(error.code, ErrorCode::FulfillmentFailed),
+                    Ok(OrderOutcome::Failed { error }) => {
+                        prop_assert_eq!(error.code, ErrorCode::FulfillmentFailed)
+                    }
                     Ok(other) => prop_assert!(false, "unexpected {:?}", other),
                     Err(e) => prop_assert_eq!(e.code, ErrorCode::InsufficientCredits),
                 }
             }
-            Op::Box { hours } => match order(&app, &principal, i, "box", json!({"hours": hours})).await {
-                Ok(OrderOutcome::Accepted { order, .. }) => {
-                    expected -= order.total_minor;
-                    boxes.push((order.id, order.total_minor));
+            Op::Box { hours } => {
+                match order(&app, &principal, i, "box", json!({"hours": hours})).await {
+                    Ok(OrderOutcome::Accepted { order, .. }) => {
+                        expected -= order.total_minor;
+                        boxes.push((order.id, order.total_minor));
+                    }
+                    Ok(other) => prop_assert!(false, "unexpected {:?}", other),
+                    Err(e) => prop_assert_eq!(e.code, ErrorCode::InsufficientCredits),
                 }
-                Ok(other) => prop_assert!(false, "unexpected {:?}", other),
-                Err(e) => prop_assert_eq!(e.code, ErrorCode::InsufficientCredits),
-            },
+            }
             Op::Cancel(n) => {
                 if !boxes.is_empty() {
                     let (id, total) = boxes[n % boxes.len()].clone();
@@ -145,19 +180,37 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let balance = app.balance(&principal).await.unwrap().balance_minor;
         prop_assert!(balance >= 0);
         prop_assert_eq!(balance, expected);
-        prop_assert_eq!(store.ledger_sum(&AccountId::parse(account.id.as_str()).unwrap()).await.unwrap(), balance);
+        prop_assert_eq!(
+            store
+                .ledger_sum(&AccountId::parse(account.id.as_str()).unwrap())
+                .await
+                .unwrap(),
+            balance
+        );
     }
     Ok(())
 }
 
-async fn order(app: &App, principal: &Principal, i: usize, product: &str, configuration: Value) -> Result<OrderOutcome, storefront_domain::DomainError> {
+async fn order(
+    app: &App,
+    principal: &Principal,
+    i: usize,
+    product: &str,
+    configuration: Value,
+) -> Result<OrderOutcome, storefront_domain::DomainError> {
     let request = OrderRequest {
-        source: OrderSource::Configure(QuoteRequest { product_id: product.into(), quantity: None, configuration: configuration.as_object().unwrap().clone() }),
+        source: OrderSource::Configure(QuoteRequest {
+            product_id: product.into(),
+            quantity: None,
+            configuration: configuration.as_object().unwrap().clone(),
+        }),
         payment_method: None,
         billing: BillingDetails::default(),
     };
     let fingerprint = format!("f{i}");
-    app.place_order(principal, &format!("key-{i}"), &fingerprint, &request).await.map(|p| p.outcome)
+    app.place_order(principal, &format!("key-{i}"), &fingerprint, &request)
+        .await
+        .map(|p| p.outcome)
 }
 
 proptest! {

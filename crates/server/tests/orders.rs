@@ -13,15 +13,23 @@ fn search(query: &str) -> Value {
 async fn an_instant_order_is_fulfilled_inline_and_charged_once() {
     let s = TestServer::start().await;
     let (_, key) = s.account(500).await;
-    let r = s.order(Some(&key), "search-1", &search("linux machine")).await;
+    let r = s
+        .order(Some(&key), "search-1", &search("linux machine"))
+        .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let order = &r.body["data"]["order"];
     assert_eq!(order["status"], "fulfilled");
     assert_eq!(order["payment_status"], "paid");
     let results = order["result"]["results"].as_array().unwrap();
     assert!(!results.is_empty() && results.len() <= 3);
-    assert_eq!(results[0]["url"], "/api/v1/products/bare-linux-machine", "the offline index ranks the matching product first");
-    assert_eq!(r.header("location"), Some(format!("/api/v1/orders/{}", order["id"].as_str().unwrap()).as_str()));
+    assert_eq!(
+        results[0]["url"], "/api/v1/products/bare-linux-machine",
+        "the offline index ranks the matching product first"
+    );
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/api/v1/orders/{}", order["id"].as_str().unwrap()).as_str())
+    );
     let total = order["total_minor"].as_i64().unwrap();
     assert_eq!(s.balance(&key).await, 500 - total);
     let ledger = s.ledger(&key).await;
@@ -34,7 +42,13 @@ async fn an_instant_order_is_fulfilled_inline_and_charged_once() {
 async fn an_async_order_is_accepted_processing_with_retry_after() {
     let s = TestServer::start().await;
     let (_, key) = s.account(10_000).await;
-    let r = s.order(Some(&key), "vps-1", &json!({"product_id": "vps-micro", "configuration": vps_config()})).await;
+    let r = s
+        .order(
+            Some(&key),
+            "vps-1",
+            &json!({"product_id": "vps-micro", "configuration": vps_config()}),
+        )
+        .await;
     assert_eq!(r.status, 202, "{:?}", r.body);
     assert_eq!(r.body["data"]["order"]["status"], "processing");
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
@@ -42,7 +56,10 @@ async fn an_async_order_is_accepted_processing_with_retry_after() {
     let id = r.body["data"]["order"]["id"].as_str().unwrap();
     let got = s.get(&format!("/api/v1/orders/{id}"), Some(&key)).await;
     assert_eq!(got.status, 200);
-    assert!(got.header("retry-after").is_some(), "polling a non-terminal order says when to come back");
+    assert!(
+        got.header("retry-after").is_some(),
+        "polling a non-terminal order says when to come back"
+    );
     assert_eq!(got.body["data"]["order"]["status"], "processing");
 }
 
@@ -54,13 +71,19 @@ async fn a_replay_returns_the_original_response_and_a_changed_body_is_refused() 
     assert_eq!(first.status, 201);
     assert!(first.header("idempotent-replayed").is_none());
     // Same body with other key order and spacing is the same request.
-    let reordered = json!({"configuration": {"max_results": 3, "query": "replay"}, "product_id": "web-search"});
+    let reordered =
+        json!({"configuration": {"max_results": 3, "query": "replay"}, "product_id": "web-search"});
     let second = s.order(Some(&key), "same-key", &reordered).await;
     assert_eq!(second.status, 201);
     assert_eq!(second.header("idempotent-replayed"), Some("true"));
     assert_eq!(second.body, first.body, "byte-for-byte the original body");
-    let other = s.order(Some(&key), "same-key", &search("something else")).await;
-    assert_eq!((other.status.as_u16(), other.code()), (422, "idempotency_key_reused"));
+    let other = s
+        .order(Some(&key), "same-key", &search("something else"))
+        .await;
+    assert_eq!(
+        (other.status.as_u16(), other.code()),
+        (422, "idempotency_key_reused")
+    );
     let total = first.body["data"]["order"]["total_minor"].as_i64().unwrap();
     assert_eq!(s.balance(&key).await, 500 - total, "charged once");
     let orders = s.get("/api/v1/orders", Some(&key)).await;
@@ -76,7 +99,10 @@ async fn keys_are_scoped_to_the_account() {
     let rb = s.order(Some(&b), "shared-key", &search("two")).await;
     assert_eq!((ra.status.as_u16(), rb.status.as_u16()), (201, 201));
     assert!(rb.header("idempotent-replayed").is_none());
-    assert_ne!(ra.body["data"]["order"]["id"], rb.body["data"]["order"]["id"]);
+    assert_ne!(
+        ra.body["data"]["order"]["id"],
+        rb.body["data"]["order"]["id"]
+    );
 }
 
 #[tokio::test]
@@ -84,7 +110,10 @@ async fn idempotency_key_is_required_bounded_and_may_come_as_request_id() {
     let s = TestServer::start().await;
     let (_, key) = s.account(500).await;
     let r = s.post("/api/v1/orders", Some(&key), &search("x")).await;
-    assert_eq!((r.status.as_u16(), r.code(), r.param()), (400, "validation_error", "Idempotency-Key"));
+    assert_eq!(
+        (r.status.as_u16(), r.code(), r.param()),
+        (400, "validation_error", "Idempotency-Key")
+    );
     let long = "k".repeat(256);
     let r = s.order(Some(&key), &long, &search("x")).await;
     assert_eq!((r.status.as_u16(), r.param()), (400, "Idempotency-Key"));
@@ -101,14 +130,45 @@ async fn idempotency_key_is_required_bounded_and_may_come_as_request_id() {
 async fn validation_and_insufficient_credits_do_not_consume_the_key() {
     let s = TestServer::start().await;
     let (account, key) = s.account(100).await;
-    let bad = s.order(Some(&key), "retry-me", &json!({"product_id": "vps-micro", "configuration": {"region": "local"}})).await;
+    let bad = s
+        .order(
+            Some(&key),
+            "retry-me",
+            &json!({"product_id": "vps-micro", "configuration": {"region": "local"}}),
+        )
+        .await;
     assert_eq!((bad.status.as_u16(), bad.code()), (400, "validation_error"));
-    let poor = s.order(Some(&key), "retry-me", &json!({"product_id": "vps-micro", "configuration": vps_config()})).await;
-    assert_eq!((poor.status.as_u16(), poor.code()), (402, "insufficient_credits"));
-    assert!(poor.body["error"]["message"].as_str().unwrap().contains("1.00 USD"), "names the balance: {:?}", poor.body);
+    let poor = s
+        .order(
+            Some(&key),
+            "retry-me",
+            &json!({"product_id": "vps-micro", "configuration": vps_config()}),
+        )
+        .await;
+    assert_eq!(
+        (poor.status.as_u16(), poor.code()),
+        (402, "insufficient_credits")
+    );
+    assert!(
+        poor.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1.00 USD"),
+        "names the balance: {:?}",
+        poor.body
+    );
     assert_eq!(s.balance(&key).await, 100, "nothing moved");
-    s.app.admin_grant_credits(&account, 5000, "top up").await.unwrap();
-    let ok = s.order(Some(&key), "retry-me", &json!({"product_id": "vps-micro", "configuration": vps_config()})).await;
+    s.app
+        .admin_grant_credits(&account, 5000, "top up")
+        .await
+        .unwrap();
+    let ok = s
+        .order(
+            Some(&key),
+            "retry-me",
+            &json!({"product_id": "vps-micro", "configuration": vps_config()}),
+        )
+        .await;
     assert_eq!(ok.status, 202, "the key is still free: {:?}", ok.body);
     assert!(ok.header("idempotent-replayed").is_none());
 }
@@ -117,40 +177,100 @@ async fn validation_and_insufficient_credits_do_not_consume_the_key() {
 async fn ordering_a_quote_charges_the_quoted_price_until_it_expires() {
     let s = TestServer::start().await;
     let (_, key) = s.account(10_000).await;
-    let q = s.post("/api/v1/quotes", Some(&key), &json!({"product_id": "vps-small", "configuration": vps_config()})).await;
+    let q = s
+        .post(
+            "/api/v1/quotes",
+            Some(&key),
+            &json!({"product_id": "vps-small", "configuration": vps_config()}),
+        )
+        .await;
     let quote = &q.body["data"]["quote"];
-    let r = s.order(Some(&key), "from-quote", &json!({"quote_id": quote["id"]})).await;
+    let r = s
+        .order(Some(&key), "from-quote", &json!({"quote_id": quote["id"]}))
+        .await;
     assert_eq!(r.status, 202, "{:?}", r.body);
     assert_eq!(r.body["data"]["order"]["total_minor"], quote["total_minor"]);
     assert_eq!(r.body["data"]["order"]["quote_id"], quote["id"]);
 
-    let q2 = s.post("/api/v1/quotes", Some(&key), &json!({"product_id": "vps-small", "configuration": vps_config()})).await;
+    let q2 = s
+        .post(
+            "/api/v1/quotes",
+            Some(&key),
+            &json!({"product_id": "vps-small", "configuration": vps_config()}),
+        )
+        .await;
     s.clock.advance(chrono::Duration::minutes(16));
-    let late = s.order(Some(&key), "late", &json!({"quote_id": q2.body["data"]["quote"]["id"]})).await;
-    assert_eq!((late.status.as_u16(), late.code(), late.param()), (410, "quote_expired", "quote_id"));
-    let both = s.order(Some(&key), "both", &json!({"quote_id": quote["id"], "product_id": "vps-small"})).await;
+    let late = s
+        .order(
+            Some(&key),
+            "late",
+            &json!({"quote_id": q2.body["data"]["quote"]["id"]}),
+        )
+        .await;
+    assert_eq!(
+        (late.status.as_u16(), late.code(), late.param()),
+        (410, "quote_expired", "quote_id")
+    );
+    let both = s
+        .order(
+            Some(&key),
+            "both",
+            &json!({"quote_id": quote["id"], "product_id": "vps-small"}),
+        )
+        .await;
     assert_eq!((both.status.as_u16(), both.param()), (400, "quote_id"));
     let (_, other) = s.account(10_000).await;
-    let foreign = s.order(Some(&other), "foreign", &json!({"quote_id": quote["id"]})).await;
-    assert_eq!((foreign.status.as_u16(), foreign.code()), (404, "not_found"));
+    let foreign = s
+        .order(Some(&other), "foreign", &json!({"quote_id": quote["id"]}))
+        .await;
+    assert_eq!(
+        (foreign.status.as_u16(), foreign.code()),
+        (404, "not_found")
+    );
 }
 
 #[tokio::test]
 async fn unavailable_products_and_unconfigured_payment_methods_answer_503() {
     let s = TestServer::start().await;
     let (_, key) = s.account(100_000).await;
-    let gpu = s.order(Some(&key), "gpu", &json!({"product_id": "gpu-h100-machine", "configuration": {}})).await;
-    assert_eq!((gpu.status.as_u16(), gpu.code()), (503, "service_unavailable"));
+    let gpu = s
+        .order(
+            Some(&key),
+            "gpu",
+            &json!({"product_id": "gpu-h100-machine", "configuration": {}}),
+        )
+        .await;
+    assert_eq!(
+        (gpu.status.as_u16(), gpu.code()),
+        (503, "service_unavailable")
+    );
     let card = s.order(Some(&key), "card", &json!({"product_id": "web-search", "configuration": {"query": "x"}, "payment_method": "card"})).await;
-    assert_eq!((card.status.as_u16(), card.code()), (400, "validation_error"), "billing is checked first");
-    assert!(card.body["error"]["message"].as_str().unwrap().contains("billing_country"), "lists every missing field");
+    assert_eq!(
+        (card.status.as_u16(), card.code()),
+        (400, "validation_error"),
+        "billing is checked first"
+    );
+    assert!(
+        card.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("billing_country"),
+        "lists every missing field"
+    );
     let billing = json!({"product_id": "web-search", "configuration": {"query": "x"}, "payment_method": "card",
         "customer_email": "c@example.com", "billing_name": "C", "billing_street": "Cloud Street 1", "billing_city": "Prague",
         "billing_postal_code": "11000", "billing_country": "CZ"});
     let card = s.order(Some(&key), "card", &billing).await;
-    assert_eq!((card.status.as_u16(), card.code()), (503, "service_unavailable"));
+    assert_eq!(
+        (card.status.as_u16(), card.code()),
+        (503, "service_unavailable")
+    );
     let mpp = s.order(None, "mpp", &search("x")).await;
-    assert_eq!((mpp.status.as_u16(), mpp.code()), (503, "service_unavailable"), "public agents default to MPP");
+    assert_eq!(
+        (mpp.status.as_u16(), mpp.code()),
+        (503, "service_unavailable"),
+        "public agents default to MPP"
+    );
     assert_eq!(s.balance(&key).await, 100_000);
 }
 
@@ -159,7 +279,13 @@ async fn validate_previews_without_creating_anything() {
     let s = TestServer::start().await;
     let (_, key) = s.account(1_000).await;
     let r = s
-        .send(s.client.post(s.url("/api/v1/orders/validate")).bearer_auth(&key).header("Idempotency-Key", "pre-1").json(&search("x")))
+        .send(
+            s.client
+                .post(s.url("/api/v1/orders/validate"))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", "pre-1")
+                .json(&search("x")),
+        )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["data"]["product_kind"], "instant");
@@ -168,8 +294,17 @@ async fn validate_previews_without_creating_anything() {
     assert_eq!(s.balance(&key).await, 1_000);
     let orders = s.get("/api/v1/orders", Some(&key)).await;
     assert!(orders.body["data"]["orders"].as_array().unwrap().is_empty());
-    let bad = s.post("/api/v1/orders/validate", Some(&key), &json!({"product_id": "vps"})).await;
-    assert_eq!((bad.status.as_u16(), bad.param()), (400, "configuration.region"));
+    let bad = s
+        .post(
+            "/api/v1/orders/validate",
+            Some(&key),
+            &json!({"product_id": "vps"}),
+        )
+        .await;
+    assert_eq!(
+        (bad.status.as_u16(), bad.param()),
+        (400, "configuration.region")
+    );
 }
 
 #[tokio::test]
@@ -178,10 +313,18 @@ async fn orders_list_newest_first_with_filters_and_cursors() {
     let (_, key) = s.account(100_000).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let r = s.order(Some(&key), &format!("s{i}"), &search(&format!("q{i}"))).await;
+        let r = s
+            .order(Some(&key), &format!("s{i}"), &search(&format!("q{i}")))
+            .await;
         ids.push(r.body["data"]["order"]["id"].as_str().unwrap().to_owned());
     }
-    let r = s.order(Some(&key), "v", &json!({"product_id": "vps-micro", "configuration": vps_config()})).await;
+    let r = s
+        .order(
+            Some(&key),
+            "v",
+            &json!({"product_id": "vps-micro", "configuration": vps_config()}),
+        )
+        .await;
     let vps_id = r.body["data"]["order"]["id"].as_str().unwrap().to_owned();
 
     let mut listed = Vec::new();
@@ -189,7 +332,13 @@ async fn orders_list_newest_first_with_filters_and_cursors() {
     loop {
         let page = s.get(&path, Some(&key)).await;
         assert_eq!(page.status, 200);
-        listed.extend(page.body["data"]["orders"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()));
+        listed.extend(
+            page.body["data"]["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].as_str().unwrap().to_owned()),
+        );
         match page.body["data"]["next_cursor"].as_str() {
             Some(c) => path = format!("/api/v1/orders?product_id=web-search&limit=2&cursor={c}"),
             None => break,
@@ -198,40 +347,78 @@ async fn orders_list_newest_first_with_filters_and_cursors() {
     ids.reverse();
     assert_eq!(listed, ids, "newest first, every order once");
     let processing = s.get("/api/v1/orders?status=processing", Some(&key)).await;
-    let only: Vec<&str> = processing.body["data"]["orders"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let only: Vec<&str> = processing.body["data"]["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
     assert_eq!(only, [vps_id.as_str()]);
     let bad = s.get("/api/v1/orders?status=done", Some(&key)).await;
     assert_eq!((bad.status.as_u16(), bad.param()), (400, "status"));
     let (_, other) = s.account(0).await;
     let theirs = s.get("/api/v1/orders", Some(&other)).await;
     assert!(theirs.body["data"]["orders"].as_array().unwrap().is_empty());
-    let hidden = s.get(&format!("/api/v1/orders/{vps_id}"), Some(&other)).await;
-    assert_eq!((hidden.status.as_u16(), hidden.code()), (404, "not_found"), "other accounts' orders do not exist");
+    let hidden = s
+        .get(&format!("/api/v1/orders/{vps_id}"), Some(&other))
+        .await;
+    assert_eq!(
+        (hidden.status.as_u16(), hidden.code()),
+        (404, "not_found"),
+        "other accounts' orders do not exist"
+    );
 }
 
 #[tokio::test]
 async fn the_signed_status_url_works_without_a_key_until_it_expires() {
     let s = TestServer::start().await;
     let (_, key) = s.account(10_000).await;
-    let r = s.order(Some(&key), "status", &json!({"product_id": "vps-micro", "configuration": vps_config()})).await;
-    let status_url = r.body["data"]["order"]["status_url"].as_str().unwrap().to_owned();
+    let r = s
+        .order(
+            Some(&key),
+            "status",
+            &json!({"product_id": "vps-micro", "configuration": vps_config()}),
+        )
+        .await;
+    let status_url = r.body["data"]["order"]["status_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(status_url.starts_with(&s.base));
     let got = s.get(&status_url, None).await;
     assert_eq!(got.status, 200, "{:?}", got.body);
-    assert_eq!(got.body["data"]["order"]["id"], r.body["data"]["order"]["id"]);
+    assert_eq!(
+        got.body["data"]["order"]["id"],
+        r.body["data"]["order"]["id"]
+    );
     assert!(got.body["data"]["order"]["management_tokens"].is_null());
 
     let tampered = status_url.replace("sig=", "sig=A");
     let bad = s.get(&tampered, None).await;
-    assert_eq!((bad.status.as_u16(), bad.code()), (403, "invalid_signature"));
-    let other_id = status_url.replace(r.body["data"]["order"]["id"].as_str().unwrap(), "ord_00000000000000000000000000000000");
+    assert_eq!(
+        (bad.status.as_u16(), bad.code()),
+        (403, "invalid_signature")
+    );
+    let other_id = status_url.replace(
+        r.body["data"]["order"]["id"].as_str().unwrap(),
+        "ord_00000000000000000000000000000000",
+    );
     let bad = s.get(&other_id, None).await;
-    assert_eq!((bad.status.as_u16(), bad.code()), (403, "invalid_signature"), "a signature is for one path");
-    let unsigned = s.get(&status_url[..status_url.find('?').unwrap()], None).await;
+    assert_eq!(
+        (bad.status.as_u16(), bad.code()),
+        (403, "invalid_signature"),
+        "a signature is for one path"
+    );
+    let unsigned = s
+        .get(&status_url[..status_url.find('?').unwrap()], None)
+        .await;
     assert_eq!(unsigned.code(), "invalid_signature");
     s.clock.advance(chrono::Duration::days(31));
     let late = s.get(&status_url, None).await;
-    assert_eq!((late.status.as_u16(), late.code()), (403, "signature_expired"));
+    assert_eq!(
+        (late.status.as_u16(), late.code()),
+        (403, "signature_expired")
+    );
 }
 
 const INSTALL_CATALOG: &str = r#"
@@ -268,17 +455,38 @@ async fn cancel_refunds_an_order_that_has_not_started_and_refuses_later_states()
     std::fs::write(&catalog, INSTALL_CATALOG).unwrap();
     let s = TestServer::start_with(|c| c.catalog_file = Some(catalog.clone())).await;
     let (_, key) = s.account(5_000).await;
-    let r = s.order(Some(&key), "box", &json!({"product_id": "install-box", "configuration": {"months": 2}})).await;
+    let r = s
+        .order(
+            Some(&key),
+            "box",
+            &json!({"product_id": "install-box", "configuration": {"months": 2}}),
+        )
+        .await;
     assert_eq!(r.status, 202, "{:?}", r.body);
-    assert_eq!(r.body["data"]["order"]["status"], "awaiting_install_configuration");
+    assert_eq!(
+        r.body["data"]["order"]["status"],
+        "awaiting_install_configuration"
+    );
     assert_eq!(s.balance(&key).await, 5_000 - 1_400);
     let id = r.body["data"]["order"]["id"].as_str().unwrap();
 
     let (_, other) = s.account(0).await;
-    let foreign = s.post(&format!("/api/v1/orders/{id}/cancel"), Some(&other), &json!({})).await;
+    let foreign = s
+        .post(
+            &format!("/api/v1/orders/{id}/cancel"),
+            Some(&other),
+            &json!({}),
+        )
+        .await;
     assert_eq!(foreign.status, 404);
 
-    let c = s.send(s.client.post(s.url(&format!("/api/v1/orders/{id}/cancel"))).bearer_auth(&key)).await;
+    let c = s
+        .send(
+            s.client
+                .post(s.url(&format!("/api/v1/orders/{id}/cancel")))
+                .bearer_auth(&key),
+        )
+        .await;
     assert_eq!(c.status, 200, "{:?}", c.body);
     assert_eq!(c.body["data"]["order"]["status"], "canceled");
     assert_eq!(c.body["data"]["order"]["payment_status"], "refunded");
@@ -287,8 +495,17 @@ async fn cancel_refunds_an_order_that_has_not_started_and_refuses_later_states()
     assert_eq!(ledger[0]["kind"], "refund");
     assert_eq!(ledger[0]["amount_minor"], 1_400);
 
-    let again = s.post(&format!("/api/v1/orders/{id}/cancel"), Some(&key), &json!({})).await;
-    assert_eq!((again.status.as_u16(), again.code()), (400, "invalid_state"));
+    let again = s
+        .post(
+            &format!("/api/v1/orders/{id}/cancel"),
+            Some(&key),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (again.status.as_u16(), again.code()),
+        (400, "invalid_state")
+    );
     assert_eq!(s.balance(&key).await, 5_000, "refunded once");
 }
 
@@ -296,11 +513,23 @@ async fn cancel_refunds_an_order_that_has_not_started_and_refuses_later_states()
 async fn processing_and_fulfilled_orders_cannot_be_canceled() {
     let s = TestServer::start().await;
     let (_, key) = s.account(10_000).await;
-    let vps = s.order(Some(&key), "v", &json!({"product_id": "vps-micro", "configuration": vps_config()})).await;
+    let vps = s
+        .order(
+            Some(&key),
+            "v",
+            &json!({"product_id": "vps-micro", "configuration": vps_config()}),
+        )
+        .await;
     let done = s.order(Some(&key), "s", &search("x")).await;
     for r in [vps, done] {
         let id = r.body["data"]["order"]["id"].as_str().unwrap();
-        let c = s.post(&format!("/api/v1/orders/{id}/cancel"), Some(&key), &json!({})).await;
+        let c = s
+            .post(
+                &format!("/api/v1/orders/{id}/cancel"),
+                Some(&key),
+                &json!({}),
+            )
+            .await;
         assert_eq!((c.status.as_u16(), c.code()), (400, "invalid_state"));
     }
 }

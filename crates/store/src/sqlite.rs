@@ -10,16 +10,21 @@ use crate::OpenError;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 use storefront_app::page::PageRequest;
 use storefront_app::ports::{
-    ClaimOutcome, IdempotencyCompletion, IdempotencyRef, OrderFilter, Store, StoreError, StoreResult,
+    ClaimOutcome, IdempotencyCompletion, IdempotencyRef, OrderFilter, Store, StoreError,
+    StoreResult,
 };
 use storefront_domain::account::{Account, ApiKey, KeyRole};
-use storefront_domain::ids::{AccountId, AgentId, KeyId, LedgerEntryId, OrderId, QuoteId, ServiceId};
+use storefront_domain::ids::{
+    AccountId, AgentId, KeyId, LedgerEntryId, OrderId, QuoteId, ServiceId,
+};
 use storefront_domain::ledger::{LedgerEntry, LedgerKind, LedgerMovement};
 use storefront_domain::money::Currency;
 use storefront_domain::order::{Order, OrderStatus, PaymentMethod, PaymentStatus};
@@ -77,7 +82,10 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
-        MIGRATOR.run(&writer).await.map_err(|e| OpenError::Migrate(e.to_string()))?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| OpenError::Migrate(e.to_string()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options.read_only(true))
@@ -87,13 +95,20 @@ impl SqliteStore {
     }
 
     async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(backend)
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)
     }
 }
 
 /// Applies a ledger movement inside the caller's transaction: the conditional update refuses an
 /// overdraft atomically, then the entry records the balance it produced.
-async fn apply_movement(conn: &mut SqliteConnection, m: &LedgerMovement, now: Timestamp) -> StoreResult<LedgerEntry> {
+async fn apply_movement(
+    conn: &mut SqliteConnection,
+    m: &LedgerMovement,
+    now: Timestamp,
+) -> StoreResult<LedgerEntry> {
     let now_s = ts(&now);
     let updated: Option<i64> = sqlx::query_scalar(
         "UPDATE accounts SET balance_minor = balance_minor + $1, updated_at = $2
@@ -106,11 +121,12 @@ async fn apply_movement(conn: &mut SqliteConnection, m: &LedgerMovement, now: Ti
     .await
     .map_err(backend)?;
     let Some(balance_after) = updated else {
-        let balance: Option<i64> = sqlx::query_scalar("SELECT balance_minor FROM accounts WHERE id = $1")
-            .bind(m.account_id.as_str())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend)?;
+        let balance: Option<i64> =
+            sqlx::query_scalar("SELECT balance_minor FROM accounts WHERE id = $1")
+                .bind(m.account_id.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(backend)?;
         return Err(match balance {
             Some(balance_minor) => StoreError::InsufficientCredits { balance_minor },
             None => StoreError::NotFound(format!("account {}", m.account_id)),
@@ -164,7 +180,8 @@ fn account_from_row(r: &SqliteRow) -> StoreResult<Account> {
         id: AccountId::from_trusted(r.get("id")),
         email: r.get("email"),
         name: r.get("name"),
-        currency: Currency::parse(r.get::<&str, _>("currency")).ok_or_else(|| corrupt("currency"))?,
+        currency: Currency::parse(r.get::<&str, _>("currency"))
+            .ok_or_else(|| corrupt("currency"))?,
         balance_minor: r.get("balance_minor"),
         created_at: parse_ts(r.get("created_at"))?,
     })
@@ -175,12 +192,17 @@ fn key_from_row(r: &SqliteRow) -> StoreResult<ApiKey> {
         id: KeyId::from_trusted(r.get("id")),
         account_id: AccountId::from_trusted(r.get("account_id")),
         role: KeyRole::parse(r.get("role")).ok_or_else(|| corrupt("key role"))?,
-        agent_id: r.get::<Option<String>, _>("agent_id").map(AgentId::from_trusted),
+        agent_id: r
+            .get::<Option<String>, _>("agent_id")
+            .map(AgentId::from_trusted),
         name: r.get("name"),
         prefix: r.get("prefix"),
         secret_hash: r.get("secret_hash"),
         created_at: parse_ts(r.get("created_at"))?,
-        revoked_at: r.get::<Option<&str>, _>("revoked_at").map(parse_ts).transpose()?,
+        revoked_at: r
+            .get::<Option<&str>, _>("revoked_at")
+            .map(parse_ts)
+            .transpose()?,
     })
 }
 
@@ -191,7 +213,9 @@ fn ledger_from_row(r: &SqliteRow) -> StoreResult<LedgerEntry> {
         kind: LedgerKind::parse(r.get("kind")).ok_or_else(|| corrupt("ledger kind"))?,
         amount_minor: r.get("amount_minor"),
         balance_after_minor: r.get("balance_after_minor"),
-        order_id: r.get::<Option<String>, _>("order_id").map(OrderId::from_trusted),
+        order_id: r
+            .get::<Option<String>, _>("order_id")
+            .map(OrderId::from_trusted),
         description: r.get("description"),
         created_at: parse_ts(r.get("created_at"))?,
     })
@@ -200,14 +224,17 @@ fn ledger_from_row(r: &SqliteRow) -> StoreResult<LedgerEntry> {
 fn quote_from_row(r: &SqliteRow) -> StoreResult<Quote> {
     Ok(Quote {
         id: QuoteId::from_trusted(r.get("id")),
-        account_id: r.get::<Option<String>, _>("account_id").map(AccountId::from_trusted),
+        account_id: r
+            .get::<Option<String>, _>("account_id")
+            .map(AccountId::from_trusted),
         product_id: r.get("product_id"),
         quantity: r.get("quantity"),
         configuration_normalized: parse_json(r.get("configuration"))?,
         configuration_warnings: parse_json(r.get("warnings"))?,
         line_items: parse_json(r.get("line_items"))?,
         total_minor: r.get("total_minor"),
-        currency: Currency::parse(r.get::<&str, _>("currency")).ok_or_else(|| corrupt("currency"))?,
+        currency: Currency::parse(r.get::<&str, _>("currency"))
+            .ok_or_else(|| corrupt("currency"))?,
         catalog_version: r.get("catalog_version"),
         management_capabilities: parse_json(r.get("management_capabilities"))?,
         created_at: parse_ts(r.get("created_at"))?,
@@ -221,17 +248,22 @@ fn order_from_row(r: &SqliteRow) -> StoreResult<Order> {
     };
     Ok(Order {
         id: OrderId::from_trusted(r.get("id")),
-        account_id: r.get::<Option<String>, _>("account_id").map(AccountId::from_trusted),
+        account_id: r
+            .get::<Option<String>, _>("account_id")
+            .map(AccountId::from_trusted),
         status: OrderStatus::parse(r.get("status")).ok_or_else(|| corrupt("order status"))?,
-        payment_status: PaymentStatus::parse(r.get("payment_status")).ok_or_else(|| corrupt("payment status"))?,
-        payment_method: PaymentMethod::parse(r.get("payment_method")).ok_or_else(|| corrupt("payment method"))?,
+        payment_status: PaymentStatus::parse(r.get("payment_status"))
+            .ok_or_else(|| corrupt("payment status"))?,
+        payment_method: PaymentMethod::parse(r.get("payment_method"))
+            .ok_or_else(|| corrupt("payment method"))?,
         product_id: r.get("product_id"),
         quantity: r.get("quantity"),
         configuration: parse_json(r.get("configuration"))?,
         configuration_warnings: parse_json(r.get("configuration_warnings"))?,
         line_items: parse_json(r.get("line_items"))?,
         total_minor: r.get("total_minor"),
-        currency: Currency::parse(r.get::<&str, _>("currency")).ok_or_else(|| corrupt("currency"))?,
+        currency: Currency::parse(r.get::<&str, _>("currency"))
+            .ok_or_else(|| corrupt("currency"))?,
         quote_id: QuoteId::from_trusted(r.get("quote_id")),
         idempotency_key: r.get("idempotency_key"),
         created_at: parse_ts(r.get("created_at"))?,
@@ -241,27 +273,37 @@ fn order_from_row(r: &SqliteRow) -> StoreResult<Order> {
             .map(parse_json)
             .transpose()?,
         requires_install_configuration: r.get::<i64, _>("requires_install_configuration") != 0,
-        service_id: r.get::<Option<String>, _>("service_id").map(ServiceId::from_trusted),
+        service_id: r
+            .get::<Option<String>, _>("service_id")
+            .map(ServiceId::from_trusted),
         result: opt_json("result")?,
-        failure: r.get::<Option<&str>, _>("failure").map(parse_json).transpose()?,
+        failure: r
+            .get::<Option<&str>, _>("failure")
+            .map(parse_json)
+            .transpose()?,
     })
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(backend)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
     async fn setting_or_init(&self, name: &str, initial: &str) -> StoreResult<String> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(initial)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(initial)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         let value: String = sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
             .bind(name)
             .fetch_one(&mut *tx)
@@ -338,7 +380,12 @@ impl Store for SqliteStore {
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn revoke_api_key(&self, account: &AccountId, id: &KeyId, now: Timestamp) -> StoreResult<bool> {
+    async fn revoke_api_key(
+        &self,
+        account: &AccountId,
+        id: &KeyId,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND account_id = $3 AND revoked_at IS NULL",
@@ -353,14 +400,22 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn record_movement(&self, movement: &LedgerMovement, now: Timestamp) -> StoreResult<LedgerEntry> {
+    async fn record_movement(
+        &self,
+        movement: &LedgerMovement,
+        now: Timestamp,
+    ) -> StoreResult<LedgerEntry> {
         let mut tx = self.begin().await?;
         let entry = apply_movement(&mut tx, movement, now).await?;
         tx.commit().await.map_err(backend)?;
         Ok(entry)
     }
 
-    async fn list_ledger(&self, account: &AccountId, page: &PageRequest) -> StoreResult<Vec<LedgerEntry>> {
+    async fn list_ledger(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<LedgerEntry>> {
         let rows = sqlx::query(
             "SELECT * FROM ledger_entries WHERE account_id = $1 AND ($2 IS NULL OR id < $2)
              ORDER BY id DESC LIMIT $3",
@@ -375,11 +430,13 @@ impl Store for SqliteStore {
     }
 
     async fn ledger_sum(&self, account: &AccountId) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT COALESCE(SUM(amount_minor), 0) FROM ledger_entries WHERE account_id = $1")
-            .bind(account.as_str())
-            .fetch_one(&self.reader)
-            .await
-            .map_err(backend)
+        sqlx::query_scalar(
+            "SELECT COALESCE(SUM(amount_minor), 0) FROM ledger_entries WHERE account_id = $1",
+        )
+        .bind(account.as_str())
+        .fetch_one(&self.reader)
+        .await
+        .map_err(backend)
     }
 
     async fn insert_quote(&self, q: &Quote) -> StoreResult<()> {
@@ -477,7 +534,10 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
-    async fn complete_idempotency_key(&self, completion: &IdempotencyCompletion) -> StoreResult<()> {
+    async fn complete_idempotency_key(
+        &self,
+        completion: &IdempotencyCompletion,
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         complete_key(&mut tx, completion).await?;
         tx.commit().await.map_err(backend)
@@ -603,7 +663,10 @@ impl Store for SqliteStore {
         row.as_ref().map(order_from_row).transpose()
     }
 
-    async fn find_order_by_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<Option<Order>> {
+    async fn find_order_by_idempotency_key(
+        &self,
+        key: &IdempotencyRef,
+    ) -> StoreResult<Option<Order>> {
         let row = sqlx::query(
             "SELECT * FROM orders WHERE idempotency_scope = $1 AND idempotency_route = $2 AND idempotency_key = $3",
         )

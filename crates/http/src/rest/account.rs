@@ -28,7 +28,10 @@ async fn show(State(app): State<App>, Caller(principal): Caller) -> Result<Json<
     Ok(ok(json!({ "account": account })))
 }
 
-async fn balance(State(app): State<App>, Caller(principal): Caller) -> Result<Json<Value>, ApiError> {
+async fn balance(
+    State(app): State<App>,
+    Caller(principal): Caller,
+) -> Result<Json<Value>, ApiError> {
     Ok(ok(app.balance(&principal).await?))
 }
 
@@ -46,10 +49,15 @@ async fn ledger(
 ) -> Result<Json<Value>, ApiError> {
     let page = PageRequest::parse(int_param("limit", query.limit.as_deref())?, query.cursor)?;
     let page = app.ledger(&principal, &page).await?;
-    Ok(ok(json!({ "entries": page.items, "next_cursor": page.next_cursor })))
+    Ok(ok(
+        json!({ "entries": page.items, "next_cursor": page.next_cursor }),
+    ))
 }
 
-async fn list_keys(State(app): State<App>, Caller(principal): Caller) -> Result<Json<Value>, ApiError> {
+async fn list_keys(
+    State(app): State<App>,
+    Caller(principal): Caller,
+) -> Result<Json<Value>, ApiError> {
     let keys = app.list_api_keys(&principal).await?;
     Ok(ok(json!({ "api_keys": keys })))
 }
@@ -69,7 +77,11 @@ async fn create_key(
     let role = match body.body.role.as_deref() {
         None => KeyRole::Owner,
         Some(raw) => KeyRole::parse(raw).ok_or_else(|| {
-            DomainError::validation("role", format!("'{raw}' is not a key role."), "Use \"owner\" or \"agent\".")
+            DomainError::validation(
+                "role",
+                format!("'{raw}' is not a key role."),
+                "Use \"owner\" or \"agent\".",
+            )
         })?,
     };
     let created = app.create_api_key(&principal, role, body.body.name).await?;

@@ -8,7 +8,9 @@ use serde_json::json;
 use storefront_app::App;
 
 pub fn routes() -> Router<App> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -19,6 +21,9 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>) {
     match app.ready().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "database unavailable" }))),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "database unavailable" })),
+        ),
     }
 }

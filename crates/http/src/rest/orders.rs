@@ -100,20 +100,35 @@ impl OrderBody {
             billing_postal_code: self.billing_postal_code,
             billing_country: self.billing_country,
         };
-        Ok((OrderRequest { source, payment_method, billing }, self.request_id))
+        Ok((
+            OrderRequest {
+                source,
+                payment_method,
+                billing,
+            },
+            self.request_id,
+        ))
     }
 }
 
 /// The key from `Idempotency-Key`, or from `request_id` in the body when the header is absent.
-fn idempotency_key(headers: &HeaderMap, request_id: Option<String>) -> Result<Option<IdempotencyKey>, DomainError> {
+fn idempotency_key(
+    headers: &HeaderMap,
+    request_id: Option<String>,
+) -> Result<Option<IdempotencyKey>, DomainError> {
     let (raw, param) = match headers.get("idempotency-key") {
         Some(v) => (
-            Some(v.to_str().map(str::to_owned).map_err(|_| bad_key("Idempotency-Key"))?),
+            Some(
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| bad_key("Idempotency-Key"))?,
+            ),
             "Idempotency-Key",
         ),
         None => (request_id, "request_id"),
     };
-    raw.map(|k| IdempotencyKey::parse(&k).ok_or_else(|| bad_key(param))).transpose()
+    raw.map(|k| IdempotencyKey::parse(&k).ok_or_else(|| bad_key(param)))
+        .transpose()
 }
 
 fn bad_key(param: &str) -> DomainError {
@@ -132,7 +147,9 @@ async fn validate(
 ) -> Result<Json<Value>, ApiError> {
     let (request, request_id) = body.body.into_request()?;
     let key = idempotency_key(&headers, request_id)?;
-    let validated = app.validate_order(&principal, &request, key.map(|k| k.as_str().to_owned())).await?;
+    let validated = app
+        .validate_order(&principal, &request, key.map(|k| k.as_str().to_owned()))
+        .await?;
     Ok(ok(validated))
 }
 
@@ -151,7 +168,9 @@ async fn create(
             "Send an 'Idempotency-Key' header (or request_id in the body) that is unique per purchase; reuse it only to retry the same request.",
         )
     })?;
-    let placed = app.place_order(&principal, key.as_str(), &fingerprint, &request).await?;
+    let placed = app
+        .place_order(&principal, key.as_str(), &fingerprint, &request)
+        .await?;
     let mut response = match placed.outcome {
         OrderOutcome::Created { order } => {
             let location = format!("/api/v1/orders/{}", order.id);
@@ -161,21 +180,29 @@ async fn create(
             }
             r
         }
-        OrderOutcome::Accepted { order, retry_after_seconds } => {
+        OrderOutcome::Accepted {
+            order,
+            retry_after_seconds,
+        } => {
             let location = format!("/api/v1/orders/{}", order.id);
             let mut r = (StatusCode::ACCEPTED, ok(json!({ "order": order }))).into_response();
             if let Some(s) = retry_after_seconds {
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(s));
             }
             if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
             r
         }
-        OrderOutcome::Failed { error } => (status_of(error.code), Json(envelope(&error))).into_response(),
+        OrderOutcome::Failed { error } => {
+            (status_of(error.code), Json(envelope(&error))).into_response()
+        }
     };
     if placed.replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -200,25 +227,40 @@ async fn list(
         .map(|s| {
             OrderStatus::parse(&s).ok_or_else(|| {
                 let all: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
-                DomainError::validation("status", format!("'{s}' is not an order status."), format!("Use one of: {}.", all.join(", ")))
+                DomainError::validation(
+                    "status",
+                    format!("'{s}' is not an order status."),
+                    format!("Use one of: {}.", all.join(", ")),
+                )
             })
         })
         .transpose()?;
     let page = PageRequest::parse(int_param("limit", query.limit.as_deref())?, query.cursor)?;
-    let filter = OrderFilter { status, product_id: query.product_id.filter(|p| !p.is_empty()), page };
+    let filter = OrderFilter {
+        status,
+        product_id: query.product_id.filter(|p| !p.is_empty()),
+        page,
+    };
     let page = app.list_orders(&principal, &filter).await?;
-    Ok(ok(json!({ "orders": page.items, "next_cursor": page.next_cursor })))
+    Ok(ok(
+        json!({ "orders": page.items, "next_cursor": page.next_cursor }),
+    ))
 }
 
 fn with_retry_after(body: Json<Value>, retry_after: Option<u64>) -> Response {
     let mut r = body.into_response();
     if let Some(s) = retry_after {
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     r
 }
 
-async fn show(State(app): State<App>, Caller(principal): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn show(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let (order, retry_after) = app.get_order(&principal, &id).await?;
     Ok(with_retry_after(ok(json!({ "order": order })), retry_after))
 }
@@ -230,12 +272,22 @@ struct SignedQuery {
 }
 
 /// `GET <status_url>`: no key; the signature authorizes exactly this path until it expires.
-async fn status(State(app): State<App>, Path(id): Path<String>, ApiQuery(q): ApiQuery<SignedQuery>) -> Result<Response, ApiError> {
-    let (order, retry_after) = app.order_status(&id, q.expires.as_deref(), q.sig.as_deref()).await?;
+async fn status(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<SignedQuery>,
+) -> Result<Response, ApiError> {
+    let (order, retry_after) = app
+        .order_status(&id, q.expires.as_deref(), q.sig.as_deref())
+        .await?;
     Ok(with_retry_after(ok(json!({ "order": order })), retry_after))
 }
 
-async fn cancel(State(app): State<App>, Caller(principal): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn cancel(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let order = app.cancel_order(&principal, &id).await?;
     Ok(ok(json!({ "order": order })))
 }

@@ -27,10 +27,15 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn list(State(app): State<App>, ApiQuery(query): ApiQuery<ListQuery>) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(app): State<App>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     let page = PageRequest::parse(int_param("limit", query.limit.as_deref())?, query.cursor)?;
     let page = app.list_products(query.q.as_deref(), query.category.as_deref(), &page)?;
-    Ok(ok(json!({ "products": page.items, "next_cursor": page.next_cursor })))
+    Ok(ok(
+        json!({ "products": page.items, "next_cursor": page.next_cursor }),
+    ))
 }
 
 async fn show(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -38,6 +43,9 @@ async fn show(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Val
     Ok(ok(json!({ "product": product })))
 }
 
-async fn requirements(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn requirements(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(ok(app.get_product(&id)?.requirements()))
 }

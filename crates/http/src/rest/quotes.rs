@@ -13,7 +13,9 @@ use storefront_app::quotes::QuoteRequest;
 use storefront_app::App;
 
 pub fn routes() -> Router<App> {
-    Router::new().route("/quotes", post(create)).route("/quotes/{quote_id}", get(show))
+    Router::new()
+        .route("/quotes", post(create))
+        .route("/quotes/{quote_id}", get(show))
 }
 
 #[derive(Deserialize)]
@@ -26,7 +28,11 @@ pub(crate) struct QuoteBody {
 
 impl From<QuoteBody> for QuoteRequest {
     fn from(b: QuoteBody) -> Self {
-        QuoteRequest { product_id: b.product_id, quantity: b.quantity, configuration: b.configuration.unwrap_or_default() }
+        QuoteRequest {
+            product_id: b.product_id,
+            quantity: b.quantity,
+            configuration: b.configuration.unwrap_or_default(),
+        }
     }
 }
 
@@ -39,7 +45,11 @@ async fn create(
     Ok((StatusCode::CREATED, ok(json!({ "quote": quote }))))
 }
 
-async fn show(State(app): State<App>, Caller(principal): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let quote = app.get_quote(&principal, &id).await?;
     Ok(ok(json!({ "quote": quote })))
 }

@@ -46,13 +46,21 @@ impl TestServer {
 
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config { data_dir: dir.path().to_path_buf(), demo_account: false, ..Config::default() };
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            demo_account: false,
+            ..Config::default()
+        };
         configure(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let clock = Arc::new(ManualClock::default());
         let store = open_store(&config).await.expect("store opens");
-        let app = build_app(&config, store, clock.clone(), base.clone()).await.expect("app builds");
+        let app = build_app(&config, store, clock.clone(), base.clone())
+            .await
+            .expect("app builds");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = app.clone();
         tokio::spawn(async move {
@@ -62,15 +70,29 @@ impl TestServer {
             .await
             .expect("server runs");
         });
-        Self { base, app, clock, client: reqwest::Client::new(), shutdown: Some(tx), _dir: dir }
+        Self {
+            base,
+            app,
+            clock,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            _dir: dir,
+        }
     }
 
     /// A new account with `credits`; returns (account id, owner key).
     pub async fn account(&self, credits: i64) -> (String, String) {
         let email = format!("owner-{}@example.com", uuid_like());
-        let (account, key) = self.app.admin_create_account(&email, "Test owner").await.expect("account");
+        let (account, key) = self
+            .app
+            .admin_create_account(&email, "Test owner")
+            .await
+            .expect("account");
         if credits > 0 {
-            self.app.admin_grant_credits(account.id.as_str(), credits, "test credits").await.expect("credits");
+            self.app
+                .admin_grant_credits(account.id.as_str(), credits, "test credits")
+                .await
+                .expect("credits");
         }
         (account.id.to_string(), key.api_key)
     }
@@ -81,7 +103,11 @@ impl TestServer {
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -109,7 +135,11 @@ impl TestServer {
     }
 
     pub async fn order(&self, key: Option<&str>, idempotency_key: &str, body: &Value) -> Reply {
-        let mut req = self.client.post(self.url("/api/v1/orders")).header("Idempotency-Key", idempotency_key).json(body);
+        let mut req = self
+            .client
+            .post(self.url("/api/v1/orders"))
+            .header("Idempotency-Key", idempotency_key)
+            .json(body);
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
@@ -117,7 +147,9 @@ impl TestServer {
     }
 
     pub async fn balance(&self, key: &str) -> i64 {
-        self.get("/api/v1/account/balance", Some(key)).await.body["data"]["balance_minor"].as_i64().expect("balance")
+        self.get("/api/v1/account/balance", Some(key)).await.body["data"]["balance_minor"]
+            .as_i64()
+            .expect("balance")
     }
 
     /// Every ledger entry of the key's account, newest first, following cursors.
@@ -131,7 +163,13 @@ impl TestServer {
             };
             let page = self.get(&path, Some(key)).await;
             assert_eq!(page.status, 200, "{:?}", page.body);
-            entries.extend(page.body["data"]["entries"].as_array().unwrap().iter().cloned());
+            entries.extend(
+                page.body["data"]["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .cloned(),
+            );
             match page.body["data"]["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_owned()),
                 None => return entries,
