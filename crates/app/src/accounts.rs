@@ -259,13 +259,15 @@ impl App {
             .record_movement(&movement, self.clock.now())
             .await
             .map_err(|e| match e {
-                crate::ports::StoreError::InsufficientCredits { balance_minor } => DomainError::new(
-                    ErrorCode::InsufficientCredits,
-                    format!(
+                crate::ports::StoreError::InsufficientCredits { balance_minor } => {
+                    DomainError::new(
+                        ErrorCode::InsufficientCredits,
+                        format!(
                         "The balance is {balance_minor}; the adjustment would take it below zero."
                     ),
-                    "Use a smaller adjustment.",
-                ),
+                        "Use a smaller adjustment.",
+                    )
+                }
                 other => store_failure(other),
             })
     }

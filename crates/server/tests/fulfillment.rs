@@ -166,3 +166,65 @@ async fn an_upstream_error_fails_and_refunds() {
 async fn an_upstream_timeout_fails_and_refunds() {
     assert_failure_refunds("/hang").await;
 }
+
+#[tokio::test]
+async fn an_identical_request_while_the_first_is_in_flight_gets_409_in_progress() {
+    use std::sync::Arc;
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (a, r) = (arrived.clone(), release.clone());
+    let app = Router::new().route(
+        "/held",
+        get(move || {
+            let (a, r) = (a.clone(), r.clone());
+            async move {
+                a.notify_one();
+                r.notified().await;
+                Json(json!({"results": []}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/held", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(&catalog, CATALOG.replace("UPSTREAM", "held")).unwrap();
+    let upstream = UpstreamConfig {
+        name: "held".into(),
+        method: Default::default(),
+        url,
+        query: Default::default(),
+        json_body: None,
+        timeout_ms: 60_000,
+        results_pointer: "/results".into(),
+        fields: Default::default(),
+        limit_field: None,
+    };
+    let s = Arc::new(
+        TestServer::start_with(|c| {
+            c.catalog_file = Some(catalog.clone());
+            c.upstreams = vec![upstream];
+        })
+        .await,
+    );
+    let (_, key) = s.account(100).await;
+    let body = json!({"product_id": "searx", "configuration": {"query": "held"}});
+    let first = {
+        let (s, key, body) = (s.clone(), key.clone(), body.clone());
+        tokio::spawn(async move { s.order(Some(&key), "held-1", &body).await })
+    };
+    arrived.notified().await;
+    let second = s.order(Some(&key), "held-1", &body).await;
+    assert_eq!(
+        (second.status.as_u16(), second.code()),
+        (409, "idempotency_in_progress")
+    );
+    assert_eq!(second.header("retry-after"), Some("1"));
+    release.notify_one();
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 201);
+    let third = s.order(Some(&key), "held-1", &body).await;
+    assert_eq!(third.header("idempotent-replayed"), Some("true"));
+    assert_eq!(third.body, first.body);
+}

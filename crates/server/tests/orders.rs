@@ -533,3 +533,40 @@ async fn processing_and_fulfilled_orders_cannot_be_canceled() {
         assert_eq!((c.status.as_u16(), c.code()), (400, "invalid_state"));
     }
 }
+
+#[tokio::test]
+async fn a_key_held_by_a_crashed_request_is_taken_over_after_the_lock_timeout() {
+    use storefront_app::ports::{ClaimOutcome, IdempotencyRef};
+    let s = TestServer::start().await;
+    let (account, key) = s.account(10_000).await;
+    let body = json!({"product_id": "vps-micro", "configuration": vps_config()});
+    // A process claimed the key with this very body and died before doing anything.
+    let claim = IdempotencyRef {
+        scope: account.clone(),
+        route: "POST /api/v1/orders".into(),
+        key: "crashed".into(),
+    };
+    let fp = storefront_domain::idempotency::fingerprint(&body);
+    let now = s.app.clock().now();
+    assert_eq!(
+        s.store
+            .claim_idempotency_key(&claim, &fp, now, now)
+            .await
+            .unwrap(),
+        ClaimOutcome::Acquired
+    );
+
+    let blocked = s.order(Some(&key), "crashed", &body).await;
+    assert_eq!(
+        (blocked.status.as_u16(), blocked.code()),
+        (409, "idempotency_in_progress")
+    );
+    assert_eq!(blocked.header("retry-after"), Some("1"));
+    s.clock.advance(chrono::Duration::minutes(3));
+    let taken = s.order(Some(&key), "crashed", &body).await;
+    assert_eq!(taken.status, 202, "{:?}", taken.body);
+    assert_eq!(s.balance(&key).await, 8_000);
+    let replay = s.order(Some(&key), "crashed", &body).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.body, taken.body);
+}

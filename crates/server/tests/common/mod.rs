@@ -13,6 +13,7 @@ use storefront_app::{App, ManualClock};
 pub struct TestServer {
     pub base: String,
     pub app: App,
+    pub store: Arc<dyn storefront_app::ports::Store>,
     pub clock: Arc<ManualClock>,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -58,7 +59,7 @@ impl TestServer {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let clock = Arc::new(ManualClock::default());
         let store = open_store(&config).await.expect("store opens");
-        let app = build_app(&config, store, clock.clone(), base.clone())
+        let app = build_app(&config, store.clone(), clock.clone(), base.clone())
             .await
             .expect("app builds");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -73,6 +74,7 @@ impl TestServer {
         Self {
             base,
             app,
+            store,
             clock,
             client: reqwest::Client::new(),
             shutdown: Some(tx),
