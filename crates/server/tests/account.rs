@@ -2,12 +2,12 @@
 
 mod common;
 
-use common::TestServer;
+use common::{Backend, TestServer};
 use serde_json::json;
 
-#[tokio::test]
-async fn the_account_balance_and_ledger_agree() {
-    let s = TestServer::start().await;
+dual_test!(the_account_balance_and_ledger_agree);
+async fn the_account_balance_and_ledger_agree(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (account, key) = s.account(250).await;
     let r = s.get("/api/v1/account", Some(&key)).await;
     assert_eq!(r.status, 200);
@@ -51,9 +51,9 @@ async fn the_account_balance_and_ledger_agree() {
     assert_eq!((bad.status.as_u16(), bad.param()), (400, "cursor"));
 }
 
-#[tokio::test]
-async fn owner_keys_are_shown_once_listed_without_secrets_and_revocable() {
-    let s = TestServer::start().await;
+dual_test!(owner_keys_are_shown_once_listed_without_secrets_and_revocable);
+async fn owner_keys_are_shown_once_listed_without_secrets_and_revocable(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, owner) = s.account(0).await;
     let created = s
         .post(
@@ -101,9 +101,9 @@ async fn owner_keys_are_shown_once_listed_without_secrets_and_revocable() {
     assert_eq!(again.status, 404);
 }
 
-#[tokio::test]
-async fn agent_keys_buy_but_never_manage_keys() {
-    let s = TestServer::start().await;
+dual_test!(agent_keys_buy_but_never_manage_keys);
+async fn agent_keys_buy_but_never_manage_keys(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, owner) = s.account(100).await;
     let created = s
         .post(
@@ -139,9 +139,9 @@ async fn agent_keys_buy_but_never_manage_keys() {
     assert_eq!((bad_role.status.as_u16(), bad_role.param()), (400, "role"));
 }
 
-#[tokio::test]
-async fn another_accounts_key_cannot_be_revoked_or_seen() {
-    let s = TestServer::start().await;
+dual_test!(another_accounts_key_cannot_be_revoked_or_seen);
+async fn another_accounts_key_cannot_be_revoked_or_seen(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, a) = s.account(0).await;
     let (_, b) = s.account(0).await;
     let keys = s.get("/api/v1/account/api-keys", Some(&a)).await;

@@ -2,12 +2,12 @@
 
 mod common;
 
-use common::{vps_config, TestServer};
+use common::{vps_config, Backend, TestServer};
 use serde_json::json;
 
-#[tokio::test]
-async fn the_catalog_pages_through_every_product_with_a_cursor() {
-    let s = TestServer::start().await;
+dual_test!(the_catalog_pages_through_every_product_with_a_cursor);
+async fn the_catalog_pages_through_every_product_with_a_cursor(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let mut seen = Vec::new();
     let mut path = "/api/v1/products?limit=3".to_owned();
     loop {
@@ -51,9 +51,9 @@ async fn the_catalog_pages_through_every_product_with_a_cursor() {
     }
 }
 
-#[tokio::test]
-async fn search_filters_by_text_and_category() {
-    let s = TestServer::start().await;
+dual_test!(search_filters_by_text_and_category);
+async fn search_filters_by_text_and_category(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let r = s.get("/api/v1/products?q=VPS&category=compute", None).await;
     let ids: Vec<&str> = r.body["data"]["products"]
         .as_array()
@@ -73,9 +73,9 @@ async fn search_filters_by_text_and_category() {
     assert_eq!(ids, ["web-search"]);
 }
 
-#[tokio::test]
-async fn a_product_carries_its_schema_pricing_and_availability() {
-    let s = TestServer::start().await;
+dual_test!(a_product_carries_its_schema_pricing_and_availability);
+async fn a_product_carries_its_schema_pricing_and_availability(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let r = s.get("/api/v1/products/bare-linux-machine", None).await;
     assert_eq!(r.status, 200);
     let p = &r.body["data"]["product"];
@@ -110,9 +110,9 @@ async fn a_product_carries_its_schema_pricing_and_availability() {
     );
 }
 
-#[tokio::test]
-async fn catalog_errors_name_the_parameter() {
-    let s = TestServer::start().await;
+dual_test!(catalog_errors_name_the_parameter);
+async fn catalog_errors_name_the_parameter(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let r = s.get("/api/v1/products/no-such-thing", None).await;
     assert_eq!((r.status.as_u16(), r.code()), (404, "not_found"));
     let r = s.get("/api/v1/products?limit=0", None).await;
@@ -132,9 +132,9 @@ async fn catalog_errors_name_the_parameter() {
     );
 }
 
-#[tokio::test]
-async fn quotes_normalize_price_and_warn() {
-    let s = TestServer::start().await;
+dual_test!(quotes_normalize_price_and_warn);
+async fn quotes_normalize_price_and_warn(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(0).await;
     let r = s
         .post("/api/v1/quotes", Some(&key), &json!({"product_id": "bare-linux-machine", "configuration": {"duration_minutes": 5000, "colour": "red"}}))
@@ -180,9 +180,9 @@ async fn quotes_normalize_price_and_warn() {
     );
 }
 
-#[tokio::test]
-async fn identical_quotes_price_identically() {
-    let s = TestServer::start().await;
+dual_test!(identical_quotes_price_identically);
+async fn identical_quotes_price_identically(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let body = json!({"product_id": "vps-small", "configuration": vps_config()});
     let a = s.post("/api/v1/quotes", None, &body).await;
     let b = s.post("/api/v1/quotes", None, &body).await;
@@ -197,9 +197,9 @@ async fn identical_quotes_price_identically() {
     assert_ne!(a.body["data"]["quote"]["id"], b.body["data"]["quote"]["id"]);
 }
 
-#[tokio::test]
-async fn quote_input_errors_name_the_field_and_suggest_a_fix() {
-    let s = TestServer::start().await;
+dual_test!(quote_input_errors_name_the_field_and_suggest_a_fix);
+async fn quote_input_errors_name_the_field_and_suggest_a_fix(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let cases = [
         (
             json!({"product_id": "vps-micro", "configuration": {"region": "local", "image": "debian-12", "billing_term_months": 1}}),

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{vps_config, TestServer};
+use common::{vps_config, Backend, TestServer};
 use serde_json::json;
 
 async fn fire_identical(
@@ -15,9 +15,9 @@ async fn fire_identical(
     futures::future::join_all(requests).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_hundred_identical_async_orders_make_one_order_and_one_charge() {
-    let s = TestServer::start().await;
+dual_test!(two_hundred_identical_async_orders_make_one_order_and_one_charge);
+async fn two_hundred_identical_async_orders_make_one_order_and_one_charge(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(1_000_000).await;
     let body = json!({"product_id": "vps-micro", "configuration": vps_config()});
     let replies = fire_identical(&s, &key, &body, 200).await;
@@ -44,9 +44,9 @@ async fn two_hundred_identical_async_orders_make_one_order_and_one_charge() {
     assert_eq!(s.balance(&key).await, 1_000_000 - 2_000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_hundred_identical_instant_orders_make_one_order_and_one_charge() {
-    let s = TestServer::start().await;
+dual_test!(two_hundred_identical_instant_orders_make_one_order_and_one_charge);
+async fn two_hundred_identical_instant_orders_make_one_order_and_one_charge(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(1_000).await;
     let body = json!({"product_id": "web-search", "configuration": {"query": "concurrency"}});
     let replies = fire_identical(&s, &key, &body, 200).await;
@@ -70,9 +70,9 @@ async fn two_hundred_identical_instant_orders_make_one_order_and_one_charge() {
     assert_eq!(s.balance(&key).await, 999);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_different_orders_never_overdraw() {
-    let s = TestServer::start().await;
+dual_test!(concurrent_different_orders_never_overdraw);
+async fn concurrent_different_orders_never_overdraw(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     // Credit for exactly 7 monthly VPS orders of 2000 each.
     let (_, key) = s.account(14_000).await;
     let body = json!({"product_id": "vps-micro", "configuration": vps_config()});

@@ -2,12 +2,12 @@
 
 mod common;
 
-use common::TestServer;
+use common::{Backend, TestServer};
 use serde_json::json;
 
-#[tokio::test]
-async fn every_response_carries_a_request_id_and_echoes_the_clients() {
-    let s = TestServer::start().await;
+dual_test!(every_response_carries_a_request_id_and_echoes_the_clients);
+async fn every_response_carries_a_request_id_and_echoes_the_clients(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let r = s.get("/api/v1/products", None).await;
     assert!(r.header("x-request-id").is_some_and(|v| !v.is_empty()));
     let r = s
@@ -21,9 +21,11 @@ async fn every_response_carries_a_request_id_and_echoes_the_clients() {
     assert_eq!((r.status.as_u16(), r.code()), (404, "not_found"));
 }
 
-#[tokio::test]
-async fn malformed_json_wrong_content_type_and_oversize_bodies_get_the_contract_errors() {
-    let s = TestServer::start().await;
+dual_test!(malformed_json_wrong_content_type_and_oversize_bodies_get_the_contract_errors);
+async fn malformed_json_wrong_content_type_and_oversize_bodies_get_the_contract_errors(
+    backend: Backend,
+) {
+    let s = TestServer::start(&backend).await;
     let r = s
         .send(
             s.client
@@ -61,9 +63,9 @@ async fn malformed_json_wrong_content_type_and_oversize_bodies_get_the_contract_
     assert_eq!((r.status.as_u16(), r.param()), (400, "body"));
 }
 
-#[tokio::test]
-async fn keys_are_required_where_credit_is_involved_and_bad_keys_are_refused() {
-    let s = TestServer::start().await;
+dual_test!(keys_are_required_where_credit_is_involved_and_bad_keys_are_refused);
+async fn keys_are_required_where_credit_is_involved_and_bad_keys_are_refused(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let r = s.get("/api/v1/account", None).await;
     assert_eq!((r.status.as_u16(), r.code()), (401, "unauthorized"));
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
@@ -79,17 +81,17 @@ async fn keys_are_required_where_credit_is_involved_and_bad_keys_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn unknown_methods_and_routes_answer_in_the_envelope() {
-    let s = TestServer::start().await;
+dual_test!(unknown_methods_and_routes_answer_in_the_envelope);
+async fn unknown_methods_and_routes_answer_in_the_envelope(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let r = s.send(s.client.delete(s.url("/api/v1/products"))).await;
     assert_eq!(r.status.as_u16(), 405);
     assert_eq!(r.body["ok"], false);
 }
 
-#[tokio::test]
-async fn health_and_readiness() {
-    let s = TestServer::start().await;
+dual_test!(health_and_readiness);
+async fn health_and_readiness(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     assert_eq!(s.get("/healthz", None).await.status, 200);
     let r = s.get("/readyz", None).await;
     assert_eq!(r.status, 200);

@@ -4,7 +4,7 @@ mod common;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use common::TestServer;
+use common::{Backend, TestServer};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use storefront_providers::UpstreamConfig;
@@ -59,7 +59,7 @@ minimum = 1
 maximum = 20
 "#;
 
-async fn server_with(path: &str) -> (TestServer, tempfile::TempDir) {
+async fn server_with(backend: &Backend, path: &str) -> (TestServer, tempfile::TempDir) {
     let upstream = upstream_stand_in().await;
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog.toml");
@@ -86,7 +86,7 @@ async fn server_with(path: &str) -> (TestServer, tempfile::TempDir) {
         .collect(),
         limit_field: Some("max_results".into()),
     };
-    let s = TestServer::start_with(|c| {
+    let s = TestServer::start_with(backend, |c| {
         c.catalog_file = Some(catalog.clone());
         c.upstreams = vec![config];
     })
@@ -94,9 +94,9 @@ async fn server_with(path: &str) -> (TestServer, tempfile::TempDir) {
     (s, dir)
 }
 
-#[tokio::test]
-async fn an_upstream_answer_is_mapped_into_the_result() {
-    let (s, _dir) = server_with("/ok").await;
+dual_test!(an_upstream_answer_is_mapped_into_the_result);
+async fn an_upstream_answer_is_mapped_into_the_result(backend: Backend) {
+    let (s, _dir) = server_with(&backend, "/ok").await;
     let (_, key) = s.account(100).await;
     let r = s
         .order(
@@ -118,8 +118,8 @@ async fn an_upstream_answer_is_mapped_into_the_result() {
     assert_eq!(s.balance(&key).await, 97);
 }
 
-async fn assert_failure_refunds(path: &str) {
-    let (s, _dir) = server_with(path).await;
+async fn assert_failure_refunds(backend: &Backend, path: &str) {
+    let (s, _dir) = server_with(backend, path).await;
     let (_, key) = s.account(100).await;
     let body = json!({"product_id": "searx", "configuration": {"query": "q"}});
     let r = s.order(Some(&key), "f1", &body).await;
@@ -157,18 +157,18 @@ async fn assert_failure_refunds(path: &str) {
     assert_eq!(s.balance(&key).await, 100);
 }
 
-#[tokio::test]
-async fn an_upstream_error_fails_and_refunds() {
-    assert_failure_refunds("/broken").await;
+dual_test!(an_upstream_error_fails_and_refunds);
+async fn an_upstream_error_fails_and_refunds(backend: Backend) {
+    assert_failure_refunds(&backend, "/broken").await;
 }
 
-#[tokio::test]
-async fn an_upstream_timeout_fails_and_refunds() {
-    assert_failure_refunds("/hang").await;
+dual_test!(an_upstream_timeout_fails_and_refunds);
+async fn an_upstream_timeout_fails_and_refunds(backend: Backend) {
+    assert_failure_refunds(&backend, "/hang").await;
 }
 
-#[tokio::test]
-async fn an_identical_request_while_the_first_is_in_flight_gets_409_in_progress() {
+dual_test!(an_identical_request_while_the_first_is_in_flight_gets_409_in_progress);
+async fn an_identical_request_while_the_first_is_in_flight_gets_409_in_progress(backend: Backend) {
     use std::sync::Arc;
     let arrived = Arc::new(tokio::sync::Notify::new());
     let release = Arc::new(tokio::sync::Notify::new());
@@ -202,7 +202,7 @@ async fn an_identical_request_while_the_first_is_in_flight_gets_409_in_progress(
         limit_field: None,
     };
     let s = Arc::new(
-        TestServer::start_with(|c| {
+        TestServer::start_with(&backend, |c| {
             c.catalog_file = Some(catalog.clone());
             c.upstreams = vec![upstream];
         })

@@ -2,16 +2,16 @@
 
 mod common;
 
-use common::{vps_config, TestServer};
+use common::{vps_config, Backend, TestServer};
 use serde_json::{json, Value};
 
 fn search(query: &str) -> Value {
     json!({"product_id": "web-search", "configuration": {"query": query, "max_results": 3}})
 }
 
-#[tokio::test]
-async fn an_instant_order_is_fulfilled_inline_and_charged_once() {
-    let s = TestServer::start().await;
+dual_test!(an_instant_order_is_fulfilled_inline_and_charged_once);
+async fn an_instant_order_is_fulfilled_inline_and_charged_once(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(500).await;
     let r = s
         .order(Some(&key), "search-1", &search("linux machine"))
@@ -38,9 +38,9 @@ async fn an_instant_order_is_fulfilled_inline_and_charged_once() {
     assert_eq!(ledger[0]["order_id"], order["id"]);
 }
 
-#[tokio::test]
-async fn an_async_order_is_accepted_processing_with_retry_after() {
-    let s = TestServer::start().await;
+dual_test!(an_async_order_is_accepted_processing_with_retry_after);
+async fn an_async_order_is_accepted_processing_with_retry_after(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(10_000).await;
     let r = s
         .order(
@@ -63,9 +63,9 @@ async fn an_async_order_is_accepted_processing_with_retry_after() {
     assert_eq!(got.body["data"]["order"]["status"], "processing");
 }
 
-#[tokio::test]
-async fn a_replay_returns_the_original_response_and_a_changed_body_is_refused() {
-    let s = TestServer::start().await;
+dual_test!(a_replay_returns_the_original_response_and_a_changed_body_is_refused);
+async fn a_replay_returns_the_original_response_and_a_changed_body_is_refused(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(500).await;
     let first = s.order(Some(&key), "same-key", &search("replay")).await;
     assert_eq!(first.status, 201);
@@ -90,9 +90,9 @@ async fn a_replay_returns_the_original_response_and_a_changed_body_is_refused() 
     assert_eq!(orders.body["data"]["orders"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn keys_are_scoped_to_the_account() {
-    let s = TestServer::start().await;
+dual_test!(keys_are_scoped_to_the_account);
+async fn keys_are_scoped_to_the_account(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, a) = s.account(500).await;
     let (_, b) = s.account(500).await;
     let ra = s.order(Some(&a), "shared-key", &search("one")).await;
@@ -105,9 +105,9 @@ async fn keys_are_scoped_to_the_account() {
     );
 }
 
-#[tokio::test]
-async fn idempotency_key_is_required_bounded_and_may_come_as_request_id() {
-    let s = TestServer::start().await;
+dual_test!(idempotency_key_is_required_bounded_and_may_come_as_request_id);
+async fn idempotency_key_is_required_bounded_and_may_come_as_request_id(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(500).await;
     let r = s.post("/api/v1/orders", Some(&key), &search("x")).await;
     assert_eq!(
@@ -126,9 +126,9 @@ async fn idempotency_key_is_required_bounded_and_may_come_as_request_id() {
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
 }
 
-#[tokio::test]
-async fn validation_and_insufficient_credits_do_not_consume_the_key() {
-    let s = TestServer::start().await;
+dual_test!(validation_and_insufficient_credits_do_not_consume_the_key);
+async fn validation_and_insufficient_credits_do_not_consume_the_key(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (account, key) = s.account(100).await;
     let bad = s
         .order(
@@ -173,9 +173,9 @@ async fn validation_and_insufficient_credits_do_not_consume_the_key() {
     assert!(ok.header("idempotent-replayed").is_none());
 }
 
-#[tokio::test]
-async fn ordering_a_quote_charges_the_quoted_price_until_it_expires() {
-    let s = TestServer::start().await;
+dual_test!(ordering_a_quote_charges_the_quoted_price_until_it_expires);
+async fn ordering_a_quote_charges_the_quoted_price_until_it_expires(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(10_000).await;
     let q = s
         .post(
@@ -229,9 +229,9 @@ async fn ordering_a_quote_charges_the_quoted_price_until_it_expires() {
     );
 }
 
-#[tokio::test]
-async fn unavailable_products_and_unconfigured_payment_methods_answer_503() {
-    let s = TestServer::start().await;
+dual_test!(unavailable_products_and_unconfigured_payment_methods_answer_503);
+async fn unavailable_products_and_unconfigured_payment_methods_answer_503(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(100_000).await;
     let gpu = s
         .order(
@@ -274,9 +274,9 @@ async fn unavailable_products_and_unconfigured_payment_methods_answer_503() {
     assert_eq!(s.balance(&key).await, 100_000);
 }
 
-#[tokio::test]
-async fn validate_previews_without_creating_anything() {
-    let s = TestServer::start().await;
+dual_test!(validate_previews_without_creating_anything);
+async fn validate_previews_without_creating_anything(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(1_000).await;
     let r = s
         .send(
@@ -307,9 +307,9 @@ async fn validate_previews_without_creating_anything() {
     );
 }
 
-#[tokio::test]
-async fn orders_list_newest_first_with_filters_and_cursors() {
-    let s = TestServer::start().await;
+dual_test!(orders_list_newest_first_with_filters_and_cursors);
+async fn orders_list_newest_first_with_filters_and_cursors(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(100_000).await;
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -369,9 +369,9 @@ async fn orders_list_newest_first_with_filters_and_cursors() {
     );
 }
 
-#[tokio::test]
-async fn the_signed_status_url_works_without_a_key_until_it_expires() {
-    let s = TestServer::start().await;
+dual_test!(the_signed_status_url_works_without_a_key_until_it_expires);
+async fn the_signed_status_url_works_without_a_key_until_it_expires(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(10_000).await;
     let r = s
         .order(
@@ -448,12 +448,12 @@ type = "string"
 required = true
 "#;
 
-#[tokio::test]
-async fn cancel_refunds_an_order_that_has_not_started_and_refuses_later_states() {
+dual_test!(cancel_refunds_an_order_that_has_not_started_and_refuses_later_states);
+async fn cancel_refunds_an_order_that_has_not_started_and_refuses_later_states(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog.toml");
     std::fs::write(&catalog, INSTALL_CATALOG).unwrap();
-    let s = TestServer::start_with(|c| c.catalog_file = Some(catalog.clone())).await;
+    let s = TestServer::start_with(&backend, |c| c.catalog_file = Some(catalog.clone())).await;
     let (_, key) = s.account(5_000).await;
     let r = s
         .order(
@@ -509,9 +509,9 @@ async fn cancel_refunds_an_order_that_has_not_started_and_refuses_later_states()
     assert_eq!(s.balance(&key).await, 5_000, "refunded once");
 }
 
-#[tokio::test]
-async fn processing_and_fulfilled_orders_cannot_be_canceled() {
-    let s = TestServer::start().await;
+dual_test!(processing_and_fulfilled_orders_cannot_be_canceled);
+async fn processing_and_fulfilled_orders_cannot_be_canceled(backend: Backend) {
+    let s = TestServer::start(&backend).await;
     let (_, key) = s.account(10_000).await;
     let vps = s
         .order(
@@ -534,10 +534,10 @@ async fn processing_and_fulfilled_orders_cannot_be_canceled() {
     }
 }
 
-#[tokio::test]
-async fn a_key_held_by_a_crashed_request_is_taken_over_after_the_lock_timeout() {
+dual_test!(a_key_held_by_a_crashed_request_is_taken_over_after_the_lock_timeout);
+async fn a_key_held_by_a_crashed_request_is_taken_over_after_the_lock_timeout(backend: Backend) {
     use storefront_app::ports::{ClaimOutcome, IdempotencyRef};
-    let s = TestServer::start().await;
+    let s = TestServer::start(&backend).await;
     let (account, key) = s.account(10_000).await;
     let body = json!({"product_id": "vps-micro", "configuration": vps_config()});
     // A process claimed the key with this very body and died before doing anything.

@@ -1,16 +1,20 @@
-//! sqlx adapters of the store port. SQLite is the embedded default; the database URL selects
-//! the adapter.
+//! sqlx adapters of the store port: SQLite (the embedded default) and PostgreSQL (several
+//! replicas on one database). The database URL selects the adapter; both run the same SQL
+//! (`sql.rs`).
 
+pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
 use storefront_app::ports::Store;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("unsupported database URL '{0}': use sqlite://PATH")]
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
     #[error("could not open the database: {0}")]
     Connect(String),
@@ -22,6 +26,8 @@ pub enum OpenError {
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, OpenError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::open(url).await?))
     } else {
         Err(OpenError::UnsupportedUrl(redact_url(url)))
     }

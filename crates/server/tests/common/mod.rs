@@ -10,6 +10,71 @@ use storefront::bootstrap::{build_app, open_store};
 use storefront::config::Config;
 use storefront_app::{App, ManualClock};
 
+/// Where a test's data lives. Every test runs on both: SQLite always, PostgreSQL when
+/// `STOREFRONT_TEST_POSTGRES_URL` names a server (each test then gets a database of its own).
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres { admin_url: String },
+}
+
+/// Declares the `sqlite` and `postgres` runs of a test function `NAME(backend: Backend)`, as
+/// `NAME::sqlite` and `NAME::postgres`.
+#[macro_export]
+macro_rules! dual_test {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::common::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(backend) = super::common::Backend::postgres() {
+                    super::$name(backend).await
+                }
+            }
+        }
+    };
+}
+
+impl Backend {
+    /// PostgreSQL if the environment names a server; otherwise `None`, saying why.
+    pub fn postgres() -> Option<Self> {
+        match std::env::var("STOREFRONT_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(Self::Postgres { admin_url: url }),
+            _ => {
+                eprintln!("skipped on PostgreSQL: set STOREFRONT_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/test) to run it");
+                None
+            }
+        }
+    }
+
+    /// A database URL no other test uses: a new SQLite file in `dir`, or a new PostgreSQL
+    /// database (named `sf_test_*`, dropped by `.ci/run` before the next run).
+    pub async fn fresh_database_url(&self, dir: &std::path::Path) -> String {
+        match self {
+            Self::Sqlite => format!("sqlite://{}", dir.join("storefront.db").display()),
+            Self::Postgres { admin_url } => {
+                use sqlx::Connection;
+                let name = format!("sf_test_{}", uuid_like());
+                let mut admin = sqlx::PgConnection::connect(admin_url)
+                    .await
+                    .expect("PostgreSQL admin connection");
+                sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                let mut url =
+                    reqwest::Url::parse(admin_url).expect("STOREFRONT_TEST_POSTGRES_URL is a URL");
+                url.set_path(&name);
+                url.to_string()
+            }
+        }
+    }
+}
+
 pub struct TestServer {
     pub base: String,
     pub app: App,
@@ -41,14 +106,15 @@ impl Reply {
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
+    pub async fn start(backend: &Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
     }
 
-    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+    pub async fn start_with(backend: &Backend, configure: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
             data_dir: dir.path().to_path_buf(),
+            database_url: Some(backend.fresh_database_url(dir.path()).await),
             demo_account: false,
             ..Config::default()
         };

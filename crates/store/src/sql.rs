@@ -1,0 +1,706 @@
+//! The SQL shared by both adapters, written once.
+//!
+//! Both schemas store the same columns with the same types as far as the code sees them (text
+//! ids, RFC 3339 text timestamps with milliseconds, JSON as text, 64-bit integers, booleans), and
+//! every statement uses `$N` placeholders, which SQLite and PostgreSQL both accept. So one body of
+//! code serves both; `shared_store!` instantiates it for a store type whose `begin()` opens a
+//! write transaction the backend's way and whose `reader()` is a pool for reads.
+//!
+//! Concurrency does not rely on the backend's isolation level: every check that guards money or a
+//! state change is part of the statement that makes the change (`UPDATE ... WHERE balance + x >=
+//! 0`, `UPDATE ... WHERE status IN (...)`, `INSERT ... ON CONFLICT DO NOTHING`), so on PostgreSQL
+//! the row lock plus READ COMMITTED's re-check of the WHERE clause serializes racing writers, and on
+//! SQLite there is only ever one writer.
+
+macro_rules! shared_store {
+    ($store:ident, $db:ty, $row:ty, $conn:ty) => {
+        use async_trait::async_trait;
+        use serde::de::DeserializeOwned;
+        use serde_json::Value;
+        use sqlx::Row;
+        use storefront_app::page::PageRequest;
+        use storefront_app::ports::{
+            ClaimOutcome, IdempotencyCompletion, IdempotencyRef, OrderFilter, Store, StoreError, StoreResult,
+        };
+        use storefront_domain::account::{Account, ApiKey, KeyRole};
+        use storefront_domain::ids::{AccountId, AgentId, KeyId, LedgerEntryId, OrderId, QuoteId, ServiceId};
+        use storefront_domain::ledger::{LedgerEntry, LedgerKind, LedgerMovement};
+        use storefront_domain::money::Currency;
+        use storefront_domain::order::{Order, OrderStatus, PaymentMethod, PaymentStatus};
+        use storefront_domain::quote::Quote;
+        use storefront_domain::timestamp::{format as ts, Timestamp};
+
+fn backend(e: sqlx::Error) -> StoreError {
+    if let Some(db) = e.as_database_error() {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(db.message().to_owned());
+        }
+    }
+    StoreError::Backend(e.to_string())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("unreadable {what} in the database"))
+}
+
+fn parse_ts(raw: &str) -> StoreResult<Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| corrupt("timestamp"))
+}
+
+fn parse_json<T: DeserializeOwned>(raw: &str) -> StoreResult<T> {
+    serde_json::from_str(raw).map_err(|_| corrupt("JSON column"))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
+}
+
+/// Applies a ledger movement inside the caller's transaction: the conditional update refuses an
+/// overdraft atomically, then the entry records the balance it produced.
+async fn apply_movement(
+    conn: &mut $conn,
+    m: &LedgerMovement,
+    now: Timestamp,
+) -> StoreResult<LedgerEntry> {
+    let now_s = ts(&now);
+    let updated: Option<i64> = sqlx::query_scalar(
+        "UPDATE accounts SET balance_minor = balance_minor + $1, updated_at = $2
+         WHERE id = $3 AND balance_minor + $1 >= 0 RETURNING balance_minor",
+    )
+    .bind(m.amount_minor)
+    .bind(&now_s)
+    .bind(m.account_id.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let Some(balance_after) = updated else {
+        let balance: Option<i64> =
+            sqlx::query_scalar("SELECT balance_minor FROM accounts WHERE id = $1")
+                .bind(m.account_id.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(backend)?;
+        return Err(match balance {
+            Some(balance_minor) => StoreError::InsufficientCredits { balance_minor },
+            None => StoreError::NotFound(format!("account {}", m.account_id)),
+        });
+    };
+    let entry = LedgerEntry {
+        id: LedgerEntryId::generate(),
+        account_id: m.account_id.clone(),
+        kind: m.kind,
+        amount_minor: m.amount_minor,
+        balance_after_minor: balance_after,
+        order_id: m.order_id.clone(),
+        description: m.description.clone(),
+        created_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO ledger_entries (id, account_id, kind, amount_minor, balance_after_minor, order_id, description, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(entry.id.as_str())
+    .bind(entry.account_id.as_str())
+    .bind(entry.kind.as_str())
+    .bind(entry.amount_minor)
+    .bind(entry.balance_after_minor)
+    .bind(entry.order_id.as_ref().map(|o| o.as_str().to_owned()))
+    .bind(&entry.description)
+    .bind(&now_s)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(entry)
+}
+
+async fn complete_key(conn: &mut $conn, c: &IdempotencyCompletion) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET outcome = $1, completed_at = locked_at
+         WHERE scope = $2 AND route = $3 AND key = $4",
+    )
+    .bind(to_json(&c.outcome))
+    .bind(&c.key.scope)
+    .bind(&c.key.route)
+    .bind(&c.key.key)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn account_from_row(r: &$row) -> StoreResult<Account> {
+    Ok(Account {
+        id: AccountId::from_trusted(r.get("id")),
+        email: r.get("email"),
+        name: r.get("name"),
+        currency: Currency::parse(r.get::<&str, _>("currency"))
+            .ok_or_else(|| corrupt("currency"))?,
+        balance_minor: r.get("balance_minor"),
+        created_at: parse_ts(r.get("created_at"))?,
+    })
+}
+
+fn key_from_row(r: &$row) -> StoreResult<ApiKey> {
+    Ok(ApiKey {
+        id: KeyId::from_trusted(r.get("id")),
+        account_id: AccountId::from_trusted(r.get("account_id")),
+        role: KeyRole::parse(r.get("role")).ok_or_else(|| corrupt("key role"))?,
+        agent_id: r
+            .get::<Option<String>, _>("agent_id")
+            .map(AgentId::from_trusted),
+        name: r.get("name"),
+        prefix: r.get("prefix"),
+        secret_hash: r.get("secret_hash"),
+        created_at: parse_ts(r.get("created_at"))?,
+        revoked_at: r
+            .get::<Option<&str>, _>("revoked_at")
+            .map(parse_ts)
+            .transpose()?,
+    })
+}
+
+fn ledger_from_row(r: &$row) -> StoreResult<LedgerEntry> {
+    Ok(LedgerEntry {
+        id: LedgerEntryId::from_trusted(r.get("id")),
+        account_id: AccountId::from_trusted(r.get("account_id")),
+        kind: LedgerKind::parse(r.get("kind")).ok_or_else(|| corrupt("ledger kind"))?,
+        amount_minor: r.get("amount_minor"),
+        balance_after_minor: r.get("balance_after_minor"),
+        order_id: r
+            .get::<Option<String>, _>("order_id")
+            .map(OrderId::from_trusted),
+        description: r.get("description"),
+        created_at: parse_ts(r.get("created_at"))?,
+    })
+}
+
+fn quote_from_row(r: &$row) -> StoreResult<Quote> {
+    Ok(Quote {
+        id: QuoteId::from_trusted(r.get("id")),
+        account_id: r
+            .get::<Option<String>, _>("account_id")
+            .map(AccountId::from_trusted),
+        product_id: r.get("product_id"),
+        quantity: r.get("quantity"),
+        configuration_normalized: parse_json(r.get("configuration"))?,
+        configuration_warnings: parse_json(r.get("warnings"))?,
+        line_items: parse_json(r.get("line_items"))?,
+        total_minor: r.get("total_minor"),
+        currency: Currency::parse(r.get::<&str, _>("currency"))
+            .ok_or_else(|| corrupt("currency"))?,
+        catalog_version: r.get("catalog_version"),
+        management_capabilities: parse_json(r.get("management_capabilities"))?,
+        created_at: parse_ts(r.get("created_at"))?,
+        expires_at: parse_ts(r.get("expires_at"))?,
+    })
+}
+
+fn order_from_row(r: &$row) -> StoreResult<Order> {
+    let opt_json = |col: &str| -> StoreResult<Option<Value>> {
+        r.get::<Option<&str>, _>(col).map(parse_json).transpose()
+    };
+    Ok(Order {
+        id: OrderId::from_trusted(r.get("id")),
+        account_id: r
+            .get::<Option<String>, _>("account_id")
+            .map(AccountId::from_trusted),
+        status: OrderStatus::parse(r.get("status")).ok_or_else(|| corrupt("order status"))?,
+        payment_status: PaymentStatus::parse(r.get("payment_status"))
+            .ok_or_else(|| corrupt("payment status"))?,
+        payment_method: PaymentMethod::parse(r.get("payment_method"))
+            .ok_or_else(|| corrupt("payment method"))?,
+        product_id: r.get("product_id"),
+        quantity: r.get("quantity"),
+        configuration: parse_json(r.get("configuration"))?,
+        configuration_warnings: parse_json(r.get("configuration_warnings"))?,
+        line_items: parse_json(r.get("line_items"))?,
+        total_minor: r.get("total_minor"),
+        currency: Currency::parse(r.get::<&str, _>("currency"))
+            .ok_or_else(|| corrupt("currency"))?,
+        quote_id: QuoteId::from_trusted(r.get("quote_id")),
+        idempotency_key: r.get("idempotency_key"),
+        created_at: parse_ts(r.get("created_at"))?,
+        updated_at: parse_ts(r.get("updated_at"))?,
+        provisioning_estimate: r
+            .get::<Option<&str>, _>("provisioning_estimate")
+            .map(parse_json)
+            .transpose()?,
+        requires_install_configuration: r.get("requires_install_configuration"),
+        service_id: r
+            .get::<Option<String>, _>("service_id")
+            .map(ServiceId::from_trusted),
+        result: opt_json("result")?,
+        failure: r
+            .get::<Option<&str>, _>("failure")
+            .map(parse_json)
+            .transpose()?,
+    })
+}
+
+#[async_trait]
+impl Store for $store {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(self.reader())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn setting_or_init(&self, name: &str, initial: &str) -> StoreResult<String> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(initial)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let value: String = sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(value)
+    }
+
+    async fn create_account(&self, account: &Account, owner_key: &ApiKey) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let created = ts(&account.created_at);
+        sqlx::query(
+            "INSERT INTO accounts (id, email, name, currency, balance_minor, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 0, $5, $5)",
+        )
+        .bind(account.id.as_str())
+        .bind(&account.email)
+        .bind(&account.name)
+        .bind(account.currency.as_str())
+        .bind(&created)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        insert_key(&mut tx, owner_key).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn list_accounts(&self) -> StoreResult<Vec<Account>> {
+        let rows = sqlx::query("SELECT * FROM accounts ORDER BY id")
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend)?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn count_accounts(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(self.reader())
+            .await
+            .map_err(backend)
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_key(&mut tx, key).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn find_api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKey>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE secret_hash = $1")
+            .bind(secret_hash)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self, account: &AccountId) -> StoreResult<Vec<ApiKey>> {
+        let rows = sqlx::query("SELECT * FROM api_keys WHERE account_id = $1 ORDER BY id")
+            .bind(account.as_str())
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        account: &AccountId,
+        id: &KeyId,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND account_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(ts(&now))
+        .bind(id.as_str())
+        .bind(account.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_movement(
+        &self,
+        movement: &LedgerMovement,
+        now: Timestamp,
+    ) -> StoreResult<LedgerEntry> {
+        let mut tx = self.begin().await?;
+        let entry = apply_movement(&mut tx, movement, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(entry)
+    }
+
+    async fn list_ledger(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM ledger_entries WHERE account_id = $1 AND ($2 IS NULL OR id < $2)
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(account.as_str())
+        .bind(page.cursor.as_deref())
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        rows.iter().map(ledger_from_row).collect()
+    }
+
+    async fn ledger_sum(&self, account: &AccountId) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM ledger_entries WHERE account_id = $1",
+        )
+        .bind(account.as_str())
+        .fetch_one(self.reader())
+        .await
+        .map_err(backend)
+    }
+
+    async fn insert_quote(&self, q: &Quote) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO quotes (id, account_id, product_id, quantity, configuration, warnings, line_items,
+                                 total_minor, currency, catalog_version, management_capabilities, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(q.id.as_str())
+        .bind(q.account_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(&q.product_id)
+        .bind(q.quantity)
+        .bind(to_json(&q.configuration_normalized))
+        .bind(to_json(&q.configuration_warnings))
+        .bind(to_json(&q.line_items))
+        .bind(q.total_minor)
+        .bind(q.currency.as_str())
+        .bind(&q.catalog_version)
+        .bind(to_json(&q.management_capabilities))
+        .bind(ts(&q.created_at))
+        .bind(ts(&q.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn get_quote(&self, id: &QuoteId) -> StoreResult<Option<Quote>> {
+        let row = sqlx::query("SELECT * FROM quotes WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(quote_from_row).transpose()
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: &IdempotencyRef,
+        fingerprint: &str,
+        now: Timestamp,
+        stale_before: Timestamp,
+    ) -> StoreResult<ClaimOutcome> {
+        let mut tx = self.begin().await?;
+        let now_s = ts(&now);
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, route, key, fingerprint, locked_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&key.scope)
+        .bind(&key.route)
+        .bind(&key.key)
+        .bind(fingerprint)
+        .bind(&now_s)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        let outcome = if inserted {
+            ClaimOutcome::Acquired
+        } else {
+            let row = sqlx::query(
+                "SELECT fingerprint, outcome, locked_at FROM idempotency_keys WHERE scope = $1 AND route = $2 AND key = $3",
+            )
+            .bind(&key.scope)
+            .bind(&key.route)
+            .bind(&key.key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+            let original: String = row.get("fingerprint");
+            let stored: Option<String> = row.get("outcome");
+            let locked_at_raw: String = row.get("locked_at");
+            let locked_at = parse_ts(&locked_at_raw)?;
+            if stored.is_none() && original == fingerprint && locked_at < stale_before {
+                // The holder never finished (a crashed process): take the key over. The UPDATE
+                // names the lock time it saw, so of two processes taking over at once only one
+                // wins; the other sees the key as in progress.
+                let took = sqlx::query(
+                    "UPDATE idempotency_keys SET locked_at = $1
+                     WHERE scope = $2 AND route = $3 AND key = $4 AND outcome IS NULL AND locked_at = $5",
+                )
+                .bind(&now_s)
+                .bind(&key.scope)
+                .bind(&key.route)
+                .bind(&key.key)
+                .bind(&locked_at_raw)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected()
+                    == 1;
+                if took {
+                    ClaimOutcome::Acquired
+                } else {
+                    ClaimOutcome::Existing { fingerprint: original, outcome: None }
+                }
+            } else {
+                ClaimOutcome::Existing {
+                    fingerprint: original,
+                    outcome: stored.as_deref().map(parse_json).transpose()?,
+                }
+            }
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(outcome)
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        completion: &IdempotencyCompletion,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        complete_key(&mut tx, completion).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn release_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND route = $2 AND key = $3 AND outcome IS NULL")
+            .bind(&key.scope)
+            .bind(&key.route)
+            .bind(&key.key)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn insert_order(
+        &self,
+        o: &Order,
+        idempotency: Option<&IdempotencyRef>,
+        charge: Option<&LedgerMovement>,
+        completes: Option<&IdempotencyCompletion>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        if let Some(charge) = charge {
+            apply_movement(&mut tx, charge, o.created_at).await?;
+        }
+        // Orders without a key (none yet) get a unique per-order scope so the constraint holds.
+        let (scope, route, key) = match idempotency {
+            Some(k) => (k.scope.clone(), k.route.clone(), k.key.clone()),
+            None => (o.id.to_string(), String::new(), o.id.to_string()),
+        };
+        sqlx::query(
+            "INSERT INTO orders (id, account_id, status, payment_status, payment_method, product_id, quantity,
+                                 configuration, configuration_warnings, line_items, total_minor, currency, quote_id,
+                                 idempotency_scope, idempotency_route, idempotency_key,
+                                 provisioning_estimate, requires_install_configuration, service_id, result, failure,
+                                 created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
+        )
+        .bind(o.id.as_str())
+        .bind(o.account_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(o.status.as_str())
+        .bind(o.payment_status.as_str())
+        .bind(o.payment_method.as_str())
+        .bind(&o.product_id)
+        .bind(o.quantity)
+        .bind(to_json(&o.configuration))
+        .bind(to_json(&o.configuration_warnings))
+        .bind(to_json(&o.line_items))
+        .bind(o.total_minor)
+        .bind(o.currency.as_str())
+        .bind(o.quote_id.as_str())
+        .bind(scope)
+        .bind(route)
+        .bind(key)
+        .bind(o.provisioning_estimate.as_ref().map(to_json))
+        .bind(o.requires_install_configuration)
+        .bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
+        .bind(o.result.as_ref().map(to_json))
+        .bind(o.failure.as_ref().map(to_json))
+        .bind(ts(&o.created_at))
+        .bind(ts(&o.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if let Some(c) = completes {
+            complete_key(&mut tx, c).await?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn update_order(
+        &self,
+        o: &Order,
+        expected: &[OrderStatus],
+        movement: Option<&LedgerMovement>,
+        completes: Option<&IdempotencyCompletion>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        // The status check is part of the UPDATE, so two concurrent transitions (even from two
+        // processes) cannot both succeed: the second re-evaluates the WHERE after the first
+        // commits and matches nothing.
+        if expected.is_empty() {
+            return Ok(false);
+        }
+        let placeholders: Vec<String> = (8..8 + expected.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "UPDATE orders SET status = $1, payment_status = $2, service_id = $3, result = $4, failure = $5, updated_at = $6
+             WHERE id = $7 AND status IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(o.status.as_str())
+            .bind(o.payment_status.as_str())
+            .bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
+            .bind(o.result.as_ref().map(to_json))
+            .bind(o.failure.as_ref().map(to_json))
+            .bind(ts(&o.updated_at))
+            .bind(o.id.as_str());
+        for status in expected {
+            query = query.bind(status.as_str());
+        }
+        let moved = query
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        if !moved {
+            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM orders WHERE id = $1")
+                .bind(o.id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            return match exists {
+                Some(_) => Ok(false),
+                None => Err(StoreError::NotFound(format!("order {}", o.id))),
+            };
+        }
+        if let Some(m) = movement {
+            apply_movement(&mut tx, m, o.updated_at).await?;
+        }
+        if let Some(c) = completes {
+            complete_key(&mut tx, c).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn get_order(&self, id: &OrderId) -> StoreResult<Option<Order>> {
+        let row = sqlx::query("SELECT * FROM orders WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(order_from_row).transpose()
+    }
+
+    async fn find_order_by_idempotency_key(
+        &self,
+        key: &IdempotencyRef,
+    ) -> StoreResult<Option<Order>> {
+        let row = sqlx::query(
+            "SELECT * FROM orders WHERE idempotency_scope = $1 AND idempotency_route = $2 AND idempotency_key = $3",
+        )
+        .bind(&key.scope)
+        .bind(&key.route)
+        .bind(&key.key)
+        .fetch_optional(self.reader())
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(order_from_row).transpose()
+    }
+
+    async fn list_orders(&self, account: &AccountId, f: &OrderFilter) -> StoreResult<Vec<Order>> {
+        let rows = sqlx::query(
+            "SELECT * FROM orders WHERE account_id = $1
+               AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR product_id = $3) AND ($4 IS NULL OR id < $4)
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(account.as_str())
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(f.product_id.as_deref())
+        .bind(f.page.cursor.as_deref())
+        .bind(i64::from(f.page.limit) + 1)
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        rows.iter().map(order_from_row).collect()
+    }
+}
+
+async fn insert_key(conn: &mut $conn, key: &ApiKey) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, account_id, role, agent_id, name, prefix, secret_hash, created_at, revoked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(key.id.as_str())
+    .bind(key.account_id.as_str())
+    .bind(key.role.as_str())
+    .bind(key.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(&key.secret_hash)
+    .bind(ts(&key.created_at))
+    .bind(key.revoked_at.as_ref().map(ts))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+    };
+}
+
+pub(crate) use shared_store;
