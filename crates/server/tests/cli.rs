@@ -1,112 +1,23 @@
 //! The `storefront` binary itself: first start on the embedded default, the admin commands'
 //! `--json` outputs and exit codes, and graceful shutdown with a request in flight.
 
+mod common;
+
+use common::binary::{admin, database, next_line_containing, start, storefront, terminate, GUARD};
+use common::Backend;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_storefront");
-/// A guard against a hung child, not a timing assumption: every wait below normally ends in
-/// milliseconds.
-const GUARD: Duration = Duration::from_secs(60);
-
-fn storefront(dir: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .current_dir(dir)
-        .env("STOREFRONT_LOG", "warn")
-        .kill_on_drop(true);
-    c
-}
-
-async fn admin(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = storefront(dir)
-        .arg("admin")
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
-struct Running {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    base: String,
-}
-
-async fn start(dir: &Path, extra: &[&str]) -> Running {
-    let mut child = storefront(dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = tokio::time::timeout(GUARD, async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("the server prints its address");
-            if let Some(url) = line.strip_prefix("Storefront is serving on ") {
-                return url.trim().to_owned();
-            }
-        }
-    })
-    .await
-    .expect("server starts");
-    Running { child, lines, base }
-}
-
-async fn next_line_containing(r: &mut Running, needle: &str) -> String {
-    tokio::time::timeout(GUARD, async {
-        loop {
-            let line = r
-                .lines
-                .next_line()
-                .await
-                .unwrap()
-                .unwrap_or_else(|| panic!("no line with {needle}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    })
-    .await
-    .expect("line arrives")
-}
-
-async fn terminate(mut r: Running) -> std::process::ExitStatus {
-    let pid = r.child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    tokio::time::timeout(GUARD, r.child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap()
-}
-
-#[tokio::test]
-async fn first_start_creates_the_database_and_a_demo_account_that_can_buy() {
+dual_test!(first_start_creates_the_database_and_a_demo_account_that_can_buy);
+async fn first_start_creates_the_database_and_a_demo_account_that_can_buy(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path(), &[]).await;
+    let db = database(&backend, dir.path()).await;
+    let db = db.as_deref();
+    let mut server = start(dir.path(), db, &[]).await;
     let line = next_line_containing(&mut server, "export STOREFRONT_API_KEY=").await;
     let key = line.split('=').nth(1).unwrap().trim().to_owned();
     assert!(
-        dir.path().join("data/storefront.db").exists(),
+        db.is_some() || dir.path().join("data/storefront.db").exists(),
         "SQLite file in ./data"
     );
     let curl = next_line_containing(&mut server, "curl -s").await;
@@ -126,7 +37,7 @@ async fn first_start_creates_the_database_and_a_demo_account_that_can_buy() {
     assert_eq!(body["data"]["order"]["status"], "fulfilled");
     assert!(terminate(server).await.success(), "SIGTERM is a clean exit");
 
-    let mut again = start(dir.path(), &[]).await;
+    let mut again = start(dir.path(), db, &[]).await;
     let r = client
         .get(format!("{}/api/v1/account", again.base))
         .bearer_auth(&key)
@@ -150,11 +61,13 @@ async fn first_start_creates_the_database_and_a_demo_account_that_can_buy() {
     assert!(again.child.wait().await.unwrap().success());
 }
 
-#[tokio::test]
-async fn admin_commands_print_the_documented_json_and_fail_loudly() {
+dual_test!(admin_commands_print_the_documented_json_and_fail_loudly);
+async fn admin_commands_print_the_documented_json_and_fail_loudly(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
+    let db = database(&backend, dir.path()).await;
+    let db = db.as_deref();
     let d = dir.path();
-    let (ok, out, _) = storefront(d)
+    let (ok, out, _) = storefront(d, db)
         .arg("migrate")
         .output()
         .await
@@ -164,6 +77,7 @@ async fn admin_commands_print_the_documented_json_and_fail_loudly() {
 
     let (ok, out, err) = admin(
         d,
+        db,
         &[
             "create-account",
             "--email",
@@ -183,6 +97,7 @@ async fn admin_commands_print_the_documented_json_and_fail_loudly() {
 
     let (ok, out, _) = admin(
         d,
+        db,
         &[
             "grant-credits",
             "--account",
@@ -202,6 +117,7 @@ async fn admin_commands_print_the_documented_json_and_fail_loudly() {
     );
     let (ok, out, _) = admin(
         d,
+        db,
         &[
             "grant-credits",
             "--account",
@@ -222,6 +138,7 @@ async fn admin_commands_print_the_documented_json_and_fail_loudly() {
 
     let (ok, out, _) = admin(
         d,
+        db,
         &[
             "create-key",
             "--account",
@@ -236,7 +153,7 @@ async fn admin_commands_print_the_documented_json_and_fail_loudly() {
     let key: Value = serde_json::from_str(out.trim()).unwrap();
     assert!(key["key_id"].as_str().unwrap().starts_with("key_"));
 
-    let (ok, out, _) = admin(d, &["list-accounts", "--json"]).await;
+    let (ok, out, _) = admin(d, db, &["list-accounts", "--json"]).await;
     assert!(ok);
     let list: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(list[0]["account_id"], account.as_str());
@@ -271,15 +188,15 @@ async fn admin_commands_print_the_documented_json_and_fail_loudly() {
             "again",
         ],
     ] {
-        let (ok, out, err) = admin(d, &args).await;
+        let (ok, out, err) = admin(d, db, &args).await;
         assert!(!ok, "{args:?} must fail");
         assert!(out.is_empty(), "nothing on stdout for {args:?}");
         assert!(err.starts_with("error: "), "{err}");
     }
 }
 
-#[tokio::test]
-async fn sigterm_lets_an_in_flight_request_finish() {
+dual_test!(sigterm_lets_an_in_flight_request_finish);
+async fn sigterm_lets_an_in_flight_request_finish(backend: Backend) {
     // An upstream that holds the request until the test releases it.
     let arrived = Arc::new(tokio::sync::Notify::new());
     let release = Arc::new(tokio::sync::Notify::new());
@@ -300,6 +217,8 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     tokio::spawn(async move { axum::serve(listener, upstream).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
+    let db = database(&backend, dir.path()).await;
+    let db = db.as_deref();
     std::fs::write(
         dir.path().join("catalog.toml"),
         r#"
@@ -323,7 +242,7 @@ currency = "usd"
         format!("catalog_file = \"catalog.toml\"\n[[upstreams]]\nname = \"slow\"\nurl = \"{upstream_url}\"\ntimeout_ms = 60000\nresults_pointer = \"/results\"\n"),
     )
     .unwrap();
-    let mut server = start(dir.path(), &[]).await;
+    let mut server = start(dir.path(), db, &[]).await;
     let line = next_line_containing(&mut server, "export STOREFRONT_API_KEY=").await;
     let key = line.split('=').nth(1).unwrap().trim().to_owned();
     let base = server.base.clone();

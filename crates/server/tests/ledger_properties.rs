@@ -2,7 +2,10 @@
 //! account's balance equals the sum of its ledger and never goes below zero, and the balance is
 //! exactly what the successful operations imply.
 
+mod common;
+
 use async_trait::async_trait;
+use common::Backend;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -99,12 +102,10 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+async fn run(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        storefront_store::open(&format!("sqlite://{}", dir.path().join("p.db").display()))
-            .await
-            .unwrap();
+    let url = backend.fresh_database_url(dir.path()).await;
+    let store: Arc<dyn Store> = storefront_store::open(&url).await.unwrap();
     let spec: CatalogSpec = toml::from_str(CATALOG).unwrap();
     let catalog = Catalog::build(spec, |_| Availability::Available).unwrap();
     let fulfillers: HashMap<String, Arc<dyn Fulfiller>> =
@@ -213,12 +214,26 @@ async fn order(
         .map(|p| p.outcome)
 }
 
+fn check(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(backend, ops))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_balance_is_the_sum_of_the_ledger_and_never_negative(ops in prop::collection::vec(op(), 1..25)) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(run(ops))?;
+    fn the_balance_is_the_sum_of_the_ledger_and_never_negative_on_sqlite(ops in prop::collection::vec(op(), 1..25)) {
+        check(Backend::Sqlite, ops)?;
+    }
+
+    #[test]
+    fn the_balance_is_the_sum_of_the_ledger_and_never_negative_on_postgres(ops in prop::collection::vec(op(), 1..25)) {
+        if let Some(backend) = Backend::postgres() {
+            check(backend, ops)?;
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! with a manual clock the test can move.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::Value;
