@@ -313,9 +313,12 @@ impl App {
         if self.store.count_accounts().await.map_err(store_failure)? > 0 {
             return Ok(None);
         }
-        let (account, key) = self
-            .admin_create_account(DEMO_EMAIL, "Demo account")
-            .await?;
+        let (account, key) = match self.admin_create_account(DEMO_EMAIL, "Demo account").await {
+            Ok(created) => created,
+            // Another replica starting at the same moment made it first.
+            Err(e) if e.param.as_deref() == Some("email") => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let entry = self
             .admin_grant_credits(account.id.as_str(), DEMO_CREDITS, "demo credits")
             .await?;
