@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod app;
 pub mod catalog;
 pub mod clock;
+pub mod jobs;
 pub mod orders;
 pub mod page;
 pub mod ports;

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use storefront_domain::account::{Account, ApiKey};
 use storefront_domain::catalog::Product;
-use storefront_domain::ids::{AccountId, KeyId, OrderId, QuoteId};
+use storefront_domain::ids::{AccountId, JobId, KeyId, OrderId, QuoteId};
+use storefront_domain::job::{Job, JobOutcome};
 use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
 use storefront_domain::quote::Quote;
@@ -157,6 +158,35 @@ pub trait Store: Send + Sync + 'static {
         account: &AccountId,
         filter: &OrderFilter,
     ) -> StoreResult<Vec<Order>>;
+
+    async fn enqueue_job(&self, job: &Job) -> StoreResult<()>;
+    /// Claims the next due job of one of `kinds` — queued and due, or running under a lease that
+    /// expired (its worker died) — for `worker` until `lease_until`. No job is ever held by two
+    /// workers: `FOR UPDATE SKIP LOCKED` on PostgreSQL, the single writer on SQLite.
+    async fn claim_job(
+        &self,
+        kinds: &[String],
+        worker: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Option<Job>>;
+    /// Extends a held lease; `false` when the worker no longer holds the job.
+    async fn heartbeat_job(
+        &self,
+        id: &JobId,
+        worker: &str,
+        lease_until: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Records how a held job ended; `false` when the worker no longer holds it (its lease
+    /// expired and another worker took the job over).
+    async fn finish_job(
+        &self,
+        id: &JobId,
+        worker: &str,
+        outcome: &JobOutcome,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    async fn get_job(&self, id: &JobId) -> StoreResult<Option<Job>>;
 }
 
 /// Why a fulfiller could not deliver. `message` may be shown to the client; `detail` is for

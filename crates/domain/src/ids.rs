@@ -59,6 +59,8 @@ prefixed_id!(/// A provisioned service.
     ServiceId, "svc");
 prefixed_id!(/// A ledger entry.
     LedgerEntryId, "led");
+prefixed_id!(/// A background job.
+    JobId, "job");
 
 #[cfg(test)]
 mod tests {

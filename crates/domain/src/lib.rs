@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
+pub mod job;
 pub mod ledger;
 pub mod money;
 pub mod order;

@@ -9,6 +9,8 @@ use storefront::bootstrap::{build_app, open_store, BootError};
 use storefront::config::{Config, Overrides};
 use storefront::serve::{serve, shutdown_signal};
 use storefront::telemetry;
+use storefront_app::jobs::Worker;
+use storefront_app::secrets::random_token;
 use storefront_app::{App, SystemClock};
 use storefront_domain::account::KeyRole;
 use storefront_domain::money::display_minor;
@@ -42,7 +44,7 @@ struct GlobalArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the API (and, with role worker/all, the background work).
+    /// Serve the API and/or run the background worker (see --role).
     Serve {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
@@ -59,11 +61,11 @@ enum Command {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Role {
-    /// Serve HTTP only.
+    /// Serve HTTP only (scale these behind a load balancer).
     Api,
-    /// Run background work only.
+    /// Run background jobs only (scale these separately).
     Worker,
-    /// Both (the default on one machine).
+    /// Both, in one process (the default; the only sensible choice on SQLite).
     All,
 }
 
@@ -185,32 +187,58 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 
 async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
     let store = open_store(&config).await?;
-    if role == Role::Worker {
-        // The background engine (provisioning, webhooks) attaches here; until it lands a worker
-        // has nothing to claim, so it only waits for the shutdown signal.
-        tracing::info!("worker started; no background job kinds are registered yet");
+    // One signal stops everything this process runs: the HTTP server drains in-flight
+    // requests, the worker finishes the job in hand.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         shutdown_signal().await;
-        return Ok(());
-    }
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-        })?;
-    let local = listener.local_addr()?;
-    let base_url = config
-        .base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{local}"));
-    let app = build_app(&config, store, Arc::new(SystemClock), base_url.clone()).await?;
-    tracing::info!(listen = %local, database = %storefront_store::redact_url(&config.database_url()), "storefront listening");
-    println!("Storefront is serving on {base_url}");
-    if config.demo_account {
-        if let Some(demo) = app.ensure_demo_account().await? {
-            print_demo(&base_url, &demo);
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
         }
+    };
+
+    let listener = match role {
+        Role::Worker => None,
+        Role::Api | Role::All => Some(
+            tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {}: {e}", config.listen),
+                    )
+                })?,
+        ),
+    };
+    let base_url = match (&config.base_url, &listener) {
+        (Some(url), _) => url.clone(),
+        (None, Some(l)) => format!("http://{}", l.local_addr()?),
+        (None, None) => format!("http://{}", config.listen),
+    };
+    let app = build_app(&config, store, Arc::new(SystemClock), base_url.clone()).await?;
+
+    let worker = (role != Role::Api).then(|| {
+        let id = format!("worker-{}-{}", std::process::id(), &random_token()[..8]);
+        tokio::spawn(Worker::new(app.clone(), id).run(stopped()))
+    });
+
+    if let Some(listener) = listener {
+        tracing::info!(listen = %listener.local_addr()?, database = %storefront_store::redact_url(&config.database_url()), "storefront listening");
+        println!("Storefront is serving on {base_url}");
+        if config.demo_account {
+            if let Some(demo) = app.ensure_demo_account().await? {
+                print_demo(&base_url, &demo);
+            }
+        }
+        serve(app, listener, stopped()).await?;
     }
-    serve(app, listener, shutdown_signal()).await?;
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -52,5 +52,6 @@ crate::sql::shared_store!(
     PgStore,
     sqlx::Postgres,
     sqlx::postgres::PgRow,
-    sqlx::PgConnection
+    sqlx::PgConnection,
+    "FOR UPDATE SKIP LOCKED"
 );

@@ -13,7 +13,7 @@
 //! SQLite there is only ever one writer.
 
 macro_rules! shared_store {
-    ($store:ident, $db:ty, $row:ty, $conn:ty) => {
+    ($store:ident, $db:ty, $row:ty, $conn:ty, $claim_lock:expr) => {
         use async_trait::async_trait;
         use serde::de::DeserializeOwned;
         use serde_json::Value;
@@ -23,7 +23,8 @@ macro_rules! shared_store {
             ClaimOutcome, IdempotencyCompletion, IdempotencyRef, OrderFilter, Store, StoreError, StoreResult,
         };
         use storefront_domain::account::{Account, ApiKey, KeyRole};
-        use storefront_domain::ids::{AccountId, AgentId, KeyId, LedgerEntryId, OrderId, QuoteId, ServiceId};
+        use storefront_domain::ids::{AccountId, AgentId, JobId, KeyId, LedgerEntryId, OrderId, QuoteId, ServiceId};
+        use storefront_domain::job::{Job, JobOutcome, JobStatus};
         use storefront_domain::ledger::{LedgerEntry, LedgerKind, LedgerMovement};
         use storefront_domain::money::Currency;
         use storefront_domain::order::{Order, OrderStatus, PaymentMethod, PaymentStatus};
@@ -236,6 +237,23 @@ fn order_from_row(r: &$row) -> StoreResult<Order> {
             .get::<Option<&str>, _>("failure")
             .map(parse_json)
             .transpose()?,
+    })
+}
+
+fn job_from_row(r: &$row) -> StoreResult<Job> {
+    Ok(Job {
+        id: JobId::from_trusted(r.get("id")),
+        kind: r.get("kind"),
+        payload: parse_json(r.get("payload"))?,
+        status: JobStatus::parse(r.get("status")).ok_or_else(|| corrupt("job status"))?,
+        attempts: r.get("attempts"),
+        max_attempts: r.get("max_attempts"),
+        run_at: parse_ts(r.get("run_at"))?,
+        locked_by: r.get("locked_by"),
+        locked_until: r.get::<Option<&str>, _>("locked_until").map(parse_ts).transpose()?,
+        last_error: r.get("last_error"),
+        created_at: parse_ts(r.get("created_at"))?,
+        updated_at: parse_ts(r.get("updated_at"))?,
     })
 }
 
@@ -677,6 +695,114 @@ impl Store for $store {
         .await
         .map_err(backend)?;
         rows.iter().map(order_from_row).collect()
+    }
+
+    async fn enqueue_job(&self, job: &Job) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, payload, status, attempts, max_attempts, run_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(job.id.as_str())
+        .bind(&job.kind)
+        .bind(to_json(&job.payload))
+        .bind(job.status.as_str())
+        .bind(job.attempts)
+        .bind(job.max_attempts)
+        .bind(ts(&job.run_at))
+        .bind(ts(&job.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn claim_job(
+        &self,
+        kinds: &[String],
+        worker: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Option<Job>> {
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        let placeholders: Vec<String> = (4..4 + kinds.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3
+             WHERE id = (SELECT id FROM jobs
+                         WHERE kind IN ({})
+                           AND ((status = 'queued' AND run_at <= $3) OR (status = 'running' AND locked_until < $3))
+                         ORDER BY run_at, id LIMIT 1 {})
+             RETURNING *",
+            placeholders.join(", "),
+            $claim_lock
+        );
+        let now_s = ts(&now);
+        let mut query = sqlx::query(&sql).bind(worker).bind(ts(&lease_until)).bind(&now_s);
+        for kind in kinds {
+            query = query.bind(kind.as_str());
+        }
+        let mut tx = self.begin().await?;
+        let row = query.fetch_optional(&mut *tx).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn heartbeat_job(&self, id: &JobId, worker: &str, lease_until: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let held = sqlx::query(
+            "UPDATE jobs SET locked_until = $1 WHERE id = $2 AND locked_by = $3 AND status = 'running'",
+        )
+        .bind(ts(&lease_until))
+        .bind(id.as_str())
+        .bind(worker)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        tx.commit().await.map_err(backend)?;
+        Ok(held)
+    }
+
+    async fn finish_job(&self, id: &JobId, worker: &str, outcome: &JobOutcome, now: Timestamp) -> StoreResult<bool> {
+        let (status, run_at, error) = match outcome {
+            JobOutcome::Done => (JobStatus::Done, None, None),
+            JobOutcome::Retry { run_at, error } => (JobStatus::Queued, Some(ts(run_at)), Some(error.clone())),
+            JobOutcome::Failed { error } => (JobStatus::Failed, None, Some(error.clone())),
+        };
+        let mut tx = self.begin().await?;
+        // A retry past the last attempt fails the job instead.
+        let held = sqlx::query(
+            "UPDATE jobs SET
+                 status = CASE WHEN $1 = 'queued' AND attempts >= max_attempts THEN 'failed' ELSE $1 END,
+                 run_at = COALESCE($2, run_at), last_error = COALESCE($3, last_error),
+                 locked_by = NULL, locked_until = NULL, updated_at = $4
+             WHERE id = $5 AND locked_by = $6 AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(run_at)
+        .bind(error)
+        .bind(ts(&now))
+        .bind(id.as_str())
+        .bind(worker)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        tx.commit().await.map_err(backend)?;
+        Ok(held)
+    }
+
+    async fn get_job(&self, id: &JobId) -> StoreResult<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(job_from_row).transpose()
     }
 }
 

@@ -64,5 +64,6 @@ crate::sql::shared_store!(
     SqliteStore,
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,
-    sqlx::SqliteConnection
+    sqlx::SqliteConnection,
+    ""
 );

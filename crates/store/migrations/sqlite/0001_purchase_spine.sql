@@ -109,3 +109,20 @@ CREATE TABLE orders (
     UNIQUE (idempotency_scope, idempotency_route, idempotency_key)
 );
 CREATE INDEX orders_by_account ON orders(account_id, id);
+
+-- Durable background jobs (provisioning, webhooks): claimed under a lease by one worker at a time.
+CREATE TABLE jobs (
+    id           TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    run_at       TEXT NOT NULL,
+    locked_by    TEXT,
+    locked_until TEXT,
+    last_error   TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX jobs_due ON jobs(status, run_at);
