@@ -164,10 +164,8 @@ impl Worker {
         }
         tracing::info!(worker = %self.id, kinds = ?self.kinds(), "worker started");
         loop {
-            let worked = match self.run_once().await {
-                Ok(worked) => worked,
-                Err(_) => false,
-            };
+            // A store failure is logged where it happens; back off as if idle and try again.
+            let worked = self.run_once().await.unwrap_or_default();
             if worked {
                 continue;
             }
