@@ -29,6 +29,18 @@ async fn post_order(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+async fn get_json(client: &reqwest::Client, url: String, key: &str) -> Value {
+    client
+        .get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_on_one_postgres_database() {
     let Some(backend) = Backend::postgres() else {
@@ -111,38 +123,29 @@ async fn two_replicas_on_one_postgres_database() {
         .count();
     assert_eq!((accepted, refused), (13, 47));
 
-    let balance: Value = client
-        .get(format!("{}/api/v1/account/balance", bases[1]))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let balance: Value = get_json(
+        &client,
+        format!("{}/api/v1/account/balance", bases[1]),
+        &key,
+    )
+    .await;
     assert_eq!(
         balance["data"]["balance_minor"], 0,
         "no overdraft, nothing left over"
     );
-    let orders: Value = client
-        .get(format!("{}/api/v1/orders?limit=100", bases[0]))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let orders: Value = get_json(
+        &client,
+        format!("{}/api/v1/orders?limit=100", bases[0]),
+        &key,
+    )
+    .await;
     assert_eq!(orders["data"]["orders"].as_array().unwrap().len(), 14);
-    let ledger: Value = client
-        .get(format!("{}/api/v1/account/ledger?limit=100", bases[0]))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ledger: Value = get_json(
+        &client,
+        format!("{}/api/v1/account/ledger?limit=100", bases[0]),
+        &key,
+    )
+    .await;
     let entries = ledger["data"]["entries"].as_array().unwrap();
     let charges = entries.iter().filter(|e| e["kind"] == "charge").count();
     assert_eq!(charges, 14, "one charge per order");

@@ -257,6 +257,14 @@ fn job_from_row(r: &$row) -> StoreResult<Job> {
     })
 }
 
+impl $store {
+    /// The one row `sql` finds for `key` (its only parameter), mapped.
+    async fn find_one<T>(&self, sql: &str, key: &str, map: fn(&$row) -> StoreResult<T>) -> StoreResult<Option<T>> {
+        let row = sqlx::query(sql).bind(key).fetch_optional(self.reader()).await.map_err(backend)?;
+        row.as_ref().map(map).transpose()
+    }
+}
+
 #[async_trait]
 impl Store for $store {
     async fn ping(&self) -> StoreResult<()> {
@@ -306,12 +314,7 @@ impl Store for $store {
     }
 
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
-        let row = sqlx::query("SELECT * FROM accounts WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(self.reader())
-            .await
-            .map_err(backend)?;
-        row.as_ref().map(account_from_row).transpose()
+        self.find_one("SELECT * FROM accounts WHERE id = $1", id.as_str(), account_from_row).await
     }
 
     async fn list_accounts(&self) -> StoreResult<Vec<Account>> {
@@ -336,12 +339,7 @@ impl Store for $store {
     }
 
     async fn find_api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKey>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE secret_hash = $1")
-            .bind(secret_hash)
-            .fetch_optional(self.reader())
-            .await
-            .map_err(backend)?;
-        row.as_ref().map(key_from_row).transpose()
+        self.find_one("SELECT * FROM api_keys WHERE secret_hash = $1", secret_hash, key_from_row).await
     }
 
     async fn list_api_keys(&self, account: &AccountId) -> StoreResult<Vec<ApiKey>> {
@@ -439,12 +437,7 @@ impl Store for $store {
     }
 
     async fn get_quote(&self, id: &QuoteId) -> StoreResult<Option<Quote>> {
-        let row = sqlx::query("SELECT * FROM quotes WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(self.reader())
-            .await
-            .map_err(backend)?;
-        row.as_ref().map(quote_from_row).transpose()
+        self.find_one("SELECT * FROM quotes WHERE id = $1", id.as_str(), quote_from_row).await
     }
 
     async fn claim_idempotency_key(
@@ -656,12 +649,7 @@ impl Store for $store {
     }
 
     async fn get_order(&self, id: &OrderId) -> StoreResult<Option<Order>> {
-        let row = sqlx::query("SELECT * FROM orders WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(self.reader())
-            .await
-            .map_err(backend)?;
-        row.as_ref().map(order_from_row).transpose()
+        self.find_one("SELECT * FROM orders WHERE id = $1", id.as_str(), order_from_row).await
     }
 
     async fn find_order_by_idempotency_key(
@@ -797,12 +785,7 @@ impl Store for $store {
     }
 
     async fn get_job(&self, id: &JobId) -> StoreResult<Option<Job>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(self.reader())
-            .await
-            .map_err(backend)?;
-        row.as_ref().map(job_from_row).transpose()
+        self.find_one("SELECT * FROM jobs WHERE id = $1", id.as_str(), job_from_row).await
     }
 }
 
