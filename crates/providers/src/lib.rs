@@ -7,6 +7,7 @@
 //!   template and a response mapping (for example a SearXNG instance).
 
 pub mod http_upstream;
+pub mod local;
 pub mod offline_search;
 
 pub use http_upstream::{HttpUpstream, UpstreamConfig};

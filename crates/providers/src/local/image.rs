@@ -1,0 +1,148 @@
+//! Base images for local leases: a Debian root filesystem with OpenSSH, built once with
+//! debootstrap, its ownership shifted into the leases' uid range, cached under the data
+//! directory. Only images that exist here are offered.
+
+use super::runner::UID_BASE;
+use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Images this build knows how to make: (name, Debian suite).
+pub const KNOWN_IMAGES: &[(&str, &str)] = &[("debian-12", "bookworm")];
+
+/// Packages on top of the minimal base: the SSH server, and `ps` for people.
+const PACKAGES: &str = "openssh-server,procps";
+
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    root: PathBuf,
+}
+
+impl ImageStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The root filesystem of a built image.
+    pub fn rootfs(&self, image: &str) -> PathBuf {
+        self.root.join(image).join("rootfs")
+    }
+
+    fn marker(&self, image: &str) -> PathBuf {
+        self.root.join(image).join("complete")
+    }
+
+    pub fn is_built(&self, image: &str) -> bool {
+        self.marker(image).exists()
+    }
+
+    /// The images that are built and usable now.
+    pub fn available(&self) -> Vec<String> {
+        KNOWN_IMAGES.iter().map(|(n, _)| (*n).to_owned()).filter(|n| self.is_built(n)).collect()
+    }
+
+    /// Builds `image` unless it is already built. `mirror` is the Debian archive to use (from the
+    /// configuration, or else the one the host's own apt sources name). Progress lines go to
+    /// `progress`.
+    pub async fn build(&self, image: &str, mirror: Option<&str>, progress: impl Fn(&str)) -> Result<PathBuf, String> {
+        let suite = KNOWN_IMAGES
+            .iter()
+            .find(|(n, _)| *n == image)
+            .map(|(_, s)| *s)
+            .ok_or_else(|| format!("unknown image '{image}'; known: {}", KNOWN_IMAGES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))?;
+        if self.is_built(image) {
+            return Ok(self.rootfs(image));
+        }
+        let mirror = match mirror {
+            Some(m) => m.to_owned(),
+            None => host_debian_mirror().ok_or("no Debian mirror in the host's apt sources; set image_mirror in the configuration")?,
+        };
+        let staging = self.root.join(format!("{image}.building-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+        progress(&format!("building {image} ({suite}) with debootstrap; this takes a minute or two"));
+        let mut child = tokio::process::Command::new("debootstrap")
+            .args(["--variant=minbase", &format!("--include={PACKAGES}"), suite])
+            .arg(staging.join("rootfs"))
+            .arg(&mirror)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run debootstrap ({e}); install the 'debootstrap' package"))?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            progress(line.trim_start_matches("I: "));
+        }
+        let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(format!("debootstrap failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        let rootfs = staging.join("rootfs");
+        // Each lease gets host keys of its own.
+        for entry in std::fs::read_dir(rootfs.join("etc/ssh")).map_err(|e| e.to_string())?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        progress("shifting ownership into the leases' uid range");
+        shift_ownership(&rootfs).map_err(|e| format!("cannot shift ownership: {e}"))?;
+        let final_dir = self.root.join(image);
+        let _ = std::fs::remove_dir_all(&final_dir);
+        std::fs::rename(&staging, &final_dir).map_err(|e| e.to_string())?;
+        std::fs::write(self.marker(image), suite).map_err(|e| e.to_string())?;
+        progress(&format!("{image} is ready"));
+        Ok(self.rootfs(image))
+    }
+}
+
+/// Maps every file's owner `u` to `UID_BASE + u`, so that inside a lease (whose root is host uid
+/// `UID_BASE`) files have their usual owners. chown clears set-uid bits, so modes are restored.
+fn shift_ownership(path: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.uid() < UID_BASE {
+        lchown(path, Some(meta.uid() + UID_BASE), Some(meta.gid() + UID_BASE))?;
+        if !meta.file_type().is_symlink() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        }
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            shift_ownership(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The Debian archive the host's apt sources name (deb822 `.sources` files or `sources.list`),
+/// excluding the security archive.
+pub fn host_debian_mirror() -> Option<String> {
+    let mut candidates = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "sources") {
+                if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                    for line in text.lines() {
+                        if let Some(uris) = line.strip_prefix("URIs:") {
+                            candidates.extend(uris.split_whitespace().map(str::to_owned));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string("/etc/apt/sources.list") {
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() == Some("deb") {
+                if let Some(uri) = words.find(|w| !w.starts_with('[')) {
+                    candidates.push(uri.to_owned());
+                }
+            }
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|u| u.trim_end_matches('/').ends_with("/debian") && !u.contains("security"))
+}

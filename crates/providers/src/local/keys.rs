@@ -1,0 +1,47 @@
+//! SSH keys: host keys for leases, key pairs for agents that bring none, and checks on the keys
+//! agents bring.
+
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
+
+/// A generated key pair in OpenSSH formats.
+pub struct KeyPair {
+    pub private_openssh: String,
+    pub public_openssh: String,
+    /// `SHA256:...`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+}
+
+pub fn generate_ed25519(comment: &str) -> KeyPair {
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    key.set_comment(comment);
+    let public = key.public_key();
+    KeyPair {
+        private_openssh: key.to_openssh(LineEnding::LF).expect("encodes").to_string(),
+        public_openssh: public.to_openssh().expect("encodes"),
+        fingerprint: public.fingerprint(HashAlg::Sha256).to_string(),
+    }
+}
+
+/// Parses an agent's public key line and refuses weak ones (DSA, RSA under 2048 bits).
+pub fn check_public_key(line: &str) -> Result<PublicKey, String> {
+    let key = PublicKey::from_openssh(line.trim()).map_err(|_| "not an OpenSSH public key line".to_owned())?;
+    match key.algorithm() {
+        Algorithm::Dsa => Err("DSA keys are too weak; use ed25519".into()),
+        Algorithm::Rsa { .. } => {
+            let bits = key.key_data().rsa().map(|k| k.n().as_positive_bytes().map_or(0, |b| b.len() * 8)).unwrap_or(0);
+            if bits < 2048 {
+                Err(format!("RSA keys need at least 2048 bits (this one has {bits}); use ed25519"))
+            } else {
+                Ok(key)
+            }
+        }
+        _ => Ok(key),
+    }
+}
+
+pub fn fingerprint_of(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}

@@ -1,0 +1,211 @@
+//! The lease runner: `storefront lease-run SPEC_JSON`, a short-lived helper process the local
+//! provisioner starts for each lease. It must run in a fresh, single-threaded process (it forks),
+//! so the binary dispatches to [`main`] before it starts any runtime.
+//!
+//! Process tree (host view):
+//!
+//! ```text
+//! storefront ── runner (host namespaces; writes the id maps; watches its stdin lifeline)
+//!                 └── creator (unshared: user, mount, PID, UTS, IPC)
+//!                        └── init = sshd -D (PID 1 of the lease)
+//! ```
+//!
+//! The creator and init die with their parent (`PR_SET_PDEATHSIG`), and every process of the lease
+//! dies with init (PID 1 of its namespace). The runner kills the lease when its stdin closes, so a
+//! lease never outlives the storefront process that owns it.
+//!
+//! This is the one module allowed `unsafe`: `fork` and borrowing a raw descriptor.
+#![allow(unsafe_code)]
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{chdir, execv, fork, pivot_root, sethostname, setresgid, setresuid, ForkResult, Gid, Pid, Uid};
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Host uids/gids `UID_BASE..UID_BASE+UID_COUNT` are the lease's `0..UID_COUNT`.
+pub const UID_BASE: u32 = 100_000;
+pub const UID_COUNT: u32 = 65_536;
+
+/// What the runner needs to start one lease.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseSpec {
+    /// The read-only base root filesystem (owned by the shifted uid range).
+    pub image: PathBuf,
+    /// The lease's directory: `upper/`, `work/` and `merged/` live here.
+    pub dir: PathBuf,
+    pub hostname: String,
+    /// Loopback port sshd listens on.
+    pub port: u16,
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> ! {
+    eprintln!("lease-run: {what}: {e}");
+    std::process::exit(111)
+}
+
+/// Entry point of `storefront lease-run SPEC_JSON`. Never returns.
+pub fn main(spec_json: &str) -> ! {
+    let spec: LeaseSpec = serde_json::from_str(spec_json).unwrap_or_else(|e| fail("bad spec", e));
+    let (mut ready_r, mut ready_w) = pipe_pair();
+    let (mut go_r, mut go_w) = pipe_pair();
+    // SAFETY: this process is single-threaded (the binary dispatches here before starting any
+    // runtime), so the child may run arbitrary code after fork.
+    match unsafe { fork() }.unwrap_or_else(|e| fail("fork", e)) {
+        ForkResult::Child => {
+            drop(ready_r);
+            drop(go_w);
+            creator(&spec, &mut ready_w, &mut go_r)
+        }
+        ForkResult::Parent { child } => {
+            drop(ready_w);
+            drop(go_r);
+            let mut byte = [0u8; 1];
+            if ready_r.read_exact(&mut byte).is_err() {
+                fail("namespaces", "the creator exited before unsharing");
+            }
+            let map = format!("0 {UID_BASE} {UID_COUNT}\n");
+            std::fs::write(format!("/proc/{child}/uid_map"), &map).unwrap_or_else(|e| fail("uid_map", e));
+            std::fs::write(format!("/proc/{child}/gid_map"), &map).unwrap_or_else(|e| fail("gid_map", e));
+            go_w.write_all(b"g").unwrap_or_else(|e| fail("sync", e));
+            supervise(child)
+        }
+    }
+}
+
+fn pipe_pair() -> (std::fs::File, std::fs::File) {
+    let (r, w) = nix::unistd::pipe().unwrap_or_else(|e| fail("pipe", e));
+    (std::fs::File::from(r), std::fs::File::from(w))
+}
+
+/// Waits for the lease to end, or for the lifeline (stdin) to close, then ends it.
+fn supervise(child: Pid) -> ! {
+    let stdin = std::io::stdin();
+    let fd = stdin.as_raw_fd();
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+            Ok(WaitStatus::Signaled(..)) => std::process::exit(137),
+            Ok(_) => {}
+            Err(e) => fail("waitpid", e),
+        }
+        // SAFETY: stdin stays open for the life of the process.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let mut fds = [nix::poll::PollFd::new(borrowed, nix::poll::PollFlags::POLLIN)];
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)).unwrap_or(0);
+        if ready > 0 {
+            let mut buf = [0u8; 64];
+            // EOF (or an error) means the owner is gone or asked us to stop.
+            if matches!(std::io::stdin().read(&mut buf), Ok(0) | Err(_)) {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                std::process::exit(0);
+            }
+        }
+    }
+}
+
+/// Unshares the namespaces, waits for the id maps, then forks the lease's init.
+fn creator(spec: &LeaseSpec, ready: &mut std::fs::File, go: &mut std::fs::File) -> ! {
+    let _ = set_pdeathsig(Signal::SIGKILL);
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    unshare(flags).unwrap_or_else(|e| fail("unshare", e));
+    ready.write_all(b"r").unwrap_or_else(|e| fail("sync", e));
+    let mut byte = [0u8; 1];
+    go.read_exact(&mut byte).unwrap_or_else(|e| fail("sync", e));
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).unwrap_or_else(|e| fail("setresgid", e));
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).unwrap_or_else(|e| fail("setresuid", e));
+    // SAFETY: still single-threaded.
+    match unsafe { fork() }.unwrap_or_else(|e| fail("fork", e)) {
+        ForkResult::Child => init(spec),
+        ForkResult::Parent { child } => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+                Ok(WaitStatus::Signaled(..)) => std::process::exit(137),
+                Ok(_) => continue,
+                Err(e) => fail("waitpid", e),
+            }
+        },
+    }
+}
+
+fn mount_or_fail(source: &str, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) {
+    mount(Some(source), target, fstype, flags, data).unwrap_or_else(|e| fail(&format!("mount {}", target.display()), e));
+}
+
+/// PID 1 of the lease: builds its root filesystem and becomes sshd.
+fn init(spec: &LeaseSpec) -> ! {
+    let _ = set_pdeathsig(Signal::SIGKILL);
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap_or_else(|e| fail("make / private", e));
+    let merged = spec.dir.join("merged");
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        spec.image.display(),
+        spec.dir.join("upper").display(),
+        spec.dir.join("work").display()
+    );
+    mount_or_fail("overlay", &merged, Some("overlay"), MsFlags::empty(), Some(&options));
+    mount_or_fail("proc", &merged.join("proc"), Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None);
+    for dir in ["run", "tmp", "dev"] {
+        let _ = std::fs::create_dir_all(merged.join(dir));
+    }
+    mount_or_fail("tmpfs", &merged.join("run"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755"));
+    mount_or_fail("tmpfs", &merged.join("dev"), Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=755"));
+    for device in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = merged.join("dev").join(device);
+        std::fs::File::create(&target).unwrap_or_else(|e| fail("create device node", e));
+        mount_or_fail(&format!("/dev/{device}"), &target, None, MsFlags::MS_BIND, None);
+    }
+    let pts = merged.join("dev/pts");
+    let _ = std::fs::create_dir_all(&pts);
+    mount_or_fail("devpts", &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"));
+    let _ = std::os::unix::fs::symlink("pts/ptmx", merged.join("dev/ptmx"));
+    let _ = std::fs::create_dir_all(merged.join("dev/shm"));
+    mount_or_fail("tmpfs", &merged.join("dev/shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None);
+    sethostname(&spec.hostname).unwrap_or_else(|e| fail("sethostname", e));
+
+    // Swap the root: nothing of the host (the storefront's data, other leases) stays reachable.
+    let old = merged.join(".oldroot");
+    let _ = std::fs::create_dir_all(&old);
+    pivot_root(&merged, &old).unwrap_or_else(|e| fail("pivot_root", e));
+    chdir("/").unwrap_or_else(|e| fail("chdir", e));
+    umount2("/.oldroot", MntFlags::MNT_DETACH).unwrap_or_else(|e| fail("umount old root", e));
+    let _ = std::fs::remove_dir("/.oldroot");
+    let _ = std::fs::create_dir_all("/run/sshd");
+
+    let args: Vec<CString> = [
+        "/usr/sbin/sshd".to_owned(),
+        "-D".to_owned(),
+        "-e".to_owned(),
+        "-o".to_owned(),
+        format!("Port={}", spec.port),
+        "-o".to_owned(),
+        "ListenAddress=127.0.0.1".to_owned(),
+        "-o".to_owned(),
+        "HostKey=/etc/ssh/ssh_host_ed25519_key".to_owned(),
+        "-o".to_owned(),
+        "UsePAM=no".to_owned(),
+        "-o".to_owned(),
+        "PasswordAuthentication=no".to_owned(),
+        "-o".to_owned(),
+        "KbdInteractiveAuthentication=no".to_owned(),
+        "-o".to_owned(),
+        "PermitRootLogin=prohibit-password".to_owned(),
+    ]
+    .into_iter()
+    .map(|a| CString::new(a).expect("no NUL in arguments"))
+    .collect();
+    let err = execv(&args[0], &args).unwrap_err();
+    fail("exec sshd", err)
+}
