@@ -208,3 +208,58 @@ pub trait Fulfiller: Send + Sync + 'static {
         quantity: i64,
     ) -> Result<Value, FulfillmentError>;
 }
+
+/// What to provision: a machine for one service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineSpec {
+    /// The service id; the provisioner names its resources after it (idempotency).
+    pub id: String,
+    pub image: String,
+    pub hostname: String,
+    /// The agent's OpenSSH public key; without one the provisioner generates a key pair.
+    pub authorized_key: Option<String>,
+}
+
+/// A machine as the provisioner reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub image: String,
+    /// `SHA256:...` of the machine's SSH host key.
+    pub host_key_fingerprint: String,
+    /// A generated private key, present only in the answer that generated it.
+    pub private_key: Option<String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} ({detail})")]
+pub struct ProvisionError {
+    /// Safe to show to the client.
+    pub message: String,
+    /// For the logs.
+    pub detail: String,
+}
+
+/// Creates and manages machines. Every method is idempotent: the database is the source of
+/// truth and a reconciler may call any of them again after a crash.
+#[async_trait]
+pub trait Provisioner: Send + Sync + 'static {
+    /// Why this provisioner cannot deliver on this host, if it cannot.
+    fn unavailable_reason(&self) -> Option<String>;
+    /// Images it can really deliver.
+    fn images(&self) -> Vec<String>;
+    /// Creates the machine, or starts it again if it exists but is not running (files kept).
+    async fn create(&self, spec: &MachineSpec) -> Result<Machine, ProvisionError>;
+    /// Whether an SSH handshake with the machine succeeds and presents its host key.
+    async fn ready(&self, id: &str) -> Result<bool, ProvisionError>;
+    /// Kills every process of the machine and boots it again; its files are kept.
+    async fn restart(&self, id: &str) -> Result<Machine, ProvisionError>;
+    /// Wipes the machine (files and host key) and boots it fresh from `spec.image`.
+    async fn reinstall(&self, spec: &MachineSpec) -> Result<Machine, ProvisionError>;
+    /// Removes the machine and everything of it. Terminating an absent machine succeeds.
+    async fn terminate(&self, id: &str) -> Result<(), ProvisionError>;
+    /// The ids of every machine it holds (for reconciliation).
+    async fn list_owned(&self) -> Result<Vec<String>, ProvisionError>;
+}

@@ -70,6 +70,15 @@ pub struct Config {
     /// Earlier signing keys still accepted for verification after a rotation.
     #[serde(default)]
     pub previous_signing_keys: Vec<String>,
+    /// Where machine images are built and cached (default: `images` in the data directory).
+    #[serde(default)]
+    pub image_dir: Option<PathBuf>,
+    /// Debian archive for building images (default: the one the host's apt sources name).
+    #[serde(default)]
+    pub image_mirror: Option<String>,
+    /// The `storefront` executable that runs leases (`lease-run`); default: this executable.
+    #[serde(default)]
+    pub lease_runner: Option<PathBuf>,
     /// JSON APIs that fulfill instant products (`fulfiller = NAME` in the catalog).
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
@@ -189,6 +198,12 @@ impl Config {
                     })
                 }
             };
+        }
+        if let Some(v) = env("STOREFRONT_IMAGE_DIR") {
+            self.image_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("STOREFRONT_IMAGE_MIRROR") {
+            self.image_mirror = Some(v);
         }
         if let Some(v) = env("STOREFRONT_CATALOG_FILE") {
             self.catalog_file = Some(PathBuf::from(v));

@@ -57,6 +57,20 @@ enum Command {
     /// Operator administration.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Machine images for the local provisioner.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build (once) and cache a base image, with progress.
+    Build {
+        #[arg(long, default_value = "debian-12")]
+        image: String,
+    },
+    /// List the images built here.
+    List,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,6 +142,13 @@ impl From<DomainError> for CliError {
 }
 
 fn main() -> ExitCode {
+    // The lease runner forks; it must start before any runtime thread exists.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("lease-run") {
+        storefront_providers::local::runner::main(
+            args.get(2).map(String::as_str).unwrap_or_default(),
+        );
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -171,6 +192,31 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 "migrations applied to {}",
                 storefront_store::redact_url(&config.database_url())
             );
+            Ok(())
+        }
+        Command::Image(cmd) => {
+            let images = storefront_providers::local::image::ImageStore::new(
+                config
+                    .image_dir
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("images")),
+            );
+            match cmd {
+                ImageCommand::Build { image } => {
+                    let path = images
+                        .build(&image, config.image_mirror.as_deref(), |line| {
+                            println!("  {line}")
+                        })
+                        .await
+                        .map_err(|e| std::io::Error::other(e))?;
+                    println!("{image}: {}", path.display());
+                }
+                ImageCommand::List => {
+                    for image in images.available() {
+                        println!("{image}");
+                    }
+                }
+            }
             Ok(())
         }
         Command::Admin(cmd) => {

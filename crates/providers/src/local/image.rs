@@ -38,29 +38,54 @@ impl ImageStore {
 
     /// The images that are built and usable now.
     pub fn available(&self) -> Vec<String> {
-        KNOWN_IMAGES.iter().map(|(n, _)| (*n).to_owned()).filter(|n| self.is_built(n)).collect()
+        KNOWN_IMAGES
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .filter(|n| self.is_built(n))
+            .collect()
     }
 
     /// Builds `image` unless it is already built. `mirror` is the Debian archive to use (from the
     /// configuration, or else the one the host's own apt sources name). Progress lines go to
     /// `progress`.
-    pub async fn build(&self, image: &str, mirror: Option<&str>, progress: impl Fn(&str)) -> Result<PathBuf, String> {
+    pub async fn build(
+        &self,
+        image: &str,
+        mirror: Option<&str>,
+        progress: impl Fn(&str),
+    ) -> Result<PathBuf, String> {
         let suite = KNOWN_IMAGES
             .iter()
             .find(|(n, _)| *n == image)
             .map(|(_, s)| *s)
-            .ok_or_else(|| format!("unknown image '{image}'; known: {}", KNOWN_IMAGES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))?;
+            .ok_or_else(|| {
+                format!(
+                    "unknown image '{image}'; known: {}",
+                    KNOWN_IMAGES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
         if self.is_built(image) {
             return Ok(self.rootfs(image));
         }
         let mirror = match mirror {
             Some(m) => m.to_owned(),
-            None => host_debian_mirror().ok_or("no Debian mirror in the host's apt sources; set image_mirror in the configuration")?,
+            None => host_debian_mirror().ok_or(
+                "no Debian mirror in the host's apt sources; set image_mirror in the configuration",
+            )?,
         };
-        let staging = self.root.join(format!("{image}.building-{}", std::process::id()));
+        let staging = self
+            .root
+            .join(format!("{image}.building-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
-        progress(&format!("building {image} ({suite}) with debootstrap; this takes a minute or two"));
+        std::fs::create_dir_all(&staging)
+            .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+        progress(&format!(
+            "building {image} ({suite}) with debootstrap; this takes a minute or two"
+        ));
         let mut child = tokio::process::Command::new("debootstrap")
             .args(["--variant=minbase", &format!("--include={PACKAGES}"), suite])
             .arg(staging.join("rootfs"))
@@ -69,7 +94,9 @@ impl ImageStore {
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot run debootstrap ({e}); install the 'debootstrap' package"))?;
+            .map_err(|e| {
+                format!("cannot run debootstrap ({e}); install the 'debootstrap' package")
+            })?;
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             progress(line.trim_start_matches("I: "));
@@ -77,11 +104,17 @@ impl ImageStore {
         let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
         if !out.status.success() {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(format!("debootstrap failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "debootstrap failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
         let rootfs = staging.join("rootfs");
         // Each lease gets host keys of its own.
-        for entry in std::fs::read_dir(rootfs.join("etc/ssh")).map_err(|e| e.to_string())?.flatten() {
+        for entry in std::fs::read_dir(rootfs.join("etc/ssh"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
             if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -102,7 +135,11 @@ impl ImageStore {
 fn shift_ownership(path: &Path) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(path)?;
     if meta.uid() < UID_BASE {
-        lchown(path, Some(meta.uid() + UID_BASE), Some(meta.gid() + UID_BASE))?;
+        lchown(
+            path,
+            Some(meta.uid() + UID_BASE),
+            Some(meta.gid() + UID_BASE),
+        )?;
         if !meta.file_type().is_symlink() {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
         }

@@ -27,13 +27,20 @@ pub fn generate_ed25519(comment: &str) -> KeyPair {
 
 /// Parses an agent's public key line and refuses weak ones (DSA, RSA under 2048 bits).
 pub fn check_public_key(line: &str) -> Result<PublicKey, String> {
-    let key = PublicKey::from_openssh(line.trim()).map_err(|_| "not an OpenSSH public key line".to_owned())?;
+    let key = PublicKey::from_openssh(line.trim())
+        .map_err(|_| "not an OpenSSH public key line".to_owned())?;
     match key.algorithm() {
         Algorithm::Dsa => Err("DSA keys are too weak; use ed25519".into()),
         Algorithm::Rsa { .. } => {
-            let bits = key.key_data().rsa().map(|k| k.n().as_positive_bytes().map_or(0, |b| b.len() * 8)).unwrap_or(0);
+            let bits = key
+                .key_data()
+                .rsa()
+                .map(|k| k.n().as_positive_bytes().map_or(0, |b| b.len() * 8))
+                .unwrap_or(0);
             if bits < 2048 {
-                Err(format!("RSA keys need at least 2048 bits (this one has {bits}); use ed25519"))
+                Err(format!(
+                    "RSA keys need at least 2048 bits (this one has {bits}); use ed25519"
+                ))
             } else {
                 Ok(key)
             }

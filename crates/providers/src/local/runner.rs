@@ -22,7 +22,9 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{chdir, execv, fork, pivot_root, sethostname, setresgid, setresuid, ForkResult, Gid, Pid, Uid};
+use nix::unistd::{
+    chdir, execv, fork, pivot_root, sethostname, setresgid, setresuid, ForkResult, Gid, Pid, Uid,
+};
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -71,10 +73,17 @@ pub fn main(spec_json: &str) -> ! {
                 fail("namespaces", "the creator exited before unsharing");
             }
             let map = format!("0 {UID_BASE} {UID_COUNT}\n");
-            std::fs::write(format!("/proc/{child}/uid_map"), &map).unwrap_or_else(|e| fail("uid_map", e));
-            std::fs::write(format!("/proc/{child}/gid_map"), &map).unwrap_or_else(|e| fail("gid_map", e));
+            std::fs::write(format!("/proc/{child}/uid_map"), &map)
+                .unwrap_or_else(|e| fail("uid_map", e));
+            std::fs::write(format!("/proc/{child}/gid_map"), &map)
+                .unwrap_or_else(|e| fail("gid_map", e));
             go_w.write_all(b"g").unwrap_or_else(|e| fail("sync", e));
-            supervise(child)
+            // The creator reports init's pid (as this namespace sees it) once it has forked it.
+            let mut pid = [0u8; 4];
+            ready_r
+                .read_exact(&mut pid)
+                .unwrap_or_else(|e| fail("init pid", e));
+            supervise(child, Pid::from_raw(i32::from_le_bytes(pid)))
         }
     }
 }
@@ -84,8 +93,10 @@ fn pipe_pair() -> (std::fs::File, std::fs::File) {
     (std::fs::File::from(r), std::fs::File::from(w))
 }
 
-/// Waits for the lease to end, or for the lifeline (stdin) to close, then ends it.
-fn supervise(child: Pid) -> ! {
+/// Waits for the lease to end, or for the lifeline (stdin) to close, then ends it: killing init
+/// (PID 1 of the lease) makes the kernel kill every process of the lease, and the creator's exit
+/// confirms they are all gone, so the runner exits only once the lease has fully stopped.
+fn supervise(child: Pid, init: Pid) -> ! {
     let stdin = std::io::stdin();
     let fd = stdin.as_raw_fd();
     loop {
@@ -97,13 +108,16 @@ fn supervise(child: Pid) -> ! {
         }
         // SAFETY: stdin stays open for the life of the process.
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let mut fds = [nix::poll::PollFd::new(borrowed, nix::poll::PollFlags::POLLIN)];
+        let mut fds = [nix::poll::PollFd::new(
+            borrowed,
+            nix::poll::PollFlags::POLLIN,
+        )];
         let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)).unwrap_or(0);
         if ready > 0 {
             let mut buf = [0u8; 64];
             // EOF (or an error) means the owner is gone or asked us to stop.
             if matches!(std::io::stdin().read(&mut buf), Ok(0) | Err(_)) {
-                let _ = kill(child, Signal::SIGKILL);
+                let _ = kill(init, Signal::SIGKILL);
                 let _ = waitpid(child, None);
                 std::process::exit(0);
             }
@@ -123,31 +137,46 @@ fn creator(spec: &LeaseSpec, ready: &mut std::fs::File, go: &mut std::fs::File) 
     ready.write_all(b"r").unwrap_or_else(|e| fail("sync", e));
     let mut byte = [0u8; 1];
     go.read_exact(&mut byte).unwrap_or_else(|e| fail("sync", e));
-    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).unwrap_or_else(|e| fail("setresgid", e));
-    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).unwrap_or_else(|e| fail("setresuid", e));
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .unwrap_or_else(|e| fail("setresgid", e));
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .unwrap_or_else(|e| fail("setresuid", e));
     // SAFETY: still single-threaded.
     match unsafe { fork() }.unwrap_or_else(|e| fail("fork", e)) {
         ForkResult::Child => init(spec),
-        ForkResult::Parent { child } => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
-                Ok(WaitStatus::Signaled(..)) => std::process::exit(137),
-                Ok(_) => continue,
-                Err(e) => fail("waitpid", e),
+        ForkResult::Parent { child } => {
+            ready
+                .write_all(&child.as_raw().to_le_bytes())
+                .unwrap_or_else(|e| fail("sync", e));
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+                    Ok(WaitStatus::Signaled(..)) => std::process::exit(137),
+                    Ok(_) => continue,
+                    Err(e) => fail("waitpid", e),
+                }
             }
-        },
+        }
     }
 }
 
-fn mount_or_fail(source: &str, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) {
-    mount(Some(source), target, fstype, flags, data).unwrap_or_else(|e| fail(&format!("mount {}", target.display()), e));
+fn mount_or_fail(
+    source: &str,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) {
+    mount(Some(source), target, fstype, flags, data)
+        .unwrap_or_else(|e| fail(&format!("mount {}", target.display()), e));
 }
 
 /// PID 1 of the lease: builds its root filesystem and becomes sshd.
 fn init(spec: &LeaseSpec) -> ! {
     let _ = set_pdeathsig(Signal::SIGKILL);
     let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap_or_else(|e| fail("make / private", e));
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .unwrap_or_else(|e| fail("make / private", e));
     let merged = spec.dir.join("merged");
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -155,24 +184,66 @@ fn init(spec: &LeaseSpec) -> ! {
         spec.dir.join("upper").display(),
         spec.dir.join("work").display()
     );
-    mount_or_fail("overlay", &merged, Some("overlay"), MsFlags::empty(), Some(&options));
-    mount_or_fail("proc", &merged.join("proc"), Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None);
+    mount_or_fail(
+        "overlay",
+        &merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&options),
+    );
+    mount_or_fail(
+        "proc",
+        &merged.join("proc"),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    );
     for dir in ["run", "tmp", "dev"] {
         let _ = std::fs::create_dir_all(merged.join(dir));
     }
-    mount_or_fail("tmpfs", &merged.join("run"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755"));
-    mount_or_fail("tmpfs", &merged.join("dev"), Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=755"));
+    mount_or_fail(
+        "tmpfs",
+        &merged.join("run"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=755"),
+    );
+    mount_or_fail(
+        "tmpfs",
+        &merged.join("dev"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=755"),
+    );
     for device in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = merged.join("dev").join(device);
         std::fs::File::create(&target).unwrap_or_else(|e| fail("create device node", e));
-        mount_or_fail(&format!("/dev/{device}"), &target, None, MsFlags::MS_BIND, None);
+        mount_or_fail(
+            &format!("/dev/{device}"),
+            &target,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        );
     }
     let pts = merged.join("dev/pts");
     let _ = std::fs::create_dir_all(&pts);
-    mount_or_fail("devpts", &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"));
+    mount_or_fail(
+        "devpts",
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=620"),
+    );
     let _ = std::os::unix::fs::symlink("pts/ptmx", merged.join("dev/ptmx"));
     let _ = std::fs::create_dir_all(merged.join("dev/shm"));
-    mount_or_fail("tmpfs", &merged.join("dev/shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None);
+    mount_or_fail(
+        "tmpfs",
+        &merged.join("dev/shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None,
+    );
     sethostname(&spec.hostname).unwrap_or_else(|e| fail("sethostname", e));
 
     // Swap the root: nothing of the host (the storefront's data, other leases) stays reachable.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod machines;
 
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;

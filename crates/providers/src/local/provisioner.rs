@@ -1,0 +1,411 @@
+//! `LocalProvisioner`: machines on this host, one lease runner per machine (see `runner.rs`).
+//!
+//! On disk, `DATA/leases/<service id>/` holds `lease.json` (port, image, keys' public halves),
+//! `upper/` and `work/` (the lease's copy-on-write layer), `merged/` (its root while it runs) and
+//! `console.log` (sshd's output). In memory, the runner process of each running lease; a lease
+//! does not outlive the process that started it, and the reconciler starts it again.
+
+use super::image::ImageStore;
+use super::keys::{check_public_key, generate_ed25519};
+use super::runner::{LeaseSpec, UID_BASE};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use storefront_app::ports::{Machine, MachineSpec, ProvisionError, Provisioner};
+use tokio::process::Child;
+use tokio::sync::Mutex;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LeaseRecord {
+    port: u16,
+    image: String,
+    hostname: String,
+    authorized_key: String,
+    host_key_fingerprint: String,
+}
+
+pub struct LocalProvisioner {
+    leases: PathBuf,
+    images: ImageStore,
+    mirror: Option<String>,
+    /// The `storefront` executable that has the `lease-run` subcommand.
+    runner: PathBuf,
+    running: Mutex<HashMap<String, Child>>,
+    unavailable: Option<String>,
+    /// Serializes image builds.
+    build_lock: Arc<Mutex<()>>,
+}
+
+fn error(message: &str, detail: impl std::fmt::Display) -> ProvisionError {
+    ProvisionError {
+        message: message.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+fn internal(detail: impl std::fmt::Display) -> ProvisionError {
+    error("The machine could not be set up on this host.", detail)
+}
+
+/// Creates a directory (and its parents) owned by the lease's root, with `mode`.
+fn lease_owned_dir(path: &Path, mode: u32) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    chown(path, Some(UID_BASE), Some(UID_BASE))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+fn lease_owned_file(path: &Path, contents: &str, mode: u32) -> std::io::Result<()> {
+    std::fs::write(path, contents)?;
+    chown(path, Some(UID_BASE), Some(UID_BASE))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+fn free_loopback_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// What the host allows: root (to map the uid range and mount), overlayfs, user namespaces.
+pub fn probe_host() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("the local provisioner needs the storefront to run as root (to map lease uids and mount overlays)".into());
+    }
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !filesystems
+        .lines()
+        .any(|l| l.trim_end().ends_with("overlay"))
+    {
+        return Some("the kernel has no overlay filesystem".into());
+    }
+    match std::fs::read_to_string("/proc/sys/user/max_user_namespaces") {
+        Ok(n) if n.trim() != "0" => None,
+        _ => Some("user namespaces are disabled on this host".into()),
+    }
+}
+
+impl LocalProvisioner {
+    pub fn new(
+        data_dir: &Path,
+        image_dir: Option<PathBuf>,
+        mirror: Option<String>,
+        runner: PathBuf,
+    ) -> Self {
+        let unavailable = probe_host();
+        match &unavailable {
+            None => tracing::info!("local provisioner available"),
+            Some(why) => tracing::warn!(reason = %why, "local provisioner unavailable"),
+        }
+        Self {
+            leases: data_dir.join("leases"),
+            images: ImageStore::new(image_dir.unwrap_or_else(|| data_dir.join("images"))),
+            mirror,
+            runner,
+            running: Mutex::new(HashMap::new()),
+            unavailable,
+            build_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    pub fn image_store(&self) -> &ImageStore {
+        &self.images
+    }
+
+    fn dir(&self, id: &str) -> Result<PathBuf, ProvisionError> {
+        // Ids come from the database, but a path is built from them: accept only id characters.
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(internal(format!("refusing lease id {id:?}")));
+        }
+        Ok(self.leases.join(id))
+    }
+
+    fn read_record(&self, id: &str) -> Result<Option<LeaseRecord>, ProvisionError> {
+        let path = self.dir(id)?.join("lease.json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(internal),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    fn write_record(&self, id: &str, record: &LeaseRecord) -> Result<(), ProvisionError> {
+        let path = self.dir(id)?.join("lease.json");
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(record).expect("plain data"),
+        )
+        .map_err(internal)
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<PathBuf, ProvisionError> {
+        if self.images.is_built(image) {
+            return Ok(self.images.rootfs(image));
+        }
+        let _guard = self.build_lock.lock().await;
+        self.images
+            .build(image, self.mirror.as_deref(), |line| {
+                tracing::info!(image, "{line}")
+            })
+            .await
+            .map_err(|e| error("The machine image could not be prepared.", e))
+    }
+
+    /// Lays out a fresh copy-on-write layer: a new host key and the authorized key.
+    fn fresh_layer(&self, id: &str, record: &mut LeaseRecord) -> Result<(), ProvisionError> {
+        let dir = self.dir(id)?;
+        for sub in ["upper", "work"] {
+            let _ = std::fs::remove_dir_all(dir.join(sub));
+        }
+        let upper = dir.join("upper");
+        lease_owned_dir(&upper, 0o755).map_err(internal)?;
+        lease_owned_dir(&dir.join("work"), 0o700).map_err(internal)?;
+        lease_owned_dir(&upper.join("etc"), 0o755).map_err(internal)?;
+        lease_owned_dir(&upper.join("etc/ssh"), 0o755).map_err(internal)?;
+        let host = generate_ed25519(&format!("root@{}", record.hostname));
+        lease_owned_file(
+            &upper.join("etc/ssh/ssh_host_ed25519_key"),
+            &host.private_openssh,
+            0o600,
+        )
+        .map_err(internal)?;
+        lease_owned_file(
+            &upper.join("etc/ssh/ssh_host_ed25519_key.pub"),
+            &host.public_openssh,
+            0o644,
+        )
+        .map_err(internal)?;
+        lease_owned_dir(&upper.join("root"), 0o700).map_err(internal)?;
+        lease_owned_dir(&upper.join("root/.ssh"), 0o700).map_err(internal)?;
+        lease_owned_file(
+            &upper.join("root/.ssh/authorized_keys"),
+            &format!("{}\n", record.authorized_key),
+            0o600,
+        )
+        .map_err(internal)?;
+        lease_owned_file(
+            &upper.join("etc/hostname"),
+            &format!("{}\n", record.hostname),
+            0o644,
+        )
+        .map_err(internal)?;
+        record.host_key_fingerprint = host.fingerprint;
+        Ok(())
+    }
+
+    async fn start(&self, id: &str, record: &mut LeaseRecord) -> Result<(), ProvisionError> {
+        let mut running = self.running.lock().await;
+        if let Some(child) = running.get_mut(id) {
+            if child.try_wait().map_err(internal)?.is_none() {
+                return Ok(());
+            }
+            running.remove(id);
+        }
+        let dir = self.dir(id)?;
+        lease_owned_dir(&dir.join("merged"), 0o755).map_err(internal)?;
+        // Keep the port across restarts when it is still free.
+        if std::net::TcpListener::bind(("127.0.0.1", record.port)).is_err() {
+            record.port = free_loopback_port().map_err(internal)?;
+            self.write_record(id, record)?;
+        }
+        let spec = LeaseSpec {
+            image: self.images.rootfs(&record.image),
+            dir: dir.clone(),
+            hostname: record.hostname.clone(),
+            port: record.port,
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("console.log"))
+            .map_err(internal)?;
+        let child = tokio::process::Command::new(&self.runner)
+            .arg("lease-run")
+            .arg(serde_json::to_string(&spec).expect("plain data"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(log.try_clone().map_err(internal)?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                internal(format!(
+                    "cannot start the lease runner {}: {e}",
+                    self.runner.display()
+                ))
+            })?;
+        running.insert(id.to_owned(), child);
+        Ok(())
+    }
+
+    async fn stop(&self, id: &str) {
+        if let Some(mut child) = self.running.lock().await.remove(id) {
+            // Closing the lifeline makes the runner kill the lease and exit once every process
+            // of it is gone; a runner that does not is killed.
+            drop(child.stdin.take());
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
+    fn machine(record: &LeaseRecord, private_key: Option<String>) -> Machine {
+        Machine {
+            host: "127.0.0.1".into(),
+            port: record.port,
+            username: "root".into(),
+            image: record.image.clone(),
+            host_key_fingerprint: record.host_key_fingerprint.clone(),
+            private_key,
+        }
+    }
+}
+
+/// A client handler that accepts exactly one host key.
+struct ExpectHostKey {
+    fingerprint: String,
+}
+
+impl russh::client::Handler for ExpectHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
+                super::keys::fingerprint_of(key) == self.fingerprint
+            }
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => false,
+        })
+    }
+}
+
+#[async_trait]
+impl Provisioner for LocalProvisioner {
+    fn unavailable_reason(&self) -> Option<String> {
+        self.unavailable.clone()
+    }
+
+    fn images(&self) -> Vec<String> {
+        // debian-12 is built on first need, so it is always deliverable.
+        super::image::KNOWN_IMAGES
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect()
+    }
+
+    async fn create(&self, spec: &MachineSpec) -> Result<Machine, ProvisionError> {
+        if let Some(why) = &self.unavailable {
+            return Err(error("Local machines are not available on this host.", why));
+        }
+        self.ensure_image(&spec.image).await?;
+        let dir = self.dir(&spec.id)?;
+        let (mut record, private_key) = match self.read_record(&spec.id)? {
+            Some(record) => (record, None),
+            None => {
+                std::fs::create_dir_all(&dir).map_err(internal)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                    .map_err(internal)?;
+                let (authorized_key, private_key) = match &spec.authorized_key {
+                    Some(key) => {
+                        check_public_key(key)
+                            .map_err(|e| error("The SSH public key was refused.", e))?;
+                        (key.trim().to_owned(), None)
+                    }
+                    None => {
+                        let pair = generate_ed25519(&format!("storefront-{}", spec.id));
+                        (pair.public_openssh, Some(pair.private_openssh))
+                    }
+                };
+                let mut record = LeaseRecord {
+                    port: free_loopback_port().map_err(internal)?,
+                    image: spec.image.clone(),
+                    hostname: spec.hostname.clone(),
+                    authorized_key,
+                    host_key_fingerprint: String::new(),
+                };
+                self.fresh_layer(&spec.id, &mut record)?;
+                self.write_record(&spec.id, &record)?;
+                (record, private_key)
+            }
+        };
+        self.start(&spec.id, &mut record).await?;
+        Ok(Self::machine(&record, private_key))
+    }
+
+    async fn ready(&self, id: &str) -> Result<bool, ProvisionError> {
+        let Some(record) = self.read_record(id)? else {
+            return Ok(false);
+        };
+        let config = Arc::new(russh::client::Config::default());
+        let handler = ExpectHostKey {
+            fingerprint: record.host_key_fingerprint.clone(),
+        };
+        let attempt = russh::client::connect(config, ("127.0.0.1", record.port), handler);
+        match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+            Ok(Ok(handle)) => {
+                let _ = handle
+                    .disconnect(russh::Disconnect::ByApplication, "", "en")
+                    .await;
+                Ok(true)
+            }
+            Ok(Err(_)) | Err(_) => Ok(false),
+        }
+    }
+
+    async fn restart(&self, id: &str) -> Result<Machine, ProvisionError> {
+        let mut record = self
+            .read_record(id)?
+            .ok_or_else(|| internal(format!("no lease {id}")))?;
+        self.stop(id).await;
+        self.start(id, &mut record).await?;
+        Ok(Self::machine(&record, None))
+    }
+
+    async fn reinstall(&self, spec: &MachineSpec) -> Result<Machine, ProvisionError> {
+        self.ensure_image(&spec.image).await?;
+        let mut record = self
+            .read_record(&spec.id)?
+            .ok_or_else(|| internal(format!("no lease {}", spec.id)))?;
+        self.stop(&spec.id).await;
+        record.image = spec.image.clone();
+        self.fresh_layer(&spec.id, &mut record)?;
+        self.write_record(&spec.id, &record)?;
+        self.start(&spec.id, &mut record).await?;
+        Ok(Self::machine(&record, None))
+    }
+
+    async fn terminate(&self, id: &str) -> Result<(), ProvisionError> {
+        self.stop(id).await;
+        let dir = self.dir(id)?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    async fn list_owned(&self) -> Result<Vec<String>, ProvisionError> {
+        let mut ids = Vec::new();
+        match std::fs::read_dir(&self.leases) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    if entry.path().join("lease.json").exists() {
+                        ids.push(entry.file_name().to_string_lossy().into_owned());
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(internal(e)),
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
