@@ -208,7 +208,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                             println!("  {line}")
                         })
                         .await
-                        .map_err(|e| std::io::Error::other(e))?;
+                        .map_err(std::io::Error::other)?;
                     println!("{image}: {}", path.display());
                 }
                 ImageCommand::List => {
