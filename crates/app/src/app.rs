@@ -1,8 +1,8 @@
 //! The application: the use-cases' shared state. Cheap to clone (everything behind `Arc`).
 
 use crate::clock::Clock;
-use crate::ports::{Fulfiller, Store, StoreError};
-use crate::secrets::UrlSigner;
+use crate::ports::{Fulfiller, Provisioner, Store, StoreError};
+use crate::secrets::{SecretBox, UrlSigner};
 use chrono::Duration;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +52,10 @@ pub struct App {
     pub(crate) fulfillers: Arc<HashMap<String, Arc<dyn Fulfiller>>>,
     pub(crate) signer: UrlSigner,
     pub(crate) settings: Arc<AppSettings>,
+    /// Provisioners by the `fulfiller` name products use (`local`).
+    pub(crate) provisioners: Arc<HashMap<String, Arc<dyn Provisioner>>>,
+    /// Seals machine credentials at rest.
+    pub(crate) secret_box: SecretBox,
 }
 
 impl App {
@@ -70,7 +74,26 @@ impl App {
             fulfillers: Arc::new(fulfillers),
             signer,
             settings: Arc::new(settings),
+            provisioners: Arc::new(HashMap::new()),
+            secret_box: SecretBox::ephemeral(),
         }
+    }
+
+    /// Registers the provisioner that delivers products whose `fulfiller` is `name`.
+    pub fn with_provisioner(mut self, name: &str, provisioner: Arc<dyn Provisioner>) -> Self {
+        Arc::make_mut(&mut self.provisioners).insert(name.to_owned(), provisioner);
+        self
+    }
+
+    /// Sets the key that seals machine credentials at rest (it must be the same for every
+    /// process on one database).
+    pub fn with_secret_box(mut self, secret_box: SecretBox) -> Self {
+        self.secret_box = secret_box;
+        self
+    }
+
+    pub fn provisioner(&self, name: &str) -> Option<&Arc<dyn Provisioner>> {
+        self.provisioners.get(name)
     }
 
     pub fn settings(&self) -> &AppSettings {

@@ -10,6 +10,7 @@ pub mod app;
 pub mod catalog;
 pub mod clock;
 pub mod jobs;
+pub mod machines;
 pub mod orders;
 pub mod page;
 pub mod ports;

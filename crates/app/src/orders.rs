@@ -8,7 +8,9 @@
 use crate::app::{store_failure, App};
 use crate::catalog::unknown_product;
 use crate::page::{Page, PageRequest};
-use crate::ports::{ClaimOutcome, IdempotencyCompletion, IdempotencyRef, OrderFilter, StoreError};
+use crate::ports::{
+    Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, StoreError,
+};
 use crate::principal::Principal;
 use crate::quotes::QuoteRequest;
 use crate::views::{status_path, OrderOutcome, OrderView};
@@ -284,7 +286,7 @@ impl App {
             (ProductKind::Async, true) => OrderStatus::AwaitingInstallConfiguration,
             (ProductKind::Async, false) => OrderStatus::Processing,
         };
-        let order = Order {
+        let mut order = Order {
             id: OrderId::generate(),
             account_id: Some(account_id.clone()),
             status,
@@ -307,6 +309,20 @@ impl App {
             result: None,
             failure: None,
         };
+        // A machine product gets its service and its provisioning job in the order's own
+        // transaction (outbox): a paid order can never lack the work that delivers it.
+        let service = (product.kind == ProductKind::Async
+            && !product.requires_install_configuration)
+            .then(|| {
+                self.provisioner(&product.fulfiller)
+                    .map(|_| crate::machines::new_service(product, &order, now))
+            })
+            .flatten();
+        order.service_id = service.as_ref().map(|s| s.id.clone());
+        let jobs: Vec<storefront_domain::job::Job> = service
+            .iter()
+            .map(|s| crate::machines::provision_job(s, now))
+            .collect();
         let charge = (order.total_minor > 0).then(|| LedgerMovement {
             account_id: account_id.clone(),
             kind: LedgerKind::Charge,
@@ -329,7 +345,14 @@ impl App {
         }
         match self
             .store
-            .insert_order(&order, Some(key_ref), charge.as_ref(), completion.as_ref())
+            .insert_order(&NewOrder {
+                order: &order,
+                idempotency: Some(key_ref),
+                charge: charge.as_ref(),
+                service: service.as_ref(),
+                jobs: &jobs,
+                completes: completion.as_ref(),
+            })
             .await
         {
             Ok(()) => {}
@@ -404,12 +427,12 @@ impl App {
         };
         let moved = self
             .store
-            .update_order(
-                &order,
-                &[OrderStatus::Paid],
-                refund.as_ref(),
-                Some(&completion),
-            )
+            .apply_change(&Change {
+                order: Some((&order, &[OrderStatus::Paid])),
+                movement: refund.as_ref(),
+                completes: Some(&completion),
+                ..Change::default()
+            })
             .await
             .map_err(store_failure)?;
         if moved {
@@ -474,14 +497,15 @@ impl App {
                     "Retry with a new Idempotency-Key.",
                 ),
             },
+            // The service is still being provisioned: the credentials URL, not yet the credentials.
             _ => OrderOutcome::Accepted {
-                order: self.order_view(order),
+                order: self.with_service(self.order_view(order), order, None),
                 retry_after_seconds: order.retry_after_seconds(),
             },
         }
     }
 
-    async fn load_order(&self, id: &OrderId) -> Result<Order, DomainError> {
+    pub(crate) async fn load_order(&self, id: &OrderId) -> Result<Order, DomainError> {
         self.store
             .get_order(id)
             .await
@@ -512,7 +536,67 @@ impl App {
         id: &str,
     ) -> Result<(OrderView, Option<u64>), DomainError> {
         let order = self.owned_order(principal, id).await?;
-        Ok((self.order_view(&order), order.retry_after_seconds()))
+        self.full_view(order).await
+    }
+
+    /// The order with what its service adds, and how long to wait before polling again (while
+    /// the order or its machine is not done).
+    async fn full_view(&self, order: Order) -> Result<(OrderView, Option<u64>), DomainError> {
+        use storefront_domain::service::ServiceStatus;
+        let service = match &order.service_id {
+            Some(id) => self.store.get_service(id).await.map_err(store_failure)?,
+            None => None,
+        };
+        let view = self.with_service(self.order_view(&order), &order, service.as_ref());
+        let settling = service.as_ref().is_some_and(|s| {
+            matches!(
+                s.status,
+                ServiceStatus::Provisioning
+                    | ServiceStatus::Restarting
+                    | ServiceStatus::Reinstalling
+            )
+        });
+        let retry = order.retry_after_seconds().or(settling.then_some(2));
+        Ok((view, retry))
+    }
+
+    /// Credentials of the order's machine: for the account's keys, or for whoever holds the
+    /// signed `credentials_action.url` (`expires` and `sig`).
+    pub async fn order_credentials(
+        &self,
+        principal: &Principal,
+        id: &str,
+        signature: Option<(Option<&str>, Option<&str>)>,
+    ) -> Result<crate::machines::Credentials, DomainError> {
+        let order = match signature {
+            Some((expires, sig)) if principal.account_id().is_none() => {
+                self.signer.verify(
+                    "GET",
+                    &crate::views::credentials_path(id),
+                    expires,
+                    sig,
+                    self.clock.now(),
+                )?;
+                let order_id =
+                    OrderId::parse(id).ok_or_else(|| DomainError::not_found("order", id))?;
+                self.load_order(&order_id).await?
+            }
+            _ => self.owned_order(principal, id).await?,
+        };
+        let service_id = order.service_id.as_ref().ok_or_else(|| {
+            DomainError::new(
+                ErrorCode::NotFound,
+                format!("Order {} has no machine and so no credentials.", order.id),
+                "Only machine orders hand over credentials.",
+            )
+        })?;
+        let service = self
+            .store
+            .get_service(service_id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(DomainError::internal)?;
+        self.credentials_of(&service)
     }
 
     /// `GET <status_url>`: the signature is the credential; the view carries no secrets.
@@ -526,10 +610,10 @@ impl App {
             .verify("GET", &status_path(id), expires, sig, self.clock.now())?;
         let order_id = OrderId::parse(id).ok_or_else(|| DomainError::not_found("order", id))?;
         let order = self.load_order(&order_id).await?;
-        let mut view = self.order_view(&order);
+        let (mut view, retry) = self.full_view(order).await?;
         view.credentials_action = None;
         view.management_tokens = None;
-        Ok((view, order.retry_after_seconds()))
+        Ok((view, retry))
     }
 
     pub async fn list_orders(
@@ -581,7 +665,11 @@ impl App {
         order.updated_at = self.clock.now();
         let moved = self
             .store
-            .update_order(&order, &[expected], refund.as_ref(), None)
+            .apply_change(&Change {
+                order: Some((&order, &[expected])),
+                movement: refund.as_ref(),
+                ..Change::default()
+            })
             .await
             .map_err(store_failure)?;
         if !moved {

@@ -10,11 +10,13 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use storefront_domain::account::{Account, ApiKey};
 use storefront_domain::catalog::Product;
+use storefront_domain::ids::ServiceId;
 use storefront_domain::ids::{AccountId, JobId, KeyId, OrderId, QuoteId};
 use storefront_domain::job::{Job, JobOutcome};
 use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
 use storefront_domain::quote::Quote;
+use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::Timestamp;
 
 use crate::page::PageRequest;
@@ -61,6 +63,29 @@ pub enum ClaimOutcome {
 pub struct IdempotencyCompletion {
     pub key: IdempotencyRef,
     pub outcome: Value,
+}
+
+/// An order and what commits with it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewOrder<'a> {
+    pub order: &'a Order,
+    pub idempotency: Option<&'a IdempotencyRef>,
+    pub charge: Option<&'a LedgerMovement>,
+    pub service: Option<&'a Service>,
+    pub jobs: &'a [Job],
+    pub completes: Option<&'a IdempotencyCompletion>,
+}
+
+/// Conditional changes that commit together or not at all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Change<'a> {
+    /// The new state of an order, if its current status is one of the listed.
+    pub order: Option<(&'a Order, &'a [OrderStatus])>,
+    /// The new state of a service, if its current status is one of the listed.
+    pub service: Option<(&'a Service, &'a [ServiceStatus])>,
+    pub movement: Option<&'a LedgerMovement>,
+    pub jobs: &'a [Job],
+    pub completes: Option<&'a IdempotencyCompletion>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -128,25 +153,14 @@ pub trait Store: Send + Sync + 'static {
     /// Frees a key whose request did not act, so a corrected retry may use it.
     async fn release_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<()>;
 
-    /// Inserts an order, applying its charge (if any) and completing its key (if given) in the
-    /// same transaction. `InsufficientCredits` leaves nothing behind.
-    async fn insert_order(
-        &self,
-        order: &Order,
-        idempotency: Option<&IdempotencyRef>,
-        charge: Option<&LedgerMovement>,
-        completes: Option<&IdempotencyCompletion>,
-    ) -> StoreResult<()>;
-    /// Replaces an order's mutable state if its current status is one of `expected`, with an
-    /// optional ledger movement and key completion in the same transaction. `false` when the
-    /// status had already moved on (someone else won the race).
-    async fn update_order(
-        &self,
-        order: &Order,
-        expected: &[OrderStatus],
-        movement: Option<&LedgerMovement>,
-        completes: Option<&IdempotencyCompletion>,
-    ) -> StoreResult<bool>;
+    /// Inserts an order with everything that must commit with it — its charge, the service it
+    /// will deliver, the jobs that will deliver it (outbox), its idempotency outcome — in one
+    /// transaction. `InsufficientCredits` leaves nothing behind.
+    async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<()>;
+    /// Applies a set of conditional state changes in one transaction. `false` (and nothing
+    /// written) when an order or service was no longer in one of its expected states: someone
+    /// else won the race.
+    async fn apply_change(&self, change: &Change<'_>) -> StoreResult<bool>;
     async fn get_order(&self, id: &OrderId) -> StoreResult<Option<Order>>;
     async fn find_order_by_idempotency_key(
         &self,
@@ -158,6 +172,16 @@ pub trait Store: Send + Sync + 'static {
         account: &AccountId,
         filter: &OrderFilter,
     ) -> StoreResult<Vec<Order>>;
+
+    async fn get_service(&self, id: &ServiceId) -> StoreResult<Option<Service>>;
+    /// Newest first, `limit + 1` rows after the cursor.
+    async fn list_services(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Service>>;
+    /// Services in any of `statuses` (for reconciliation at start).
+    async fn services_in(&self, statuses: &[ServiceStatus]) -> StoreResult<Vec<Service>>;
 
     async fn enqueue_job(&self, job: &Job) -> StoreResult<()>;
     /// Claims the next due job of one of `kinds` — queued and due, or running under a lease that

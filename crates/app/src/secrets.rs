@@ -39,6 +39,63 @@ pub fn display_prefix(secret: &str) -> String {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Seals secrets at rest (machine private keys) with AES-256-GCM: `base64(nonce || ciphertext)`.
+#[derive(Clone)]
+pub struct SecretBox {
+    cipher: aes_gcm::Aes256Gcm,
+}
+
+impl std::fmt::Debug for SecretBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBox(..)")
+    }
+}
+
+impl SecretBox {
+    /// From a 32-byte key.
+    pub fn new(key: &[u8; 32]) -> Self {
+        use aes_gcm::KeyInit;
+        Self {
+            cipher: aes_gcm::Aes256Gcm::new(key.into()),
+        }
+    }
+
+    /// A box with a random key (tests, and processes that seal nothing that must outlive them).
+    pub fn ephemeral() -> Self {
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        Self::new(&key)
+    }
+
+    pub fn seal(&self, plaintext: &str) -> String {
+        use aes_gcm::aead::Aead;
+        let mut nonce = [0u8; 12];
+        rand::rng().fill_bytes(&mut nonce);
+        let ciphertext = self
+            .cipher
+            .encrypt(aes_gcm::Nonce::from_slice(&nonce), plaintext.as_bytes())
+            .expect("AES-GCM encryption does not fail for in-memory data");
+        let mut out = nonce.to_vec();
+        out.extend(ciphertext);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// `None` when the value was not sealed with this key or was tampered with.
+    pub fn open(&self, sealed: &str) -> Option<String> {
+        use aes_gcm::aead::Aead;
+        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if raw.len() < 12 {
+            return None;
+        }
+        let (nonce, ciphertext) = raw.split_at(12);
+        let plain = self
+            .cipher
+            .decrypt(aes_gcm::Nonce::from_slice(nonce), ciphertext)
+            .ok()?;
+        String::from_utf8(plain).ok()
+    }
+}
+
 /// Signs and verifies URLs. The first key signs; every key verifies, so a rotated-out key keeps
 /// already issued URLs valid until they expire.
 #[derive(Clone)]
@@ -122,6 +179,18 @@ impl UrlSigner {
 mod tests {
     use super::*;
     use chrono::{Duration, Utc};
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_key() {
+        let a = SecretBox::ephemeral();
+        let sealed = a.seal("-----BEGIN OPENSSH PRIVATE KEY-----");
+        assert!(!sealed.contains("OPENSSH"));
+        assert_eq!(
+            a.open(&sealed).as_deref(),
+            Some("-----BEGIN OPENSSH PRIVATE KEY-----")
+        );
+        assert_eq!(SecretBox::ephemeral().open(&sealed), None);
+    }
 
     #[test]
     fn signed_urls_verify_reject_tampering_and_expire() {

@@ -49,12 +49,43 @@ pub struct OrderView {
     pub management_tokens: Option<Value>,
 }
 
+/// The path a signed `credentials_action.url` authorizes.
+pub fn credentials_path(order_id: &str) -> String {
+    format!("/api/v1/orders/{order_id}/credentials")
+}
+
 /// The path a signed `status_url` authorizes.
 pub fn status_path(order_id: &str) -> String {
     format!("/api/v1/orders/{order_id}/status")
 }
 
 impl App {
+    /// Adds what depends on the order's service: whether credentials can be fetched, and the
+    /// signed URL to fetch them.
+    pub(crate) fn with_service(
+        &self,
+        mut view: OrderView,
+        order: &Order,
+        service: Option<&storefront_domain::service::Service>,
+    ) -> OrderView {
+        if order.service_id.is_some() {
+            let path = credentials_path(order.id.as_str());
+            let expires_at = order.created_at + self.settings.status_url_ttl;
+            view.credentials_action = Some(SignedAction {
+                method: "GET".into(),
+                url: format!(
+                    "{}{path}?{}",
+                    self.settings.base_url,
+                    self.signer.sign("GET", &path, expires_at)
+                ),
+                expires_at: format(&expires_at),
+            });
+        }
+        view.credentials_available =
+            service.is_some_and(|s| s.status == storefront_domain::service::ServiceStatus::Active);
+        view
+    }
+
     pub(crate) fn order_view(&self, order: &Order) -> OrderView {
         let path = status_path(order.id.as_str());
         // The expiry derives from the order's creation, so every rendering of the same order is
@@ -86,6 +117,7 @@ impl App {
             credentials_available: false,
             credentials_action: None,
             service_id: order.service_id.as_ref().map(ToString::to_string),
+            // Filled in by `with_service` when the service is known to be active.
             result: order.result.clone(),
             failure: order.failure.clone(),
             management_tokens: None,

@@ -12,6 +12,7 @@ pub mod money;
 pub mod order;
 pub mod pricing;
 pub mod quote;
+pub mod service;
 pub mod timestamp;
 
 pub use error::{DomainError, ErrorCode};

@@ -3,15 +3,13 @@
 use crate::config::Config;
 use std::collections::HashMap;
 use std::sync::Arc;
+use storefront_app::ports::Provisioner;
 use storefront_app::ports::{Fulfiller, Store};
-use storefront_app::secrets::{random_token, UrlSigner};
+use storefront_app::secrets::{random_token, SecretBox, UrlSigner};
 use storefront_app::{App, AppSettings, Clock};
 use storefront_domain::catalog::{Availability, Catalog, CatalogSpec, DEFAULT_CATALOG_TOML};
+use storefront_providers::local::LocalProvisioner;
 use storefront_providers::{HttpUpstream, OfflineSearch};
-
-/// Provisioners this build knows. `local` machines are accepted and held in `processing` until
-/// the provisioning engine picks them up.
-const PROVISIONERS: &[&str] = &["local"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -62,15 +60,33 @@ pub async fn build_app(
     base_url: String,
 ) -> Result<App, BootError> {
     let spec = load_catalog_spec(config)?;
+    let runner = match &config.lease_runner {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| BootError::Config(format!("cannot find this executable: {e}")))?,
+    };
+    let local = Arc::new(LocalProvisioner::new(
+        &config.data_dir,
+        config.image_dir.clone(),
+        config.image_mirror.clone(),
+        runner,
+    ));
+    let local_unavailable = local.unavailable_reason();
     let upstreams: HashMap<String, _> = config
         .upstreams
         .iter()
         .map(|u| (u.name.clone(), u.clone()))
         .collect();
     let availability = |p: &storefront_domain::catalog::ProductSpec| {
-        let known = p.fulfiller == "offline-search"
-            || upstreams.contains_key(&p.fulfiller)
-            || PROVISIONERS.contains(&p.fulfiller.as_str());
+        if p.fulfiller == "local" {
+            return match &local_unavailable {
+                None => Availability::Available,
+                Some(why) => {
+                    Availability::Unavailable(format!("local machines are unavailable: {why}"))
+                }
+            };
+        }
+        let known = p.fulfiller == "offline-search" || upstreams.contains_key(&p.fulfiller);
         if known {
             Availability::Available
         } else {
@@ -122,7 +138,55 @@ pub async fn build_app(
         ),
         ..AppSettings::default()
     };
-    Ok(App::new(
-        store, catalog, clock, fulfillers, signer, settings,
-    ))
+    let secret_box = SecretBox::new(&secrets_key(config)?);
+    Ok(
+        App::new(store, catalog, clock, fulfillers, signer, settings)
+            .with_provisioner("local", local)
+            .with_secret_box(secret_box),
+    )
+}
+
+/// The key that seals credentials at rest: from the configuration, or generated once into
+/// `secrets.key` (mode 0600) in the data directory.
+fn secrets_key(config: &Config) -> Result<[u8; 32], BootError> {
+    use base64::Engine;
+    let decode = |raw: &str| -> Result<[u8; 32], BootError> {
+        base64::engine::general_purpose::STANDARD
+            .decode(raw.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| BootError::Config("secrets_key must be 32 bytes, base64-encoded".into()))
+    };
+    if let Some(raw) = &config.secrets_key {
+        return decode(raw);
+    }
+    let path = config.data_dir.join("secrets.key");
+    match std::fs::read_to_string(&path) {
+        Ok(raw) => decode(&raw),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut key = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| BootError::Config(e.to_string()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| BootError::Config(format!("cannot create {}: {e}", path.display())))?;
+            file.write_all(
+                base64::engine::general_purpose::STANDARD
+                    .encode(key)
+                    .as_bytes(),
+            )
+            .map_err(|e| BootError::Config(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(BootError::Config(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
 }

@@ -79,6 +79,11 @@ pub struct Config {
     /// The `storefront` executable that runs leases (`lease-run`); default: this executable.
     #[serde(default)]
     pub lease_runner: Option<PathBuf>,
+    /// Key that seals machine credentials at rest: 32 bytes, base64. Default: generated on first
+    /// start into `secrets.key` in the data directory. Every process on one database needs the
+    /// same key.
+    #[serde(default)]
+    pub secrets_key: Option<String>,
     /// JSON APIs that fulfill instant products (`fulfiller = NAME` in the catalog).
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
@@ -214,10 +219,11 @@ impl Config {
         if let Some(v) = env("STOREFRONT_DEMO_ACCOUNT") {
             self.demo_account = !matches!(v.as_str(), "0" | "false" | "no" | "off");
         }
-        let strings: [(&str, &mut Option<String>); 9] = [
+        let strings: [(&str, &mut Option<String>); 10] = [
             ("STOREFRONT_DATABASE_URL", &mut self.database_url),
             ("STOREFRONT_BASE_URL", &mut self.base_url),
             ("STOREFRONT_SIGNING_KEY", &mut self.signing_key),
+            ("STOREFRONT_SECRETS_KEY", &mut self.secrets_key),
             ("STOREFRONT_STRIPE_SECRET_KEY", &mut self.stripe_secret_key),
             (
                 "STOREFRONT_STRIPE_WEBHOOK_SECRET",

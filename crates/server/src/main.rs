@@ -269,7 +269,16 @@ async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
 
     let worker = (role != Role::Api).then(|| {
         let id = format!("worker-{}-{}", std::process::id(), &random_token()[..8]);
-        tokio::spawn(Worker::new(app.clone(), id).run(stopped()))
+        let app = app.clone();
+        let stop = stopped();
+        tokio::spawn(async move {
+            if let Err(e) = app.reconcile_machines().await {
+                tracing::error!(error = %e.message, "reconciling machines failed");
+            }
+            app.machine_jobs(Worker::new(app.clone(), id))
+                .run(stop)
+                .await
+        })
     });
 
     if let Some(listener) = listener {

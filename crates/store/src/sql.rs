@@ -20,7 +20,7 @@ macro_rules! shared_store {
         use sqlx::Row;
         use storefront_app::page::PageRequest;
         use storefront_app::ports::{
-            ClaimOutcome, IdempotencyCompletion, IdempotencyRef, OrderFilter, Store, StoreError, StoreResult,
+            Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, Store, StoreError, StoreResult,
         };
         use storefront_domain::account::{Account, ApiKey, KeyRole};
         use storefront_domain::ids::{AccountId, AgentId, JobId, KeyId, LedgerEntryId, OrderId, QuoteId, ServiceId};
@@ -29,6 +29,7 @@ macro_rules! shared_store {
         use storefront_domain::money::Currency;
         use storefront_domain::order::{Order, OrderStatus, PaymentMethod, PaymentStatus};
         use storefront_domain::quote::Quote;
+        use storefront_domain::service::{Service, ServiceStatus};
         use storefront_domain::timestamp::{format as ts, Timestamp};
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -237,6 +238,30 @@ fn order_from_row(r: &$row) -> StoreResult<Order> {
             .get::<Option<&str>, _>("failure")
             .map(parse_json)
             .transpose()?,
+    })
+}
+
+fn service_from_row(r: &$row) -> StoreResult<Service> {
+    Ok(Service {
+        id: ServiceId::from_trusted(r.get("id")),
+        order_id: OrderId::from_trusted(r.get("order_id")),
+        account_id: AccountId::from_trusted(r.get("account_id")),
+        product_id: r.get("product_id"),
+        status: ServiceStatus::parse(r.get("status")).ok_or_else(|| corrupt("service status"))?,
+        display_name: r.get("display_name"),
+        image: r.get("image"),
+        region: r.get("region"),
+        authorized_key: r.get("authorized_key"),
+        host: r.get("host"),
+        ssh_port: r.get::<Option<i64>, _>("ssh_port").and_then(|p| u16::try_from(p).ok()),
+        ssh_username: r.get("ssh_username"),
+        host_key_fingerprint: r.get("host_key_fingerprint"),
+        private_key_sealed: r.get("private_key_sealed"),
+        lease_seconds: r.get("lease_seconds"),
+        expires_at: r.get::<Option<&str>, _>("expires_at").map(parse_ts).transpose()?,
+        management_capabilities: parse_json(r.get("management_capabilities"))?,
+        created_at: parse_ts(r.get("created_at"))?,
+        updated_at: parse_ts(r.get("updated_at"))?,
     })
 }
 
@@ -534,114 +559,45 @@ impl Store for $store {
         tx.commit().await.map_err(backend)
     }
 
-    async fn insert_order(
-        &self,
-        o: &Order,
-        idempotency: Option<&IdempotencyRef>,
-        charge: Option<&LedgerMovement>,
-        completes: Option<&IdempotencyCompletion>,
-    ) -> StoreResult<()> {
+    async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<()> {
+        let o = new.order;
         let mut tx = self.begin().await?;
-        if let Some(charge) = charge {
+        if let Some(charge) = new.charge {
             apply_movement(&mut tx, charge, o.created_at).await?;
         }
-        // Orders without a key (none yet) get a unique per-order scope so the constraint holds.
-        let (scope, route, key) = match idempotency {
-            Some(k) => (k.scope.clone(), k.route.clone(), k.key.clone()),
-            None => (o.id.to_string(), String::new(), o.id.to_string()),
-        };
-        sqlx::query(
-            "INSERT INTO orders (id, account_id, status, payment_status, payment_method, product_id, quantity,
-                                 configuration, configuration_warnings, line_items, total_minor, currency, quote_id,
-                                 idempotency_scope, idempotency_route, idempotency_key,
-                                 provisioning_estimate, requires_install_configuration, service_id, result, failure,
-                                 created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
-        )
-        .bind(o.id.as_str())
-        .bind(o.account_id.as_ref().map(|a| a.as_str().to_owned()))
-        .bind(o.status.as_str())
-        .bind(o.payment_status.as_str())
-        .bind(o.payment_method.as_str())
-        .bind(&o.product_id)
-        .bind(o.quantity)
-        .bind(to_json(&o.configuration))
-        .bind(to_json(&o.configuration_warnings))
-        .bind(to_json(&o.line_items))
-        .bind(o.total_minor)
-        .bind(o.currency.as_str())
-        .bind(o.quote_id.as_str())
-        .bind(scope)
-        .bind(route)
-        .bind(key)
-        .bind(o.provisioning_estimate.as_ref().map(to_json))
-        .bind(o.requires_install_configuration)
-        .bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
-        .bind(o.result.as_ref().map(to_json))
-        .bind(o.failure.as_ref().map(to_json))
-        .bind(ts(&o.created_at))
-        .bind(ts(&o.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if let Some(c) = completes {
+        insert_order_row(&mut tx, o, new.idempotency).await?;
+        if let Some(service) = new.service {
+            insert_service_row(&mut tx, service).await?;
+        }
+        for job in new.jobs {
+            insert_job_row(&mut tx, job).await?;
+        }
+        if let Some(c) = new.completes {
             complete_key(&mut tx, c).await?;
         }
         tx.commit().await.map_err(backend)
     }
 
-    async fn update_order(
-        &self,
-        o: &Order,
-        expected: &[OrderStatus],
-        movement: Option<&LedgerMovement>,
-        completes: Option<&IdempotencyCompletion>,
-    ) -> StoreResult<bool> {
+    async fn apply_change(&self, change: &Change<'_>) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        // The status check is part of the UPDATE, so two concurrent transitions (even from two
-        // processes) cannot both succeed: the second re-evaluates the WHERE after the first
-        // commits and matches nothing.
-        if expected.is_empty() {
-            return Ok(false);
+        if let Some((order, expected)) = change.order {
+            if !update_order_row(&mut tx, order, expected).await? {
+                return Ok(false);
+            }
         }
-        let placeholders: Vec<String> = (8..8 + expected.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "UPDATE orders SET status = $1, payment_status = $2, service_id = $3, result = $4, failure = $5, updated_at = $6
-             WHERE id = $7 AND status IN ({})",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query(&sql)
-            .bind(o.status.as_str())
-            .bind(o.payment_status.as_str())
-            .bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
-            .bind(o.result.as_ref().map(to_json))
-            .bind(o.failure.as_ref().map(to_json))
-            .bind(ts(&o.updated_at))
-            .bind(o.id.as_str());
-        for status in expected {
-            query = query.bind(status.as_str());
+        if let Some((service, expected)) = change.service {
+            if !update_service_row(&mut tx, service, expected).await? {
+                return Ok(false);
+            }
         }
-        let moved = query
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected()
-            == 1;
-        if !moved {
-            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM orders WHERE id = $1")
-                .bind(o.id.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-            return match exists {
-                Some(_) => Ok(false),
-                None => Err(StoreError::NotFound(format!("order {}", o.id))),
-            };
+        if let Some(m) = change.movement {
+            let at = change.order.map(|(o, _)| o.updated_at).or(change.service.map(|(s, _)| s.updated_at));
+            apply_movement(&mut tx, m, at.unwrap_or_else(chrono::Utc::now)).await?;
         }
-        if let Some(m) = movement {
-            apply_movement(&mut tx, m, o.updated_at).await?;
+        for job in change.jobs {
+            insert_job_row(&mut tx, job).await?;
         }
-        if let Some(c) = completes {
+        if let Some(c) = change.completes {
             complete_key(&mut tx, c).await?;
         }
         tx.commit().await.map_err(backend)?;
@@ -685,23 +641,40 @@ impl Store for $store {
         rows.iter().map(order_from_row).collect()
     }
 
-    async fn enqueue_job(&self, job: &Job) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, payload, status, attempts, max_attempts, run_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+    async fn get_service(&self, id: &ServiceId) -> StoreResult<Option<Service>> {
+        self.find_one("SELECT * FROM services WHERE id = $1", id.as_str(), service_from_row).await
+    }
+
+    async fn list_services(&self, account: &AccountId, page: &PageRequest) -> StoreResult<Vec<Service>> {
+        let rows = sqlx::query(
+            "SELECT * FROM services WHERE account_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
         )
-        .bind(job.id.as_str())
-        .bind(&job.kind)
-        .bind(to_json(&job.payload))
-        .bind(job.status.as_str())
-        .bind(job.attempts)
-        .bind(job.max_attempts)
-        .bind(ts(&job.run_at))
-        .bind(ts(&job.created_at))
-        .execute(&mut *tx)
+        .bind(account.as_str())
+        .bind(page.cursor.as_deref())
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(self.reader())
         .await
         .map_err(backend)?;
+        rows.iter().map(service_from_row).collect()
+    }
+
+    async fn services_in(&self, statuses: &[ServiceStatus]) -> StoreResult<Vec<Service>> {
+        if statuses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=statuses.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT * FROM services WHERE status IN ({}) ORDER BY id", placeholders.join(", "));
+        let mut query = sqlx::query(&sql);
+        for s in statuses {
+            query = query.bind(s.as_str());
+        }
+        let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
+        rows.iter().map(service_from_row).collect()
+    }
+
+    async fn enqueue_job(&self, job: &Job) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_job_row(&mut tx, job).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -787,6 +760,174 @@ impl Store for $store {
     async fn get_job(&self, id: &JobId) -> StoreResult<Option<Job>> {
         self.find_one("SELECT * FROM jobs WHERE id = $1", id.as_str(), job_from_row).await
     }
+}
+
+/// Inserts an order row. Orders without a key get a unique per-order scope so the uniqueness
+/// constraint on keys still holds.
+async fn insert_order_row(conn: &mut $conn, o: &Order, idempotency: Option<&IdempotencyRef>) -> StoreResult<()> {
+        let (scope, route, key) = match idempotency {
+            Some(k) => (k.scope.clone(), k.route.clone(), k.key.clone()),
+            None => (o.id.to_string(), String::new(), o.id.to_string()),
+        };
+        sqlx::query(
+            "INSERT INTO orders (id, account_id, status, payment_status, payment_method, product_id, quantity,
+                                 configuration, configuration_warnings, line_items, total_minor, currency, quote_id,
+                                 idempotency_scope, idempotency_route, idempotency_key,
+                                 provisioning_estimate, requires_install_configuration, service_id, result, failure,
+                                 created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
+        )
+        .bind(o.id.as_str())
+        .bind(o.account_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(o.status.as_str())
+        .bind(o.payment_status.as_str())
+        .bind(o.payment_method.as_str())
+        .bind(&o.product_id)
+        .bind(o.quantity)
+        .bind(to_json(&o.configuration))
+        .bind(to_json(&o.configuration_warnings))
+        .bind(to_json(&o.line_items))
+        .bind(o.total_minor)
+        .bind(o.currency.as_str())
+        .bind(o.quote_id.as_str())
+        .bind(scope)
+        .bind(route)
+        .bind(key)
+        .bind(o.provisioning_estimate.as_ref().map(to_json))
+        .bind(o.requires_install_configuration)
+        .bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
+        .bind(o.result.as_ref().map(to_json))
+        .bind(o.failure.as_ref().map(to_json))
+        .bind(ts(&o.created_at))
+        .bind(ts(&o.updated_at))
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// The status check is part of the UPDATE, so two concurrent transitions (even from two
+/// processes) cannot both succeed: the second re-evaluates the WHERE after the first commits
+/// and matches nothing. `Ok(false)` when the order was not in an expected state.
+async fn update_order_row(conn: &mut $conn, o: &Order, expected: &[OrderStatus]) -> StoreResult<bool> {
+        if expected.is_empty() {
+            return Ok(false);
+        }
+        let placeholders: Vec<String> = (8..8 + expected.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "UPDATE orders SET status = $1, payment_status = $2, service_id = $3, result = $4, failure = $5, updated_at = $6
+             WHERE id = $7 AND status IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(o.status.as_str())
+            .bind(o.payment_status.as_str())
+            .bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
+            .bind(o.result.as_ref().map(to_json))
+            .bind(o.failure.as_ref().map(to_json))
+            .bind(ts(&o.updated_at))
+            .bind(o.id.as_str());
+        for status in expected {
+            query = query.bind(status.as_str());
+        }
+        let moved = query
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        if !moved {
+            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM orders WHERE id = $1")
+                .bind(o.id.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(backend)?;
+            return match exists {
+                Some(_) => Ok(false),
+                None => Err(StoreError::NotFound(format!("order {}", o.id))),
+            };
+        }
+    Ok(true)
+}
+
+async fn insert_job_row(conn: &mut $conn, job: &Job) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, payload, status, attempts, max_attempts, run_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+    )
+    .bind(job.id.as_str())
+    .bind(&job.kind)
+    .bind(to_json(&job.payload))
+    .bind(job.status.as_str())
+    .bind(job.attempts)
+    .bind(job.max_attempts)
+    .bind(ts(&job.run_at))
+    .bind(ts(&job.created_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+async fn insert_service_row(conn: &mut $conn, s: &Service) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO services (id, order_id, account_id, product_id, status, display_name, image, region, authorized_key,
+                               host, ssh_port, ssh_username, host_key_fingerprint, private_key_sealed, lease_seconds,
+                               expires_at, management_capabilities, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+    )
+    .bind(s.id.as_str())
+    .bind(s.order_id.as_str())
+    .bind(s.account_id.as_str())
+    .bind(&s.product_id)
+    .bind(s.status.as_str())
+    .bind(&s.display_name)
+    .bind(&s.image)
+    .bind(&s.region)
+    .bind(s.authorized_key.as_deref())
+    .bind(s.host.as_deref())
+    .bind(s.ssh_port.map(i64::from))
+    .bind(&s.ssh_username)
+    .bind(s.host_key_fingerprint.as_deref())
+    .bind(s.private_key_sealed.as_deref())
+    .bind(s.lease_seconds)
+    .bind(s.expires_at.as_ref().map(ts))
+    .bind(to_json(&s.management_capabilities))
+    .bind(ts(&s.created_at))
+    .bind(ts(&s.updated_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Conditional on the current status, like `update_order_row`.
+async fn update_service_row(conn: &mut $conn, s: &Service, expected: &[ServiceStatus]) -> StoreResult<bool> {
+    if expected.is_empty() {
+        return Ok(false);
+    }
+    let placeholders: Vec<String> = (11..11 + expected.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "UPDATE services SET status = $1, image = $2, host = $3, ssh_port = $4, host_key_fingerprint = $5,
+                             private_key_sealed = $6, expires_at = $7, updated_at = $8, lease_seconds = $9
+         WHERE id = $10 AND status IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(s.status.as_str())
+        .bind(&s.image)
+        .bind(s.host.as_deref())
+        .bind(s.ssh_port.map(i64::from))
+        .bind(s.host_key_fingerprint.as_deref())
+        .bind(s.private_key_sealed.as_deref())
+        .bind(s.expires_at.as_ref().map(ts))
+        .bind(ts(&s.updated_at))
+        .bind(s.lease_seconds)
+        .bind(s.id.as_str());
+    for status in expected {
+        query = query.bind(status.as_str());
+    }
+    Ok(query.execute(&mut *conn).await.map_err(backend)?.rows_affected() == 1)
 }
 
 async fn insert_key(conn: &mut $conn, key: &ApiKey) -> StoreResult<()> {

@@ -5,6 +5,7 @@ mod health;
 mod orders;
 mod products;
 mod quotes;
+mod services;
 
 use crate::error::ApiError;
 use axum::http::{Method, Uri};
@@ -24,7 +25,8 @@ pub fn routes() -> Router<App> {
                 .merge(products::routes())
                 .merge(quotes::routes())
                 .merge(orders::routes())
-                .merge(account::routes()),
+                .merge(account::routes())
+                .merge(services::routes()),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

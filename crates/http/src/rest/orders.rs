@@ -27,6 +27,7 @@ pub fn routes() -> Router<App> {
         .route("/orders/{order_id}", get(show))
         .route("/orders/{order_id}/status", get(status))
         .route("/orders/{order_id}/cancel", post(cancel))
+        .route("/orders/{order_id}/credentials", get(credentials))
 }
 
 #[derive(Deserialize)]
@@ -290,4 +291,19 @@ async fn cancel(
 ) -> Result<Json<Value>, ApiError> {
     let order = app.cancel_order(&principal, &id).await?;
     Ok(ok(json!({ "order": order })))
+}
+
+/// `GET /api/v1/orders/{id}/credentials` with a key, or the signed `credentials_action.url`.
+async fn credentials(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<SignedQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let signature = (q.expires.is_some() || q.sig.is_some())
+        .then_some((q.expires.as_deref(), q.sig.as_deref()));
+    let signature = signature.or((principal.account_id().is_none()).then_some((None, None)));
+    Ok(ok(app
+        .order_credentials(&principal, &id, signature)
+        .await?))
 }

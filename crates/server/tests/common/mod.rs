@@ -84,6 +84,7 @@ pub struct TestServer {
     pub store: Arc<dyn storefront_app::ports::Store>,
     pub clock: Arc<ManualClock>,
     pub client: reqwest::Client,
+    stop_worker: tokio::sync::broadcast::Sender<()>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -119,6 +120,11 @@ impl TestServer {
             data_dir: dir.path().to_path_buf(),
             database_url: Some(backend.fresh_database_url(dir.path()).await),
             demo_account: false,
+            lease_runner: Some(env!("CARGO_BIN_EXE_storefront").into()),
+            image_dir: std::env::var("STOREFRONT_TEST_IMAGE_DIR")
+                .ok()
+                .filter(|d| !d.is_empty())
+                .map(Into::into),
             ..Config::default()
         };
         configure(&mut config);
@@ -146,6 +152,7 @@ impl TestServer {
             store,
             clock,
             client: reqwest::Client::new(),
+            stop_worker: tokio::sync::broadcast::channel(1).0,
             shutdown: Some(tx),
             _dir: dir,
         }
@@ -217,6 +224,45 @@ impl TestServer {
         self.send(req).await
     }
 
+    /// Runs a background worker with the machine jobs until the server is dropped.
+    pub fn start_worker(&self) {
+        let app = self.app.clone();
+        let mut stop = self.stop_worker.subscribe();
+        tokio::spawn(async move {
+            let worker = app.machine_jobs(storefront_app::jobs::Worker::new(
+                app.clone(),
+                "test-worker",
+            ));
+            worker
+                .run(async move {
+                    let _ = stop.recv().await;
+                })
+                .await
+        });
+    }
+
+    /// Polls `path` until `done` holds for its body (a real system settling; `GUARD` bounds it).
+    pub async fn poll_until(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let r = self.get(path, key).await;
+            if done(&r.body) {
+                return r.body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never reached the expected state: {}",
+                r.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn balance(&self, key: &str) -> i64 {
         self.get("/api/v1/account/balance", Some(key)).await.body["data"]["balance_minor"]
             .as_i64()
@@ -254,6 +300,7 @@ impl Drop for TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        let _ = self.stop_worker.send(());
     }
 }
 

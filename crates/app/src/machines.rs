@@ -1,0 +1,745 @@
+//! Machines: the services async orders deliver, their management actions, and the background
+//! jobs that carry them out through a `Provisioner`.
+//!
+//! The database is the source of truth. A user-facing action only records the target state
+//! (`restarting`, `terminating`, ...) and enqueues a job in the same transaction; the job drives
+//! the machine there and records the result, retrying on failure. A service becomes `active` only
+//! after an SSH handshake with it presented the expected host key.
+
+use crate::app::{store_failure, App};
+use crate::jobs::{JobError, JobHandler, Worker};
+use crate::page::{Page, PageRequest};
+use crate::ports::{Change, Machine, MachineSpec, ProvisionError, Provisioner};
+use crate::principal::Principal;
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use storefront_domain::catalog::Product;
+use storefront_domain::ids::ServiceId;
+use storefront_domain::job::Job;
+use storefront_domain::ledger::{LedgerKind, LedgerMovement};
+use storefront_domain::order::{Failure, Order, OrderStatus, PaymentStatus};
+use storefront_domain::service::{Service, ServiceStatus};
+use storefront_domain::timestamp::{format, Timestamp};
+use storefront_domain::{DomainError, ErrorCode};
+
+/// Attempts a provisioning job gets before the order fails and is refunded.
+const PROVISION_ATTEMPTS: i64 = 5;
+/// How long a freshly started machine gets to answer an SSH handshake.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the lease bought by this configuration lasts.
+fn lease_seconds(product: &Product, order: &Order) -> i64 {
+    let units = product
+        .pricing
+        .unit_field
+        .as_ref()
+        .and_then(|f| order.configuration.get(f))
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let unit = match product.pricing.model {
+        storefront_domain::catalog::PricingModel::PerMinute => 60,
+        storefront_domain::catalog::PricingModel::PerHour => 3_600,
+        storefront_domain::catalog::PricingModel::PerMonth => 30 * 86_400,
+        storefront_domain::catalog::PricingModel::PerUse => 3_600,
+    };
+    units.saturating_mul(unit)
+}
+
+/// The service an order of `product` will deliver, waiting to be provisioned.
+pub(crate) fn new_service(product: &Product, order: &Order, now: Timestamp) -> Service {
+    let text = |field: &str| {
+        order
+            .configuration
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let id = ServiceId::generate();
+    Service {
+        display_name: text("hostname")
+            .unwrap_or_else(|| format!("{}-{}", product.id, &id.as_str()[id.as_str().len() - 6..])),
+        id,
+        order_id: order.id.clone(),
+        account_id: order
+            .account_id
+            .clone()
+            .expect("credit orders have an account"),
+        product_id: product.id.clone(),
+        status: ServiceStatus::Provisioning,
+        image: text("image").unwrap_or_else(|| "debian-12".into()),
+        region: text("region").unwrap_or_else(|| "local".into()),
+        authorized_key: text("ssh_public_key"),
+        host: None,
+        ssh_port: None,
+        ssh_username: "root".into(),
+        host_key_fingerprint: None,
+        private_key_sealed: None,
+        lease_seconds: lease_seconds(product, order),
+        expires_at: None,
+        management_capabilities: product.management_capabilities.clone(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn job_for(kind: &str, service: &ServiceId, payload: Value, attempts: i64, now: Timestamp) -> Job {
+    let mut body = json!({ "service_id": service });
+    if let (Value::Object(b), Value::Object(extra)) = (&mut body, payload) {
+        b.extend(extra);
+    }
+    Job::new(kind, body, attempts, now)
+}
+
+pub(crate) fn provision_job(service: &Service, now: Timestamp) -> Job {
+    job_for(
+        "machine.provision",
+        &service.id,
+        json!({}),
+        PROVISION_ATTEMPTS,
+        now,
+    )
+}
+
+/// A service as the doors show it (`API.md` §7).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub id: String,
+    pub order_id: String,
+    pub product_id: String,
+    pub status: ServiceStatus,
+    pub display_name: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub server: Option<Value>,
+    pub management_capabilities: Vec<String>,
+}
+
+impl From<&Service> for ServiceView {
+    fn from(s: &Service) -> Self {
+        let server = (!s.status.is_terminal()).then(|| {
+            json!({
+                "host": s.host,
+                "public_ipv4": null,
+                "ssh_port": s.ssh_port,
+                "ssh_username": s.ssh_username,
+                "image": s.image,
+                "region": s.region,
+                "power_state": s.status.power_state(),
+                "host_key_fingerprint": s.host_key_fingerprint,
+            })
+        });
+        Self {
+            id: s.id.to_string(),
+            order_id: s.order_id.to_string(),
+            product_id: s.product_id.clone(),
+            status: s.status,
+            display_name: s.display_name.clone(),
+            created_at: format(&s.created_at),
+            expires_at: s.expires_at.as_ref().map(format),
+            server,
+            management_capabilities: s.management_capabilities.clone(),
+        }
+    }
+}
+
+/// What `GET .../credentials` returns: handoff material, shown to the key holder.
+#[derive(Debug, Clone, Serialize)]
+pub struct Credentials {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub credentials: Value,
+}
+
+fn not_ready(service: &Service) -> DomainError {
+    DomainError::new(
+        ErrorCode::NotReady,
+        format!(
+            "Service {} is {}; credentials are handed over once it is active.",
+            service.id,
+            service.status.as_str()
+        ),
+        "Poll the order or service and fetch the credentials when its status is \"active\".",
+    )
+    .with_retry_after(2)
+}
+
+fn invalid_state(service: &Service, action: &str) -> DomainError {
+    DomainError::new(
+        ErrorCode::InvalidState,
+        format!(
+            "Service {} is {} and cannot {action} now.",
+            service.id,
+            service.status.as_str()
+        ),
+        "Check the service's status; actions need an active service.",
+    )
+}
+
+impl App {
+    fn provisioner_of(&self, service: &Service) -> Result<&Arc<dyn Provisioner>, DomainError> {
+        let product = self
+            .catalog
+            .get(&service.product_id)
+            .ok_or_else(DomainError::internal)?;
+        self.provisioner(&product.fulfiller).ok_or_else(|| {
+            DomainError::service_unavailable(
+                "The provider of this service is not configured.",
+                "Try again later.",
+            )
+        })
+    }
+
+    async fn owned_service(&self, principal: &Principal, id: &str) -> Result<Service, DomainError> {
+        let not_found = || DomainError::not_found("service", id);
+        let account = principal.require_account()?;
+        let sid = ServiceId::parse(id).ok_or_else(not_found)?;
+        let service = self
+            .store
+            .get_service(&sid)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(not_found)?;
+        if &service.account_id != account {
+            return Err(not_found());
+        }
+        Ok(service)
+    }
+
+    async fn load_service(&self, id: &ServiceId) -> Result<Service, DomainError> {
+        self.store
+            .get_service(id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(|| DomainError::not_found("service", id.as_str()))
+    }
+
+    pub async fn get_service(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<ServiceView, DomainError> {
+        Ok(ServiceView::from(&self.owned_service(principal, id).await?))
+    }
+
+    pub async fn list_services(
+        &self,
+        principal: &Principal,
+        page: &PageRequest,
+    ) -> Result<Page<ServiceView>, DomainError> {
+        let account = principal.require_account()?;
+        if let Some(c) = &page.cursor {
+            if ServiceId::parse(c).is_none() {
+                return Err(PageRequest::invalid_cursor());
+            }
+        }
+        let services = self
+            .store
+            .list_services(account, page)
+            .await
+            .map_err(store_failure)?;
+        let views = services.iter().map(ServiceView::from).collect();
+        Ok(Page::from_fetched(views, page.limit, |v: &ServiceView| {
+            v.id.clone()
+        }))
+    }
+
+    /// Records a target state and enqueues the job that reaches it, if the service is active.
+    async fn request_action(
+        &self,
+        principal: &Principal,
+        id: &str,
+        target: ServiceStatus,
+        job_kind: &str,
+        payload: Value,
+        update: impl FnOnce(&mut Service),
+    ) -> Result<ServiceView, DomainError> {
+        let mut service = self.owned_service(principal, id).await?;
+        let verb = job_kind.trim_start_matches("machine.");
+        let capability = match target {
+            ServiceStatus::Restarting => Some("server:restart"),
+            ServiceStatus::Reinstalling => Some("server:reinstall"),
+            _ => None,
+        };
+        if let Some(cap) = capability {
+            if !service.management_capabilities.iter().any(|c| c == cap) {
+                return Err(DomainError::new(
+                    ErrorCode::InvalidState,
+                    format!("This service does not support {verb}."),
+                    format!(
+                        "See management_capabilities: {}.",
+                        service.management_capabilities.join(", ")
+                    ),
+                ));
+            }
+        }
+        let allowed: &[ServiceStatus] = match target {
+            ServiceStatus::Terminating => &[
+                ServiceStatus::Active,
+                ServiceStatus::Provisioning,
+                ServiceStatus::Restarting,
+                ServiceStatus::Reinstalling,
+            ],
+            _ => &[ServiceStatus::Active],
+        };
+        if !allowed.contains(&service.status) {
+            return Err(invalid_state(&service, verb));
+        }
+        let from = service.status;
+        let now = self.clock.now();
+        service.status = target;
+        service.updated_at = now;
+        update(&mut service);
+        let job = job_for(job_kind, &service.id, payload, 5, now);
+        let moved = self
+            .store
+            .apply_change(&Change {
+                service: Some((&service, &[from])),
+                jobs: std::slice::from_ref(&job),
+                ..Change::default()
+            })
+            .await
+            .map_err(store_failure)?;
+        if !moved {
+            let current = self.load_service(&service.id).await?;
+            return Err(invalid_state(&current, verb));
+        }
+        tracing::info!(service_id = %service.id, action = verb, "service action accepted");
+        Ok(ServiceView::from(&service))
+    }
+
+    pub async fn restart_service(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<ServiceView, DomainError> {
+        self.request_action(
+            principal,
+            id,
+            ServiceStatus::Restarting,
+            "machine.restart",
+            json!({}),
+            |_| {},
+        )
+        .await
+    }
+
+    pub async fn reinstall_service(
+        &self,
+        principal: &Principal,
+        id: &str,
+        image: &str,
+    ) -> Result<ServiceView, DomainError> {
+        let service = self.owned_service(principal, id).await?;
+        let product = self
+            .catalog
+            .get(&service.product_id)
+            .ok_or_else(DomainError::internal)?;
+        let offered: Vec<String> = product
+            .field("image")
+            .map(|f| f.values.clone())
+            .unwrap_or_default();
+        if !offered.iter().any(|i| i == image) {
+            return Err(DomainError::validation(
+                "image",
+                format!("'{image}' is not an image of {}.", product.id),
+                format!("Use one of: {}.", offered.join(", ")),
+            ));
+        }
+        let image = image.to_owned();
+        self.request_action(
+            principal,
+            id,
+            ServiceStatus::Reinstalling,
+            "machine.reinstall",
+            json!({ "image": image }),
+            move |s| s.image = image,
+        )
+        .await
+    }
+
+    pub async fn terminate_service(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<ServiceView, DomainError> {
+        self.request_action(
+            principal,
+            id,
+            ServiceStatus::Terminating,
+            "machine.terminate",
+            json!({}),
+            |_| {},
+        )
+        .await
+    }
+
+    pub async fn service_credentials(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<Credentials, DomainError> {
+        let service = self.owned_service(principal, id).await?;
+        self.credentials_of(&service)
+    }
+
+    pub(crate) fn credentials_of(&self, service: &Service) -> Result<Credentials, DomainError> {
+        if service.status != ServiceStatus::Active {
+            return Err(not_ready(service));
+        }
+        let private_key = match &service.private_key_sealed {
+            Some(sealed) => Some(self.secret_box.open(sealed).ok_or_else(|| {
+                tracing::error!(service_id = %service.id, "sealed credentials do not open with the configured key");
+                DomainError::internal()
+            })?),
+            None => None,
+        };
+        Ok(Credentials {
+            kind: "ssh",
+            credentials: json!({
+                "host": service.host,
+                "port": service.ssh_port,
+                "username": service.ssh_username,
+                "private_key": private_key,
+                "public_key_fingerprint": service.host_key_fingerprint,
+                "host_key_fingerprint": service.host_key_fingerprint,
+            }),
+        })
+    }
+
+    /// Registers the machine job kinds on a worker.
+    pub fn machine_jobs(&self, worker: Worker) -> Worker {
+        let handler = Arc::new(MachineJobs { app: self.clone() });
+        [
+            "machine.provision",
+            "machine.restart",
+            "machine.reinstall",
+            "machine.terminate",
+            "machine.expire",
+        ]
+        .into_iter()
+        .fold(worker, |w, kind| w.handle(kind, handler.clone()))
+    }
+
+    /// After a start: every service that should be running gets its machine started again
+    /// (a lease does not outlive the process that ran it; its files do), and machines the
+    /// database does not know as live are removed.
+    pub async fn reconcile_machines(&self) -> Result<(), DomainError> {
+        let live = [
+            ServiceStatus::Active,
+            ServiceStatus::Restarting,
+            ServiceStatus::Reinstalling,
+        ];
+        let services = self.store.services_in(&live).await.map_err(store_failure)?;
+        for service in &services {
+            let Ok(provisioner) = self.provisioner_of(service) else {
+                continue;
+            };
+            match provisioner.create(&spec_of(service)).await {
+                Ok(_) => {
+                    tracing::info!(service_id = %service.id, "machine running again after start")
+                }
+                Err(e) => {
+                    tracing::error!(service_id = %service.id, error = %e, "could not start a machine again")
+                }
+            }
+        }
+        let keep = [
+            ServiceStatus::Provisioning,
+            ServiceStatus::Active,
+            ServiceStatus::Restarting,
+            ServiceStatus::Reinstalling,
+            ServiceStatus::Terminating,
+        ];
+        let known: Vec<String> = self
+            .store
+            .services_in(&keep)
+            .await
+            .map_err(store_failure)?
+            .iter()
+            .map(|s| s.id.to_string())
+            .collect();
+        for provisioner in self.provisioners.values() {
+            for id in provisioner.list_owned().await.unwrap_or_default() {
+                if !known.contains(&id) {
+                    tracing::warn!(machine = %id, "removing a machine no live service owns");
+                    let _ = provisioner.terminate(&id).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spec_of(service: &Service) -> MachineSpec {
+    MachineSpec {
+        id: service.id.to_string(),
+        image: service.image.clone(),
+        hostname: service.display_name.clone(),
+        authorized_key: service.authorized_key.clone(),
+    }
+}
+
+struct MachineJobs {
+    app: App,
+}
+
+fn retry(e: impl std::fmt::Display) -> JobError {
+    JobError {
+        message: e.to_string(),
+        retryable: true,
+    }
+}
+
+impl MachineJobs {
+    async fn wait_ready(
+        &self,
+        provisioner: &Arc<dyn Provisioner>,
+        id: &str,
+    ) -> Result<(), ProvisionError> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            if provisioner.ready(id).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(ProvisionError {
+            message: "The machine did not come up in time.".into(),
+            detail: format!("no SSH handshake with {id}"),
+        })
+    }
+
+    fn activate(&self, service: &mut Service, machine: &Machine, now: Timestamp) {
+        service.status = ServiceStatus::Active;
+        service.host = Some(machine.host.clone());
+        service.ssh_port = Some(machine.port);
+        service.ssh_username = machine.username.clone();
+        service.image = machine.image.clone();
+        service.host_key_fingerprint = Some(machine.host_key_fingerprint.clone());
+        if let Some(key) = &machine.private_key {
+            service.private_key_sealed = Some(self.app.secret_box.seal(key));
+        }
+        service.updated_at = now;
+    }
+
+    async fn provision(&self, job: &Job, mut service: Service) -> Result<(), JobError> {
+        let app = &self.app;
+        if service.status != ServiceStatus::Provisioning {
+            return Ok(());
+        }
+        let provisioner = app
+            .provisioner_of(&service)
+            .map_err(|e| retry(e.message))?
+            .clone();
+        let started = async {
+            let machine = provisioner.create(&spec_of(&service)).await?;
+            self.wait_ready(&provisioner, service.id.as_str()).await?;
+            Ok::<_, ProvisionError>(machine)
+        }
+        .await;
+        let mut order = app
+            .load_order(&service.order_id)
+            .await
+            .map_err(|e| retry(e.message))?;
+        let now = app.clock.now();
+        match started {
+            Ok(machine) => {
+                self.activate(&mut service, &machine, now);
+                service.expires_at = Some(now + chrono::Duration::seconds(service.lease_seconds));
+                order.status = OrderStatus::Fulfilled;
+                order.updated_at = now;
+                let mut expire = job_for("machine.expire", &service.id, json!({}), 5, now);
+                expire.run_at = service.expires_at.unwrap_or(now);
+                let applied = app
+                    .store
+                    .apply_change(&Change {
+                        order: Some((&order, &[OrderStatus::Processing])),
+                        service: Some((&service, &[ServiceStatus::Provisioning])),
+                        jobs: std::slice::from_ref(&expire),
+                        ..Change::default()
+                    })
+                    .await
+                    .map_err(retry)?;
+                if applied {
+                    tracing::info!(service_id = %service.id, port = ?service.ssh_port, "machine active");
+                }
+                Ok(())
+            }
+            Err(e) if job.attempts < job.max_attempts => Err(retry(e)),
+            Err(e) => {
+                // Out of attempts: the order fails and is refunded, the machine removed.
+                tracing::error!(service_id = %service.id, error = %e, "provisioning failed for good; refunding");
+                let _ = provisioner.terminate(service.id.as_str()).await;
+                service.status = ServiceStatus::Failed;
+                service.updated_at = now;
+                order.status = OrderStatus::Failed;
+                order.failure = Some(Failure {
+                    code: ErrorCode::FulfillmentFailed.as_str().into(),
+                    message: e.message.clone(),
+                });
+                let refund = (order.payment_status == PaymentStatus::Paid && order.total_minor > 0)
+                    .then(|| LedgerMovement {
+                        account_id: service.account_id.clone(),
+                        kind: LedgerKind::Refund,
+                        amount_minor: order.total_minor,
+                        order_id: Some(order.id.clone()),
+                        description: format!("refund: provisioning failed ({})", order.id),
+                    });
+                if order.payment_status == PaymentStatus::Paid {
+                    order.payment_status = PaymentStatus::Refunded;
+                }
+                order.updated_at = now;
+                app.store
+                    .apply_change(&Change {
+                        order: Some((&order, &[OrderStatus::Processing])),
+                        service: Some((&service, &[ServiceStatus::Provisioning])),
+                        movement: refund.as_ref(),
+                        ..Change::default()
+                    })
+                    .await
+                    .map_err(retry)?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn transition(
+        &self,
+        mut service: Service,
+        expected: ServiceStatus,
+        job: &Job,
+    ) -> Result<(), JobError> {
+        let app = &self.app;
+        if service.status != expected {
+            return Ok(());
+        }
+        let provisioner = app
+            .provisioner_of(&service)
+            .map_err(|e| retry(e.message))?
+            .clone();
+        let id = service.id.to_string();
+        let now;
+        match expected {
+            ServiceStatus::Restarting | ServiceStatus::Reinstalling => {
+                let machine = if expected == ServiceStatus::Restarting {
+                    provisioner.restart(&id).await
+                } else {
+                    let mut spec = spec_of(&service);
+                    if let Some(image) = job.payload.get("image").and_then(Value::as_str) {
+                        spec.image = image.to_owned();
+                    }
+                    provisioner.reinstall(&spec).await
+                }
+                .map_err(retry)?;
+                self.wait_ready(&provisioner, &id).await.map_err(retry)?;
+                now = app.clock.now();
+                self.activate(&mut service, &machine, now);
+            }
+            _ => {
+                provisioner.terminate(&id).await.map_err(retry)?;
+                now = app.clock.now();
+                service.status = ServiceStatus::Terminated;
+                service.host = None;
+                service.ssh_port = None;
+                service.updated_at = now;
+            }
+        }
+        app.store
+            .apply_change(&Change {
+                service: Some((&service, &[expected])),
+                ..Change::default()
+            })
+            .await
+            .map_err(retry)?;
+        tracing::info!(service_id = %service.id, status = service.status.as_str(), "service action done");
+        Ok(())
+    }
+
+    async fn expire(&self, mut service: Service) -> Result<(), JobError> {
+        let app = &self.app;
+        let now = app.clock.now();
+        let live = [
+            ServiceStatus::Active,
+            ServiceStatus::Restarting,
+            ServiceStatus::Reinstalling,
+        ];
+        if !live.contains(&service.status) {
+            return Ok(());
+        }
+        match service.expires_at {
+            Some(at) if at > now => {
+                // Extended since this job was scheduled: come back at the new expiry.
+                let mut later = job_for("machine.expire", &service.id, json!({}), 5, now);
+                later.run_at = at;
+                app.store.enqueue_job(&later).await.map_err(retry)?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let provisioner = app
+            .provisioner_of(&service)
+            .map_err(|e| retry(e.message))?
+            .clone();
+        provisioner
+            .terminate(service.id.as_str())
+            .await
+            .map_err(retry)?;
+        let from = service.status;
+        service.status = ServiceStatus::Expired;
+        service.host = None;
+        service.ssh_port = None;
+        service.updated_at = now;
+        app.store
+            .apply_change(&Change {
+                service: Some((&service, &[from])),
+                ..Change::default()
+            })
+            .await
+            .map_err(retry)?;
+        tracing::info!(service_id = %service.id, "lease expired; machine terminated");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobHandler for MachineJobs {
+    async fn run(&self, job: &Job) -> Result<(), JobError> {
+        let id = job
+            .payload
+            .get("service_id")
+            .and_then(Value::as_str)
+            .and_then(ServiceId::parse)
+            .ok_or(JobError {
+                message: "job without a service_id".into(),
+                retryable: false,
+            })?;
+        let service = self
+            .app
+            .load_service(&id)
+            .await
+            .map_err(|e| retry(e.message))?;
+        match job.kind.as_str() {
+            "machine.provision" => self.provision(job, service).await,
+            "machine.restart" => {
+                self.transition(service, ServiceStatus::Restarting, job)
+                    .await
+            }
+            "machine.reinstall" => {
+                self.transition(service, ServiceStatus::Reinstalling, job)
+                    .await
+            }
+            "machine.terminate" => {
+                self.transition(service, ServiceStatus::Terminating, job)
+                    .await
+            }
+            "machine.expire" => self.expire(service).await,
+            other => Err(JobError {
+                message: format!("unknown job kind {other}"),
+                retryable: false,
+            }),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Services: what an async order delivers (a machine lease), with its own state machine
+//! (`API.md` §7).
+
+use crate::ids::{AccountId, OrderId, ServiceId};
+use crate::timestamp::Timestamp;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceStatus {
+    Provisioning,
+    Active,
+    Restarting,
+    Reinstalling,
+    Terminating,
+    Terminated,
+    Expired,
+    Failed,
+}
+
+impl ServiceStatus {
+    pub const ALL: [ServiceStatus; 8] = [
+        Self::Provisioning,
+        Self::Active,
+        Self::Restarting,
+        Self::Reinstalling,
+        Self::Terminating,
+        Self::Terminated,
+        Self::Expired,
+        Self::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Active => "active",
+            Self::Restarting => "restarting",
+            Self::Reinstalling => "reinstalling",
+            Self::Terminating => "terminating",
+            Self::Terminated => "terminated",
+            Self::Expired => "expired",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Terminated | Self::Expired | Self::Failed)
+    }
+
+    /// `running | restarting | stopped` for the `server.power_state` field.
+    pub fn power_state(self) -> &'static str {
+        match self {
+            Self::Active => "running",
+            Self::Restarting | Self::Reinstalling | Self::Provisioning => "restarting",
+            _ => "stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub id: ServiceId,
+    pub order_id: OrderId,
+    pub account_id: AccountId,
+    pub product_id: String,
+    pub status: ServiceStatus,
+    pub display_name: String,
+    pub image: String,
+    pub region: String,
+    /// The agent's own public key, when it brought one.
+    pub authorized_key: Option<String>,
+    pub host: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub ssh_username: String,
+    pub host_key_fingerprint: Option<String>,
+    /// A generated private key, encrypted at rest; `None` when the agent brought its key.
+    pub private_key_sealed: Option<String>,
+    /// How long the lease lasts once active.
+    pub lease_seconds: i64,
+    pub expires_at: Option<Timestamp>,
+    pub management_capabilities: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}

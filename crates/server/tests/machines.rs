@@ -1,0 +1,282 @@
+//! Buying a machine end to end: credits → provisioning job → a real lease → SSH with the handed-off
+//! credentials → restart, reinstall, terminate, and expiry on the injected clock.
+
+mod common;
+
+use common::machines::{image_dir, ssh};
+use common::{Backend, TestServer};
+use serde_json::{json, Value};
+
+fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
+    move |b| b["data"]["service"]["status"] == status
+}
+
+dual_test!(a_bought_machine_can_be_used_restarted_reinstalled_and_terminated);
+async fn a_bought_machine_can_be_used_restarted_reinstalled_and_terminated(backend: Backend) {
+    if image_dir().is_none() {
+        return;
+    }
+    let s = TestServer::start(&backend).await;
+    s.start_worker();
+    let (_, key) = s.account(10_000).await;
+    let r = s
+        .order(
+            Some(&key),
+            "machine-1",
+            &json!({"product_id": "bare-linux-machine", "configuration": {"duration_minutes": 30}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let order = &r.body["data"]["order"];
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let service_id = order["service_id"]
+        .as_str()
+        .expect("the order names its service")
+        .to_owned();
+    let creds_url = order["credentials_action"]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.balance(&key).await, 10_000 - 99 - 30 * 5);
+
+    let early = s
+        .get(
+            &format!("/api/v1/services/{service_id}/credentials"),
+            Some(&key),
+        )
+        .await;
+    if early.status == 409 {
+        assert_eq!(early.code(), "not_ready", "fulfilled is not ready");
+        assert!(early.header("retry-after").is_some());
+    }
+    let done = s
+        .poll_until(&format!("/api/v1/orders/{order_id}"), Some(&key), |b| {
+            b["data"]["order"]["credentials_available"] == true
+        })
+        .await;
+    assert_eq!(done["data"]["order"]["status"], "fulfilled");
+
+    // The signed URL works without a key; the key works without the signature.
+    let signed = s.get(&creds_url, None).await;
+    assert_eq!(signed.status, 200, "{:?}", signed.body);
+    let c = &signed.body["data"]["credentials"];
+    let private_key = c["private_key"]
+        .as_str()
+        .expect("a generated key is handed over")
+        .to_owned();
+    let port = c["port"].as_u64().unwrap() as u16;
+    assert_eq!(c["username"], "root");
+    let by_key = s
+        .get(
+            &format!("/api/v1/services/{service_id}/credentials"),
+            Some(&key),
+        )
+        .await;
+    assert_eq!(
+        by_key.body["data"]["credentials"]["private_key"],
+        private_key.as_str()
+    );
+    let tampered = s.get(&creds_url.replace("sig=", "sig=x"), None).await;
+    assert_eq!(tampered.code(), "invalid_signature");
+    let (_, other) = s.account(0).await;
+    assert_eq!(
+        s.get(&format!("/api/v1/services/{service_id}"), Some(&other))
+            .await
+            .status,
+        404
+    );
+
+    let service = s
+        .get(&format!("/api/v1/services/{service_id}"), Some(&key))
+        .await;
+    let server = &service.body["data"]["service"]["server"];
+    assert_eq!(server["power_state"], "running");
+    let first_fingerprint = server["host_key_fingerprint"].as_str().unwrap().to_owned();
+    assert!(service.body["data"]["service"]["expires_at"].is_string());
+
+    let out = ssh(
+        &private_key,
+        port,
+        "hostname; echo hello > /root/file; (sleep 999 </dev/null >/dev/null 2>&1 &); echo ok",
+    )
+    .await;
+    assert!(out.ends_with("ok\n"), "{out}");
+
+    let restart = s
+        .post(
+            &format!("/api/v1/services/{service_id}/restart"),
+            Some(&key),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(restart.status, 202, "{:?}", restart.body);
+    assert_eq!(restart.body["data"]["status"], "accepted");
+    assert_eq!(
+        restart.body["data"]["service"]["server"]["power_state"],
+        "restarting"
+    );
+    let busy = s
+        .post(
+            &format!("/api/v1/services/{service_id}/restart"),
+            Some(&key),
+            &json!({}),
+        )
+        .await;
+    assert_eq!((busy.status.as_u16(), busy.code()), (400, "invalid_state"));
+    let after = s
+        .poll_until(
+            &format!("/api/v1/services/{service_id}"),
+            Some(&key),
+            status_is("active"),
+        )
+        .await;
+    let port = after["data"]["service"]["server"]["ssh_port"]
+        .as_u64()
+        .unwrap() as u16;
+    let out = ssh(&private_key, port, "cat /root/file; pgrep -c sleep || true").await;
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["hello", "0"],
+        "files kept, processes gone"
+    );
+
+    let bad = s
+        .post(
+            &format!("/api/v1/services/{service_id}/reinstall"),
+            Some(&key),
+            &json!({"image": "windows-95"}),
+        )
+        .await;
+    assert_eq!((bad.status.as_u16(), bad.param()), (400, "image"));
+    let reinstall = s
+        .post(
+            &format!("/api/v1/services/{service_id}/reinstall"),
+            Some(&key),
+            &json!({"image": "debian-12"}),
+        )
+        .await;
+    assert_eq!(reinstall.status, 202, "{:?}", reinstall.body);
+    let after = s
+        .poll_until(
+            &format!("/api/v1/services/{service_id}"),
+            Some(&key),
+            status_is("active"),
+        )
+        .await;
+    let server = &after["data"]["service"]["server"];
+    assert_ne!(
+        server["host_key_fingerprint"].as_str().unwrap(),
+        first_fingerprint,
+        "a new host key"
+    );
+    let port = server["ssh_port"].as_u64().unwrap() as u16;
+    let out = ssh(
+        &private_key,
+        port,
+        "test -e /root/file && echo present || echo gone",
+    )
+    .await;
+    assert_eq!(out.trim(), "gone", "reinstall wipes the machine");
+
+    let del = s
+        .send(
+            s.client
+                .delete(s.url(&format!("/api/v1/services/{service_id}")))
+                .bearer_auth(&key),
+        )
+        .await;
+    assert_eq!(del.status, 202);
+    s.poll_until(
+        &format!("/api/v1/services/{service_id}"),
+        Some(&key),
+        status_is("terminated"),
+    )
+    .await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "connection refused"
+    );
+    let again = s
+        .post(
+            &format!("/api/v1/services/{service_id}/terminate"),
+            Some(&key),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (again.status.as_u16(), again.code()),
+        (400, "invalid_state")
+    );
+    let gone = s
+        .get(
+            &format!("/api/v1/services/{service_id}/credentials"),
+            Some(&key),
+        )
+        .await;
+    assert_eq!(gone.code(), "not_ready");
+}
+
+dual_test!(a_lease_is_terminated_when_its_time_runs_out);
+async fn a_lease_is_terminated_when_its_time_runs_out(backend: Backend) {
+    if image_dir().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keyfile = dir.path().join("id");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&keyfile)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let public = std::fs::read_to_string(dir.path().join("id.pub")).unwrap();
+    let private = std::fs::read_to_string(&keyfile).unwrap();
+
+    let s = TestServer::start(&backend).await;
+    s.start_worker();
+    let (_, key) = s.account(10_000).await;
+    let body = json!({"product_id": "bare-linux-machine", "configuration": {"duration_minutes": 15, "ssh_public_key": public.trim()}});
+    let r = s.order(Some(&key), "short-lease", &body).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let service_id = r.body["data"]["order"]["service_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let active = s
+        .poll_until(
+            &format!("/api/v1/services/{service_id}"),
+            Some(&key),
+            status_is("active"),
+        )
+        .await;
+    let port = active["data"]["service"]["server"]["ssh_port"]
+        .as_u64()
+        .unwrap() as u16;
+    assert_eq!(
+        ssh(&private, port, "echo mine").await.trim(),
+        "mine",
+        "the agent's own key works"
+    );
+    let creds = s
+        .get(
+            &format!("/api/v1/services/{service_id}/credentials"),
+            Some(&key),
+        )
+        .await;
+    assert!(
+        creds.body["data"]["credentials"]["private_key"].is_null(),
+        "no private key for a brought key"
+    );
+
+    s.clock.advance(chrono::Duration::minutes(16));
+    s.poll_until(
+        &format!("/api/v1/services/{service_id}"),
+        Some(&key),
+        status_is("expired"),
+    )
+    .await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the machine is gone"
+    );
+}
