@@ -112,6 +112,17 @@ impl App {
         &self.signer
     }
 
+    /// Each provisioner and why it cannot deliver here, if it cannot (for `/readyz`).
+    pub fn provisioner_status(&self) -> Vec<(String, Option<String>)> {
+        let mut status: Vec<_> = self
+            .provisioners
+            .iter()
+            .map(|(name, p)| (name.clone(), p.unavailable_reason()))
+            .collect();
+        status.sort();
+        status
+    }
+
     /// Readiness: the database answers.
     pub async fn ready(&self) -> Result<(), DomainError> {
         self.store.ping().await.map_err(store_failure)

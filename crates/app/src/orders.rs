@@ -157,6 +157,22 @@ impl App {
             )
             .with_param("product_id"));
         }
+        // A key the machine's provisioner would refuse is refused now, not after payment.
+        if let (Some(provisioner), Some(key)) = (
+            self.provisioner(&product.fulfiller),
+            quote
+                .configuration_normalized
+                .get("ssh_public_key")
+                .and_then(serde_json::Value::as_str),
+        ) {
+            provisioner.check_authorized_key(key).map_err(|why| {
+                DomainError::validation(
+                    "configuration.ssh_public_key",
+                    format!("The SSH public key was refused: {why}."),
+                    "Send an ed25519 key (ssh-keygen -t ed25519), or omit the key to get a generated one.",
+                )
+            })?;
+        }
         let method = self.resolve_payment_method(principal, req.payment_method, &req.billing)?;
         Ok((quote, product, method))
     }

@@ -274,6 +274,8 @@ pub trait Provisioner: Send + Sync + 'static {
     fn unavailable_reason(&self) -> Option<String>;
     /// Images it can really deliver.
     fn images(&self) -> Vec<String>;
+    /// Whether an agent's OpenSSH public key is acceptable (parsable, not weak); the reason if not.
+    fn check_authorized_key(&self, key: &str) -> Result<(), String>;
     /// Creates the machine, or starts it again if it exists but is not running (files kept).
     async fn create(&self, spec: &MachineSpec) -> Result<Machine, ProvisionError>;
     /// Whether an SSH handshake with the machine succeeds and presents its host key.

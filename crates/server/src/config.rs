@@ -29,6 +29,9 @@ fn default_quote_ttl() -> u64 {
 fn default_idempotency_lock() -> u64 {
     120
 }
+fn default_job_lease() -> u64 {
+    30
+}
 fn default_true() -> bool {
     true
 }
@@ -61,6 +64,10 @@ pub struct Config {
     /// How long an unfinished idempotency claim blocks retries before it counts as abandoned.
     #[serde(default = "default_idempotency_lock")]
     pub idempotency_lock_seconds: u64,
+    /// How long a worker holds a job without renewing it; a job whose worker died is taken over
+    /// after this long.
+    #[serde(default = "default_job_lease")]
+    pub job_lease_seconds: u64,
     /// Create a demo account with credits on the first start of an empty database.
     #[serde(default = "default_true")]
     pub demo_account: bool,
@@ -215,6 +222,9 @@ impl Config {
         }
         if let Some(v) = env("STOREFRONT_QUOTE_TTL_SECONDS") {
             self.quote_ttl_seconds = number("STOREFRONT_QUOTE_TTL_SECONDS", v)?;
+        }
+        if let Some(v) = env("STOREFRONT_JOB_LEASE_SECONDS") {
+            self.job_lease_seconds = number("STOREFRONT_JOB_LEASE_SECONDS", v)?.max(1);
         }
         if let Some(v) = env("STOREFRONT_DEMO_ACCOUNT") {
             self.demo_account = !matches!(v.as_str(), "0" | "false" | "no" | "off");

@@ -271,11 +271,12 @@ async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
         let id = format!("worker-{}-{}", std::process::id(), &random_token()[..8]);
         let app = app.clone();
         let stop = stopped();
+        let lease = chrono::Duration::seconds(config.job_lease_seconds.min(86_400) as i64);
         tokio::spawn(async move {
             if let Err(e) = app.reconcile_machines().await {
                 tracing::error!(error = %e.message, "reconciling machines failed");
             }
-            app.machine_jobs(Worker::new(app.clone(), id))
+            app.machine_jobs(Worker::new(app.clone(), id).with_lease(lease))
                 .run(stop)
                 .await
         })

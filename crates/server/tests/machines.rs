@@ -280,3 +280,48 @@ async fn a_lease_is_terminated_when_its_time_runs_out(backend: Backend) {
         "the machine is gone"
     );
 }
+
+dual_test!(weak_or_broken_ssh_keys_are_refused_before_payment);
+async fn weak_or_broken_ssh_keys_are_refused_before_payment(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let ready = s.get("/readyz", None).await;
+    assert!(
+        ready.body["provisioners"]["local"]["available"].is_boolean(),
+        "{}",
+        ready.body
+    );
+    let (_, key) = s.account(10_000).await;
+    let mut refused = vec![
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJyb2tlbiBrZXkgYnl0ZXMgaGVyZQ== broken".to_owned(),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let weak = dir.path().join("weak");
+    match std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "1024", "-N", "", "-f"])
+        .arg(&weak)
+        .status()
+    {
+        Ok(status) if status.success() => refused.push(
+            std::fs::read_to_string(dir.path().join("weak.pub"))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        ),
+        _ => eprintln!("ssh-keygen unavailable: the RSA-1024 case is skipped"),
+    }
+    for public in refused {
+        let body = json!({"product_id": "bare-linux-machine", "configuration": {"ssh_public_key": public}});
+        let r = s.order(Some(&key), "weak-key", &body).await;
+        if r.status == 503 {
+            // Local machines are unavailable on this host; nothing to check.
+            return;
+        }
+        assert_eq!(
+            (r.status.as_u16(), r.param()),
+            (400, "configuration.ssh_public_key"),
+            "{:?}",
+            r.body
+        );
+    }
+    assert_eq!(s.balance(&key).await, 10_000, "nothing charged");
+}

@@ -17,13 +17,27 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers. Also says which provisioners can deliver here and, for
+/// those that cannot, why (they do not make the process unready: other products still sell).
 async fn readyz(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>) {
+    let provisioners: serde_json::Map<String, serde_json::Value> = app
+        .provisioner_status()
+        .into_iter()
+        .map(|(name, reason)| {
+            (
+                name,
+                json!({ "available": reason.is_none(), "reason": reason }),
+            )
+        })
+        .collect();
     match app.ready().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "provisioners": provisioners })),
+        ),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "database unavailable" })),
+            Json(json!({ "status": "database unavailable", "provisioners": provisioners })),
         ),
     }
 }

@@ -301,6 +301,10 @@ impl Provisioner for LocalProvisioner {
             .collect()
     }
 
+    fn check_authorized_key(&self, key: &str) -> Result<(), String> {
+        check_public_key(key).map(|_| ())
+    }
+
     async fn create(&self, spec: &MachineSpec) -> Result<Machine, ProvisionError> {
         if let Some(why) = &self.unavailable {
             return Err(error("Local machines are not available on this host.", why));
