@@ -88,6 +88,19 @@ pub fn probe_host() -> Option<String> {
     }
 }
 
+/// The lease's root is an unprivileged host uid: it must be able to walk to the image and to its
+/// own layer. The first directory on the way that others cannot enter, if any.
+fn unreachable_ancestor(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let absolute = std::path::absolute(dir).ok()?;
+    absolute
+        .ancestors()
+        .skip(1)
+        .filter_map(|a| std::fs::metadata(a).ok().map(|m| (a.to_path_buf(), m)))
+        .find(|(_, m)| m.mode() & 0o001 == 0)
+        .map(|(a, _)| a)
+}
+
 impl LocalProvisioner {
     pub fn new(
         data_dir: &Path,
@@ -95,14 +108,28 @@ impl LocalProvisioner {
         mirror: Option<String>,
         runner: PathBuf,
     ) -> Self {
-        let unavailable = probe_host();
+        let image_dir = image_dir.unwrap_or_else(|| data_dir.join("images"));
+        let leases = data_dir.join("leases");
+        let unavailable = probe_host().or_else(|| {
+            [&image_dir, &leases].into_iter().find_map(|dir| {
+                unreachable_ancestor(dir).map(|blocked| {
+                    format!(
+                        "{} is not reachable by the machines' unprivileged root because {} is closed to others; \
+                         run `chmod o+x {}` or put data_dir and image_dir elsewhere",
+                        dir.display(),
+                        blocked.display(),
+                        blocked.display()
+                    )
+                })
+            })
+        });
         match &unavailable {
             None => tracing::info!("local provisioner available"),
             Some(why) => tracing::warn!(reason = %why, "local provisioner unavailable"),
         }
         Self {
-            leases: data_dir.join("leases"),
-            images: ImageStore::new(image_dir.unwrap_or_else(|| data_dir.join("images"))),
+            leases,
+            images: ImageStore::new(image_dir),
             mirror,
             runner,
             running: Mutex::new(HashMap::new()),
