@@ -81,8 +81,12 @@ impl App {
                 expires_at: format(&expires_at),
             });
         }
-        view.credentials_available =
-            service.is_some_and(|s| s.status == storefront_domain::service::ServiceStatus::Active);
+        // The order and its service are read separately; both must agree before credentials are
+        // announced, so a poll never sees them available on an order still `processing`.
+        view.credentials_available = order.status
+            == storefront_domain::order::OrderStatus::Fulfilled
+            && service
+                .is_some_and(|s| s.status == storefront_domain::service::ServiceStatus::Active);
         view
     }
 
