@@ -41,6 +41,22 @@ pub const DEMO_CREDITS: i64 = 10_000;
 impl App {
     /// Turns a bearer secret into a principal. Unknown and revoked keys are `unauthorized`.
     pub async fn authenticate(&self, secret: &str) -> Result<Principal, DomainError> {
+        if secret.starts_with(crate::secrets::RESOURCE_TOKEN_PREFIX) && secret.len() <= 200 {
+            let hash = hash_secret(secret);
+            let token = self
+                .store
+                .find_resource_token(&hash)
+                .await
+                .map_err(store_failure)?
+                .filter(|t| constant_time_eq(&t.token_hash, &hash))
+                .ok_or_else(DomainError::unauthorized)?;
+            let scope = crate::principal::TokenScope::parse(&token.scope)
+                .ok_or_else(DomainError::internal)?;
+            return Ok(Principal::Resource {
+                service_id: token.service_id,
+                scope,
+            });
+        }
         if !secret.starts_with(API_KEY_PREFIX) || secret.len() > 200 {
             return Err(DomainError::unauthorized());
         }

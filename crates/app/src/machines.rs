@@ -10,7 +10,7 @@ use crate::app::{store_failure, App};
 use crate::jobs::{JobError, JobHandler, Worker};
 use crate::page::{Page, PageRequest};
 use crate::ports::{Change, Machine, MachineSpec, ProvisionError, Provisioner};
-use crate::principal::Principal;
+use crate::principal::{Principal, TokenScope};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -192,20 +192,42 @@ impl App {
         })
     }
 
-    async fn owned_service(&self, principal: &Principal, id: &str) -> Result<Service, DomainError> {
+    /// The service if the principal may act on it with `scope`: a key of its account may do
+    /// anything; a resource token only its own scope on its own service (`None`: keys only).
+    async fn owned_service(
+        &self,
+        principal: &Principal,
+        id: &str,
+        scope: Option<TokenScope>,
+    ) -> Result<Service, DomainError> {
         let not_found = || DomainError::not_found("service", id);
-        let account = principal.require_account()?;
         let sid = ServiceId::parse(id).ok_or_else(not_found)?;
+        if let Principal::Resource {
+            service_id,
+            scope: held,
+        } = principal
+        {
+            if service_id != &sid {
+                return Err(not_found());
+            }
+            if scope != Some(*held) {
+                return Err(DomainError::forbidden(format!(
+                    "This {} token cannot do that; each resource token allows one action.",
+                    held.as_str()
+                )));
+            }
+        }
         let service = self
             .store
             .get_service(&sid)
             .await
             .map_err(store_failure)?
             .ok_or_else(not_found)?;
-        if &service.account_id != account {
-            return Err(not_found());
+        match principal {
+            Principal::Resource { .. } => Ok(service),
+            _ if principal.require_account()? == &service.account_id => Ok(service),
+            _ => Err(not_found()),
         }
-        Ok(service)
     }
 
     async fn load_service(&self, id: &ServiceId) -> Result<Service, DomainError> {
@@ -221,7 +243,11 @@ impl App {
         principal: &Principal,
         id: &str,
     ) -> Result<ServiceView, DomainError> {
-        Ok(ServiceView::from(&self.owned_service(principal, id).await?))
+        Ok(ServiceView::from(
+            &self
+                .owned_service(principal, id, Some(TokenScope::Read))
+                .await?,
+        ))
     }
 
     pub async fn list_services(
@@ -256,7 +282,8 @@ impl App {
         payload: Value,
         update: impl FnOnce(&mut Service),
     ) -> Result<ServiceView, DomainError> {
-        let mut service = self.owned_service(principal, id).await?;
+        let token_scope = (target == ServiceStatus::Terminating).then_some(TokenScope::Terminate);
+        let mut service = self.owned_service(principal, id, token_scope).await?;
         let verb = job_kind.trim_start_matches("machine.");
         let capability = match target {
             ServiceStatus::Restarting => Some("server:restart"),
@@ -332,7 +359,7 @@ impl App {
         id: &str,
         image: &str,
     ) -> Result<ServiceView, DomainError> {
-        let service = self.owned_service(principal, id).await?;
+        let service = self.owned_service(principal, id, None).await?;
         let product = self
             .catalog
             .get(&service.product_id)
@@ -381,7 +408,7 @@ impl App {
         principal: &Principal,
         id: &str,
     ) -> Result<Credentials, DomainError> {
-        let service = self.owned_service(principal, id).await?;
+        let service = self.owned_service(principal, id, None).await?;
         self.credentials_of(&service)
     }
 

@@ -339,6 +339,28 @@ impl App {
             .iter()
             .map(|s| crate::machines::provision_job(s, now))
             .collect();
+        // Resource tokens go out once, in this response; only their hashes are stored (and the
+        // idempotent outcome a replay returns carries none).
+        let tokens: Vec<(crate::principal::TokenScope, String)> = match &service {
+            Some(_) => crate::principal::TokenScope::ALL
+                .into_iter()
+                .map(|scope| (scope, crate::secrets::new_resource_token()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let stored_tokens: Vec<crate::ports::ResourceToken> = service
+            .iter()
+            .flat_map(|svc| {
+                tokens
+                    .iter()
+                    .map(move |(scope, secret)| crate::ports::ResourceToken {
+                        token_hash: crate::secrets::hash_secret(secret),
+                        service_id: svc.id.clone(),
+                        scope: scope.as_str().to_owned(),
+                        created_at: now,
+                    })
+            })
+            .collect();
         let charge = (order.total_minor > 0).then(|| LedgerMovement {
             account_id: account_id.clone(),
             kind: LedgerKind::Charge,
@@ -367,6 +389,7 @@ impl App {
                 charge: charge.as_ref(),
                 service: service.as_ref(),
                 jobs: &jobs,
+                resource_tokens: &stored_tokens,
                 completes: completion.as_ref(),
             })
             .await
@@ -387,6 +410,26 @@ impl App {
         }
         tracing::info!(order_id = %order.id, product_id = %order.product_id, total_minor = order.total_minor, "order placed");
         match accepted {
+            Some(OrderOutcome::Accepted {
+                mut order,
+                retry_after_seconds,
+            }) if !tokens.is_empty() => {
+                let token = |scope: crate::principal::TokenScope| {
+                    tokens
+                        .iter()
+                        .find(|(s, _)| *s == scope)
+                        .map(|(_, t)| t.clone())
+                };
+                order.management_tokens = Some(serde_json::json!({
+                    "read_token": token(crate::principal::TokenScope::Read),
+                    "extend_token": token(crate::principal::TokenScope::Extend),
+                    "terminate_token": token(crate::principal::TokenScope::Terminate),
+                }));
+                Ok(OrderOutcome::Accepted {
+                    order,
+                    retry_after_seconds,
+                })
+            }
             Some(outcome) => Ok(outcome),
             None => self.fulfill_instant(order, key_ref).await,
         }

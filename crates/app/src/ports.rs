@@ -73,7 +73,19 @@ pub struct NewOrder<'a> {
     pub charge: Option<&'a LedgerMovement>,
     pub service: Option<&'a Service>,
     pub jobs: &'a [Job],
+    /// Resource tokens of the service, stored hashed.
+    pub resource_tokens: &'a [ResourceToken],
     pub completes: Option<&'a IdempotencyCompletion>,
+}
+
+/// A resource token as stored: only its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceToken {
+    pub token_hash: String,
+    pub service_id: ServiceId,
+    /// `read`, `extend` or `terminate`.
+    pub scope: String,
+    pub created_at: Timestamp,
 }
 
 /// Conditional changes that commit together or not at all.
@@ -174,6 +186,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Order>>;
 
     async fn get_service(&self, id: &ServiceId) -> StoreResult<Option<Service>>;
+    async fn find_resource_token(&self, token_hash: &str) -> StoreResult<Option<ResourceToken>>;
     /// Newest first, `limit + 1` rows after the cursor.
     async fn list_services(
         &self,

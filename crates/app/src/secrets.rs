@@ -19,6 +19,12 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+pub const RESOURCE_TOKEN_PREFIX: &str = "sf_res_";
+
+pub fn new_resource_token() -> String {
+    format!("{RESOURCE_TOKEN_PREFIX}{}", random_token())
+}
+
 pub fn new_api_key_secret() -> String {
     format!("{API_KEY_PREFIX}{}", random_token())
 }

@@ -325,3 +325,96 @@ async fn weak_or_broken_ssh_keys_are_refused_before_payment(backend: Backend) {
     }
     assert_eq!(s.balance(&key).await, 10_000, "nothing charged");
 }
+
+dual_test!(resource_tokens_are_shown_once_and_reach_only_their_scope);
+async fn resource_tokens_are_shown_once_and_reach_only_their_scope(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (_, key) = s.account(10_000).await;
+    let body = json!({"product_id": "bare-linux-machine", "configuration": {}});
+    let r = s.order(Some(&key), "tokens", &body).await;
+    if r.status == 503 {
+        eprintln!("skipped: local machines are unavailable on this host");
+        return;
+    }
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let tokens = &r.body["data"]["order"]["management_tokens"];
+    let read = tokens["read_token"]
+        .as_str()
+        .expect("tokens in the first response")
+        .to_owned();
+    let terminate = tokens["terminate_token"].as_str().unwrap().to_owned();
+    let extend = tokens["extend_token"].as_str().unwrap().to_owned();
+    assert!(
+        read.starts_with("sf_res_")
+            && terminate.starts_with("sf_res_")
+            && extend.starts_with("sf_res_")
+    );
+    let replay = s.order(Some(&key), "tokens", &body).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert!(
+        replay.body["data"]["order"]["management_tokens"].is_null(),
+        "shown once: a replay has none"
+    );
+    let order = s
+        .get(
+            &format!(
+                "/api/v1/orders/{}",
+                r.body["data"]["order"]["id"].as_str().unwrap()
+            ),
+            Some(&key),
+        )
+        .await;
+    assert!(order.body["data"]["order"]["management_tokens"].is_null());
+
+    let service_id = r.body["data"]["order"]["service_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/services/{service_id}");
+    assert_eq!(
+        s.get(&path, Some(&read)).await.status,
+        200,
+        "read token reads"
+    );
+    for (token, what) in [
+        (&read, "terminate with a read token"),
+        (&extend, "terminate with an extend token"),
+    ] {
+        let r = s
+            .send(s.client.delete(s.url(&path)).bearer_auth(token))
+            .await;
+        assert_eq!((r.status.as_u16(), r.code()), (403, "forbidden"), "{what}");
+    }
+    for r in [
+        s.get(&format!("{path}/credentials"), Some(&read)).await,
+        s.post(&format!("{path}/restart"), Some(&read), &json!({}))
+            .await,
+        s.get("/api/v1/orders", Some(&read)).await,
+        s.get("/api/v1/account", Some(&read)).await,
+        s.get("/api/v1/services", Some(&read)).await,
+    ] {
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (403, "forbidden"),
+            "{:?}",
+            r.body
+        );
+    }
+    let other = s.order(Some(&key), "tokens-2", &body).await;
+    let other_path = format!(
+        "/api/v1/services/{}",
+        other.body["data"]["order"]["service_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        s.get(&other_path, Some(&read)).await.status,
+        404,
+        "another service does not exist for the token"
+    );
+    let done = s
+        .send(s.client.delete(s.url(&path)).bearer_auth(&terminate))
+        .await;
+    assert_eq!(done.status, 202, "{:?}", done.body);
+    assert_eq!(done.body["data"]["service"]["status"], "terminating");
+    let forged = s.get(&path, Some("sf_res_not-a-token")).await;
+    assert_eq!(forged.status, 401);
+}

@@ -20,7 +20,7 @@ macro_rules! shared_store {
         use sqlx::Row;
         use storefront_app::page::PageRequest;
         use storefront_app::ports::{
-            Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, Store, StoreError, StoreResult,
+            Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, ResourceToken, Store, StoreError, StoreResult,
         };
         use storefront_domain::account::{Account, ApiKey, KeyRole};
         use storefront_domain::ids::{AccountId, AgentId, JobId, KeyId, LedgerEntryId, OrderId, QuoteId, ServiceId};
@@ -572,6 +572,16 @@ impl Store for $store {
         for job in new.jobs {
             insert_job_row(&mut tx, job).await?;
         }
+        for token in new.resource_tokens {
+            sqlx::query("INSERT INTO resource_tokens (token_hash, service_id, scope, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(&token.token_hash)
+                .bind(token.service_id.as_str())
+                .bind(&token.scope)
+                .bind(ts(&token.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         if let Some(c) = new.completes {
             complete_key(&mut tx, c).await?;
         }
@@ -639,6 +649,18 @@ impl Store for $store {
         .await
         .map_err(backend)?;
         rows.iter().map(order_from_row).collect()
+    }
+
+    async fn find_resource_token(&self, token_hash: &str) -> StoreResult<Option<ResourceToken>> {
+        self.find_one("SELECT * FROM resource_tokens WHERE token_hash = $1", token_hash, |r| {
+            Ok(ResourceToken {
+                token_hash: r.get("token_hash"),
+                service_id: ServiceId::from_trusted(r.get("service_id")),
+                scope: r.get("scope"),
+                created_at: parse_ts(r.get("created_at"))?,
+            })
+        })
+        .await
     }
 
     async fn get_service(&self, id: &ServiceId) -> StoreResult<Option<Service>> {
