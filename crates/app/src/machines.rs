@@ -770,3 +770,224 @@ impl JobHandler for MachineJobs {
         }
     }
 }
+
+/// The answer to a lease extension, as its idempotency key remembers it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Extension {
+    pub service_id: String,
+    pub status: String,
+    pub service: Value,
+    /// The order that paid for the extension.
+    pub order: Value,
+}
+
+/// `(extension, replayed)`.
+pub type ExtendResult = (Extension, bool);
+
+impl App {
+    /// Extends an active lease by `additional_minutes`, rounded up to whole billing units
+    /// (minutes, hours or months) and charged at the product's unit price, exactly once per
+    /// idempotency key. The charge is an order of its own, so the ledger keeps one charge per
+    /// order and the extension shows in the order history.
+    pub async fn extend_service(
+        &self,
+        principal: &Principal,
+        id: &str,
+        additional_minutes: i64,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<ExtendResult, DomainError> {
+        let service = self
+            .owned_service(principal, id, Some(TokenScope::Extend))
+            .await?;
+        let key_ref = crate::ports::IdempotencyRef {
+            scope: principal.idempotency_scope(),
+            route: format!("POST /api/v1/services/{}/extend", service.id),
+            key: key.to_owned(),
+        };
+        if let Some(stored) = self.claim_idempotency(&key_ref, fingerprint).await? {
+            let extension = serde_json::from_value(stored).map_err(|_| DomainError::internal())?;
+            return Ok((extension, true));
+        }
+        match self
+            .charge_extension(service, additional_minutes, &key_ref)
+            .await
+        {
+            Ok(extension) => Ok((extension, false)),
+            Err(e) => {
+                self.release_idempotency(&key_ref).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn charge_extension(
+        &self,
+        mut service: Service,
+        additional_minutes: i64,
+        key_ref: &crate::ports::IdempotencyRef,
+    ) -> Result<Extension, DomainError> {
+        use storefront_domain::catalog::PricingModel;
+        let live = [
+            ServiceStatus::Active,
+            ServiceStatus::Restarting,
+            ServiceStatus::Reinstalling,
+        ];
+        if !live.contains(&service.status) {
+            return Err(invalid_state(&service, "be extended"));
+        }
+        let product = self
+            .catalog
+            .get(&service.product_id)
+            .ok_or_else(DomainError::internal)?;
+        let unit_seconds: i64 = match product.pricing.model {
+            PricingModel::PerMinute => 60,
+            PricingModel::PerHour => 3_600,
+            PricingModel::PerMonth => 30 * 86_400,
+            PricingModel::PerUse => return Err(invalid_state(&service, "be extended")),
+        };
+        if !(1..=525_600).contains(&additional_minutes) {
+            return Err(DomainError::validation(
+                "additional_minutes",
+                format!("{additional_minutes} is not a valid extension."),
+                "Send a whole number of minutes from 1 to 525600.",
+            ));
+        }
+        let units = (additional_minutes * 60 + unit_seconds - 1) / unit_seconds;
+        let held_units = service.lease_seconds / unit_seconds;
+        if let Some(max) = product.pricing.max_units {
+            if held_units + units > max {
+                let room = (max - held_units).max(0) * unit_seconds / 60;
+                return Err(DomainError::validation(
+                    "additional_minutes",
+                    format!(
+                        "The lease would exceed the product's maximum of {max} {}.",
+                        product.pricing.model.unit_label(max)
+                    ),
+                    format!("Extend by at most {room} minutes."),
+                ));
+            }
+        }
+        let paid_for = self.load_order(&service.order_id).await?;
+        let unit_minor = match &product.pricing.unit_minor_by {
+            Some(by) => paid_for
+                .configuration
+                .get(&by.field)
+                .and_then(Value::as_str)
+                .and_then(|v| by.prices.get(v))
+                .copied()
+                .unwrap_or(product.pricing.unit_minor),
+            None => product.pricing.unit_minor,
+        };
+        let amount = units
+            .checked_mul(unit_minor)
+            .ok_or_else(DomainError::internal)?;
+        let now = self.clock.now();
+        let line = storefront_domain::pricing::LineItem {
+            description: format!(
+                "Extension of {}: {units} {}",
+                service.id,
+                product.pricing.model.unit_label(units)
+            ),
+            quantity: units,
+            unit_minor,
+            amount_minor: amount,
+        };
+        let mut configuration = serde_json::Map::new();
+        configuration.insert("extends_service_id".into(), json!(service.id));
+        configuration.insert("additional_minutes".into(), json!(additional_minutes));
+        let quote = storefront_domain::quote::Quote {
+            id: storefront_domain::ids::QuoteId::generate(),
+            account_id: Some(service.account_id.clone()),
+            product_id: product.id.clone(),
+            quantity: 1,
+            configuration_normalized: configuration.clone(),
+            configuration_warnings: Vec::new(),
+            line_items: vec![line.clone()],
+            total_minor: amount,
+            currency: product.pricing.currency.clone(),
+            catalog_version: self.catalog.version().to_owned(),
+            created_at: now,
+            expires_at: now,
+            management_capabilities: Vec::new(),
+        };
+        let order = Order {
+            id: storefront_domain::ids::OrderId::generate(),
+            account_id: Some(service.account_id.clone()),
+            status: OrderStatus::Fulfilled,
+            payment_status: PaymentStatus::Paid,
+            payment_method: storefront_domain::order::PaymentMethod::Credit,
+            product_id: product.id.clone(),
+            quantity: 1,
+            configuration,
+            configuration_warnings: Vec::new(),
+            line_items: vec![line],
+            total_minor: amount,
+            currency: product.pricing.currency.clone(),
+            quote_id: quote.id.clone(),
+            idempotency_key: key_ref.key.clone(),
+            created_at: now,
+            updated_at: now,
+            provisioning_estimate: None,
+            requires_install_configuration: false,
+            service_id: Some(service.id.clone()),
+            result: Some(
+                json!({ "extended_service_id": service.id, "added_seconds": units * unit_seconds }),
+            ),
+            failure: None,
+        };
+        let from = service.status;
+        let added = units * unit_seconds;
+        service.lease_seconds += added;
+        service.expires_at = service
+            .expires_at
+            .map(|at| at + chrono::Duration::seconds(added));
+        service.updated_at = now;
+        let extension = Extension {
+            service_id: service.id.to_string(),
+            status: "accepted".into(),
+            service: serde_json::to_value(ServiceView::from(&service)).expect("plain data"),
+            order: serde_json::to_value(self.order_view(&order)).expect("plain data"),
+        };
+        let charge = (amount > 0).then(|| LedgerMovement {
+            account_id: service.account_id.clone(),
+            kind: LedgerKind::Charge,
+            amount_minor: -amount,
+            order_id: Some(order.id.clone()),
+            description: format!("lease extension of {} ({})", service.id, order.id),
+        });
+        let completion = crate::ports::IdempotencyCompletion {
+            key: key_ref.clone(),
+            outcome: serde_json::to_value(&extension).expect("plain data"),
+        };
+        self.store
+            .insert_quote(&quote)
+            .await
+            .map_err(store_failure)?;
+        let applied = self
+            .store
+            .insert_order(&crate::ports::NewOrder {
+                order: &order,
+                idempotency: Some(key_ref),
+                charge: charge.as_ref(),
+                service: None,
+                jobs: &[],
+                resource_tokens: &[],
+                updates_service: Some((&service, &[from])),
+                completes: Some(&completion),
+            })
+            .await
+            .map_err(|e| match e {
+                crate::ports::StoreError::InsufficientCredits { balance_minor } => {
+                    crate::orders::insufficient_credits(balance_minor, amount, &order.currency)
+                }
+                other => store_failure(other),
+            })?;
+        if !applied {
+            let current = self.load_service(&service.id).await?;
+            return Err(invalid_state(&current, "be extended"));
+        }
+        tracing::info!(service_id = %service.id, added_seconds = added, charged_minor = amount, "lease extended");
+        Ok(extension)
+    }
+}

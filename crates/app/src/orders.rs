@@ -207,47 +207,15 @@ impl App {
             route: ORDER_ROUTE.to_owned(),
             key: key.to_owned(),
         };
-        let now = self.clock.now();
-        let stale_before = now - self.settings.idempotency_lock_timeout;
-        match self
-            .store
-            .claim_idempotency_key(&key_ref, fingerprint, now, stale_before)
-            .await
-            .map_err(store_failure)?
-        {
-            ClaimOutcome::Existing {
-                fingerprint: original,
-                ..
-            } if original != fingerprint => {
-                return Err(DomainError::new(
-                    ErrorCode::IdempotencyKeyReused,
-                    "This Idempotency-Key was already used with a different request body.",
-                    "Send the identical body to get the original result, or use a new key for a new request.",
-                )
-                .with_param("Idempotency-Key"));
-            }
-            ClaimOutcome::Existing {
-                outcome: Some(stored),
-                ..
-            } => {
-                let outcome: OrderOutcome = serde_json::from_value(stored).map_err(|e| {
-                    tracing::error!(error = %e, "stored idempotent outcome is unreadable");
-                    DomainError::internal()
-                })?;
-                return Ok(PlacedOrder {
-                    outcome,
-                    replayed: true,
-                });
-            }
-            ClaimOutcome::Existing { outcome: None, .. } => {
-                return Err(DomainError::new(
-                    ErrorCode::IdempotencyInProgress,
-                    "A request with this Idempotency-Key is still being processed.",
-                    "Retry the identical request after the Retry-After delay to get its result.",
-                )
-                .with_retry_after(1));
-            }
-            ClaimOutcome::Acquired => {}
+        if let Some(stored) = self.claim_idempotency(&key_ref, fingerprint).await? {
+            let outcome: OrderOutcome = serde_json::from_value(stored).map_err(|e| {
+                tracing::error!(error = %e, "stored idempotent outcome is unreadable");
+                DomainError::internal()
+            })?;
+            return Ok(PlacedOrder {
+                outcome,
+                replayed: true,
+            });
         }
 
         // A previous holder of this key may have crashed after its order committed: finish that
@@ -272,11 +240,50 @@ impl App {
             }),
             Err(e) => {
                 // Nothing acted: free the key so the corrected request can use it.
-                if let Err(release) = self.store.release_idempotency_key(&key_ref).await {
-                    tracing::error!(error = %release, "could not release an idempotency key");
-                }
+                self.release_idempotency(&key_ref).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Claims an idempotency key for a request with this fingerprint. `Ok(None)`: the caller now
+    /// holds the key and must complete or release it. `Ok(Some(outcome))`: the request was
+    /// already done, here is what it answered. Errors: the key is in flight (`409`) or was used
+    /// with another body (`422`).
+    pub(crate) async fn claim_idempotency(
+        &self,
+        key_ref: &IdempotencyRef,
+        fingerprint: &str,
+    ) -> Result<Option<serde_json::Value>, DomainError> {
+        let now = self.clock.now();
+        let stale_before = now - self.settings.idempotency_lock_timeout;
+        match self
+            .store
+            .claim_idempotency_key(key_ref, fingerprint, now, stale_before)
+            .await
+            .map_err(store_failure)?
+        {
+            ClaimOutcome::Existing { fingerprint: original, .. } if original != fingerprint => Err(DomainError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "This Idempotency-Key was already used with a different request body.",
+                "Send the identical body to get the original result, or use a new key for a new request.",
+            )
+            .with_param("Idempotency-Key")),
+            ClaimOutcome::Existing { outcome: Some(stored), .. } => Ok(Some(stored)),
+            ClaimOutcome::Existing { outcome: None, .. } => Err(DomainError::new(
+                ErrorCode::IdempotencyInProgress,
+                "A request with this Idempotency-Key is still being processed.",
+                "Retry the identical request after the Retry-After delay to get its result.",
+            )
+            .with_retry_after(1)),
+            ClaimOutcome::Acquired => Ok(None),
+        }
+    }
+
+    /// Frees a key whose request did not act.
+    pub(crate) async fn release_idempotency(&self, key_ref: &IdempotencyRef) {
+        if let Err(e) = self.store.release_idempotency_key(key_ref).await {
+            tracing::error!(error = %e, "could not release an idempotency key");
         }
     }
 
@@ -390,20 +397,18 @@ impl App {
                 service: service.as_ref(),
                 jobs: &jobs,
                 resource_tokens: &stored_tokens,
+                updates_service: None,
                 completes: completion.as_ref(),
             })
             .await
         {
-            Ok(()) => {}
+            // No service update rides along, so the insert cannot be refused.
+            Ok(_) => {}
             Err(StoreError::InsufficientCredits { balance_minor }) => {
-                return Err(DomainError::new(
-                    ErrorCode::InsufficientCredits,
-                    format!(
-                        "The balance is {} but this order costs {}.",
-                        display_minor(balance_minor, &order.currency),
-                        display_minor(order.total_minor, &order.currency)
-                    ),
-                    "Top up the account's credits, or order something smaller.",
+                return Err(insufficient_credits(
+                    balance_minor,
+                    order.total_minor,
+                    &order.currency,
                 ))
             }
             Err(e) => return Err(store_failure(e)),
@@ -738,6 +743,23 @@ impl App {
         tracing::info!(order_id = %order.id, "order canceled");
         Ok(self.order_view(&order))
     }
+}
+
+/// `402 insufficient_credits`, naming the balance and the price.
+pub(crate) fn insufficient_credits(
+    balance_minor: i64,
+    total_minor: i64,
+    currency: &storefront_domain::money::Currency,
+) -> DomainError {
+    DomainError::new(
+        ErrorCode::InsufficientCredits,
+        format!(
+            "The balance is {} but this costs {}.",
+            display_minor(balance_minor, currency),
+            display_minor(total_minor, currency)
+        ),
+        "Top up the account's credits, or buy something smaller.",
+    )
 }
 
 fn refund_movement(order: &Order, why: &str) -> LedgerMovement {

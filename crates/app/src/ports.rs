@@ -75,6 +75,9 @@ pub struct NewOrder<'a> {
     pub jobs: &'a [Job],
     /// Resource tokens of the service, stored hashed.
     pub resource_tokens: &'a [ResourceToken],
+    /// A service change that must commit with the order (a lease extension), conditional on
+    /// the service's current status.
+    pub updates_service: Option<(&'a Service, &'a [ServiceStatus])>,
     pub completes: Option<&'a IdempotencyCompletion>,
 }
 
@@ -167,8 +170,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts an order with everything that must commit with it — its charge, the service it
     /// will deliver, the jobs that will deliver it (outbox), its idempotency outcome — in one
-    /// transaction. `InsufficientCredits` leaves nothing behind.
-    async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<()>;
+    /// transaction. `InsufficientCredits` leaves nothing behind; so does `Ok(false)`, when the
+    /// service to update was no longer in an expected state.
+    async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<bool>;
     /// Applies a set of conditional state changes in one transaction. `false` (and nothing
     /// written) when an order or service was no longer in one of its expected states: someone
     /// else won the race.

@@ -6,10 +6,11 @@ use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use storefront_app::{App, Principal};
+use storefront_domain::idempotency::{IdempotencyKey, MAX_KEY_LEN};
 use storefront_domain::{DomainError, ErrorCode};
 
 /// A JSON body deserialized into `T`, plus the raw value (for idempotency fingerprints).
@@ -228,4 +229,46 @@ impl FromRequestParts<App> for Caller {
         let principal = app.authenticate(secret.trim()).await?;
         Ok(Self(principal))
     }
+}
+
+/// The key from `Idempotency-Key`, or from `request_id` in the body when the header is absent.
+pub fn idempotency_key(
+    headers: &HeaderMap,
+    request_id: Option<String>,
+) -> Result<Option<IdempotencyKey>, DomainError> {
+    let (raw, param) = match headers.get("idempotency-key") {
+        Some(v) => (
+            Some(
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| bad_key("Idempotency-Key"))?,
+            ),
+            "Idempotency-Key",
+        ),
+        None => (request_id, "request_id"),
+    };
+    raw.map(|k| IdempotencyKey::parse(&k).ok_or_else(|| bad_key(param)))
+        .transpose()
+}
+
+fn bad_key(param: &str) -> DomainError {
+    DomainError::validation(
+        param,
+        format!("The idempotency key must be 1-{MAX_KEY_LEN} printable ASCII characters."),
+        "Use a UUID or another unique string per purchase.",
+    )
+}
+
+/// The key a retry-safe action needs: the header (or `request_id`), required.
+pub fn required_idempotency_key(
+    headers: &HeaderMap,
+    request_id: Option<String>,
+) -> Result<IdempotencyKey, DomainError> {
+    idempotency_key(headers, request_id)?.ok_or_else(|| {
+        DomainError::validation(
+            "Idempotency-Key",
+            "This request needs an idempotency key.",
+            "Send an 'Idempotency-Key' header (or request_id in the body) that is unique per purchase; reuse it only to retry the same request.",
+        )
+    })
 }

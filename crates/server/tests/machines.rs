@@ -268,7 +268,74 @@ async fn a_lease_is_terminated_when_its_time_runs_out(backend: Backend) {
         "no private key for a brought key"
     );
 
-    s.clock.advance(chrono::Duration::minutes(16));
+    // Extend by 15 minutes with the extend token: charged once per idempotency key.
+    let extend_token = r.body["data"]["order"]["management_tokens"]["extend_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let read_token = r.body["data"]["order"]["management_tokens"]["read_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let extend_path = format!("/api/v1/services/{service_id}/extend");
+    let extend = |token: String, idem: &'static str, minutes: i64| {
+        let req = s
+            .client
+            .post(s.url(&extend_path))
+            .bearer_auth(token)
+            .header("Idempotency-Key", idem)
+            .json(&json!({"additional_minutes": minutes}));
+        s.send(req)
+    };
+    let before = s.balance(&key).await;
+    let expires_before = active["data"]["service"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = extend(extend_token.clone(), "ext-1", 15).await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    assert_eq!(first.body["data"]["order"]["total_minor"], 15 * 5);
+    assert_ne!(
+        first.body["data"]["service"]["expires_at"]
+            .as_str()
+            .unwrap(),
+        expires_before,
+        "the lease is longer"
+    );
+    let replay = extend(extend_token.clone(), "ext-1", 15).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.body, first.body);
+    assert_eq!(s.balance(&key).await, before - 75, "charged once");
+    let reused = extend(extend_token.clone(), "ext-1", 20).await;
+    assert_eq!(
+        (reused.status.as_u16(), reused.code()),
+        (422, "idempotency_key_reused")
+    );
+    let too_long = extend(extend_token.clone(), "ext-2", 400).await;
+    assert_eq!(
+        (too_long.status.as_u16(), too_long.param()),
+        (400, "additional_minutes"),
+        "beyond the product's 360 minutes"
+    );
+    let wrong_scope = extend(read_token, "ext-3", 15).await;
+    assert_eq!(
+        (wrong_scope.status.as_u16(), wrong_scope.code()),
+        (403, "forbidden")
+    );
+    let no_key = s
+        .send(
+            s.client
+                .post(s.url(&extend_path))
+                .bearer_auth(&key)
+                .json(&json!({"additional_minutes": 5})),
+        )
+        .await;
+    assert_eq!(
+        (no_key.status.as_u16(), no_key.param()),
+        (400, "Idempotency-Key")
+    );
+
+    s.clock.advance(chrono::Duration::minutes(31));
     s.poll_until(
         &format!("/api/v1/services/{service_id}"),
         Some(&key),

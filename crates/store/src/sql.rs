@@ -559,9 +559,14 @@ impl Store for $store {
         tx.commit().await.map_err(backend)
     }
 
-    async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<()> {
+    async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<bool> {
         let o = new.order;
         let mut tx = self.begin().await?;
+        if let Some((service, expected)) = new.updates_service {
+            if !update_service_row(&mut tx, service, expected).await? {
+                return Ok(false);
+            }
+        }
         if let Some(charge) = new.charge {
             apply_movement(&mut tx, charge, o.created_at).await?;
         }
@@ -585,7 +590,8 @@ impl Store for $store {
         if let Some(c) = new.completes {
             complete_key(&mut tx, c).await?;
         }
-        tx.commit().await.map_err(backend)
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 
     async fn apply_change(&self, change: &Change<'_>) -> StoreResult<bool> {

@@ -2,7 +2,9 @@
 
 use super::ok;
 use crate::error::{envelope, status_of, ApiError};
-use crate::extract::{int_param, ApiJson, ApiQuery, Caller};
+use crate::extract::{
+    idempotency_key, int_param, required_idempotency_key, ApiJson, ApiQuery, Caller,
+};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +18,7 @@ use storefront_app::ports::OrderFilter;
 use storefront_app::quotes::QuoteRequest;
 use storefront_app::views::OrderOutcome;
 use storefront_app::App;
-use storefront_domain::idempotency::{fingerprint, IdempotencyKey, MAX_KEY_LEN};
+use storefront_domain::idempotency::fingerprint;
 use storefront_domain::order::{OrderStatus, PaymentMethod};
 use storefront_domain::DomainError;
 
@@ -112,34 +114,6 @@ impl OrderBody {
     }
 }
 
-/// The key from `Idempotency-Key`, or from `request_id` in the body when the header is absent.
-fn idempotency_key(
-    headers: &HeaderMap,
-    request_id: Option<String>,
-) -> Result<Option<IdempotencyKey>, DomainError> {
-    let (raw, param) = match headers.get("idempotency-key") {
-        Some(v) => (
-            Some(
-                v.to_str()
-                    .map(str::to_owned)
-                    .map_err(|_| bad_key("Idempotency-Key"))?,
-            ),
-            "Idempotency-Key",
-        ),
-        None => (request_id, "request_id"),
-    };
-    raw.map(|k| IdempotencyKey::parse(&k).ok_or_else(|| bad_key(param)))
-        .transpose()
-}
-
-fn bad_key(param: &str) -> DomainError {
-    DomainError::validation(
-        param,
-        format!("The idempotency key must be 1-{MAX_KEY_LEN} printable ASCII characters."),
-        "Use a UUID or another unique string per purchase.",
-    )
-}
-
 async fn validate(
     State(app): State<App>,
     Caller(principal): Caller,
@@ -162,13 +136,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let fingerprint = fingerprint(&body.raw);
     let (request, request_id) = body.body.into_request()?;
-    let key = idempotency_key(&headers, request_id)?.ok_or_else(|| {
-        DomainError::validation(
-            "Idempotency-Key",
-            "Orders need an idempotency key.",
-            "Send an 'Idempotency-Key' header (or request_id in the body) that is unique per purchase; reuse it only to retry the same request.",
-        )
-    })?;
+    let key = required_idempotency_key(&headers, request_id)?;
     let placed = app
         .place_order(&principal, key.as_str(), &fingerprint, &request)
         .await?;

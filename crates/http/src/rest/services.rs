@@ -2,9 +2,13 @@
 
 use super::ok;
 use crate::error::ApiError;
-use crate::extract::{int_param, ApiJson, ApiQuery, Caller, OptionalJson};
+use crate::extract::{
+    int_param, required_idempotency_key, ApiJson, ApiQuery, Caller, OptionalJson,
+};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -12,6 +16,7 @@ use serde_json::{json, Value};
 use storefront_app::machines::ServiceView;
 use storefront_app::page::PageRequest;
 use storefront_app::App;
+use storefront_domain::idempotency::fingerprint;
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -21,6 +26,7 @@ pub fn routes() -> Router<App> {
         .route("/services/{service_id}/reinstall", post(reinstall))
         .route("/services/{service_id}/terminate", post(terminate))
         .route("/services/{service_id}/credentials", get(credentials))
+        .route("/services/{service_id}/extend", post(extend))
 }
 
 #[derive(Deserialize)]
@@ -105,4 +111,39 @@ async fn credentials(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(ok(app.service_credentials(&principal, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    additional_minutes: i64,
+    request_id: Option<String>,
+}
+
+/// Extends the lease; charged once per idempotency key (key or `extend` resource token).
+async fn extend(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson<ExtendBody>,
+) -> Result<Response, ApiError> {
+    let fingerprint = fingerprint(&body.raw);
+    let key = required_idempotency_key(&headers, body.body.request_id)?;
+    let (extension, replayed) = app
+        .extend_service(
+            &principal,
+            &id,
+            body.body.additional_minutes,
+            key.as_str(),
+            &fingerprint,
+        )
+        .await?;
+    let mut response = (StatusCode::ACCEPTED, ok(extension)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
