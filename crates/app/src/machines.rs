@@ -991,3 +991,67 @@ impl App {
         Ok(extension)
     }
 }
+
+/// Everything that delivers a machine order, created with the order (or with its install
+/// configuration): the service, its provisioning job, and resource tokens (secrets shown once;
+/// only their hashes are stored).
+pub(crate) struct Delivery {
+    pub service: Service,
+    pub jobs: Vec<Job>,
+    pub stored_tokens: Vec<crate::ports::ResourceToken>,
+    tokens: Vec<(TokenScope, String)>,
+}
+
+impl Delivery {
+    /// `management_tokens` for the one response that shows them.
+    pub fn tokens_view(&self) -> Value {
+        let token = |scope: TokenScope| {
+            self.tokens
+                .iter()
+                .find(|(s, _)| *s == scope)
+                .map(|(_, t)| t.clone())
+        };
+        json!({
+            "read_token": token(TokenScope::Read),
+            "extend_token": token(TokenScope::Extend),
+            "terminate_token": token(TokenScope::Terminate),
+        })
+    }
+}
+
+impl App {
+    /// The delivery of an async order whose product a provisioner delivers; `None` otherwise.
+    /// Sets the order's `service_id`.
+    pub(crate) fn machine_delivery(
+        &self,
+        product: &Product,
+        order: &mut Order,
+        now: Timestamp,
+    ) -> Option<Delivery> {
+        if product.kind != storefront_domain::catalog::ProductKind::Async {
+            return None;
+        }
+        self.provisioner(&product.fulfiller)?;
+        let service = new_service(product, order, now);
+        order.service_id = Some(service.id.clone());
+        let tokens: Vec<(TokenScope, String)> = TokenScope::ALL
+            .into_iter()
+            .map(|scope| (scope, crate::secrets::new_resource_token()))
+            .collect();
+        let stored_tokens = tokens
+            .iter()
+            .map(|(scope, secret)| crate::ports::ResourceToken {
+                token_hash: crate::secrets::hash_secret(secret),
+                service_id: service.id.clone(),
+                scope: scope.as_str().to_owned(),
+                created_at: now,
+            })
+            .collect();
+        Some(Delivery {
+            jobs: vec![provision_job(&service, now)],
+            service,
+            stored_tokens,
+            tokens,
+        })
+    }
+}

@@ -332,42 +332,11 @@ impl App {
             result: None,
             failure: None,
         };
-        // A machine product gets its service and its provisioning job in the order's own
-        // transaction (outbox): a paid order can never lack the work that delivers it.
-        let service = (product.kind == ProductKind::Async
-            && !product.requires_install_configuration)
-            .then(|| {
-                self.provisioner(&product.fulfiller)
-                    .map(|_| crate::machines::new_service(product, &order, now))
-            })
+        // A machine product gets its service, its provisioning job and its resource tokens in
+        // the order's own transaction (outbox): a paid order never lacks what delivers it.
+        let delivery = (!product.requires_install_configuration)
+            .then(|| self.machine_delivery(product, &mut order, now))
             .flatten();
-        order.service_id = service.as_ref().map(|s| s.id.clone());
-        let jobs: Vec<storefront_domain::job::Job> = service
-            .iter()
-            .map(|s| crate::machines::provision_job(s, now))
-            .collect();
-        // Resource tokens go out once, in this response; only their hashes are stored (and the
-        // idempotent outcome a replay returns carries none).
-        let tokens: Vec<(crate::principal::TokenScope, String)> = match &service {
-            Some(_) => crate::principal::TokenScope::ALL
-                .into_iter()
-                .map(|scope| (scope, crate::secrets::new_resource_token()))
-                .collect(),
-            None => Vec::new(),
-        };
-        let stored_tokens: Vec<crate::ports::ResourceToken> = service
-            .iter()
-            .flat_map(|svc| {
-                tokens
-                    .iter()
-                    .map(move |(scope, secret)| crate::ports::ResourceToken {
-                        token_hash: crate::secrets::hash_secret(secret),
-                        service_id: svc.id.clone(),
-                        scope: scope.as_str().to_owned(),
-                        created_at: now,
-                    })
-            })
-            .collect();
         let charge = (order.total_minor > 0).then(|| LedgerMovement {
             account_id: account_id.clone(),
             kind: LedgerKind::Charge,
@@ -394,9 +363,9 @@ impl App {
                 order: &order,
                 idempotency: Some(key_ref),
                 charge: charge.as_ref(),
-                service: service.as_ref(),
-                jobs: &jobs,
-                resource_tokens: &stored_tokens,
+                service: delivery.as_ref().map(|d| &d.service),
+                jobs: delivery.as_ref().map_or(&[][..], |d| &d.jobs),
+                resource_tokens: delivery.as_ref().map_or(&[][..], |d| &d.stored_tokens),
                 updates_service: None,
                 completes: completion.as_ref(),
             })
@@ -418,18 +387,8 @@ impl App {
             Some(OrderOutcome::Accepted {
                 mut order,
                 retry_after_seconds,
-            }) if !tokens.is_empty() => {
-                let token = |scope: crate::principal::TokenScope| {
-                    tokens
-                        .iter()
-                        .find(|(s, _)| *s == scope)
-                        .map(|(_, t)| t.clone())
-                };
-                order.management_tokens = Some(serde_json::json!({
-                    "read_token": token(crate::principal::TokenScope::Read),
-                    "extend_token": token(crate::principal::TokenScope::Extend),
-                    "terminate_token": token(crate::principal::TokenScope::Terminate),
-                }));
+            }) if delivery.is_some() => {
+                order.management_tokens = delivery.map(|d| d.tokens_view());
                 Ok(OrderOutcome::Accepted {
                     order,
                     retry_after_seconds,
@@ -622,6 +581,79 @@ impl App {
         });
         let retry = order.retry_after_seconds().or(settling.then_some(2));
         Ok((view, retry))
+    }
+
+    /// Seed 000's install step: the configuration a product needs after payment, validated
+    /// against its install schema; then delivery starts. Accepted from a key of the order's
+    /// account or through the signed `install_action.url`.
+    pub async fn submit_install_configuration(
+        &self,
+        principal: &Principal,
+        id: &str,
+        signature: Option<(Option<&str>, Option<&str>)>,
+        config: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<OrderView, DomainError> {
+        let mut order = match signature {
+            Some((expires, sig)) if principal.account_id().is_none() => {
+                self.signer.verify(
+                    "POST",
+                    &crate::views::install_path(id),
+                    expires,
+                    sig,
+                    self.clock.now(),
+                )?;
+                let order_id =
+                    OrderId::parse(id).ok_or_else(|| DomainError::not_found("order", id))?;
+                self.load_order(&order_id).await?
+            }
+            _ => self.owned_order(principal, id).await?,
+        };
+        let invalid = |order: &Order| {
+            DomainError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "Order {} is {}; it takes no install configuration now.",
+                    order.id,
+                    order.status.as_str()
+                ),
+                "Only orders in awaiting_install_configuration accept one.",
+            )
+        };
+        if order.status != OrderStatus::AwaitingInstallConfiguration {
+            return Err(invalid(&order));
+        }
+        let product = self
+            .catalog
+            .get(&order.product_id)
+            .ok_or_else(|| unknown_product(&order.product_id))?;
+        let normalized =
+            storefront_domain::pricing::normalize(&product.install_fields, config, "config")?;
+        let now = self.clock.now();
+        order.configuration.insert(
+            "install".into(),
+            serde_json::Value::Object(normalized.configuration),
+        );
+        order.status = OrderStatus::Processing;
+        order.updated_at = now;
+        let delivery = self.machine_delivery(product, &mut order, now);
+        let moved = self
+            .store
+            .apply_change(&Change {
+                order: Some((&order, &[OrderStatus::AwaitingInstallConfiguration])),
+                new_service: delivery.as_ref().map(|d| &d.service),
+                resource_tokens: delivery.as_ref().map_or(&[][..], |d| &d.stored_tokens),
+                jobs: delivery.as_ref().map_or(&[][..], |d| &d.jobs),
+                ..Change::default()
+            })
+            .await
+            .map_err(store_failure)?;
+        if !moved {
+            return Err(invalid(&self.load_order(&order.id).await?));
+        }
+        tracing::info!(order_id = %order.id, "install configuration accepted; delivery starts");
+        let mut view = self.with_service(self.order_view(&order), &order, None);
+        view.management_tokens = delivery.map(|d| d.tokens_view());
+        Ok(view)
     }
 
     /// Credentials of the order's machine: for the account's keys, or for whoever holds the

@@ -99,6 +99,9 @@ pub struct Change<'a> {
     /// The new state of a service, if its current status is one of the listed.
     pub service: Option<(&'a Service, &'a [ServiceStatus])>,
     pub movement: Option<&'a LedgerMovement>,
+    /// A service to create (delivery starts once install configuration arrives).
+    pub new_service: Option<&'a Service>,
+    pub resource_tokens: &'a [ResourceToken],
     pub jobs: &'a [Job],
     pub completes: Option<&'a IdempotencyCompletion>,
 }

@@ -49,6 +49,11 @@ pub struct OrderView {
     pub management_tokens: Option<Value>,
 }
 
+/// The path a signed `install_action.url` authorizes (with `POST`).
+pub fn install_path(order_id: &str) -> String {
+    format!("/api/v1/orders/{order_id}/install")
+}
+
 /// The path a signed `credentials_action.url` authorizes.
 pub fn credentials_path(order_id: &str) -> String {
     format!("/api/v1/orders/{order_id}/credentials")
@@ -117,7 +122,21 @@ impl App {
             payment_action: None,
             provisioning_estimate: order.provisioning_estimate,
             requires_install_configuration: order.requires_install_configuration,
-            install_action: None,
+            // Seed 000: after payment, install configuration goes to a signed URL.
+            install_action: (order.status == OrderStatus::AwaitingInstallConfiguration).then(
+                || {
+                    let path = install_path(order.id.as_str());
+                    SignedAction {
+                        method: "POST".into(),
+                        url: format!(
+                            "{}{path}?{}",
+                            self.settings.base_url,
+                            self.signer.sign("POST", &path, expires_at)
+                        ),
+                        expires_at: format(&expires_at),
+                    }
+                },
+            ),
             credentials_available: false,
             credentials_action: None,
             service_id: order.service_id.as_ref().map(ToString::to_string),

@@ -577,16 +577,7 @@ impl Store for $store {
         for job in new.jobs {
             insert_job_row(&mut tx, job).await?;
         }
-        for token in new.resource_tokens {
-            sqlx::query("INSERT INTO resource_tokens (token_hash, service_id, scope, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(&token.token_hash)
-                .bind(token.service_id.as_str())
-                .bind(&token.scope)
-                .bind(ts(&token.created_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
+        insert_token_rows(&mut tx, new.resource_tokens).await?;
         if let Some(c) = new.completes {
             complete_key(&mut tx, c).await?;
         }
@@ -610,6 +601,10 @@ impl Store for $store {
             let at = change.order.map(|(o, _)| o.updated_at).or(change.service.map(|(s, _)| s.updated_at));
             apply_movement(&mut tx, m, at.unwrap_or_else(chrono::Utc::now)).await?;
         }
+        if let Some(service) = change.new_service {
+            insert_service_row(&mut tx, service).await?;
+        }
+        insert_token_rows(&mut tx, change.resource_tokens).await?;
         for job in change.jobs {
             insert_job_row(&mut tx, job).await?;
         }
@@ -841,9 +836,10 @@ async fn update_order_row(conn: &mut $conn, o: &Order, expected: &[OrderStatus])
         if expected.is_empty() {
             return Ok(false);
         }
-        let placeholders: Vec<String> = (8..8 + expected.len()).map(|i| format!("${i}")).collect();
+        let placeholders: Vec<String> = (9..9 + expected.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "UPDATE orders SET status = $1, payment_status = $2, service_id = $3, result = $4, failure = $5, updated_at = $6
+            "UPDATE orders SET status = $1, payment_status = $2, service_id = $3, result = $4, failure = $5, updated_at = $6,
+                               configuration = $8
              WHERE id = $7 AND status IN ({})",
             placeholders.join(", ")
         );
@@ -854,7 +850,8 @@ async fn update_order_row(conn: &mut $conn, o: &Order, expected: &[OrderStatus])
             .bind(o.result.as_ref().map(to_json))
             .bind(o.failure.as_ref().map(to_json))
             .bind(ts(&o.updated_at))
-            .bind(o.id.as_str());
+            .bind(o.id.as_str())
+            .bind(to_json(&o.configuration));
         for status in expected {
             query = query.bind(status.as_str());
         }
@@ -876,6 +873,20 @@ async fn update_order_row(conn: &mut $conn, o: &Order, expected: &[OrderStatus])
             };
         }
     Ok(true)
+}
+
+async fn insert_token_rows(conn: &mut $conn, tokens: &[ResourceToken]) -> StoreResult<()> {
+    for token in tokens {
+        sqlx::query("INSERT INTO resource_tokens (token_hash, service_id, scope, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&token.token_hash)
+            .bind(token.service_id.as_str())
+            .bind(&token.scope)
+            .bind(ts(&token.created_at))
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
 }
 
 async fn insert_job_row(conn: &mut $conn, job: &Job) -> StoreResult<()> {

@@ -30,6 +30,7 @@ pub fn routes() -> Router<App> {
         .route("/orders/{order_id}/status", get(status))
         .route("/orders/{order_id}/cancel", post(cancel))
         .route("/orders/{order_id}/credentials", get(credentials))
+        .route("/orders/{order_id}/install", post(install))
 }
 
 #[derive(Deserialize)]
@@ -274,4 +275,27 @@ async fn credentials(
     Ok(ok(app
         .order_credentials(&principal, &id, signature)
         .await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallBody {
+    config: Map<String, Value>,
+}
+
+/// `POST <install_action.url>` `{config}` (or the same path with a key).
+async fn install(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<SignedQuery>,
+    body: ApiJson<InstallBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let signature = (q.expires.is_some() || q.sig.is_some())
+        .then_some((q.expires.as_deref(), q.sig.as_deref()));
+    let signature = signature.or((principal.account_id().is_none()).then_some((None, None)));
+    let order = app
+        .submit_install_configuration(&principal, &id, signature, &body.body.config)
+        .await?;
+    Ok((StatusCode::ACCEPTED, ok(json!({ "order": order }))))
 }
