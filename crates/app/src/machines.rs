@@ -79,6 +79,7 @@ pub(crate) fn new_service(product: &Product, order: &Order, now: Timestamp) -> S
         private_key_sealed: None,
         lease_seconds: lease_seconds(product, order),
         expires_at: None,
+        activated_at: None,
         management_capabilities: product.management_capabilities.clone(),
         created_at: now,
         updated_at: now,
@@ -575,6 +576,7 @@ impl MachineJobs {
         match started {
             Ok(machine) => {
                 self.activate(&mut service, &machine, now);
+                service.activated_at = Some(now);
                 service.expires_at = Some(now + chrono::Duration::seconds(service.lease_seconds));
                 order.status = OrderStatus::Fulfilled;
                 order.updated_at = now;

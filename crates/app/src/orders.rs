@@ -326,7 +326,7 @@ impl App {
             idempotency_key: key_ref.key.clone(),
             created_at: now,
             updated_at: now,
-            provisioning_estimate: product.provisioning_estimate,
+            provisioning_estimate: self.provisioning_estimate(product).await,
             requires_install_configuration: product.requires_install_configuration,
             service_id: None,
             result: None,
@@ -583,6 +583,53 @@ impl App {
         Ok((view, retry))
     }
 
+    /// An order reached either with a key of its account, or — without a key — through a URL
+    /// signed for `method` on `path` (`signature` = its `expires` and `sig`).
+    async fn order_by_key_or_signature(
+        &self,
+        principal: &Principal,
+        id: &str,
+        method: &str,
+        path: &str,
+        signature: Option<(Option<&str>, Option<&str>)>,
+    ) -> Result<Order, DomainError> {
+        match signature {
+            Some((expires, sig)) if principal.account_id().is_none() => {
+                self.signer
+                    .verify(method, path, expires, sig, self.clock.now())?;
+                let order_id =
+                    OrderId::parse(id).ok_or_else(|| DomainError::not_found("order", id))?;
+                self.load_order(&order_id).await
+            }
+            _ => self.owned_order(principal, id).await,
+        }
+    }
+
+    /// How long delivery should take: from the latest observed provisionings of the product
+    /// when there are enough, else the catalog's estimate.
+    async fn provisioning_estimate(
+        &self,
+        product: &storefront_domain::catalog::Product,
+    ) -> Option<storefront_domain::catalog::ProvisioningEstimate> {
+        let fallback = product.provisioning_estimate;
+        if product.kind != ProductKind::Async {
+            return fallback;
+        }
+        match self
+            .store
+            .recent_provisioning_seconds(&product.id, 20)
+            .await
+        {
+            Ok(seconds) => {
+                storefront_domain::catalog::ProvisioningEstimate::from_history(seconds, fallback)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "provisioning history unavailable; using the catalog's estimate");
+                fallback
+            }
+        }
+    }
+
     /// Seed 000's install step: the configuration a product needs after payment, validated
     /// against its install schema; then delivery starts. Accepted from a key of the order's
     /// account or through the signed `install_action.url`.
@@ -593,21 +640,15 @@ impl App {
         signature: Option<(Option<&str>, Option<&str>)>,
         config: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<OrderView, DomainError> {
-        let mut order = match signature {
-            Some((expires, sig)) if principal.account_id().is_none() => {
-                self.signer.verify(
-                    "POST",
-                    &crate::views::install_path(id),
-                    expires,
-                    sig,
-                    self.clock.now(),
-                )?;
-                let order_id =
-                    OrderId::parse(id).ok_or_else(|| DomainError::not_found("order", id))?;
-                self.load_order(&order_id).await?
-            }
-            _ => self.owned_order(principal, id).await?,
-        };
+        let mut order = self
+            .order_by_key_or_signature(
+                principal,
+                id,
+                "POST",
+                &crate::views::install_path(id),
+                signature,
+            )
+            .await?;
         let invalid = |order: &Order| {
             DomainError::new(
                 ErrorCode::InvalidState,
@@ -664,21 +705,15 @@ impl App {
         id: &str,
         signature: Option<(Option<&str>, Option<&str>)>,
     ) -> Result<crate::machines::Credentials, DomainError> {
-        let order = match signature {
-            Some((expires, sig)) if principal.account_id().is_none() => {
-                self.signer.verify(
-                    "GET",
-                    &crate::views::credentials_path(id),
-                    expires,
-                    sig,
-                    self.clock.now(),
-                )?;
-                let order_id =
-                    OrderId::parse(id).ok_or_else(|| DomainError::not_found("order", id))?;
-                self.load_order(&order_id).await?
-            }
-            _ => self.owned_order(principal, id).await?,
-        };
+        let order = self
+            .order_by_key_or_signature(
+                principal,
+                id,
+                "GET",
+                &crate::views::credentials_path(id),
+                signature,
+            )
+            .await?;
         let service_id = order.service_id.as_ref().ok_or_else(|| {
             DomainError::new(
                 ErrorCode::NotFound,

@@ -193,6 +193,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Order>>;
 
     async fn get_service(&self, id: &ServiceId) -> StoreResult<Option<Service>>;
+    /// How long the latest `limit` provisionings of a product took, in seconds.
+    async fn recent_provisioning_seconds(
+        &self,
+        product_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<i64>>;
     async fn find_resource_token(&self, token_hash: &str) -> StoreResult<Option<ResourceToken>>;
     /// Newest first, `limit + 1` rows after the cursor.
     async fn list_services(

@@ -140,6 +140,27 @@ pub struct ProvisioningEstimate {
     pub max_seconds: u64,
 }
 
+impl ProvisioningEstimate {
+    /// An estimate from observed provisioning times (seconds, any order): the 10th and 90th
+    /// percentiles, at least one second apart from nothing. Fewer than three observations say
+    /// too little; then the catalog's estimate stands.
+    pub fn from_history(
+        mut seconds: Vec<i64>,
+        fallback: Option<ProvisioningEstimate>,
+    ) -> Option<ProvisioningEstimate> {
+        if seconds.len() < 3 {
+            return fallback;
+        }
+        seconds.sort_unstable();
+        let at = |q: usize| seconds[(seconds.len() - 1) * q / 100].max(0) as u64;
+        let min_seconds = at(10).max(1);
+        Some(ProvisioningEstimate {
+            min_seconds,
+            max_seconds: at(90).max(min_seconds),
+        })
+    }
+}
+
 fn default_max_quantity() -> u32 {
     10
 }
@@ -558,6 +579,22 @@ fn json_schema(fields: &[FieldSpec], title: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn estimates_come_from_history_once_there_is_enough_of_it() {
+        let fallback = Some(ProvisioningEstimate {
+            min_seconds: 60,
+            max_seconds: 600,
+        });
+        assert_eq!(
+            ProvisioningEstimate::from_history(vec![5, 7], fallback),
+            fallback
+        );
+        let e = ProvisioningEstimate::from_history((1..=100).rev().collect(), fallback).unwrap();
+        assert_eq!((e.min_seconds, e.max_seconds), (10, 90));
+        let fast = ProvisioningEstimate::from_history(vec![0, 0, 0], fallback).unwrap();
+        assert_eq!((fast.min_seconds, fast.max_seconds), (1, 1));
+    }
 
     #[test]
     fn default_catalog_builds_with_every_seed_product() {

@@ -82,6 +82,8 @@ pub struct Service {
     /// How long the lease lasts once active.
     pub lease_seconds: i64,
     pub expires_at: Option<Timestamp>,
+    /// When it first became active (the end of provisioning).
+    pub activated_at: Option<Timestamp>,
     pub management_capabilities: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

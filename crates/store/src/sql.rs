@@ -259,6 +259,7 @@ fn service_from_row(r: &$row) -> StoreResult<Service> {
         private_key_sealed: r.get("private_key_sealed"),
         lease_seconds: r.get("lease_seconds"),
         expires_at: r.get::<Option<&str>, _>("expires_at").map(parse_ts).transpose()?,
+        activated_at: r.get::<Option<&str>, _>("activated_at").map(parse_ts).transpose()?,
         management_capabilities: parse_json(r.get("management_capabilities"))?,
         created_at: parse_ts(r.get("created_at"))?,
         updated_at: parse_ts(r.get("updated_at"))?,
@@ -664,6 +665,21 @@ impl Store for $store {
         .await
     }
 
+    async fn recent_provisioning_seconds(&self, product_id: &str, limit: u32) -> StoreResult<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT created_at, activated_at FROM services WHERE product_id = $1 AND activated_at IS NOT NULL
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(product_id)
+        .bind(i64::from(limit))
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| Ok((parse_ts(r.get("activated_at"))? - parse_ts(r.get("created_at"))?).num_seconds()))
+            .collect()
+    }
+
     async fn get_service(&self, id: &ServiceId) -> StoreResult<Option<Service>> {
         self.find_one("SELECT * FROM services WHERE id = $1", id.as_str(), service_from_row).await
     }
@@ -945,10 +961,11 @@ async fn update_service_row(conn: &mut $conn, s: &Service, expected: &[ServiceSt
     if expected.is_empty() {
         return Ok(false);
     }
-    let placeholders: Vec<String> = (11..11 + expected.len()).map(|i| format!("${i}")).collect();
+    let placeholders: Vec<String> = (12..12 + expected.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "UPDATE services SET status = $1, image = $2, host = $3, ssh_port = $4, host_key_fingerprint = $5,
-                             private_key_sealed = $6, expires_at = $7, updated_at = $8, lease_seconds = $9
+                             private_key_sealed = $6, expires_at = $7, updated_at = $8, lease_seconds = $9,
+                             activated_at = $11
          WHERE id = $10 AND status IN ({})",
         placeholders.join(", ")
     );
@@ -962,7 +979,8 @@ async fn update_service_row(conn: &mut $conn, s: &Service, expected: &[ServiceSt
         .bind(s.expires_at.as_ref().map(ts))
         .bind(ts(&s.updated_at))
         .bind(s.lease_seconds)
-        .bind(s.id.as_str());
+        .bind(s.id.as_str())
+        .bind(s.activated_at.as_ref().map(ts));
     for status in expected {
         query = query.bind(status.as_str());
     }

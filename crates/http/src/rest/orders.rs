@@ -241,6 +241,19 @@ struct SignedQuery {
     sig: Option<String>,
 }
 
+impl SignedQuery {
+    /// The URL signature to check: present whenever the caller has no key (a missing one then
+    /// fails as `invalid_signature`), absent when a key speaks for itself.
+    fn signature(
+        &self,
+        principal: &storefront_app::Principal,
+    ) -> Option<(Option<&str>, Option<&str>)> {
+        let signed =
+            self.expires.is_some() || self.sig.is_some() || principal.account_id().is_none();
+        signed.then_some((self.expires.as_deref(), self.sig.as_deref()))
+    }
+}
+
 /// `GET <status_url>`: no key; the signature authorizes exactly this path until it expires.
 async fn status(
     State(app): State<App>,
@@ -269,9 +282,7 @@ async fn credentials(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<SignedQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let signature = (q.expires.is_some() || q.sig.is_some())
-        .then_some((q.expires.as_deref(), q.sig.as_deref()));
-    let signature = signature.or((principal.account_id().is_none()).then_some((None, None)));
+    let signature = q.signature(&principal);
     Ok(ok(app
         .order_credentials(&principal, &id, signature)
         .await?))
@@ -291,9 +302,7 @@ async fn install(
     ApiQuery(q): ApiQuery<SignedQuery>,
     body: ApiJson<InstallBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let signature = (q.expires.is_some() || q.sig.is_some())
-        .then_some((q.expires.as_deref(), q.sig.as_deref()));
-    let signature = signature.or((principal.account_id().is_none()).then_some((None, None)));
+    let signature = q.signature(&principal);
     let order = app
         .submit_install_configuration(&principal, &id, signature, &body.body.config)
         .await?;

@@ -1,0 +1,2 @@
+-- When each service first became active: provisioning estimates come from this history.
+ALTER TABLE services ADD COLUMN activated_at TEXT;
