@@ -123,6 +123,34 @@ impl App {
         status
     }
 
+    /// Replaces the database's URL-signing key; the retired one keeps verifying URLs already
+    /// handed out (the last three are kept: URLs live 30 days, so rotate at most that often).
+    /// Running servers sign with the new key after a restart.
+    pub async fn rotate_signing_key(&self) -> Result<(), DomainError> {
+        use crate::secrets::{random_token, PREVIOUS_SIGNING_KEYS_SETTING, SIGNING_KEY_SETTING};
+        let current = self
+            .store
+            .setting_or_init(SIGNING_KEY_SETTING, &random_token())
+            .await
+            .map_err(store_failure)?;
+        let previous = self
+            .store
+            .setting_or_init(PREVIOUS_SIGNING_KEYS_SETTING, "[]")
+            .await
+            .map_err(store_failure)?;
+        let mut keys = vec![current];
+        keys.extend(serde_json::from_str::<Vec<String>>(&previous).unwrap_or_default());
+        keys.truncate(3);
+        let keys = serde_json::to_string(&keys).expect("strings serialize");
+        self.store
+            .put_settings(&[
+                (SIGNING_KEY_SETTING, &random_token()),
+                (PREVIOUS_SIGNING_KEYS_SETTING, &keys),
+            ])
+            .await
+            .map_err(store_failure)
+    }
+
     /// Readiness: the database answers.
     pub async fn ready(&self) -> Result<(), DomainError> {
         self.store.ping().await.map_err(store_failure)

@@ -120,6 +120,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns the named setting, storing `initial` first if it has none (first start).
     async fn setting_or_init(&self, name: &str, initial: &str) -> StoreResult<String>;
+    /// Writes settings (insert or replace), all in one transaction.
+    async fn put_settings(&self, settings: &[(&str, &str)]) -> StoreResult<()>;
 
     async fn create_account(&self, account: &Account, owner_key: &ApiKey) -> StoreResult<()>;
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>>;

@@ -21,6 +21,11 @@ pub fn random_token() -> String {
 
 pub const RESOURCE_TOKEN_PREFIX: &str = "sf_res_";
 
+/// Settings that hold the URL-signing key (generated on first start, shared by every replica)
+/// and the retired keys that still verify.
+pub const SIGNING_KEY_SETTING: &str = "url_signing_key";
+pub const PREVIOUS_SIGNING_KEYS_SETTING: &str = "url_signing_keys_previous";
+
 pub fn new_resource_token() -> String {
     format!("{RESOURCE_TOKEN_PREFIX}{}", random_token())
 }

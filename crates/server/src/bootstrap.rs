@@ -109,26 +109,37 @@ pub async fn build_app(
         fulfillers.insert(upstream.name.clone(), Arc::new(f));
     }
 
-    let signing_key = match &config.signing_key {
-        Some(k) if k.len() >= 32 => k.clone(),
+    let (signing_key, mut previous) = match &config.signing_key {
+        Some(k) if k.len() >= 32 => (k.clone(), Vec::new()),
         Some(_) => {
             return Err(BootError::Config(
                 "signing_key must be at least 32 characters".into(),
             ))
         }
-        // Generated once and kept in the database, so every replica signs alike.
-        None => store
-            .setting_or_init("url_signing_key", &random_token())
-            .await
-            .map_err(|e| BootError::Database(e.to_string()))?,
+        // Generated once and kept in the database, so every replica signs alike;
+        // `storefront admin rotate-signing-key` replaces it and keeps the old one verifying.
+        None => {
+            let current = store
+                .setting_or_init(
+                    storefront_app::secrets::SIGNING_KEY_SETTING,
+                    &random_token(),
+                )
+                .await
+                .map_err(|e| BootError::Database(e.to_string()))?;
+            let previous = store
+                .setting_or_init(storefront_app::secrets::PREVIOUS_SIGNING_KEYS_SETTING, "[]")
+                .await
+                .map_err(|e| BootError::Database(e.to_string()))?;
+            (
+                current,
+                serde_json::from_str::<Vec<String>>(&previous).unwrap_or_default(),
+            )
+        }
     };
+    previous.extend(config.previous_signing_keys.iter().cloned());
     let signer = UrlSigner::new(
         signing_key.into_bytes(),
-        config
-            .previous_signing_keys
-            .iter()
-            .map(|k| k.clone().into_bytes())
-            .collect(),
+        previous.into_iter().map(String::into_bytes).collect(),
     );
     let settings = AppSettings {
         base_url: base_url.trim_end_matches('/').to_owned(),

@@ -121,6 +121,8 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the URL-signing key (signed URLs already handed out stay valid until they expire).
+    RotateSigningKey,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -379,6 +381,10 @@ async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
             } else {
                 println!("key: {}\nsecret (shown once): {}", key.key_id, key.api_key);
             }
+        }
+        AdminCommand::RotateSigningKey => {
+            app.rotate_signing_key().await?;
+            println!("signing key rotated; restart the servers to sign with it (URLs signed before stay valid)");
         }
         AdminCommand::ListAccounts { json } => {
             let accounts = app.admin_list_accounts().await?;

@@ -283,3 +283,60 @@ currency = "usd"
         .unwrap();
     assert!(status.success());
 }
+
+dual_test!(a_rotated_signing_key_keeps_issued_urls_valid);
+async fn a_rotated_signing_key_keeps_issued_urls_valid(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&backend, dir.path()).await;
+    let db = db.as_deref();
+    let mut server = start(dir.path(), db, &[]).await;
+    let line = next_line_containing(&mut server, "export STOREFRONT_API_KEY=").await;
+    let key = line.split('=').nth(1).unwrap().trim().to_owned();
+    let client = reqwest::Client::new();
+    let order: Value = client
+        .post(format!("{}/api/v1/orders", server.base))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "before-rotation")
+        .json(&json!({"product_id": "web-search", "configuration": {"query": "rotation"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let old_url = order["data"]["order"]["status_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = order["data"]["order"]["id"].as_str().unwrap().to_owned();
+    assert!(terminate(server).await.success());
+
+    let (ok, out, err) = admin(dir.path(), db, &["rotate-signing-key"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("rotated"));
+
+    let again = start(dir.path(), db, &[]).await;
+    let old_url = old_url.replace(old_url.split("/api/").next().unwrap(), &again.base);
+    let r = client.get(&old_url).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "a URL signed with the retired key still works"
+    );
+    let fresh: Value = client
+        .get(format!("{}/api/v1/orders/{id}", again.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_url = fresh["data"]["order"]["status_url"].as_str().unwrap();
+    assert_ne!(
+        new_url.split("sig=").nth(1),
+        old_url.split("sig=").nth(1),
+        "new URLs carry the new key's signature"
+    );
+    assert!(terminate(again).await.success());
+}

@@ -485,3 +485,77 @@ async fn resource_tokens_are_shown_once_and_reach_only_their_scope(backend: Back
     let forged = s.get(&path, Some("sf_res_not-a-token")).await;
     assert_eq!(forged.status, 401);
 }
+
+dual_test!(a_machine_that_cannot_be_provisioned_fails_its_order_and_refunds);
+async fn a_machine_that_cannot_be_provisioned_fails_its_order_and_refunds(backend: Backend) {
+    if std::process::Command::new("debootstrap")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: debootstrap is not installed");
+        return;
+    }
+    // No image is built here and the mirror refuses connections: every attempt fails.
+    let images = tempfile::tempdir().unwrap();
+    let image_dir = images.path().to_path_buf();
+    let s = TestServer::start_with(&backend, |c| {
+        c.image_dir = Some(image_dir.clone());
+        c.image_mirror = Some("http://127.0.0.1:9/debian".into());
+    })
+    .await;
+    let (_, key) = s.account(1_000).await;
+    let r = s
+        .order(
+            Some(&key),
+            "doomed",
+            &json!({"product_id": "bare-linux-machine", "configuration": {}}),
+        )
+        .await;
+    if r.status == 503 {
+        eprintln!("skipped: local machines are unavailable on this host");
+        return;
+    }
+    assert_eq!(r.status, 202);
+    let order_id = r.body["data"]["order"]["id"].as_str().unwrap().to_owned();
+    let service_id = r.body["data"]["order"]["service_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(s.balance(&key).await < 1_000);
+    s.start_worker();
+    // Each failed attempt is retried after its backoff on the injected clock.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let order = loop {
+        let o = s
+            .get(&format!("/api/v1/orders/{order_id}"), Some(&key))
+            .await;
+        if o.body["data"]["order"]["status"] == "failed" {
+            break o.body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the order never failed: {}",
+            o.body
+        );
+        s.clock.advance(chrono::Duration::hours(1));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(order["data"]["order"]["payment_status"], "refunded");
+    assert_eq!(
+        order["data"]["order"]["failure"]["code"],
+        "fulfillment_failed"
+    );
+    assert_eq!(s.balance(&key).await, 1_000, "refunded in full");
+    let kinds: Vec<String> = s
+        .ledger(&key)
+        .await
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["refund", "charge", "top_up"]);
+    let service = s
+        .get(&format!("/api/v1/services/{service_id}"), Some(&key))
+        .await;
+    assert_eq!(service.body["data"]["service"]["status"], "failed");
+}

@@ -320,6 +320,21 @@ impl Store for $store {
         Ok(value)
     }
 
+    async fn put_settings(&self, settings: &[(&str, &str)]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        for (name, value) in settings {
+            sqlx::query(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
     async fn create_account(&self, account: &Account, owner_key: &ApiKey) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let created = ts(&account.created_at);
