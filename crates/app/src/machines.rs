@@ -118,6 +118,20 @@ pub struct ServiceView {
     pub management_capabilities: Vec<String>,
 }
 
+impl ServiceView {
+    /// While the machine is on its way somewhere, when to poll again (seconds).
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        matches!(
+            self.status,
+            ServiceStatus::Provisioning
+                | ServiceStatus::Restarting
+                | ServiceStatus::Reinstalling
+                | ServiceStatus::Terminating
+        )
+        .then_some(2)
+    }
+}
+
 impl From<&Service> for ServiceView {
     fn from(s: &Service) -> Self {
         let server = (!s.status.is_terminal()).then(|| {

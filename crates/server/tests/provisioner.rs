@@ -47,6 +47,11 @@ async fn a_lease_is_a_machine_you_can_ssh_into_restart_reinstall_and_terminate()
         !ssh(&key, m.port, "ls /").await.contains("leases"),
         "the host is not visible"
     );
+    assert_eq!(
+        ssh(&key, m.port, "pgrep -c sleep").await.trim(),
+        "1",
+        "processes outlive the SSH session that started them"
+    );
 
     let again = p.create(&spec).await.unwrap();
     assert_eq!(

@@ -52,10 +52,16 @@ async fn show(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(ok(
-        json!({ "service": app.get_service(&principal, &id).await? }),
-    ))
+) -> Result<Response, ApiError> {
+    let service = app.get_service(&principal, &id).await?;
+    let settling = service.retry_after_seconds();
+    let mut response = ok(json!({ "service": service })).into_response();
+    if let Some(seconds) = settling {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    Ok(response)
 }
 
 /// `202 {service_id, status: "accepted", service}` (seed 002).
