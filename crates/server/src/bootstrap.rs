@@ -72,6 +72,23 @@ pub async fn build_app(
         runner,
     ));
     let local_unavailable = local.unavailable_reason();
+    // The catalog may not promise an image the local provisioner cannot deliver.
+    let local_images = local.images();
+    for product in spec.products.iter().filter(|p| p.fulfiller == "local") {
+        let offered = product
+            .fields
+            .iter()
+            .find(|f| f.name == "image")
+            .map(|f| f.values.clone())
+            .unwrap_or_default();
+        if let Some(image) = offered.iter().find(|i| !local_images.contains(i)) {
+            return Err(BootError::Config(format!(
+                "catalog: product '{}' offers image '{image}', which local machines cannot run (they have: {})",
+                product.id,
+                local_images.join(", ")
+            )));
+        }
+    }
     let upstreams: HashMap<String, _> = config
         .upstreams
         .iter()

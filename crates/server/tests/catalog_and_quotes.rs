@@ -302,3 +302,31 @@ async fn quote_input_errors_name_the_field_and_suggest_a_fix(backend: Backend) {
 fn cases_region() -> serde_json::Value {
     json!({"product_id": "vps", "configuration": {"region": "atlantis", "type": "small", "duration_hours": 1}})
 }
+
+#[tokio::test]
+async fn a_catalog_promising_an_image_local_machines_lack_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.toml");
+    let text = storefront_domain::catalog::DEFAULT_CATALOG_TOML.replacen(
+        "values = [\"debian-12\"]",
+        "values = [\"debian-12\", \"windows-11\"]",
+        1,
+    );
+    std::fs::write(&catalog, text).unwrap();
+    let config = storefront::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        catalog_file: Some(catalog),
+        ..Default::default()
+    };
+    let store = storefront::bootstrap::open_store(&config).await.unwrap();
+    let err = storefront::bootstrap::build_app(
+        &config,
+        store,
+        std::sync::Arc::new(storefront_app::SystemClock),
+        "http://x".into(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("windows-11"), "{err}");
+}
