@@ -659,37 +659,26 @@ impl MachineJobs {
         if service.status != expected {
             return Ok(());
         }
+        if expected == ServiceStatus::Terminating {
+            return self.end_machine(service, ServiceStatus::Terminated).await;
+        }
         let provisioner = app
             .provisioner_of(&service)
             .map_err(|e| retry(e.message))?
             .clone();
         let id = service.id.to_string();
-        let now;
-        match expected {
-            ServiceStatus::Restarting | ServiceStatus::Reinstalling => {
-                let machine = if expected == ServiceStatus::Restarting {
-                    provisioner.restart(&id).await
-                } else {
-                    let mut spec = spec_of(&service);
-                    if let Some(image) = job.payload.get("image").and_then(Value::as_str) {
-                        spec.image = image.to_owned();
-                    }
-                    provisioner.reinstall(&spec).await
-                }
-                .map_err(retry)?;
-                self.wait_ready(&provisioner, &id).await.map_err(retry)?;
-                now = app.clock.now();
-                self.activate(&mut service, &machine, now);
+        let machine = if expected == ServiceStatus::Restarting {
+            provisioner.restart(&id).await
+        } else {
+            let mut spec = spec_of(&service);
+            if let Some(image) = job.payload.get("image").and_then(Value::as_str) {
+                spec.image = image.to_owned();
             }
-            _ => {
-                provisioner.terminate(&id).await.map_err(retry)?;
-                now = app.clock.now();
-                service.status = ServiceStatus::Terminated;
-                service.host = None;
-                service.ssh_port = None;
-                service.updated_at = now;
-            }
+            provisioner.reinstall(&spec).await
         }
+        .map_err(retry)?;
+        self.wait_ready(&provisioner, &id).await.map_err(retry)?;
+        self.activate(&mut service, &machine, app.clock.now());
         app.store
             .apply_change(&Change {
                 service: Some((&service, &[expected])),
@@ -701,7 +690,7 @@ impl MachineJobs {
         Ok(())
     }
 
-    async fn expire(&self, mut service: Service) -> Result<(), JobError> {
+    async fn expire(&self, service: Service) -> Result<(), JobError> {
         let app = &self.app;
         let now = app.clock.now();
         let live = [
@@ -722,6 +711,17 @@ impl MachineJobs {
             }
             _ => {}
         }
+        self.end_machine(service, ServiceStatus::Expired).await
+    }
+
+    /// Removes the machine and records the service as `ended` (terminated or expired), if it is
+    /// still in the state it was read in.
+    async fn end_machine(
+        &self,
+        mut service: Service,
+        ended: ServiceStatus,
+    ) -> Result<(), JobError> {
+        let app = &self.app;
         let provisioner = app
             .provisioner_of(&service)
             .map_err(|e| retry(e.message))?
@@ -731,10 +731,10 @@ impl MachineJobs {
             .await
             .map_err(retry)?;
         let from = service.status;
-        service.status = ServiceStatus::Expired;
+        service.status = ended;
         service.host = None;
         service.ssh_port = None;
-        service.updated_at = now;
+        service.updated_at = app.clock.now();
         app.store
             .apply_change(&Change {
                 service: Some((&service, &[from])),
@@ -742,7 +742,7 @@ impl MachineJobs {
             })
             .await
             .map_err(retry)?;
-        tracing::info!(service_id = %service.id, "lease expired; machine terminated");
+        tracing::info!(service_id = %service.id, status = ended.as_str(), "machine removed");
         Ok(())
     }
 }
