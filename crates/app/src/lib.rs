@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod app;
 pub mod catalog;
 pub mod clock;
+pub mod discovery;
 pub mod jobs;
 pub mod machines;
 pub mod orders;

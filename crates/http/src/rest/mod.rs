@@ -1,6 +1,7 @@
 //! `/api/v1` routes, one module per resource, plus health and the fallbacks.
 
 mod account;
+mod discovery;
 mod health;
 mod orders;
 mod products;
@@ -19,6 +20,7 @@ use storefront_domain::{DomainError, ErrorCode};
 pub fn routes() -> Router<App> {
     Router::new()
         .merge(health::routes())
+        .merge(discovery::routes())
         .nest(
             "/api/v1",
             Router::new()

@@ -1,0 +1,182 @@
+//! Discovery documents (`API.md` §2): what an agent reads first to learn what is for sale and how
+//! to buy it. Generated from the live catalog and settings on every request, so they cannot drift
+//! from what the API really does.
+
+use crate::app::App;
+use serde_json::{json, Value};
+use storefront_domain::catalog::{PricingModel, Product, ProductKind};
+use storefront_domain::money::display_minor;
+
+/// What agents may not do with what they buy here (seed 004).
+const PROHIBITED_USES: &[&str] = &[
+    "Spam, unsolicited bulk messaging, phishing, credential harvesting, or impersonation.",
+    "Network scanning, vulnerability probing, exploitation, denial-of-service activity, or traffic amplification against systems you do not own or have explicit permission to test.",
+    "Malware, botnets, command-and-control infrastructure, cryptojacking, or evasion tooling.",
+    "Cryptocurrency mining or other resource-draining workloads unrelated to the stated task.",
+    "Hosting, storing, or distributing illegal, infringing, abusive, or deceptive content.",
+    "Bypassing access controls, rate limits, geofencing, sanctions controls, or platform safety systems.",
+    "Processing highly sensitive data without appropriate authorization, safeguards, and legal basis.",
+];
+
+/// The recommended workflow, step by step (seeds 000 and 004).
+const WORKFLOW: &[(&str, &str)] = &[
+    ("discover", "GET /api/v1/products (filter with ?q= and ?category=); pick a product with \"available\": true."),
+    ("requirements", "GET /api/v1/products/{product_id}/requirements for the fields its configuration needs."),
+    ("quote", "POST /api/v1/quotes {product_id, configuration}; read configuration_normalized and configuration_warnings (invalid optional values are defaulted down, not clamped up)."),
+    ("validate", "Optional: POST /api/v1/orders/validate with the order body; nothing is created."),
+    ("order", "POST /api/v1/orders {quote_id} with a unique Idempotency-Key; retry with the same key and body after a network error, never with a new key."),
+    ("poll", "Poll the signed status_url (or GET /api/v1/orders/{id}) honouring Retry-After until the order is fulfilled; fulfilled is not ready until credentials_available is true."),
+    ("install", "If the order is awaiting_install_configuration, POST {config} to install_action.url."),
+    ("use", "Fetch credentials from credentials_action.url once credentials_available is true; manage the service with /api/v1/services/{id} (restart, reinstall, extend, terminate)."),
+    ("finish", "Terminate machines when done; leases also end at expires_at."),
+];
+
+fn price_summary(p: &Product) -> String {
+    let pricing = &p.pricing;
+    let unit = match pricing.model {
+        PricingModel::PerUse => "use",
+        PricingModel::PerMinute => "minute",
+        PricingModel::PerHour => "hour",
+        PricingModel::PerMonth => "month",
+    };
+    let per_unit = match &pricing.unit_minor_by {
+        Some(by) => {
+            let prices: Vec<String> = by
+                .prices
+                .iter()
+                .map(|(k, v)| format!("{k} {}", display_minor(*v, &pricing.currency)))
+                .collect();
+            format!("{} per {unit} by {}", prices.join(", "), by.field)
+        }
+        None => format!(
+            "{} per {unit}",
+            display_minor(pricing.unit_minor, &pricing.currency)
+        ),
+    };
+    if pricing.base_minor > 0 {
+        format!(
+            "{} + {per_unit}",
+            display_minor(pricing.base_minor, &pricing.currency)
+        )
+    } else {
+        per_unit
+    }
+}
+
+impl App {
+    /// `GET /.well-known/agent-storefront.json`.
+    pub fn manifest(&self) -> Value {
+        let base = &self.settings.base_url;
+        let products: Vec<Value> = self
+            .catalog
+            .products()
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.id, "name": p.name, "category": p.category, "kind": p.kind,
+                    "price_summary": price_summary(p), "available": p.available,
+                    "unavailable_reason": p.unavailable_reason,
+                    "url": format!("{base}/api/v1/products/{}", p.id),
+                })
+            })
+            .collect();
+        json!({
+            "name": "Storefront",
+            "base_url": base,
+            "version": env!("CARGO_PKG_VERSION"),
+            "api_base": format!("{base}/api/v1"),
+            "products": products,
+            "workflow": WORKFLOW.iter().enumerate().map(|(i, (step, how))| json!({"step": i + 1, "name": step, "how": how})).collect::<Vec<_>>(),
+            "payment_methods": self.payment_method_guide(),
+            "auth": [
+                {"scheme": "bearer", "prefix": "sf_live_", "header": "Authorization: Bearer <api key>", "for": "owner and agent keys: quote, order, pay with credit, manage services"},
+                {"scheme": "bearer", "prefix": "sf_res_", "header": "Authorization: Bearer <resource token>", "for": "one action (read, extend, terminate) on one service; returned once with the order"},
+                {"scheme": "signed_url", "query": ["expires", "sig"], "for": "status_url, install_action.url, credentials_action.url: exactly that method and path until expires"},
+            ],
+            "polling": {
+                "honour_retry_after": true,
+                "guidance": "Poll non-terminal orders and services no faster than their Retry-After header; provisioning_estimate says how long delivery usually takes.",
+            },
+            "idempotency": {"header": "Idempotency-Key", "body_alias": "request_id", "max_length": 255, "retention": "permanent"},
+            "links": {
+                "llms_txt": format!("{base}/llms.txt"),
+                "agent_policy": format!("{base}/agent-policy.json"),
+                "acceptable_use": format!("{base}/acceptable-use"),
+                "health": format!("{base}/healthz"),
+            },
+            "acceptable_use": {"summary": "Lawful, authorized development, automation, testing and compute only.", "prohibited": PROHIBITED_USES},
+        })
+    }
+
+    fn payment_method_guide(&self) -> Value {
+        json!([
+            {"method": "credit", "available": true, "requires": "an API key (owner or agent); the account's prepaid credits (1 credit = 1 minor unit)", "suits": "agents acting for an account that prepaid"},
+            {"method": "card", "available": self.settings.card_enabled, "requires": "customer_email and billing_name, billing_street, billing_city, billing_postal_code, billing_country (ISO 3166-1 alpha-2); never guess them", "suits": "public agents with a customer who pays by card"},
+            {"method": "mpp", "available": self.settings.mpp_enabled, "requires": "an HTTP 402 Machine Payments Protocol credential", "suits": "agents with a wallet, paying per request"},
+        ])
+    }
+
+    /// `GET /agent-policy.json` (seed 000): what agents may and may not do here.
+    pub fn agent_policy(&self) -> Value {
+        json!({
+            "allowed": [
+                "Browse, quote and validate without a key.",
+                "Order and pay within the payment method your principal may use.",
+                "Manage services you bought with your key or the resource token for that action.",
+            ],
+            "not_allowed": PROHIBITED_USES,
+            "payment_methods": self.payment_method_guide(),
+            "secrets": {
+                "treat_as_bearer_secrets": ["API keys (sf_live_)", "resource tokens (sf_res_)", "signed URLs (status_url, install_action.url, credentials_action.url)", "machine private keys"],
+                "guidance": "Never log secrets or paste them into chats; they are shown once and stored only hashed here.",
+            },
+            "retries": "Retry a failed request with the same Idempotency-Key and the same body; a new key is a new purchase.",
+            "acceptable_use": format!("{}/acceptable-use", self.settings.base_url),
+        })
+    }
+
+    /// `GET /acceptable-use`, Markdown (seed 004).
+    pub fn acceptable_use(&self) -> String {
+        let mut text = String::from("# Acceptable use\n\nUse what you buy here only for lawful, authorized development, automation, testing, debugging and compute tasks.\n\n## Not allowed\n\n");
+        for rule in PROHIBITED_USES {
+            text.push_str(&format!("- {rule}\n"));
+        }
+        text.push_str("\n## Secrets\n\nTreat API keys, resource tokens, signed URLs and machine credentials as secrets: do not log or publish them.\n\n## Enforcement\n\nThe operator may terminate services that break these rules, without refund.\n");
+        text
+    }
+
+    /// `GET /llms.txt`: the same as the manifest, as plain text for a language model.
+    pub fn llms_txt(&self) -> String {
+        let base = &self.settings.base_url;
+        let mut t = format!("# Storefront\n\nThis storefront sells to AI agents. API base: {base}/api/v1 (JSON, envelope {{\"ok\": true, \"data\": ...}}).\n\n## Products\n\n");
+        for p in self.catalog.products() {
+            let availability = if p.available {
+                String::new()
+            } else {
+                format!(
+                    " — unavailable: {}",
+                    p.unavailable_reason.as_deref().unwrap_or("not configured")
+                )
+            };
+            let kind = match p.kind {
+                ProductKind::Instant => "instant",
+                ProductKind::Async => "async",
+            };
+            t.push_str(&format!(
+                "- {} ({}, {kind}): {} — {}{availability}\n",
+                p.id,
+                p.name,
+                price_summary(p),
+                p.description
+            ));
+        }
+        t.push_str("\n## Workflow\n\n");
+        for (i, (step, how)) in WORKFLOW.iter().enumerate() {
+            t.push_str(&format!("{}. {step}: {how}\n", i + 1));
+        }
+        t.push_str(&format!(
+            "\n## Example\n\n```sh\ncurl -s {base}/api/v1/products\ncurl -s {base}/api/v1/quotes -H 'Content-Type: application/json' -d '{{\"product_id\": \"web-search\", \"configuration\": {{\"query\": \"linux\"}}}}'\ncurl -s {base}/api/v1/orders -H \"Authorization: Bearer $STOREFRONT_API_KEY\" -H 'Content-Type: application/json' -H 'Idempotency-Key: <uuid>' -d '{{\"quote_id\": \"<quote id>\"}}'\n```\n\n## Documents\n\n- Manifest: {base}/.well-known/agent-storefront.json\n- Agent policy: {base}/agent-policy.json\n- Acceptable use: {base}/acceptable-use\n"
+        ));
+        t
+    }
+}
