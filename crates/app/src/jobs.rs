@@ -143,6 +143,12 @@ impl Worker {
                 tracing::error!(job_id = %job.id, error = %error, "job failed")
             }
         }
+        let result_label = match &outcome {
+            JobOutcome::Done => "done",
+            JobOutcome::Retry { .. } => "retry",
+            JobOutcome::Failed { .. } => "failed",
+        };
+        metrics::counter!("storefront_jobs_total", "kind" => job.kind.clone(), "result" => result_label).increment(1);
         let held = store
             .finish_job(&job.id, &self.id, &outcome, now)
             .await

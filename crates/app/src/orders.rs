@@ -383,6 +383,8 @@ impl App {
             Err(e) => return Err(store_failure(e)),
         }
         tracing::info!(order_id = %order.id, product_id = %order.product_id, total_minor = order.total_minor, "order placed");
+        metrics::counter!("storefront_orders_total", "product" => order.product_id.clone())
+            .increment(1);
         match accepted {
             Some(OrderOutcome::Accepted {
                 mut order,

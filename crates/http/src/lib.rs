@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod metrics;
 mod rest;
 
 use axum::http::{HeaderName, Request};
@@ -34,7 +35,10 @@ pub fn router(app: App) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %request_id)
         })
         .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Millis));
+    metrics::handle();
     rest::routes()
+        .route("/metrics", axum::routing::get(metrics::render))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .with_state(app)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(error::panic_response))

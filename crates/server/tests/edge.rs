@@ -97,3 +97,25 @@ async fn health_and_readiness(backend: Backend) {
     assert_eq!(r.status, 200);
     assert_eq!(r.body["status"], "ready");
 }
+
+dual_test!(metrics_count_requests_by_route_template);
+async fn metrics_count_requests_by_route_template(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    assert_eq!(s.get("/api/v1/products/web-search", None).await.status, 200);
+    let m = s.get("/metrics", None).await;
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let text = m.body.as_str().unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("storefront_http_requests_total")
+                && l.contains("route=\"/api/v1/products/{product_id}\"")
+        })
+        .unwrap_or_else(|| panic!("no request counter for the route template in:\n{text}"));
+    assert!(line.contains("status=\"200\""), "{line}");
+    assert!(
+        !text.contains("/api/v1/products/web-search"),
+        "raw paths (which carry ids) are not labels"
+    );
+}
