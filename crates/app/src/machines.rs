@@ -49,7 +49,7 @@ fn lease_seconds(product: &Product, order: &Order) -> i64 {
 }
 
 /// The service an order of `product` will deliver, waiting to be provisioned.
-pub(crate) fn new_service(product: &Product, order: &Order, now: Timestamp) -> Service {
+fn new_service(product: &Product, order: &Order, now: Timestamp) -> Service {
     let text = |field: &str| {
         order
             .configuration
@@ -94,7 +94,7 @@ fn job_for(kind: &str, service: &ServiceId, payload: Value, attempts: i64, now: 
     Job::new(kind, body, attempts, now)
 }
 
-pub(crate) fn provision_job(service: &Service, now: Timestamp) -> Job {
+fn provision_job(service: &Service, now: Timestamp) -> Job {
     job_for(
         "machine.provision",
         &service.id,

@@ -167,7 +167,7 @@ pub trait Store: Send + Sync + 'static {
         stale_before: Timestamp,
     ) -> StoreResult<ClaimOutcome>;
     /// Records the outcome of a key's request on its own (crash recovery; normally the outcome
-    /// is recorded with the effect through `insert_order` / `update_order`).
+    /// is recorded with the effect through `insert_order` / `apply_change`).
     async fn complete_idempotency_key(&self, completion: &IdempotencyCompletion)
         -> StoreResult<()>;
     /// Frees a key whose request did not act, so a corrected retry may use it.

@@ -3,8 +3,7 @@
 use crate::config::Config;
 use std::collections::HashMap;
 use std::sync::Arc;
-use storefront_app::ports::Provisioner;
-use storefront_app::ports::{Fulfiller, Store};
+use storefront_app::ports::{Fulfiller, Provisioner, Store};
 use storefront_app::secrets::{random_token, SecretBox, UrlSigner};
 use storefront_app::{App, AppSettings, Clock};
 use storefront_domain::catalog::{Availability, Catalog, CatalogSpec, DEFAULT_CATALOG_TOML};

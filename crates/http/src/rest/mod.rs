@@ -39,6 +39,21 @@ pub(crate) fn ok<T: Serialize>(data: T) -> Json<Value> {
     Json(json!({ "ok": true, "data": data }))
 }
 
+/// A success envelope with `Retry-After` when the object is still on its way somewhere.
+pub(crate) fn with_retry_after(
+    body: Json<Value>,
+    retry_after: Option<u64>,
+) -> axum::response::Response {
+    let mut response = body.into_response();
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(seconds),
+        );
+    }
+    response
+}
+
 async fn not_found(uri: Uri) -> impl IntoResponse {
     ApiError(DomainError::new(
         ErrorCode::NotFound,

@@ -1,6 +1,6 @@
 //! `API.md` §5: orders.
 
-use super::ok;
+use super::{ok, with_retry_after};
 use crate::error::{envelope, status_of, ApiError};
 use crate::extract::{
     idempotency_key, int_param, required_idempotency_key, ApiJson, ApiQuery, Caller,
@@ -215,15 +215,6 @@ async fn list(
     Ok(ok(
         json!({ "orders": page.items, "next_cursor": page.next_cursor }),
     ))
-}
-
-fn with_retry_after(body: Json<Value>, retry_after: Option<u64>) -> Response {
-    let mut r = body.into_response();
-    if let Some(s) = retry_after {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(s));
-    }
-    r
 }
 
 async fn show(

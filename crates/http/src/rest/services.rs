@@ -1,6 +1,6 @@
 //! `API.md` §7: services (provisioned machines) and their management actions.
 
-use super::ok;
+use super::{ok, with_retry_after};
 use crate::error::ApiError;
 use crate::extract::{
     int_param, required_idempotency_key, ApiJson, ApiQuery, Caller, OptionalJson,
@@ -54,14 +54,11 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let service = app.get_service(&principal, &id).await?;
-    let settling = service.retry_after_seconds();
-    let mut response = ok(json!({ "service": service })).into_response();
-    if let Some(seconds) = settling {
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    Ok(response)
+    let retry_after = service.retry_after_seconds();
+    Ok(with_retry_after(
+        ok(json!({ "service": service })),
+        retry_after,
+    ))
 }
 
 /// `202 {service_id, status: "accepted", service}` (seed 002).
