@@ -363,7 +363,7 @@ fn validate_key_name(name: Option<String>) -> Result<String, DomainError> {
     Ok(name)
 }
 
-fn new_key(
+pub(crate) fn new_key(
     account: &AccountId,
     role: KeyRole,
     agent: Option<AgentId>,

@@ -1,7 +1,7 @@
 //! The application: the use-cases' shared state. Cheap to clone (everything behind `Arc`).
 
 use crate::clock::Clock;
-use crate::ports::{Fulfiller, Provisioner, Store, StoreError};
+use crate::ports::{CardGateway, Fulfiller, MppGateway, Provisioner, Store, StoreError};
 use crate::secrets::{SecretBox, UrlSigner};
 use chrono::Duration;
 use std::collections::HashMap;
@@ -24,10 +24,10 @@ pub struct AppSettings {
     pub idempotency_lock_timeout: Duration,
     /// The currency of new accounts (credits are minor units of it).
     pub account_currency: Currency,
-    /// Whether card payments (Stripe) are configured.
-    pub card_enabled: bool,
-    /// Whether MPP payments are configured.
-    pub mpp_enabled: bool,
+    /// How long a card checkout session stays payable (Stripe allows 30 minutes to 24 hours).
+    pub checkout_ttl: Duration,
+    /// How long an MPP challenge can be paid.
+    pub mpp_challenge_ttl: Duration,
 }
 
 impl Default for AppSettings {
@@ -38,8 +38,8 @@ impl Default for AppSettings {
             status_url_ttl: Duration::days(30),
             idempotency_lock_timeout: Duration::seconds(120),
             account_currency: Currency::usd(),
-            card_enabled: false,
-            mpp_enabled: false,
+            checkout_ttl: Duration::hours(1),
+            mpp_challenge_ttl: Duration::minutes(5),
         }
     }
 }
@@ -56,6 +56,12 @@ pub struct App {
     pub(crate) provisioners: Arc<HashMap<String, Arc<dyn Provisioner>>>,
     /// Seals machine credentials at rest.
     pub(crate) secret_box: SecretBox,
+    /// Card payments (Stripe Checkout), when configured.
+    pub(crate) card: Option<Arc<dyn CardGateway>>,
+    /// HTTP 402 Machine Payments Protocol payments, when configured.
+    pub(crate) mpp: Option<Arc<dyn MppGateway>>,
+    /// The account that owns purchases made without a key, once known.
+    pub(crate) public_account: Arc<tokio::sync::OnceCell<storefront_domain::ids::AccountId>>,
 }
 
 impl App {
@@ -76,7 +82,30 @@ impl App {
             settings: Arc::new(settings),
             provisioners: Arc::new(HashMap::new()),
             secret_box: SecretBox::ephemeral(),
+            card: None,
+            mpp: None,
+            public_account: Arc::new(tokio::sync::OnceCell::new()),
         }
+    }
+
+    /// Offers card payments through this gateway.
+    pub fn with_card_gateway(mut self, gateway: Arc<dyn CardGateway>) -> Self {
+        self.card = Some(gateway);
+        self
+    }
+
+    /// Offers MPP payments through this gateway.
+    pub fn with_mpp_gateway(mut self, gateway: Arc<dyn MppGateway>) -> Self {
+        self.mpp = Some(gateway);
+        self
+    }
+
+    pub fn card_enabled(&self) -> bool {
+        self.card.is_some()
+    }
+
+    pub fn mpp_enabled(&self) -> bool {
+        self.mpp.is_some()
     }
 
     /// Registers the provisioner that delivers products whose `fulfiller` is `name`.

@@ -111,8 +111,8 @@ impl App {
     fn payment_method_guide(&self) -> Value {
         json!([
             {"method": "credit", "available": true, "requires": "an API key (owner or agent); the account's prepaid credits (1 credit = 1 minor unit)", "suits": "agents acting for an account that prepaid"},
-            {"method": "card", "available": self.settings.card_enabled, "requires": "customer_email and billing_name, billing_street, billing_city, billing_postal_code, billing_country (ISO 3166-1 alpha-2); never guess them", "suits": "public agents with a customer who pays by card"},
-            {"method": "mpp", "available": self.settings.mpp_enabled, "requires": "an HTTP 402 Machine Payments Protocol credential", "suits": "agents with a wallet, paying per request"},
+            {"method": "card", "available": self.card_enabled(), "requires": "customer_email and billing_name, billing_street, billing_city, billing_postal_code, billing_country (ISO 3166-1 alpha-2); never guess them", "suits": "public agents with a customer who pays by card"},
+            {"method": "mpp", "available": self.mpp_enabled(), "requires": "an HTTP 402 Machine Payments Protocol credential", "suits": "agents with a wallet, paying per request"},
         ])
     }
 

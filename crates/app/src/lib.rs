@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod machines;
 pub mod orders;
 pub mod page;
+pub mod payments;
 pub mod ports;
 pub mod principal;
 pub mod quotes;

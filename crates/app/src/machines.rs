@@ -623,14 +623,8 @@ impl MachineJobs {
                     code: ErrorCode::FulfillmentFailed.as_str().into(),
                     message: e.message.clone(),
                 });
-                let refund = (order.payment_status == PaymentStatus::Paid && order.total_minor > 0)
-                    .then(|| LedgerMovement {
-                        account_id: service.account_id.clone(),
-                        kind: LedgerKind::Refund,
-                        amount_minor: order.total_minor,
-                        order_id: Some(order.id.clone()),
-                        description: format!("refund: provisioning failed ({})", order.id),
-                    });
+                let (refund, refund_job) =
+                    app.refund_for(&order, "refund: provisioning failed", now);
                 if order.payment_status == PaymentStatus::Paid {
                     order.payment_status = PaymentStatus::Refunded;
                 }
@@ -640,6 +634,7 @@ impl MachineJobs {
                         order: Some((&order, &[OrderStatus::Processing])),
                         service: Some((&service, &[ServiceStatus::Provisioning])),
                         movement: refund.as_ref(),
+                        jobs: refund_job.as_slice(),
                         ..Change::default()
                     })
                     .await
@@ -991,6 +986,7 @@ impl App {
                 resource_tokens: &[],
                 updates_service: Some((&service, &[from])),
                 completes: Some(&completion),
+                payment: None,
             })
             .await
             .map_err(|e| match e {

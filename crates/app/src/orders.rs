@@ -1,4 +1,5 @@
-//! Orders on the credit rail: validate, place (idempotently), read, list, cancel.
+//! Orders: validate, place (idempotently, on any rail), read, list, cancel. The card and MPP
+//! steps live in `payments.rs`.
 //!
 //! Idempotency follows `API.md` §5: the key is claimed first (so a concurrent duplicate sees
 //! `idempotency_in_progress`), the charge and the order commit in one transaction, and the
@@ -8,6 +9,7 @@
 use crate::app::{store_failure, App};
 use crate::catalog::unknown_product;
 use crate::page::{Page, PageRequest};
+use crate::payments::MppAttempt;
 use crate::ports::{
     Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, StoreError,
 };
@@ -73,10 +75,10 @@ impl App {
         if principal.account_id().is_some() {
             methods.push(PaymentMethod::Credit);
         }
-        if self.settings.card_enabled {
+        if self.card_enabled() {
             methods.push(PaymentMethod::Card);
         }
-        if self.settings.mpp_enabled {
+        if self.mpp_enabled() {
             methods.push(PaymentMethod::Mpp);
         }
         methods
@@ -109,7 +111,7 @@ impl App {
             PaymentMethod::Credit => Ok(method),
             PaymentMethod::Card => {
                 validate_billing(billing)?;
-                if self.settings.card_enabled {
+                if self.card_enabled() {
                     Ok(method)
                 } else {
                     Err(DomainError::service_unavailable(
@@ -119,7 +121,7 @@ impl App {
                     .with_param("payment_method"))
                 }
             }
-            PaymentMethod::Mpp if self.settings.mpp_enabled => Ok(method),
+            PaymentMethod::Mpp if self.mpp_enabled() => Ok(method),
             PaymentMethod::Mpp => Err(DomainError::service_unavailable(
                 "Machine Payments Protocol payments are not configured on this storefront.",
                 alternative,
@@ -201,6 +203,7 @@ impl App {
         key: &str,
         fingerprint: &str,
         req: &OrderRequest,
+        attempt: MppAttempt<'_>,
     ) -> Result<PlacedOrder, DomainError> {
         let key_ref = IdempotencyRef {
             scope: principal.idempotency_scope(),
@@ -226,6 +229,16 @@ impl App {
             .await
             .map_err(store_failure)?
         {
+            // An MPP order waiting for payment: this is its (paid) retry.
+            if existing.status == OrderStatus::PendingPayment
+                && existing.payment_method == PaymentMethod::Mpp
+            {
+                let outcome = self.pay_mpp_order(existing, &key_ref, attempt).await?;
+                return Ok(PlacedOrder {
+                    outcome,
+                    replayed: false,
+                });
+            }
             let outcome = self.resume_order(existing, &key_ref).await?;
             return Ok(PlacedOrder {
                 outcome,
@@ -233,7 +246,12 @@ impl App {
             });
         }
 
-        match self.charge_and_create(principal, &key_ref, req).await {
+        match self
+            .charge_and_create(principal, &key_ref, req, attempt)
+            .await
+        {
+            // The order exists and waits for its MPP payment; the key stays with it.
+            Err(e) if e.payment.is_some() => Err(e),
             Ok(outcome) => Ok(PlacedOrder {
                 outcome,
                 replayed: false,
@@ -292,17 +310,16 @@ impl App {
         principal: &Principal,
         key_ref: &IdempotencyRef,
         req: &OrderRequest,
+        attempt: MppAttempt<'_>,
     ) -> Result<OrderOutcome, DomainError> {
         let (quote, product, method) = self.prepare_order(principal, req).await?;
-        if method != PaymentMethod::Credit {
-            // prepare_order only lets card and MPP through when they are configured, and this
-            // build has no gateway that can configure them yet.
-            return Err(DomainError::service_unavailable(
-                "This payment method is not available yet.",
-                "Pay with payment_method \"credit\".",
-            ));
-        }
-        let account_id = principal.require_account()?.clone();
+        let account_id = match method {
+            PaymentMethod::Credit => principal.require_account()?.clone(),
+            PaymentMethod::Card | PaymentMethod::Mpp => match principal.account_id() {
+                Some(a) => a.clone(),
+                None => self.public_account().await?,
+            },
+        };
         let now = self.clock.now();
         let status = match (product.kind, product.requires_install_configuration) {
             (ProductKind::Instant, _) => OrderStatus::Paid,
@@ -332,6 +349,21 @@ impl App {
             result: None,
             failure: None,
         };
+        if matches!(req.source, OrderSource::Configure(_)) && method != PaymentMethod::Credit {
+            self.store
+                .insert_quote(&quote)
+                .await
+                .map_err(store_failure)?;
+        }
+        match method {
+            PaymentMethod::Card => {
+                return self
+                    .place_card_order(order, req.billing.customer_email.clone(), product, key_ref)
+                    .await
+            }
+            PaymentMethod::Mpp => return self.place_mpp_order(order, key_ref, attempt).await,
+            PaymentMethod::Credit => {}
+        }
         // A machine product gets its service, its provisioning job and its resource tokens in
         // the order's own transaction (outbox): a paid order never lacks what delivers it.
         let delivery = (!product.requires_install_configuration)
@@ -368,6 +400,7 @@ impl App {
                 resource_tokens: delivery.as_ref().map_or(&[][..], |d| &d.stored_tokens),
                 updates_service: None,
                 completes: completion.as_ref(),
+                payment: None,
             })
             .await
         {
@@ -389,11 +422,13 @@ impl App {
             Some(OrderOutcome::Accepted {
                 mut order,
                 retry_after_seconds,
+                payment_receipt,
             }) if delivery.is_some() => {
                 order.management_tokens = delivery.map(|d| d.tokens_view());
                 Ok(OrderOutcome::Accepted {
                     order,
                     retry_after_seconds,
+                    payment_receipt,
                 })
             }
             Some(outcome) => Ok(outcome),
@@ -403,10 +438,20 @@ impl App {
 
     /// Runs the fulfiller of a paid instant order, then records fulfilled or failed-and-refunded
     /// together with the key's outcome.
-    async fn fulfill_instant(
+    pub(crate) async fn fulfill_instant(
+        &self,
+        order: Order,
+        key_ref: &IdempotencyRef,
+    ) -> Result<OrderOutcome, DomainError> {
+        self.fulfill_paid(order, Some(key_ref)).await
+    }
+
+    /// Runs the fulfiller of a paid instant order and records the result (and the outcome of
+    /// the request's key, when a request is waiting for it).
+    pub(crate) async fn fulfill_paid(
         &self,
         mut order: Order,
-        key_ref: &IdempotencyRef,
+        key_ref: Option<&IdempotencyRef>,
     ) -> Result<OrderOutcome, DomainError> {
         let product = self
             .catalog
@@ -424,7 +469,7 @@ impl App {
             }),
         };
         order.updated_at = self.clock.now();
-        let mut refund = None;
+        let mut refund = (None, None);
         match result {
             Ok(value) => {
                 order.status = OrderStatus::Fulfilled;
@@ -437,36 +482,38 @@ impl App {
                     code: ErrorCode::FulfillmentFailed.as_str().into(),
                     message: e.message,
                 });
-                if order.payment_status == PaymentStatus::Paid && order.total_minor > 0 {
-                    refund = Some(refund_movement(&order, "refund: fulfillment failed"));
-                }
+                refund = self.refund_for(&order, "refund: fulfillment failed", order.updated_at);
                 if order.payment_status == PaymentStatus::Paid {
                     order.payment_status = PaymentStatus::Refunded;
                 }
             }
         }
         let outcome = self.outcome_of(&order);
-        let completion = IdempotencyCompletion {
-            key: key_ref.clone(),
+        let completion = key_ref.map(|key| IdempotencyCompletion {
+            key: key.clone(),
             outcome: outcome.to_value(),
-        };
+        });
+        let (movement, refund_job) = refund;
         let moved = self
             .store
             .apply_change(&Change {
                 order: Some((&order, &[OrderStatus::Paid])),
-                movement: refund.as_ref(),
-                completes: Some(&completion),
+                movement: movement.as_ref(),
+                jobs: refund_job.as_slice(),
+                completes: completion.as_ref(),
                 ..Change::default()
             })
             .await
             .map_err(store_failure)?;
-        if moved {
-            Ok(outcome)
-        } else {
+        match (moved, key_ref) {
+            (true, _) => Ok(outcome),
             // Another process finished this order first (crash recovery racing a slow holder):
             // report what it recorded.
-            let current = self.load_order(&order.id).await?;
-            self.record_outcome(&current, key_ref).await
+            (false, Some(key_ref)) => {
+                let current = self.load_order(&order.id).await?;
+                self.record_outcome(&current, key_ref).await
+            }
+            (false, None) => Ok(self.outcome_of(&self.load_order(&order.id).await?)),
         }
     }
 
@@ -506,6 +553,7 @@ impl App {
         match order.status {
             OrderStatus::Fulfilled => OrderOutcome::Created {
                 order: self.order_view(order),
+                payment_receipt: None,
             },
             OrderStatus::Failed => OrderOutcome::Failed {
                 error: DomainError::new(
@@ -526,6 +574,7 @@ impl App {
             _ => OrderOutcome::Accepted {
                 order: self.with_service(self.order_view(order), order, None),
                 retry_after_seconds: order.retry_after_seconds(),
+                payment_receipt: None,
             },
         }
     }
@@ -572,7 +621,8 @@ impl App {
             Some(id) => self.store.get_service(id).await.map_err(store_failure)?,
             None => None,
         };
-        let view = self.with_service(self.order_view(&order), &order, service.as_ref());
+        let mut view = self.with_service(self.order_view(&order), &order, service.as_ref());
+        view.payment_action = self.pending_payment_action(&order).await;
         let settling = service.as_ref().is_some_and(|s| {
             matches!(
                 s.status,
@@ -789,18 +839,19 @@ impl App {
             return Err(invalid_state_for_cancel(&order));
         }
         let expected = order.status;
-        let refund = (order.payment_status == PaymentStatus::Paid && order.total_minor > 0)
-            .then(|| refund_movement(&order, "refund: order canceled"));
+        let now = self.clock.now();
+        let (movement, refund_job) = self.refund_for(&order, "refund: order canceled", now);
         order.status = OrderStatus::Canceled;
         if order.payment_status == PaymentStatus::Paid {
             order.payment_status = PaymentStatus::Refunded;
         }
-        order.updated_at = self.clock.now();
+        order.updated_at = now;
         let moved = self
             .store
             .apply_change(&Change {
                 order: Some((&order, &[expected])),
-                movement: refund.as_ref(),
+                movement: movement.as_ref(),
+                jobs: refund_job.as_slice(),
                 ..Change::default()
             })
             .await
@@ -829,19 +880,6 @@ pub(crate) fn insufficient_credits(
         ),
         "Top up the account's credits, or buy something smaller.",
     )
-}
-
-fn refund_movement(order: &Order, why: &str) -> LedgerMovement {
-    LedgerMovement {
-        account_id: order
-            .account_id
-            .clone()
-            .expect("credit orders belong to an account"),
-        kind: LedgerKind::Refund,
-        amount_minor: order.total_minor,
-        order_id: Some(order.id.clone()),
-        description: format!("{why} ({})", order.id),
-    }
 }
 
 fn invalid_state_for_cancel(order: &Order) -> DomainError {

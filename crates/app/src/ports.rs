@@ -10,11 +10,13 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use storefront_domain::account::{Account, ApiKey};
 use storefront_domain::catalog::Product;
+use storefront_domain::ids::PaymentId;
 use storefront_domain::ids::ServiceId;
 use storefront_domain::ids::{AccountId, JobId, KeyId, OrderId, QuoteId};
 use storefront_domain::job::{Job, JobOutcome};
 use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
+use storefront_domain::payment::{Payment, PaymentState};
 use storefront_domain::quote::Quote;
 use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::Timestamp;
@@ -79,6 +81,8 @@ pub struct NewOrder<'a> {
     /// the service's current status.
     pub updates_service: Option<(&'a Service, &'a [ServiceStatus])>,
     pub completes: Option<&'a IdempotencyCompletion>,
+    /// A pending card payment (the order's checkout session).
+    pub payment: Option<&'a Payment>,
 }
 
 /// A resource token as stored: only its hash.
@@ -104,6 +108,14 @@ pub struct Change<'a> {
     pub resource_tokens: &'a [ResourceToken],
     pub jobs: &'a [Job],
     pub completes: Option<&'a IdempotencyCompletion>,
+    /// The new state of a payment, if its current status is one of the listed.
+    pub payment: Option<(&'a Payment, &'a [PaymentState])>,
+    /// A payment to record (an MPP settlement). Another payment of the same order or challenge
+    /// makes the whole change fail with `Conflict`.
+    pub new_payment: Option<&'a Payment>,
+    /// A webhook event `(id, kind)` this change handles: if it was handled before, nothing is
+    /// written and the change reports `false`.
+    pub webhook_event: Option<(&'a str, &'a str)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -172,6 +184,10 @@ pub trait Store: Send + Sync + 'static {
         -> StoreResult<()>;
     /// Frees a key whose request did not act, so a corrected retry may use it.
     async fn release_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<()>;
+    /// Unlocks a key whose request created something but has not finished (an order waiting
+    /// for its MPP payment): the identical request may claim it again at once; another body
+    /// still gets `idempotency_key_reused`.
+    async fn unlock_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<()>;
 
     /// Inserts an order with everything that must commit with it — its charge, the service it
     /// will deliver, the jobs that will deliver it (outbox), its idempotency outcome — in one
@@ -239,6 +255,11 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<bool>;
     async fn get_job(&self, id: &JobId) -> StoreResult<Option<Job>>;
+
+    async fn insert_payment(&self, payment: &Payment) -> StoreResult<()>;
+    async fn get_payment(&self, id: &PaymentId) -> StoreResult<Option<Payment>>;
+    async fn find_payment_by_session(&self, session_id: &str) -> StoreResult<Option<Payment>>;
+    async fn find_payment_for_order(&self, order_id: &OrderId) -> StoreResult<Option<Payment>>;
 }
 
 /// Why a fulfiller could not deliver. `message` may be shown to the client; `detail` is for
@@ -316,4 +337,164 @@ pub trait Provisioner: Send + Sync + 'static {
     async fn terminate(&self, id: &str) -> Result<(), ProvisionError>;
     /// The ids of every machine it holds (for reconciliation).
     async fn list_owned(&self) -> Result<Vec<String>, ProvisionError>;
+}
+
+/// Why a payment provider call failed. `message` may be shown to the client; `detail` is for
+/// the logs only.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} ({detail})")]
+pub struct GatewayError {
+    pub message: String,
+    pub detail: String,
+}
+
+/// A hosted card checkout to open for an order or a credit top-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckoutRequest {
+    /// The order or top-up id; comes back in the webhook event (`client_reference_id`).
+    pub reference: String,
+    pub description: String,
+    pub amount_minor: i64,
+    /// ISO 4217, lower case.
+    pub currency: String,
+    pub customer_email: Option<String>,
+    pub success_url: String,
+    pub cancel_url: String,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckoutSession {
+    pub id: String,
+    /// The hosted page for the human.
+    pub url: String,
+}
+
+/// A verified card webhook event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CardEvent {
+    /// The customer paid the checkout session.
+    CheckoutCompleted {
+        event_id: String,
+        session_id: String,
+        reference: Option<String>,
+        amount_total: i64,
+        currency: String,
+        payment_intent: Option<String>,
+    },
+    /// The session expired (or was expired) unpaid.
+    CheckoutExpired {
+        event_id: String,
+        session_id: String,
+        reference: Option<String>,
+    },
+    /// An event this storefront does not act on.
+    Other { event_id: String, kind: String },
+}
+
+/// Why a webhook delivery was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WebhookRejection {
+    #[error("no valid signature: {0}")]
+    BadSignature(String),
+    #[error("the signature's timestamp is outside the tolerance")]
+    Stale,
+    #[error("the payload is not an event: {0}")]
+    Malformed(String),
+}
+
+/// Card payments through a hosted checkout (Stripe Checkout).
+#[async_trait]
+pub trait CardGateway: Send + Sync + 'static {
+    async fn create_checkout(&self, req: &CheckoutRequest)
+        -> Result<CheckoutSession, GatewayError>;
+    /// Refunds `amount_minor` of a payment; the same `idempotency_key` never refunds twice.
+    async fn refund(
+        &self,
+        payment_reference: &str,
+        amount_minor: i64,
+        idempotency_key: &str,
+    ) -> Result<String, GatewayError>;
+    /// Checks the signature of a webhook delivery (against `now`) and reads the event.
+    fn verify_webhook(
+        &self,
+        payload: &[u8],
+        signature: Option<&str>,
+        now: Timestamp,
+    ) -> Result<CardEvent, WebhookRejection>;
+}
+
+/// What an MPP challenge asks to be paid, bound into its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MppCharge {
+    pub order_id: String,
+    pub amount_minor: i64,
+    /// ISO 4217, lower case.
+    pub currency: String,
+    pub description: String,
+    /// The canonical request body the challenge answers (bound as its digest).
+    pub body: Vec<u8>,
+    pub expires_at: Timestamp,
+}
+
+/// A credential as presented, before it is settled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MppCredential {
+    pub challenge_id: String,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The MPP problem codes (draft-ryan-httpauth-payment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MppProblem {
+    MalformedCredential,
+    InvalidChallenge,
+    VerificationFailed,
+    PaymentExpired,
+}
+
+impl MppProblem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedCredential => "malformed-credential",
+            Self::InvalidChallenge => "invalid-challenge",
+            Self::VerificationFailed => "verification-failed",
+            Self::PaymentExpired => "payment-expired",
+        }
+    }
+}
+
+/// Why a credential was not accepted. `reason` is for the client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {reason}", problem.as_str())]
+pub struct MppRejection {
+    pub problem: MppProblem,
+    pub reason: String,
+    /// The provider could not be reached: nothing was decided, the same credential may be
+    /// retried.
+    pub retryable: bool,
+}
+
+/// A settled MPP payment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MppSettlement {
+    /// The provider's payment id (a Stripe PaymentIntent).
+    pub payment_reference: String,
+    /// The `Payment-Receipt` header value.
+    pub receipt: String,
+}
+
+/// HTTP 402 Machine Payments Protocol, method `stripe`, intent `charge`.
+#[async_trait]
+pub trait MppGateway: Send + Sync + 'static {
+    /// The `WWW-Authenticate` value of a challenge for `charge`.
+    fn challenge(&self, charge: &MppCharge) -> Result<String, GatewayError>;
+    /// Parses an `Authorization: Payment` credential without judging it.
+    fn inspect(&self, credential: &str) -> Result<MppCredential, MppRejection>;
+    /// Verifies the credential against `charge` (binding, expiry, amount, order) and settles it.
+    async fn settle(
+        &self,
+        credential: &str,
+        charge: &MppCharge,
+    ) -> Result<MppSettlement, MppRejection>;
 }

@@ -153,11 +153,18 @@ impl App {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum OrderOutcome {
     /// Finished inline (instant products): `201`.
-    Created { order: OrderView },
+    Created {
+        order: OrderView,
+        /// The MPP `Payment-Receipt` of the payment that bought it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_receipt: Option<String>,
+    },
     /// Accepted for background work (async products): `202` with `Retry-After`.
     Accepted {
         order: OrderView,
         retry_after_seconds: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_receipt: Option<String>,
     },
     /// Acted and failed (for example `fulfillment_failed`, refunded): replayed as the same error.
     Failed { error: DomainError },
@@ -166,5 +173,25 @@ pub enum OrderOutcome {
 impl OrderOutcome {
     pub(crate) fn to_value(&self) -> Value {
         serde_json::to_value(self).expect("outcomes are plain data")
+    }
+
+    /// The same outcome, carrying the MPP receipt of its payment.
+    pub(crate) fn with_receipt(self, receipt: String) -> Self {
+        match self {
+            Self::Created { order, .. } => Self::Created {
+                order,
+                payment_receipt: Some(receipt),
+            },
+            Self::Accepted {
+                order,
+                retry_after_seconds,
+                ..
+            } => Self::Accepted {
+                order,
+                retry_after_seconds,
+                payment_receipt: Some(receipt),
+            },
+            failed => failed,
+        }
     }
 }

@@ -25,6 +25,17 @@ pub enum ErrorCode {
     InternalError,
     FulfillmentFailed,
     ServiceUnavailable,
+    /// An MPP challenge: pay and retry.
+    PaymentRequired,
+    /// MPP problem codes (draft-ryan-httpauth-payment), spelled as the spec spells them.
+    #[serde(rename = "malformed-credential")]
+    MalformedCredential,
+    #[serde(rename = "invalid-challenge")]
+    InvalidChallenge,
+    #[serde(rename = "verification-failed")]
+    VerificationFailed,
+    #[serde(rename = "payment-expired")]
+    PaymentExpired,
 }
 
 /// The broad family of an error, reported as `error.type` in the envelope.
@@ -62,6 +73,11 @@ impl ErrorCode {
             Self::InternalError => "internal_error",
             Self::FulfillmentFailed => "fulfillment_failed",
             Self::ServiceUnavailable => "service_unavailable",
+            Self::PaymentRequired => "payment_required",
+            Self::MalformedCredential => "malformed-credential",
+            Self::InvalidChallenge => "invalid-challenge",
+            Self::VerificationFailed => "verification-failed",
+            Self::PaymentExpired => "payment-expired",
         }
     }
 
@@ -77,7 +93,12 @@ impl ErrorCode {
             | Self::InvalidState
             | Self::QuoteExpired
             | Self::PayloadTooLarge => ErrorType::InvalidRequest,
-            Self::InsufficientCredits => ErrorType::Payment,
+            Self::InsufficientCredits
+            | Self::PaymentRequired
+            | Self::MalformedCredential
+            | Self::InvalidChallenge
+            | Self::VerificationFailed
+            | Self::PaymentExpired => ErrorType::Payment,
             Self::NotReady | Self::IdempotencyInProgress | Self::IdempotencyKeyReused => {
                 ErrorType::Conflict
             }
@@ -101,6 +122,21 @@ pub struct DomainError {
     /// Seconds after which a retry makes sense (in-flight idempotency, not-ready resources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_seconds: Option<u64>,
+    /// What to pay, for `402` answers of the MPP rail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<Box<PaymentDemand>>,
+}
+
+/// An HTTP 402 payment demand (seed 004): the order waiting for payment, the challenges that
+/// would pay it, and — when a credential was presented and refused — why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentDemand {
+    pub order_id: String,
+    /// `WWW-Authenticate: Payment ...` values, one per accepted method.
+    pub challenges: Vec<String>,
+    /// Whether a credential was refused (seed 004's `credential_status: "rejected"`).
+    pub credential_rejected: bool,
+    pub reason: Option<String>,
 }
 
 impl DomainError {
@@ -111,7 +147,13 @@ impl DomainError {
             suggestion: suggestion.into(),
             param: None,
             retry_after_seconds: None,
+            payment: None,
         }
+    }
+
+    pub fn with_payment_demand(mut self, demand: PaymentDemand) -> Self {
+        self.payment = Some(Box::new(demand));
+        self
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {

@@ -61,6 +61,8 @@ prefixed_id!(/// A ledger entry.
     LedgerEntryId, "led");
 prefixed_id!(/// A background job.
     JobId, "job");
+prefixed_id!(/// A card or MPP payment (of an order or a credit top-up).
+    PaymentId, "pay");
 
 #[cfg(test)]
 mod tests {

@@ -10,9 +10,10 @@ pub mod job;
 pub mod ledger;
 pub mod money;
 pub mod order;
+pub mod payment;
 pub mod pricing;
 pub mod quote;
 pub mod service;
 pub mod timestamp;
 
-pub use error::{DomainError, ErrorCode};
+pub use error::{DomainError, ErrorCode, PaymentDemand};

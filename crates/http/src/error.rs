@@ -27,7 +27,12 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::ValidationError | ErrorCode::MalformedJson | ErrorCode::InvalidState => {
             StatusCode::BAD_REQUEST
         }
-        ErrorCode::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
+        ErrorCode::InsufficientCredits
+        | ErrorCode::PaymentRequired
+        | ErrorCode::MalformedCredential
+        | ErrorCode::InvalidChallenge
+        | ErrorCode::VerificationFailed
+        | ErrorCode::PaymentExpired => StatusCode::PAYMENT_REQUIRED,
         ErrorCode::NotReady | ErrorCode::IdempotencyInProgress => StatusCode::CONFLICT,
         ErrorCode::QuoteExpired => StatusCode::GONE,
         ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -50,7 +55,17 @@ pub fn envelope(e: &DomainError) -> serde_json::Value {
     if let Some(p) = &e.param {
         error["param"] = json!(p);
     }
-    json!({ "ok": false, "error": error })
+    let mut body = json!({ "ok": false, "error": error });
+    // Seed 004: a 402 names the order waiting for payment and, after a refused credential, why.
+    if let Some(demand) = &e.payment {
+        body["order_id"] = json!(demand.order_id);
+        body["status"] = json!("unpaid");
+        if demand.credential_rejected {
+            body["credential_status"] = json!("rejected");
+            body["reason"] = json!(demand.reason);
+        }
+    }
+    body
 }
 
 impl IntoResponse for ApiError {
@@ -63,6 +78,14 @@ impl IntoResponse for ApiError {
         }
         if e.code == ErrorCode::Unauthorized {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(demand) = &e.payment {
+            for challenge in &demand.challenges {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    headers.append(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         response
     }

@@ -1,4 +1,5 @@
-//! Fulfillers behind instant products.
+//! Adapters behind the application's ports: fulfillers of instant products, the local machine
+//! provisioner, and the payment gateways (Stripe Checkout for cards, MPP over Stripe).
 //!
 //! - [`offline_search::OfflineSearch`]: a ranked full-text search over a corpus shipped with
 //!   the binary (the live catalog and the storefront's own documentation), so `web-search`
@@ -8,7 +9,9 @@
 
 pub mod http_upstream;
 pub mod local;
+pub mod mpp;
 pub mod offline_search;
+pub mod stripe;
 
 pub use http_upstream::{HttpUpstream, UpstreamConfig};
 pub use offline_search::OfflineSearch;

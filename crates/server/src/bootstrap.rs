@@ -8,6 +8,8 @@ use storefront_app::secrets::{random_token, SecretBox, UrlSigner};
 use storefront_app::{App, AppSettings, Clock};
 use storefront_domain::catalog::{Availability, Catalog, CatalogSpec, DEFAULT_CATALOG_TOML};
 use storefront_providers::local::LocalProvisioner;
+use storefront_providers::mpp::{MppConfig, StripeMpp};
+use storefront_providers::stripe::StripeCard;
 use storefront_providers::{HttpUpstream, OfflineSearch};
 
 #[derive(Debug, thiserror::Error)]
@@ -166,11 +168,56 @@ pub async fn build_app(
         ..AppSettings::default()
     };
     let secret_box = SecretBox::new(&secrets_key(config)?);
-    Ok(
-        App::new(store, catalog, clock, fulfillers, signer, settings)
-            .with_provisioner("local", local)
-            .with_secret_box(secret_box),
-    )
+    let realm = config.mpp_realm.clone().unwrap_or_else(|| {
+        settings
+            .base_url
+            .split("://")
+            .nth(1)
+            .unwrap_or(&settings.base_url)
+            .to_owned()
+    });
+    let currency = settings.account_currency.clone();
+    let mut app = App::new(store, catalog, clock, fulfillers, signer, settings)
+        .with_provisioner("local", local)
+        .with_secret_box(secret_box);
+    let stripe_base = config
+        .stripe_api_base
+        .clone()
+        .unwrap_or_else(|| storefront_providers::stripe::DEFAULT_API_BASE.to_owned());
+    if let Some(secret_key) = &config.stripe_secret_key {
+        match &config.stripe_webhook_secret {
+            Some(webhook_secret) => {
+                app = app.with_card_gateway(Arc::new(StripeCard::new(
+                    &stripe_base,
+                    secret_key,
+                    webhook_secret,
+                )));
+            }
+            None => tracing::warn!(
+                "stripe_secret_key is set but stripe_webhook_secret is not: card payments stay off"
+            ),
+        }
+        if let Some(hmac_secret) = &config.mpp_secret {
+            if hmac_secret.len() < 32 {
+                return Err(BootError::Config(
+                    "mpp_secret must be at least 32 characters".into(),
+                ));
+            }
+            let mpp = StripeMpp::new(MppConfig {
+                stripe_api_base: &stripe_base,
+                stripe_secret_key: secret_key,
+                network_id: config.mpp_network_id.as_deref().unwrap_or("internal"),
+                hmac_secret,
+                realm: &realm,
+                currency: &currency,
+            })
+            .map_err(|e| BootError::Config(format!("MPP: {e}")))?;
+            app = app.with_mpp_gateway(Arc::new(mpp));
+        }
+    } else if config.mpp_secret.is_some() {
+        tracing::warn!("mpp_secret is set but stripe_secret_key is not: MPP payments stay off");
+    }
+    Ok(app)
 }
 
 /// The key that seals credentials at rest: from the configuration, or generated once into

@@ -94,7 +94,8 @@ pub struct Config {
     /// JSON APIs that fulfill instant products (`fulfiller = NAME` in the catalog).
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
-    // Payments (read now, used once the payment gateways land).
+    // Payments (docs/payments.md): card needs the secret key and the webhook secret; MPP needs
+    // the secret key and mpp_secret.
     #[serde(default)]
     pub stripe_secret_key: Option<String>,
     #[serde(default)]

@@ -278,7 +278,7 @@ async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
             if let Err(e) = app.reconcile_machines().await {
                 tracing::error!(error = %e.message, "reconciling machines failed");
             }
-            app.machine_jobs(Worker::new(app.clone(), id).with_lease(lease))
+            app.background_jobs(Worker::new(app.clone(), id).with_lease(lease))
                 .run(stop)
                 .await
         })

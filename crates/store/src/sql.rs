@@ -23,7 +23,8 @@ macro_rules! shared_store {
             Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, ResourceToken, Store, StoreError, StoreResult,
         };
         use storefront_domain::account::{Account, ApiKey, KeyRole};
-        use storefront_domain::ids::{AccountId, AgentId, JobId, KeyId, LedgerEntryId, OrderId, QuoteId, ServiceId};
+        use storefront_domain::ids::{AccountId, AgentId, JobId, KeyId, LedgerEntryId, OrderId, PaymentId, QuoteId, ServiceId};
+        use storefront_domain::payment::{Payment, PaymentPurpose, PaymentState};
         use storefront_domain::job::{Job, JobOutcome, JobStatus};
         use storefront_domain::ledger::{LedgerEntry, LedgerKind, LedgerMovement};
         use storefront_domain::money::Currency;
@@ -278,6 +279,25 @@ fn job_from_row(r: &$row) -> StoreResult<Job> {
         locked_by: r.get("locked_by"),
         locked_until: r.get::<Option<&str>, _>("locked_until").map(parse_ts).transpose()?,
         last_error: r.get("last_error"),
+        created_at: parse_ts(r.get("created_at"))?,
+        updated_at: parse_ts(r.get("updated_at"))?,
+    })
+}
+
+fn payment_from_row(r: &$row) -> StoreResult<Payment> {
+    Ok(Payment {
+        id: PaymentId::from_trusted(r.get("id")),
+        account_id: r.get::<Option<String>, _>("account_id").map(AccountId::from_trusted),
+        order_id: r.get::<Option<String>, _>("order_id").map(OrderId::from_trusted),
+        purpose: PaymentPurpose::parse(r.get("purpose")).ok_or_else(|| corrupt("payment purpose"))?,
+        rail: PaymentMethod::parse(r.get("rail")).ok_or_else(|| corrupt("payment rail"))?,
+        amount_minor: r.get("amount_minor"),
+        currency: Currency::parse(r.get("currency")).ok_or_else(|| corrupt("currency"))?,
+        status: PaymentState::parse(r.get("status")).ok_or_else(|| corrupt("payment status"))?,
+        session_id: r.get("session_id"),
+        checkout_url: r.get("checkout_url"),
+        payment_reference: r.get("payment_reference"),
+        challenge_id: r.get("challenge_id"),
         created_at: parse_ts(r.get("created_at"))?,
         updated_at: parse_ts(r.get("updated_at"))?,
     })
@@ -575,6 +595,19 @@ impl Store for $store {
         tx.commit().await.map_err(backend)
     }
 
+    async fn unlock_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE idempotency_keys SET locked_at = $4 WHERE scope = $1 AND route = $2 AND key = $3 AND outcome IS NULL")
+            .bind(&key.scope)
+            .bind(&key.route)
+            .bind(&key.key)
+            .bind("1970-01-01T00:00:00.000Z")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
     async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<bool> {
         let o = new.order;
         let mut tx = self.begin().await?;
@@ -594,6 +627,9 @@ impl Store for $store {
             insert_job_row(&mut tx, job).await?;
         }
         insert_token_rows(&mut tx, new.resource_tokens).await?;
+        if let Some(payment) = new.payment {
+            insert_payment_row(&mut tx, payment).await?;
+        }
         if let Some(c) = new.completes {
             complete_key(&mut tx, c).await?;
         }
@@ -603,6 +639,28 @@ impl Store for $store {
 
     async fn apply_change(&self, change: &Change<'_>) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
+        if let Some((id, kind)) = change.webhook_event {
+            let at = change.payment.map(|(p, _)| p.updated_at).unwrap_or_else(chrono::Utc::now);
+            let inserted = sqlx::query("INSERT INTO webhook_events (id, kind, received_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+                .bind(id)
+                .bind(kind)
+                .bind(ts(&at))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+            if inserted == 0 {
+                return Ok(false);
+            }
+        }
+        if let Some((payment, expected)) = change.payment {
+            if !update_payment_row(&mut tx, payment, expected).await? {
+                return Ok(false);
+            }
+        }
+        if let Some(payment) = change.new_payment {
+            insert_payment_row(&mut tx, payment).await?;
+        }
         if let Some((order, expected)) = change.order {
             if !update_order_row(&mut tx, order, expected).await? {
                 return Ok(false);
@@ -614,7 +672,11 @@ impl Store for $store {
             }
         }
         if let Some(m) = change.movement {
-            let at = change.order.map(|(o, _)| o.updated_at).or(change.service.map(|(s, _)| s.updated_at));
+            let at = change
+                .order
+                .map(|(o, _)| o.updated_at)
+                .or(change.service.map(|(s, _)| s.updated_at))
+                .or(change.payment.map(|(p, _)| p.updated_at));
             apply_movement(&mut tx, m, at.unwrap_or_else(chrono::Utc::now)).await?;
         }
         if let Some(service) = change.new_service {
@@ -811,6 +873,24 @@ impl Store for $store {
         Ok(held)
     }
 
+    async fn insert_payment(&self, payment: &Payment) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_payment_row(&mut tx, payment).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn get_payment(&self, id: &PaymentId) -> StoreResult<Option<Payment>> {
+        self.find_one("SELECT * FROM payments WHERE id = $1", id.as_str(), payment_from_row).await
+    }
+
+    async fn find_payment_by_session(&self, session_id: &str) -> StoreResult<Option<Payment>> {
+        self.find_one("SELECT * FROM payments WHERE session_id = $1", session_id, payment_from_row).await
+    }
+
+    async fn find_payment_for_order(&self, order_id: &OrderId) -> StoreResult<Option<Payment>> {
+        self.find_one("SELECT * FROM payments WHERE order_id = $1", order_id.as_str(), payment_from_row).await
+    }
+
     async fn get_job(&self, id: &JobId) -> StoreResult<Option<Job>> {
         self.find_one("SELECT * FROM jobs WHERE id = $1", id.as_str(), job_from_row).await
     }
@@ -996,6 +1076,53 @@ async fn update_service_row(conn: &mut $conn, s: &Service, expected: &[ServiceSt
         .bind(s.lease_seconds)
         .bind(s.id.as_str())
         .bind(s.activated_at.as_ref().map(ts));
+    for status in expected {
+        query = query.bind(status.as_str());
+    }
+    Ok(query.execute(&mut *conn).await.map_err(backend)?.rows_affected() == 1)
+}
+
+async fn insert_payment_row(conn: &mut $conn, p: &Payment) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO payments (id, account_id, order_id, purpose, rail, amount_minor, currency, status, session_id,
+                               checkout_url, payment_reference, challenge_id, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(p.id.as_str())
+    .bind(p.account_id.as_ref().map(|a| a.as_str().to_owned()))
+    .bind(p.order_id.as_ref().map(|o| o.as_str().to_owned()))
+    .bind(p.purpose.as_str())
+    .bind(p.rail.as_str())
+    .bind(p.amount_minor)
+    .bind(p.currency.as_str())
+    .bind(p.status.as_str())
+    .bind(p.session_id.as_deref())
+    .bind(p.checkout_url.as_deref())
+    .bind(p.payment_reference.as_deref())
+    .bind(p.challenge_id.as_deref())
+    .bind(ts(&p.created_at))
+    .bind(ts(&p.updated_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Conditional on the current status, like `update_order_row`.
+async fn update_payment_row(conn: &mut $conn, p: &Payment, expected: &[PaymentState]) -> StoreResult<bool> {
+    if expected.is_empty() {
+        return Ok(false);
+    }
+    let placeholders: Vec<String> = (5..5 + expected.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "UPDATE payments SET status = $1, payment_reference = $2, updated_at = $3 WHERE id = $4 AND status IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(p.status.as_str())
+        .bind(p.payment_reference.as_deref())
+        .bind(ts(&p.updated_at))
+        .bind(p.id.as_str());
     for status in expected {
         query = query.bind(status.as_str());
     }

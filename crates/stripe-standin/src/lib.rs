@@ -177,7 +177,10 @@ impl Shared {
             .cloned()
             .ok_or_else(|| format!("no checkout session {session_id}"))?;
         if session["status"] != "open" {
-            return Err(format!("checkout session {session_id} is {}", session["status"]));
+            return Err(format!(
+                "checkout session {session_id} is {}",
+                session["status"]
+            ));
         }
         let intent = json!({
             "id": new_id("pi"),
@@ -239,10 +242,7 @@ fn stripe_error(status: StatusCode, kind: &str, code: Option<&str>, message: &st
 
 fn authorized(state: &Shared, headers: &HeaderMap) -> bool {
     use base64::Engine;
-    let Some(value) = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
         return false;
     };
     if let Some(token) = value.strip_prefix("Bearer ") {
@@ -278,7 +278,9 @@ fn api_call(
         .map(str::to_owned);
     let mut data = state.data();
     if let Some(key) = &key {
-        if let Some((original, status, body)) = data.idempotency.get(&(route.to_owned(), key.clone())) {
+        if let Some((original, status, body)) =
+            data.idempotency.get(&(route.to_owned(), key.clone()))
+        {
             if original != &params {
                 let (status, body) = stripe_error(
                     StatusCode::BAD_REQUEST,
@@ -308,9 +310,10 @@ fn respond(status: u16, body: Value, replayed: bool) -> Response {
     )
         .into_response();
     if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", "true".parse().expect("static header"));
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            "true".parse().expect("static header"),
+        );
     }
     response
 }
@@ -321,7 +324,9 @@ fn nest(params: &[(String, String)]) -> Map<String, Value> {
     let mut root = Map::new();
     for (key, value) in params {
         let mut parts: Vec<&str> = Vec::new();
-        let (head, mut rest) = key.split_once('[').map_or((key.as_str(), ""), |(h, r)| (h, r));
+        let (head, mut rest) = key
+            .split_once('[')
+            .map_or((key.as_str(), ""), |(h, r)| (h, r));
         parts.push(head);
         while let Some((part, after)) = rest.split_once(']') {
             parts.push(part);
@@ -335,7 +340,10 @@ fn nest(params: &[(String, String)]) -> Map<String, Value> {
                 .as_object_mut()
                 .expect("form keys nest consistently");
         }
-        node.insert(parts[parts.len() - 1].to_owned(), Value::String(value.clone()));
+        node.insert(
+            parts[parts.len() - 1].to_owned(),
+            Value::String(value.clone()),
+        );
     }
     root
 }
@@ -429,7 +437,10 @@ async fn list_payment_intents(State(state): State<Arc<Shared>>, headers: HeaderM
     api_call(&state, "list", &headers, Vec::new(), |data, _| {
         let mut all = data.payment_intents.clone();
         all.reverse();
-        (200, json!({"object": "list", "data": all, "has_more": false}))
+        (
+            200,
+            json!({"object": "list", "data": all, "has_more": false}),
+        )
     })
 }
 
@@ -439,55 +450,58 @@ async fn create_session(
     Form(params): Form<Vec<(String, String)>>,
 ) -> Response {
     let base = state.base_url.clone();
-    api_call(&state, "checkout_sessions", &headers, params, |data, form| {
-        if form.get("mode").and_then(Value::as_str) != Some("payment") {
-            return missing("mode");
-        }
-        let Some(item) = form
-            .get("line_items")
-            .and_then(|l| l.get("0"))
-            .cloned()
-        else {
-            return missing("line_items");
-        };
-        let Some(unit_amount) = positive_amount(item.pointer("/price_data/unit_amount")) else {
-            return missing("line_items[0][price_data][unit_amount]");
-        };
-        let Some(currency) = item.pointer("/price_data/currency").and_then(Value::as_str) else {
-            return missing("line_items[0][price_data][currency]");
-        };
-        let quantity = item
-            .get("quantity")
-            .and_then(Value::as_str)
-            .and_then(|q| q.parse::<i64>().ok())
-            .unwrap_or(1);
-        for required in ["success_url", "cancel_url"] {
-            if !form.contains_key(required) {
-                return missing(required);
+    api_call(
+        &state,
+        "checkout_sessions",
+        &headers,
+        params,
+        |data, form| {
+            if form.get("mode").and_then(Value::as_str) != Some("payment") {
+                return missing("mode");
             }
-        }
-        let id = new_id("cs");
-        let session = json!({
-            "id": id,
-            "object": "checkout.session",
-            "mode": "payment",
-            "status": "open",
-            "payment_status": "unpaid",
-            "amount_total": unit_amount * quantity,
-            "currency": currency,
-            "customer_email": form.get("customer_email"),
-            "client_reference_id": form.get("client_reference_id"),
-            "metadata": form.get("metadata").cloned().unwrap_or_else(|| json!({})),
-            "success_url": form.get("success_url"),
-            "cancel_url": form.get("cancel_url"),
-            "expires_at": form.get("expires_at").and_then(Value::as_str).and_then(|s| s.parse::<i64>().ok())
-                .unwrap_or_else(|| chrono::Utc::now().timestamp() + 86_400),
-            "payment_intent": null,
-            "url": format!("{base}/pay/{id}"),
-        });
-        data.sessions.insert(id, session.clone());
-        (200, session)
-    })
+            let Some(item) = form.get("line_items").and_then(|l| l.get("0")).cloned() else {
+                return missing("line_items");
+            };
+            let Some(unit_amount) = positive_amount(item.pointer("/price_data/unit_amount")) else {
+                return missing("line_items[0][price_data][unit_amount]");
+            };
+            let Some(currency) = item.pointer("/price_data/currency").and_then(Value::as_str)
+            else {
+                return missing("line_items[0][price_data][currency]");
+            };
+            let quantity = item
+                .get("quantity")
+                .and_then(Value::as_str)
+                .and_then(|q| q.parse::<i64>().ok())
+                .unwrap_or(1);
+            for required in ["success_url", "cancel_url"] {
+                if !form.contains_key(required) {
+                    return missing(required);
+                }
+            }
+            let id = new_id("cs");
+            let session = json!({
+                "id": id,
+                "object": "checkout.session",
+                "mode": "payment",
+                "status": "open",
+                "payment_status": "unpaid",
+                "amount_total": unit_amount * quantity,
+                "currency": currency,
+                "customer_email": form.get("customer_email"),
+                "client_reference_id": form.get("client_reference_id"),
+                "metadata": form.get("metadata").cloned().unwrap_or_else(|| json!({})),
+                "success_url": form.get("success_url"),
+                "cancel_url": form.get("cancel_url"),
+                "expires_at": form.get("expires_at").and_then(Value::as_str).and_then(|s| s.parse::<i64>().ok())
+                    .unwrap_or_else(|| chrono::Utc::now().timestamp() + 86_400),
+                "payment_intent": null,
+                "url": format!("{base}/pay/{id}"),
+            });
+            data.sessions.insert(id, session.clone());
+            (200, session)
+        },
+    )
 }
 
 async fn get_session(
@@ -495,12 +509,16 @@ async fn get_session(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    api_call(&state, "get_session", &headers, Vec::new(), |data, _| {
-        match data.sessions.get(&id) {
+    api_call(
+        &state,
+        "get_session",
+        &headers,
+        Vec::new(),
+        |data, _| match data.sessions.get(&id) {
             Some(s) => (200, s.clone()),
             None => no_such_session(&id),
-        }
-    })
+        },
+    )
 }
 
 fn no_such_session(id: &str) -> (u16, Value) {
@@ -649,7 +667,10 @@ mod tests {
     fn bracketed_keys_nest() {
         let form = nest(&[
             ("metadata[order_id]".into(), "ord_1".into()),
-            ("line_items[0][price_data][unit_amount]".into(), "500".into()),
+            (
+                "line_items[0][price_data][unit_amount]".into(),
+                "500".into(),
+            ),
             ("mode".into(), "payment".into()),
         ]);
         assert_eq!(form["metadata"]["order_id"], "ord_1");

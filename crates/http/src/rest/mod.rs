@@ -4,6 +4,7 @@ mod account;
 mod discovery;
 mod health;
 mod orders;
+mod payments;
 mod products;
 mod quotes;
 mod services;
@@ -28,7 +29,8 @@ pub fn routes() -> Router<App> {
                 .merge(quotes::routes())
                 .merge(orders::routes())
                 .merge(account::routes())
-                .merge(services::routes()),
+                .merge(services::routes())
+                .merge(payments::routes()),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -14,11 +14,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use storefront_app::orders::{BillingDetails, OrderRequest, OrderSource};
 use storefront_app::page::PageRequest;
+use storefront_app::payments::MppAttempt;
 use storefront_app::ports::OrderFilter;
 use storefront_app::quotes::QuoteRequest;
 use storefront_app::views::OrderOutcome;
 use storefront_app::App;
-use storefront_domain::idempotency::fingerprint;
+use storefront_domain::idempotency::{canonical_json, fingerprint};
 use storefront_domain::order::{OrderStatus, PaymentMethod};
 use storefront_domain::DomainError;
 
@@ -136,13 +137,27 @@ async fn create(
     body: ApiJson<OrderBody>,
 ) -> Result<Response, ApiError> {
     let fingerprint = fingerprint(&body.raw);
+    let canonical = canonical_json(&body.raw);
     let (request, request_id) = body.body.into_request()?;
     let key = required_idempotency_key(&headers, request_id)?;
+    let attempt = MppAttempt {
+        credential: payment_credential(&headers),
+        body: canonical.as_bytes(),
+    };
     let placed = app
-        .place_order(&principal, key.as_str(), &fingerprint, &request)
+        .place_order(&principal, key.as_str(), &fingerprint, &request, attempt)
         .await?;
+    let receipt = match &placed.outcome {
+        OrderOutcome::Created {
+            payment_receipt, ..
+        }
+        | OrderOutcome::Accepted {
+            payment_receipt, ..
+        } => payment_receipt.clone(),
+        OrderOutcome::Failed { .. } => None,
+    };
     let mut response = match placed.outcome {
-        OrderOutcome::Created { order } => {
+        OrderOutcome::Created { order, .. } => {
             let location = format!("/api/v1/orders/{}", order.id);
             let mut r = (StatusCode::CREATED, ok(json!({ "order": order }))).into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
@@ -153,6 +168,7 @@ async fn create(
         OrderOutcome::Accepted {
             order,
             retry_after_seconds,
+            ..
         } => {
             let location = format!("/api/v1/orders/{}", order.id);
             let mut r = (StatusCode::ACCEPTED, ok(json!({ "order": order }))).into_response();
@@ -174,7 +190,28 @@ async fn create(
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
+    if let Some(v) = receipt.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        response.headers_mut().insert("payment-receipt", v);
+    }
     Ok(response)
+}
+
+/// The MPP credential: `Authorization: Payment ...`, or `Payment-Authorization` when
+/// `Authorization` carries an API key.
+fn payment_credential(headers: &HeaderMap) -> Option<&str> {
+    let is_payment = |v: &&str| {
+        v.split_once(' ')
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("payment"))
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(is_payment)
+        .or_else(|| {
+            headers
+                .get("payment-authorization")
+                .and_then(|v| v.to_str().ok())
+        })
 }
 
 #[derive(Deserialize)]

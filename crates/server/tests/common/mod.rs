@@ -229,7 +229,7 @@ impl TestServer {
         let app = self.app.clone();
         let mut stop = self.stop_worker.subscribe();
         tokio::spawn(async move {
-            let worker = app.machine_jobs(storefront_app::jobs::Worker::new(
+            let worker = app.background_jobs(storefront_app::jobs::Worker::new(
                 app.clone(),
                 "test-worker",
             ));
