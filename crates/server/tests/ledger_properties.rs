@@ -150,7 +150,7 @@ async fn run(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Lookup { fail } => {
                 let outcome = order(&app, &principal, i, "lookup", json!({"fail": fail})).await;
                 match outcome {
-                    Ok(OrderOutcome::Created { order }) => expected -= order.total_minor,
+                    Ok(OrderOutcome::Created { order, .. }) => expected -= order.total_minor,
                     Ok(OrderOutcome::Failed { error }) => {
                         prop_assert_eq!(error.code, ErrorCode::FulfillmentFailed)
                     }
@@ -209,9 +209,15 @@ async fn order(
         billing: BillingDetails::default(),
     };
     let fingerprint = format!("f{i}");
-    app.place_order(principal, &format!("key-{i}"), &fingerprint, &request)
-        .await
-        .map(|p| p.outcome)
+    app.place_order(
+        principal,
+        &format!("key-{i}"),
+        &fingerprint,
+        &request,
+        Default::default(),
+    )
+    .await
+    .map(|p| p.outcome)
 }
 
 fn check(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
