@@ -108,12 +108,29 @@ impl App {
         })
     }
 
+    /// The payment methods this storefront offers: unconfigured rails are not advertised.
     fn payment_method_guide(&self) -> Value {
-        json!([
-            {"method": "credit", "available": true, "requires": "an API key (owner or agent); the account's prepaid credits (1 credit = 1 minor unit)", "suits": "agents acting for an account that prepaid"},
-            {"method": "card", "available": self.card_enabled(), "requires": "customer_email and billing_name, billing_street, billing_city, billing_postal_code, billing_country (ISO 3166-1 alpha-2); never guess them", "suits": "public agents with a customer who pays by card"},
-            {"method": "mpp", "available": self.mpp_enabled(), "requires": "an HTTP 402 Machine Payments Protocol credential", "suits": "agents with a wallet, paying per request"},
-        ])
+        let offered = [
+            (
+                true,
+                json!({"method": "credit", "requires": "an API key (owner or agent); the account's prepaid credits (1 credit = 1 minor unit)", "suits": "agents acting for an account that prepaid"}),
+            ),
+            (
+                self.card_enabled(),
+                json!({"method": "card", "requires": "customer_email and billing_name, billing_street, billing_city, billing_postal_code, billing_country (ISO 3166-1 alpha-2); never guess them", "flow": "the order answers payment_action.url, a hosted page for the human; it stays pending_payment until paid", "suits": "public agents with a customer who pays by card"}),
+            ),
+            (
+                self.mpp_enabled(),
+                json!({"method": "mpp", "requires": "an HTTP 402 Machine Payments Protocol client (method stripe, intent charge)", "flow": "POST /api/v1/orders without a key answers 402 with WWW-Authenticate: Payment; pay it and retry the identical body with the same Idempotency-Key (or request_id) and Authorization: Payment <credential>", "suits": "agents with a wallet, paying per request"}),
+            ),
+        ];
+        Value::Array(
+            offered
+                .into_iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, m)| m)
+                .collect(),
+        )
     }
 
     /// `GET /agent-policy.json` (seed 000): what agents may and may not do here.

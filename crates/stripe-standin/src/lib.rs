@@ -46,10 +46,14 @@ pub struct Standin {
 
 struct Shared {
     config: Config,
+    webhook_url: Mutex<Option<String>>,
     base_url: String,
     data: Mutex<Data>,
     http: reqwest::Client,
 }
+
+/// A request's parameters, and the status and body it was answered with.
+type Recorded = (Vec<(String, String)>, u16, Value);
 
 #[derive(Default)]
 struct Data {
@@ -57,8 +61,8 @@ struct Data {
     sessions: BTreeMap<String, Value>,
     refunds: Vec<Value>,
     used_tokens: HashSet<String>,
-    /// (route, key) → (parameters, status, body) of the first request.
-    idempotency: HashMap<(String, String), (Vec<(String, String)>, u16, Value)>,
+    /// (route, key) → the first request with that key and its answer.
+    idempotency: HashMap<(String, String), Recorded>,
     /// Every event created, in order, with its JSON payload.
     events: Vec<(String, String)>,
 }
@@ -69,6 +73,7 @@ impl Standin {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
         let state = Arc::new(Shared {
+            webhook_url: Mutex::new(config.webhook_url.clone()),
             config,
             base_url: base_url.clone(),
             data: Mutex::new(Data::default()),
@@ -91,6 +96,15 @@ impl Standin {
             }
         });
         Ok(Self { base_url, state })
+    }
+
+    /// Where events are delivered from now on.
+    pub fn set_webhook_url(&self, url: &str) {
+        *self
+            .state
+            .webhook_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(url.to_owned());
     }
 
     /// The PaymentIntents created so far.
@@ -200,7 +214,11 @@ impl Shared {
     }
 
     async fn deliver(&self, payload: &str) -> Option<u16> {
-        let url = self.config.webhook_url.as_deref()?;
+        let url = self
+            .webhook_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
         let header = sign(
             &self.config.webhook_secret,
             payload,
@@ -208,7 +226,7 @@ impl Shared {
         );
         match self
             .http
-            .post(url)
+            .post(&url)
             .header("Content-Type", "application/json")
             .header("Stripe-Signature", header)
             .body(payload.to_owned())

@@ -200,8 +200,9 @@ async fn create(
 /// `Authorization` carries an API key.
 fn payment_credential(headers: &HeaderMap) -> Option<&str> {
     let is_payment = |v: &&str| {
-        v.split_once(' ')
-            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("payment"))
+        v.split(' ')
+            .next()
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("payment"))
     };
     headers
         .get(header::AUTHORIZATION)

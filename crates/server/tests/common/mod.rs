@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod machines;
+pub mod payments;
 
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
