@@ -60,6 +60,16 @@ maximum = 20
 "#;
 
 async fn server_with(backend: &Backend, path: &str) -> (TestServer, tempfile::TempDir) {
+    let (config, catalog, dir) = upstream_config(path).await;
+    let s = TestServer::start_with(backend, |c| {
+        c.catalog_file = Some(catalog.clone());
+        c.upstreams = vec![config];
+    })
+    .await;
+    (s, dir)
+}
+
+async fn upstream_config(path: &str) -> (UpstreamConfig, std::path::PathBuf, tempfile::TempDir) {
     let upstream = upstream_stand_in().await;
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog.toml");
@@ -86,12 +96,7 @@ async fn server_with(backend: &Backend, path: &str) -> (TestServer, tempfile::Te
         .collect(),
         limit_field: Some("max_results".into()),
     };
-    let s = TestServer::start_with(backend, |c| {
-        c.catalog_file = Some(catalog.clone());
-        c.upstreams = vec![config];
-    })
-    .await;
-    (s, dir)
+    (config, catalog, dir)
 }
 
 dual_test!(an_upstream_answer_is_mapped_into_the_result);
@@ -227,4 +232,67 @@ async fn an_identical_request_while_the_first_is_in_flight_gets_409_in_progress(
     let third = s.order(Some(&key), "held-1", &body).await;
     assert_eq!(third.header("idempotent-replayed"), Some("true"));
     assert_eq!(third.body, first.body);
+}
+
+dual_test!(a_failure_after_an_mpp_or_card_payment_is_refunded_through_stripe);
+async fn a_failure_after_an_mpp_or_card_payment_is_refunded_through_stripe(backend: Backend) {
+    use common::payments::{self, billing, challenge_of, credential, mpp_order};
+    let (config, catalog, _dir) = upstream_config("/broken").await;
+    let (s, stripe) = payments::start_with(&backend, |c| {
+        c.catalog_file = Some(catalog.clone());
+        c.upstreams = vec![config];
+    })
+    .await;
+    let worker = s
+        .app
+        .background_jobs(storefront_app::jobs::Worker::new(s.app.clone(), "w"));
+    let body = json!({"product_id": "searx", "configuration": {"query": "q"}});
+
+    // MPP: paid, fulfilment fails inline, the answer says so, the refund job pays back.
+    let first = mpp_order(&s, "m1", &body, None).await;
+    let paid = mpp_order(
+        &s,
+        "m1",
+        &body,
+        Some(&credential(&challenge_of(&first), "spt_f1")),
+    )
+    .await;
+    assert_eq!(
+        (paid.status.as_u16(), paid.code()),
+        (502, "fulfillment_failed"),
+        "{:?}",
+        paid.body
+    );
+    while worker.run_once().await.unwrap() {}
+    let refunds = stripe.refunds();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(
+        refunds[0]["payment_intent"],
+        stripe.payment_intents()[0]["id"]
+    );
+    assert_eq!(refunds[0]["amount"], stripe.payment_intents()[0]["amount"]);
+
+    // Card: paid by webhook, fulfilled by the worker, fails, refunded once.
+    let mut card = body.clone();
+    card["payment_method"] = json!("card");
+    for (k, v) in billing().as_object().unwrap() {
+        card[k] = v.clone();
+    }
+    let r = s.order(None, "c1", &card).await;
+    let order = r.body["data"]["order"].clone();
+    let session = order["payment_action"]["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    stripe.pay(&session).await.unwrap();
+    while worker.run_once().await.unwrap() {}
+    let status = s.get(order["status_url"].as_str().unwrap(), None).await;
+    assert_eq!(status.body["data"]["order"]["status"], "failed");
+    assert_eq!(status.body["data"]["order"]["payment_status"], "refunded");
+    assert_eq!(stripe.refunds().len(), 2);
+    while worker.run_once().await.unwrap() {}
+    assert_eq!(stripe.refunds().len(), 2, "a refund happens once");
 }

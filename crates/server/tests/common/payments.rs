@@ -11,6 +11,14 @@ pub const WEBHOOK_SECRET: &str = "whsec_storefront_test";
 pub const MPP_SECRET: &str = "mpp-test-secret-of-at-least-32-bytes!";
 
 pub async fn start(backend: &Backend) -> (TestServer, Standin) {
+    start_with(backend, |_| {}).await
+}
+
+/// Like `start`, with more configuration.
+pub async fn start_with(
+    backend: &Backend,
+    configure: impl FnOnce(&mut storefront::config::Config),
+) -> (TestServer, Standin) {
     let standin = Standin::start(
         "127.0.0.1:0".parse().unwrap(),
         StandinConfig {
@@ -28,6 +36,7 @@ pub async fn start(backend: &Backend) -> (TestServer, Standin) {
         c.stripe_api_base = Some(base);
         c.mpp_secret = Some(MPP_SECRET.into());
         c.mpp_network_id = Some("profile_test".into());
+        configure(c);
     })
     .await;
     standin.set_webhook_url(&server.url("/api/v1/webhooks/stripe"));
