@@ -250,15 +250,22 @@ impl App {
             .charge_and_create(principal, &key_ref, req, attempt)
             .await
         {
-            // The order exists and waits for its MPP payment; the key stays with it.
-            Err(e) if e.payment.is_some() => Err(e),
             Ok(outcome) => Ok(PlacedOrder {
                 outcome,
                 replayed: false,
             }),
             Err(e) => {
-                // Nothing acted: free the key so the corrected request can use it.
-                self.release_idempotency(&key_ref).await;
+                // Nothing acted: free the key so the corrected request can use it. Unless an
+                // order exists (an MPP order waiting for payment): the key stays bound to it and
+                // to its body.
+                let order_exists = self
+                    .store
+                    .find_order_by_idempotency_key(&key_ref)
+                    .await
+                    .map_or(true, |o| o.is_some());
+                if !order_exists {
+                    self.release_idempotency(&key_ref).await;
+                }
                 Err(e)
             }
         }

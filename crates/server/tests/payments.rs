@@ -144,6 +144,24 @@ async fn webhook_deliveries_with_a_bad_or_stale_signature_are_refused(backend: B
         .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert_eq!(reply.body["data"]["result"], "ignored");
+
+    // A correctly signed event whose amount disagrees with the order is not applied.
+    let cheaper = event.replace("evt_forged", "evt_cheaper").replace(
+        &format!("\"amount_total\":{}", order["total_minor"]),
+        "\"amount_total\":0",
+    );
+    assert!(cheaper.contains("\"amount_total\":0"));
+    let reply = s
+        .send(
+            s.client
+                .post(s.url("/api/v1/webhooks/stripe"))
+                .header("Stripe-Signature", stripe.signature_header(&cheaper, now))
+                .body(cheaper),
+        )
+        .await;
+    assert_eq!(reply.body["data"]["result"], "ignored", "{:?}", reply.body);
+    let status = s.get(order["status_url"].as_str().unwrap(), None).await;
+    assert_eq!(status.body["data"]["order"]["status"], "pending_payment");
 }
 
 dual_test!(an_expired_checkout_cancels_its_order);
