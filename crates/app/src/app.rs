@@ -28,6 +28,8 @@ pub struct AppSettings {
     pub checkout_ttl: Duration,
     /// How long an MPP challenge can be paid.
     pub mpp_challenge_ttl: Duration,
+    /// Host names the MCP endpoint answers (with the host of `base_url` and loopback).
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 impl Default for AppSettings {
@@ -40,6 +42,7 @@ impl Default for AppSettings {
             account_currency: Currency::usd(),
             checkout_ttl: Duration::hours(1),
             mpp_challenge_ttl: Duration::minutes(5),
+            mcp_allowed_hosts: Vec::new(),
         }
     }
 }

@@ -21,8 +21,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole HTTP application: routes, fallbacks and middleware.
-pub fn router(app: App) -> Router {
+/// The whole HTTP application: routes, fallbacks and middleware. `doors` are further endpoints
+/// (the MCP server) served behind the same middleware.
+pub fn router(app: App, doors: Router) -> Router {
     let trace = TraceLayer::new_for_http()
         // Only the path is logged: query strings can hold signed-URL signatures, which are
         // bearer secrets.
@@ -40,6 +41,7 @@ pub fn router(app: App) -> Router {
         .route("/metrics", axum::routing::get(metrics::render))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .with_state(app)
+        .merge(doors)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(trace)

@@ -165,6 +165,7 @@ pub async fn build_app(
         idempotency_lock_timeout: chrono::Duration::seconds(
             config.idempotency_lock_seconds.clamp(1, 86_400) as i64,
         ),
+        mcp_allowed_hosts: config.mcp_allowed_hosts.clone(),
         ..AppSettings::default()
     };
     let secret_box = SecretBox::new(&secrets_key(config)?);

@@ -94,6 +94,10 @@ pub struct Config {
     /// JSON APIs that fulfill instant products (`fulfiller = NAME` in the catalog).
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Host names `/mcp` answers besides loopback and the host of `base_url` (DNS-rebinding
+    /// protection). `STOREFRONT_MCP_ALLOWED_HOSTS`, comma-separated.
+    #[serde(default)]
+    pub mcp_allowed_hosts: Vec<String>,
     // Payments (docs/payments.md): card needs the secret key and the webhook secret; MPP needs
     // the secret key and mpp_secret.
     #[serde(default)]
@@ -229,6 +233,14 @@ impl Config {
         }
         if let Some(v) = env("STOREFRONT_DEMO_ACCOUNT") {
             self.demo_account = !matches!(v.as_str(), "0" | "false" | "no" | "off");
+        }
+        if let Some(v) = env("STOREFRONT_MCP_ALLOWED_HOSTS") {
+            self.mcp_allowed_hosts = v
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         let strings: [(&str, &mut Option<String>); 10] = [
             ("STOREFRONT_DATABASE_URL", &mut self.database_url),

@@ -60,6 +60,9 @@ enum Command {
     /// Machine images for the local provisioner.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Serve the MCP tools on stdin/stdout (for agent frameworks that launch a command). Acts
+    /// on the configured database with the key in STOREFRONT_API_KEY (browse and quote without).
+    Mcp,
 }
 
 #[derive(Subcommand)]
@@ -219,6 +222,23 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     }
                 }
             }
+            Ok(())
+        }
+        Command::Mcp => {
+            telemetry::init(&config);
+            let store = open_store(&config).await?;
+            let base_url = config
+                .base_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.listen));
+            let app = build_app(&config, store, Arc::new(SystemClock), base_url).await?;
+            let principal = match std::env::var("STOREFRONT_API_KEY") {
+                Ok(key) if !key.is_empty() => app.authenticate(&key).await.map_err(|e| {
+                    std::io::Error::other(format!("STOREFRONT_API_KEY: {}", e.message))
+                })?,
+                _ => storefront_app::Principal::Public,
+            };
+            storefront_mcp::serve_stdio(app, principal).await?;
             Ok(())
         }
         Command::Admin(cmd) => {

@@ -11,7 +11,22 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = storefront_http::router(app);
+    let mut hosts = app.settings().mcp_allowed_hosts.clone();
+    // The public host always reaches its own MCP endpoint.
+    if let Some(host) = app
+        .settings()
+        .base_url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+    {
+        hosts.push(host.to_owned());
+        if let Some((name, _port)) = host.rsplit_once(':') {
+            hosts.push(name.to_owned());
+        }
+    }
+    let mcp = storefront_mcp::router(app.clone(), &hosts);
+    let router = storefront_http::router(app, mcp);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

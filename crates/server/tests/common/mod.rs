@@ -81,6 +81,9 @@ impl Backend {
 
 pub struct TestServer {
     pub base: String,
+    /// The configuration the server runs with (its data directory and database), for processes
+    /// that must share them (`storefront mcp`, admin commands).
+    pub config: Config,
     pub app: App,
     pub store: Arc<dyn storefront_app::ports::Store>,
     pub clock: Arc<ManualClock>,
@@ -149,6 +152,7 @@ impl TestServer {
         });
         Self {
             base,
+            config: config.clone(),
             app,
             store,
             clock,
