@@ -31,6 +31,8 @@ struct Cli {
 
 #[derive(Args)]
 struct GlobalArgs {
+    #[command(flatten)]
+    connection: storefront::agent::Connection,
     /// TOML configuration file (default: storefront.toml in the working directory, if present).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -60,6 +62,8 @@ enum Command {
     /// Machine images for the local provisioner.
     #[command(subcommand)]
     Image(ImageCommand),
+    #[command(flatten)]
+    Agent(storefront::agent::AgentCommand),
     /// Serve the MCP tools on stdin/stdout (for agent frameworks that launch a command). Acts
     /// on the configured database with the key in STOREFRONT_API_KEY (browse and quote without).
     Mcp,
@@ -138,6 +142,9 @@ enum CliError {
     Domain(DomainError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// An agent command's outcome, already reported.
+    #[error("")]
+    Exit(u8),
 }
 
 impl From<DomainError> for CliError {
@@ -167,6 +174,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -175,7 +183,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    let listen = match &cli.command {
+    // Agent commands talk to a running storefront; they need no local configuration.
+    let command = match cli.command {
+        Command::Agent(command) => {
+            return match storefront::agent::run(cli.global.connection, command).await {
+                storefront::agent::Outcome::Done => Ok(()),
+                other => Err(CliError::Exit(other as u8)),
+            };
+        }
+        other => other,
+    };
+    let listen = match &command {
         Command::Serve { listen, .. } => listen.clone(),
         _ => None,
     };
@@ -186,7 +204,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         database_url: cli.global.database_url,
     };
     let config = Config::load(&overrides)?;
-    match cli.command {
+    match command {
         Command::Serve { role, .. } => {
             telemetry::init(&config);
             run_serve(config, role).await
@@ -224,6 +242,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Agent(_) => unreachable!("agent commands returned above"),
         Command::Mcp => {
             telemetry::init(&config);
             let store = open_store(&config).await?;

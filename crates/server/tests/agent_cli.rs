@@ -1,0 +1,113 @@
+//! The agent command line against a running server: buy with `--wait` and get credentials, the
+//! documented exit codes, `--json` output for scripts.
+
+mod common;
+
+use common::machines::image_dir;
+use common::{Backend, TestServer};
+use serde_json::Value;
+
+async fn cli(s: &TestServer, key: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_storefront"));
+    command
+        .env_clear()
+        .env("STOREFRONT_URL", &s.base)
+        .args(args)
+        .kill_on_drop(true);
+    if let Some(k) = key {
+        command.env("STOREFRONT_API_KEY", k);
+    }
+    let out = command.output().await.expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+dual_test!(buy_with_wait_prints_the_fulfilled_order_and_its_credentials);
+async fn buy_with_wait_prints_the_fulfilled_order_and_its_credentials(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    s.start_worker();
+    let (_, key) = s.account(10_000).await;
+    let machines = image_dir().is_some();
+    let args: Vec<&str> = if machines {
+        vec![
+            "buy",
+            "bare-linux-machine",
+            "--set",
+            "duration_minutes=15",
+            "--wait",
+            "--json",
+        ]
+    } else {
+        vec![
+            "buy",
+            "web-search",
+            "--set",
+            "query=linux",
+            "--wait",
+            "--json",
+        ]
+    };
+    let (code, stdout, stderr) = cli(&s, Some(&key), &args).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).expect("--json prints JSON");
+    assert_eq!(answer["order"]["status"], "fulfilled");
+    let balance = s.balance(&key).await;
+    assert_eq!(
+        balance,
+        10_000 - answer["order"]["total_minor"].as_i64().unwrap()
+    );
+    if machines {
+        let credentials = &answer["credentials"]["credentials"];
+        assert!(credentials["port"].as_u64().is_some(), "{answer}");
+        assert!(credentials["private_key"]
+            .as_str()
+            .unwrap()
+            .contains("OPENSSH PRIVATE KEY"));
+        // `ssh` opens a session with those credentials.
+        let service = answer["order"]["service_id"].as_str().unwrap();
+        let (code, stdout, stderr) = cli(
+            &s,
+            Some(&key),
+            &["ssh", service, "--", "cat", "/etc/hostname"],
+        )
+        .await;
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        assert!(!stdout.trim().is_empty());
+    }
+    let (code, stdout, _) = cli(&s, Some(&key), &["balance", "--json"]).await;
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(shown["balance_minor"], balance);
+}
+
+dual_test!(exit_codes_say_refused_unreachable_and_usage);
+async fn exit_codes_say_refused_unreachable_and_usage(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (_, key) = s.account(0).await;
+    let (code, _, stderr) = cli(&s, Some(&key), &["buy", "web-search", "--set", "query=x"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("insufficient_credits"), "{stderr}");
+    assert!(
+        stderr.contains("hint:"),
+        "the suggestion is printed: {stderr}"
+    );
+    let (code, stdout, _) = cli(&s, Some(&key), &["credentials", "svc_nope", "--json"]).await;
+    assert_eq!(code, 1);
+    let error: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(error["error"]["code"], "not_found");
+    let (code, _, _) = cli(&s, None, &["balance"]).await;
+    assert_eq!(code, 1, "no key: unauthorized");
+    let (code, _, _) = cli(&s, Some(&key), &["buy", "--bogus"]).await;
+    assert_eq!(code, 2, "usage errors");
+    let mut unreachable = tokio::process::Command::new(env!("CARGO_BIN_EXE_storefront"));
+    let out = unreachable
+        .env_clear()
+        .args(["--url", "http://127.0.0.1:1", "products"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+}
