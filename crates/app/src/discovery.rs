@@ -163,6 +163,48 @@ impl App {
     }
 
     /// `GET /llms.txt`: the same as the manifest, as plain text for a language model.
+    /// A complete purchase with `curl` and a POSIX shell, for the first available machine (or,
+    /// without one, the first available instant product), runnable as written.
+    fn llms_example(&self) -> String {
+        let base = &self.settings.base_url;
+        let available = || self.catalog.products().iter().filter(|p| p.available);
+        let machine =
+            available().find(|p| p.kind == ProductKind::Async && !p.requires_install_configuration);
+        let instant = available().find(|p| p.kind == ProductKind::Instant);
+        let auth = "-H \"Authorization: Bearer $STOREFRONT_API_KEY\"";
+        let json = "-H 'Content-Type: application/json'";
+        let mut t = String::from("\n## Example: a complete purchase with curl\n\nSet STOREFRONT_API_KEY to your key (from the operator, or POST /api/v1/account/api-keys). Every call answers JSON; ids have a type prefix, so grep finds them.\n\n```sh\n");
+        let quote = |product: &Product, configuration: &str| {
+            format!(
+                "curl -s {base}/api/v1/products/{id}/requirements\nQUOTE_ID=$(curl -s {base}/api/v1/quotes {json} -d '{{\"product_id\": \"{id}\", \"configuration\": {configuration}}}' | grep -o 'qt_[0-9a-f]*' | head -n 1)\nORDER=$(curl -s {base}/api/v1/orders {auth} {json} -H \"Idempotency-Key: order-$QUOTE_ID\" -d \"{{\\\"quote_id\\\": \\\"$QUOTE_ID\\\"}}\")\necho \"$ORDER\"\nORDER_ID=$(echo \"$ORDER\" | grep -o 'ord_[0-9a-f]*' | head -n 1)\n",
+                id = product.id
+            )
+        };
+        t.push_str(&format!("curl -s {base}/api/v1/products\n"));
+        match (machine, instant) {
+            (Some(m), _) => {
+                t.push_str(&quote(m, "{\"duration_minutes\": 15}"));
+                t.push_str(&format!(
+                    "# Machines take a moment: poll until credentials_available is true.\nuntil curl -s {base}/api/v1/orders/$ORDER_ID {auth} | grep -q '\"credentials_available\":true'; do sleep 3; done\nSERVICE_ID=$(curl -s {base}/api/v1/orders/$ORDER_ID {auth} | grep -o 'svc_[0-9a-f]*' | head -n 1)\ncurl -s {base}/api/v1/services/$SERVICE_ID/credentials {auth}\n# When finished:\ncurl -s -X POST {base}/api/v1/services/$SERVICE_ID/terminate {auth}\n"
+                ));
+            }
+            (None, Some(i)) => {
+                let configuration = if i.fields.iter().any(|f| f.name == "query") {
+                    "{\"query\": \"linux\"}"
+                } else {
+                    "{}"
+                };
+                t.push_str(&quote(i, configuration));
+                t.push_str(&format!(
+                    "# Instant products answer fulfilled with the result at once.\ncurl -s {base}/api/v1/orders/$ORDER_ID {auth}\n"
+                ));
+            }
+            (None, None) => t.push_str("# Nothing is available to buy here right now.\n"),
+        }
+        t.push_str("```\n");
+        t
+    }
+
     pub fn llms_txt(&self) -> String {
         let base = &self.settings.base_url;
         let mut t = format!("# Storefront\n\nThis storefront sells to AI agents. API base: {base}/api/v1 (JSON, envelope {{\"ok\": true, \"data\": ...}}).\n\n## Products\n\n");
@@ -191,8 +233,9 @@ impl App {
         for (i, (step, how)) in WORKFLOW.iter().enumerate() {
             t.push_str(&format!("{}. {step}: {how}\n", i + 1));
         }
+        t.push_str(&self.llms_example());
         t.push_str(&format!(
-            "\n## Example\n\n```sh\ncurl -s {base}/api/v1/products\ncurl -s {base}/api/v1/quotes -H 'Content-Type: application/json' -d '{{\"product_id\": \"web-search\", \"configuration\": {{\"query\": \"linux\"}}}}'\ncurl -s {base}/api/v1/orders -H \"Authorization: Bearer $STOREFRONT_API_KEY\" -H 'Content-Type: application/json' -H 'Idempotency-Key: <uuid>' -d '{{\"quote_id\": \"<quote id>\"}}'\n```\n\n## Documents\n\n- Manifest: {base}/.well-known/agent-storefront.json\n- Agent policy: {base}/agent-policy.json\n- Acceptable use: {base}/acceptable-use\n"
+            "\n## Documents\n\n- Manifest: {base}/.well-known/agent-storefront.json\n- Agent policy: {base}/agent-policy.json\n- Acceptable use: {base}/acceptable-use\n- MCP (streamable HTTP, same bearer key): {base}/mcp\n"
         ));
         t
     }

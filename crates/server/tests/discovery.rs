@@ -79,3 +79,56 @@ async fn the_manifest_and_llms_txt_list_the_live_catalog(backend: Backend) {
         .starts_with("text/markdown"));
     assert!(aup.body.as_str().unwrap().starts_with("# Acceptable use"));
 }
+
+dual_test!(the_llms_txt_example_completes_a_purchase_when_run_as_written);
+async fn the_llms_txt_example_completes_a_purchase_when_run_as_written(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    s.start_worker();
+    let (_, key) = s.account(10_000).await;
+    let text = s
+        .get("/llms.txt", None)
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let script = text
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("llms.txt has a shell example");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        tokio::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", script])
+            .env("STOREFRONT_API_KEY", &key)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the example finishes")
+    .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let orders = s.get("/api/v1/orders", Some(&key)).await;
+    let order = &orders.body["data"]["orders"][0];
+    assert_eq!(order["status"], "fulfilled", "the example bought something");
+    assert!(s.balance(&key).await < 10_000);
+    if common::machines::image_dir().is_some() {
+        assert!(
+            stdout.contains("OPENSSH PRIVATE KEY"),
+            "credentials printed: {stdout}"
+        );
+        let service = order["service_id"].as_str().unwrap();
+        let after = s
+            .poll_until(&format!("/api/v1/services/{service}"), Some(&key), |b| {
+                b["data"]["service"]["status"] == "terminated"
+            })
+            .await;
+        assert_eq!(after["data"]["service"]["status"], "terminated");
+    }
+}
