@@ -15,6 +15,7 @@ use storefront_domain::{DomainError, ErrorCode};
 
 /// A key as created: the secret is in here exactly once.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedKey {
     pub key_id: String,
     pub api_key: String,
@@ -23,6 +24,7 @@ pub struct CreatedKey {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Balance {
     pub credits: i64,
     pub balance_minor: i64,

@@ -106,6 +106,7 @@ fn provision_job(service: &Service, now: Timestamp) -> Job {
 
 /// A service as the doors show it (`API.md` §7).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceView {
     pub id: String,
     pub order_id: String,
@@ -114,8 +115,26 @@ pub struct ServiceView {
     pub display_name: String,
     pub created_at: String,
     pub expires_at: Option<String>,
-    pub server: Option<Value>,
+    /// Where the machine is; `null` once it is gone.
+    pub server: Option<ServerView>,
     pub management_capabilities: Vec<String>,
+}
+
+/// The machine behind a service.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerView {
+    pub host: Option<String>,
+    /// Local machines have no public address.
+    pub public_ipv4: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub ssh_username: String,
+    pub image: String,
+    pub region: String,
+    /// `on`, `off`, `starting` or `stopping`.
+    pub power_state: &'static str,
+    /// `SHA256:...` of the machine's SSH host key.
+    pub host_key_fingerprint: Option<String>,
 }
 
 impl ServiceView {
@@ -134,17 +153,15 @@ impl ServiceView {
 
 impl From<&Service> for ServiceView {
     fn from(s: &Service) -> Self {
-        let server = (!s.status.is_terminal()).then(|| {
-            json!({
-                "host": s.host,
-                "public_ipv4": null,
-                "ssh_port": s.ssh_port,
-                "ssh_username": s.ssh_username,
-                "image": s.image,
-                "region": s.region,
-                "power_state": s.status.power_state(),
-                "host_key_fingerprint": s.host_key_fingerprint,
-            })
+        let server = (!s.status.is_terminal()).then(|| ServerView {
+            host: s.host.clone(),
+            public_ipv4: None,
+            ssh_port: s.ssh_port,
+            ssh_username: s.ssh_username.clone(),
+            image: s.image.clone(),
+            region: s.region.clone(),
+            power_state: s.status.power_state(),
+            host_key_fingerprint: s.host_key_fingerprint.clone(),
         });
         Self {
             id: s.id.to_string(),
@@ -162,10 +179,26 @@ impl From<&Service> for ServiceView {
 
 /// What `GET .../credentials` returns: handoff material, shown to the key holder.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credentials {
+    /// Always `ssh` for machines.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub credentials: Value,
+    pub credentials: SshCredentials,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SshCredentials {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub username: String,
+    /// The generated OpenSSH private key; `null` when the order sent its own public key.
+    pub private_key: Option<String>,
+    /// `SHA256:...` of the machine's host key (seed 000's name for it).
+    pub public_key_fingerprint: Option<String>,
+    /// The same fingerprint under its usual name.
+    pub host_key_fingerprint: Option<String>,
 }
 
 fn not_ready(service: &Service) -> DomainError {
@@ -440,14 +473,14 @@ impl App {
         };
         Ok(Credentials {
             kind: "ssh",
-            credentials: json!({
-                "host": service.host,
-                "port": service.ssh_port,
-                "username": service.ssh_username,
-                "private_key": private_key,
-                "public_key_fingerprint": service.host_key_fingerprint,
-                "host_key_fingerprint": service.host_key_fingerprint,
-            }),
+            credentials: SshCredentials {
+                host: service.host.clone(),
+                port: service.ssh_port,
+                username: service.ssh_username.clone(),
+                private_key,
+                public_key_fingerprint: service.host_key_fingerprint.clone(),
+                host_key_fingerprint: service.host_key_fingerprint.clone(),
+            },
         })
     }
 
@@ -784,6 +817,8 @@ impl JobHandler for MachineJobs {
 
 /// The answer to a lease extension, as its idempotency key remembers it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+
 pub struct Extension {
     pub service_id: String,
     pub status: String,

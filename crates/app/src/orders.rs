@@ -55,6 +55,7 @@ pub struct OrderRequest {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValidatedOrder {
     pub quote: Quote,
     pub payment_methods: Vec<PaymentMethod>,

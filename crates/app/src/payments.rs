@@ -49,6 +49,7 @@ pub struct MppAttempt<'a> {
 
 /// How a webhook delivery was handled (always acknowledged once its signature is valid).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookAck {
     pub event_id: String,
     /// `applied`, `duplicate` or `ignored`.
@@ -57,6 +58,7 @@ pub struct WebhookAck {
 
 /// A credit top-up as shown to its owner.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopUpView {
     pub id: String,
     pub amount_minor: i64,

@@ -12,6 +12,7 @@ use storefront_domain::timestamp::format;
 use storefront_domain::DomainError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignedAction {
     pub method: String,
     pub url: String,
@@ -19,6 +20,7 @@ pub struct SignedAction {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderView {
     pub id: String,
     pub status: OrderStatus,

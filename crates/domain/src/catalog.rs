@@ -19,6 +19,7 @@ pub struct CatalogSpec {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProductKind {
     /// Fulfilled inline: the order response carries the result.
@@ -28,6 +29,7 @@ pub enum ProductKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PricingModel {
     PerUse,
@@ -52,6 +54,7 @@ impl PricingModel {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Addon {
     /// A boolean configuration field: when true, the add-on is charged per unit.
@@ -62,6 +65,7 @@ pub struct Addon {
 
 /// A unit price that depends on an enum field (`vps`: the price per hour depends on `type`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UnitPriceBy {
     pub field: String,
@@ -69,6 +73,7 @@ pub struct UnitPriceBy {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Pricing {
     pub model: PricingModel,
@@ -134,6 +139,7 @@ pub struct FieldSpec {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProvisioningEstimate {
     pub min_seconds: u64,
@@ -195,6 +201,7 @@ pub struct ProductSpec {
 
 /// A product as agents see it (`API.md` §3).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Product {
     pub id: String,
     pub sku: String,

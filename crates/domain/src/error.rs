@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Stable error codes of the contract (`API.md` §12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     Unauthorized,
@@ -40,6 +41,7 @@ pub enum ErrorCode {
 
 /// The broad family of an error, reported as `error.type` in the envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorType {
     InvalidRequest,

@@ -6,6 +6,7 @@ use crate::timestamp::{rfc3339, Timestamp};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LedgerKind {
     TopUp,
@@ -36,6 +37,7 @@ impl LedgerKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerEntry {
     pub id: LedgerEntryId,
     #[serde(skip)]
@@ -47,6 +49,7 @@ pub struct LedgerEntry {
     pub order_id: Option<OrderId>,
     pub description: String,
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 
 /// A lowercase three-letter ISO 4217 code (`usd`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
 pub struct Currency(String);
 
