@@ -818,7 +818,6 @@ impl JobHandler for MachineJobs {
 /// The answer to a lease extension, as its idempotency key remembers it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-
 pub struct Extension {
     pub service_id: String,
     pub status: String,

@@ -5,7 +5,10 @@
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod openapi;
 mod rest;
+
+pub use rest::api;
 
 use axum::http::{HeaderName, Request};
 use axum::Router;

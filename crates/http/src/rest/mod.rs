@@ -11,26 +11,54 @@ mod services;
 
 use crate::error::ApiError;
 use axum::http::{Method, Uri};
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use storefront_app::App;
 use storefront_domain::{DomainError, ErrorCode};
+use utoipa_axum::router::OpenApiRouter;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .merge(health::routes())
-        .merge(discovery::routes())
+/// The `/api/v1` routes and the OpenAPI document made from the same list.
+pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .nest(
             "/api/v1",
-            Router::new()
+            OpenApiRouter::new()
                 .merge(products::routes())
                 .merge(quotes::routes())
                 .merge(orders::routes())
                 .merge(account::routes())
                 .merge(services::routes())
                 .merge(payments::routes()),
+        )
+        .split_for_parts()
+}
+
+pub fn routes() -> Router<App> {
+    let (api, document) = api();
+    let json = Arc::new(serde_json::to_value(&document).expect("the document serializes"));
+    let html = Arc::new(crate::openapi::render_docs(&document));
+    Router::new()
+        .merge(health::routes())
+        .merge(discovery::routes())
+        .merge(api)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = json.clone();
+                async move { Json((*json).clone()) }
+            }),
+        )
+        .route(
+            "/docs",
+            get(move || {
+                let html = html.clone();
+                async move { Html((*html).clone()) }
+            }),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

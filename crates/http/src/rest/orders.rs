@@ -5,42 +5,64 @@ use crate::error::{envelope, status_of, ApiError};
 use crate::extract::{
     idempotency_key, int_param, required_idempotency_key, ApiJson, ApiQuery, Caller,
 };
+use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use storefront_app::machines::Credentials;
+use storefront_app::orders::ValidatedOrder;
 use storefront_app::orders::{BillingDetails, OrderRequest, OrderSource};
 use storefront_app::page::PageRequest;
 use storefront_app::payments::MppAttempt;
 use storefront_app::ports::OrderFilter;
 use storefront_app::quotes::QuoteRequest;
 use storefront_app::views::OrderOutcome;
+use storefront_app::views::OrderView;
 use storefront_app::App;
 use storefront_domain::idempotency::{canonical_json, fingerprint};
 use storefront_domain::order::{OrderStatus, PaymentMethod};
 use storefront_domain::DomainError;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/orders", post(create).get(list))
-        .route("/orders/validate", post(validate))
-        .route("/orders/{order_id}", get(show))
-        .route("/orders/{order_id}/status", get(status))
-        .route("/orders/{order_id}/cancel", post(cancel))
-        .route("/orders/{order_id}/credentials", get(credentials))
-        .route("/orders/{order_id}/install", post(install))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(validate))
+        .routes(routes!(show))
+        .routes(routes!(status))
+        .routes(routes!(cancel))
+        .routes(routes!(credentials))
+        .routes(routes!(install))
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OrderData {
+    order: OrderView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OrderList {
+    orders: Vec<OrderView>,
+    next_cursor: Option<String>,
+}
+
+/// An order: a stored quote (`quote_id`), or a product with its configuration.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OrderBody {
+pub(crate) struct OrderBody {
+    /// A quote from POST /api/v1/quotes (then no product_id, quantity or configuration).
     quote_id: Option<String>,
+    /// Quote and order in one step.
     product_id: Option<String>,
     quantity: Option<i64>,
     configuration: Option<Map<String, Value>>,
+    /// `credit` (default with a key), `card` or `mpp` (default without a key).
+    #[schema(value_type = Option<PaymentMethod>)]
     payment_method: Option<String>,
     /// Seed 004: the idempotency key may travel in the body.
     request_id: Option<String>,
@@ -116,6 +138,17 @@ impl OrderBody {
     }
 }
 
+/// The preflight of seed 004: prices and checks the order body, creates nothing.
+#[utoipa::path(operation_id = "validate_order", post, path = "/orders/validate", tag = "orders", request_body = OrderBody,
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "What would be ordered and how it can be paid", body = Envelope<ValidatedOrder>),
+        (status = 400, description = "Invalid body (param names the field)", body = ErrorEnvelope),
+        (status = 401, description = "An unknown or revoked key", body = ErrorEnvelope),
+        (status = 404, description = "No such product or quote", body = ErrorEnvelope),
+        (status = 410, description = "The quote expired", body = ErrorEnvelope),
+        (status = 503, description = "The product or payment method is not available here", body = ErrorEnvelope),
+    ))]
 async fn validate(
     State(app): State<App>,
     Caller(principal): Caller,
@@ -130,6 +163,28 @@ async fn validate(
     Ok(ok(validated))
 }
 
+/// Place an order exactly once per idempotency key. Instant products answer `201` fulfilled;
+/// machines `202` processing; card orders `202` pending_payment with `payment_action`; MPP
+/// orders without a credential `402` with a `WWW-Authenticate: Payment` challenge.
+#[utoipa::path(operation_id = "create_order", post, path = "/orders", tag = "orders", request_body = OrderBody,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 printable characters; required unless request_id is in the body"),
+    ),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 201, description = "Fulfilled (instant products)", body = Envelope<OrderData>),
+        (status = 202, description = "Accepted: processing, or waiting for payment or install configuration", body = Envelope<OrderData>),
+        (status = 400, description = "Invalid body or missing billing details", body = ErrorEnvelope),
+        (status = 401, description = "An unknown or revoked key", body = ErrorEnvelope),
+        (status = 402, description = "insufficient_credits, or an MPP challenge / refused credential", body = ErrorEnvelope),
+        (status = 403, description = "The key may not buy", body = ErrorEnvelope),
+        (status = 404, description = "No such product or quote", body = ErrorEnvelope),
+        (status = 409, description = "The same key is still in flight", body = ErrorEnvelope),
+        (status = 410, description = "The quote expired", body = ErrorEnvelope),
+        (status = 422, description = "The key was used with another body", body = ErrorEnvelope),
+        (status = 502, description = "Fulfilment failed; refunded", body = ErrorEnvelope),
+        (status = 503, description = "Not available here", body = ErrorEnvelope),
+    ))]
 async fn create(
     State(app): State<App>,
     Caller(principal): Caller,
@@ -159,7 +214,7 @@ async fn create(
     let mut response = match placed.outcome {
         OrderOutcome::Created { order, .. } => {
             let location = format!("/api/v1/orders/{}", order.id);
-            let mut r = (StatusCode::CREATED, ok(json!({ "order": order }))).into_response();
+            let mut r = (StatusCode::CREATED, ok(OrderData { order })).into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
@@ -171,7 +226,7 @@ async fn create(
             ..
         } => {
             let location = format!("/api/v1/orders/{}", order.id);
-            let mut r = (StatusCode::ACCEPTED, ok(json!({ "order": order }))).into_response();
+            let mut r = (StatusCode::ACCEPTED, ok(OrderData { order })).into_response();
             if let Some(s) = retry_after_seconds {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(s));
@@ -215,15 +270,31 @@ fn payment_credential(headers: &HeaderMap) -> Option<&str> {
         })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only orders in this status.
+    #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
+    /// Only orders of this product.
     product_id: Option<String>,
+    /// Page size, 1-100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// The account's orders, newest first.
+#[utoipa::path(operation_id = "list_orders", get, path = "/orders", tag = "orders", params(ListQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of orders", body = Envelope<OrderList>),
+        (status = 400, description = "A bad query parameter", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "A resource token reaches only its service", body = ErrorEnvelope),
+    ))]
 async fn list(
     State(app): State<App>,
     Caller(principal): Caller,
@@ -250,23 +321,37 @@ async fn list(
         page,
     };
     let page = app.list_orders(&principal, &filter).await?;
-    Ok(ok(
-        json!({ "orders": page.items, "next_cursor": page.next_cursor }),
-    ))
+    Ok(ok(OrderList {
+        orders: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
+/// One order of the account; `Retry-After` while it is not done.
+#[utoipa::path(operation_id = "get_order", get, path = "/orders/{order_id}", tag = "orders",
+    params(("order_id" = String, Path, description = "An order id (ord_...)")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The order", body = Envelope<OrderData>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "A resource token reaches only its service", body = ErrorEnvelope),
+        (status = 404, description = "No such order in this account", body = ErrorEnvelope),
+    ))]
 async fn show(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (order, retry_after) = app.get_order(&principal, &id).await?;
-    Ok(with_retry_after(ok(json!({ "order": order })), retry_after))
+    Ok(with_retry_after(ok(OrderData { order }), retry_after))
 }
 
-#[derive(Deserialize)]
-struct SignedQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SignedQuery {
+    /// Expiry of a signed URL (unix seconds), as handed out.
     expires: Option<String>,
+    /// Signature of a signed URL, as handed out.
     sig: Option<String>,
 }
 
@@ -284,6 +369,14 @@ impl SignedQuery {
 }
 
 /// `GET <status_url>`: no key; the signature authorizes exactly this path until it expires.
+/// The order without secrets.
+#[utoipa::path(operation_id = "get_order_status", get, path = "/orders/{order_id}/status", tag = "orders",
+    params(("order_id" = String, Path, description = "An order id"), SignedQuery),
+    responses(
+        (status = 200, description = "The order, without credentials or tokens", body = Envelope<OrderData>),
+        (status = 403, description = "invalid_signature or signature_expired", body = ErrorEnvelope),
+        (status = 404, description = "No such order", body = ErrorEnvelope),
+    ))]
 async fn status(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -292,19 +385,40 @@ async fn status(
     let (order, retry_after) = app
         .order_status(&id, q.expires.as_deref(), q.sig.as_deref())
         .await?;
-    Ok(with_retry_after(ok(json!({ "order": order })), retry_after))
+    Ok(with_retry_after(ok(OrderData { order }), retry_after))
 }
 
+/// Cancel an order that has not started delivery; what was paid is refunded.
+#[utoipa::path(operation_id = "cancel_order", post, path = "/orders/{order_id}/cancel", tag = "orders",
+    params(("order_id" = String, Path, description = "An order id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The canceled order", body = Envelope<OrderData>),
+        (status = 400, description = "invalid_state: delivery started", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "A resource token reaches only its service", body = ErrorEnvelope),
+        (status = 404, description = "No such order in this account", body = ErrorEnvelope),
+    ))]
 async fn cancel(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let order = app.cancel_order(&principal, &id).await?;
-    Ok(ok(json!({ "order": order })))
+    Ok(ok(OrderData { order }))
 }
 
 /// `GET /api/v1/orders/{id}/credentials` with a key, or the signed `credentials_action.url`.
+#[utoipa::path(operation_id = "get_order_credentials", get, path = "/orders/{order_id}/credentials", tag = "orders",
+    params(("order_id" = String, Path, description = "An order id"), SignedQuery),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "SSH credentials of the order's machine", body = Envelope<Credentials>),
+        (status = 401, description = "An unknown or revoked key", body = ErrorEnvelope),
+        (status = 403, description = "invalid_signature or signature_expired", body = ErrorEnvelope),
+        (status = 404, description = "No such order, or it has no machine", body = ErrorEnvelope),
+        (status = 409, description = "not_ready: the machine is not active yet (Retry-After)", body = ErrorEnvelope),
+    ))]
 async fn credentials(
     State(app): State<App>,
     Caller(principal): Caller,
@@ -317,13 +431,25 @@ async fn credentials(
         .await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InstallBody {
+pub(crate) struct InstallBody {
+    /// Values for the product's install_schema.
     config: Map<String, Value>,
 }
 
-/// `POST <install_action.url>` `{config}` (or the same path with a key).
+/// `POST <install_action.url>` `{config}` (or the same path with a key): the configuration a
+/// product needs after payment; then delivery starts.
+#[utoipa::path(operation_id = "submit_install_configuration", post, path = "/orders/{order_id}/install", tag = "orders", request_body = InstallBody,
+    params(("order_id" = String, Path, description = "An order id"), SignedQuery),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 202, description = "Delivery starts", body = Envelope<OrderData>),
+        (status = 400, description = "Invalid configuration, or the order takes none now", body = ErrorEnvelope),
+        (status = 401, description = "An unknown or revoked key", body = ErrorEnvelope),
+        (status = 403, description = "invalid_signature or signature_expired", body = ErrorEnvelope),
+        (status = 404, description = "No such order", body = ErrorEnvelope),
+    ))]
 async fn install(
     State(app): State<App>,
     Caller(principal): Caller,
@@ -335,5 +461,5 @@ async fn install(
     let order = app
         .submit_install_configuration(&principal, &id, signature, &body.body.config)
         .await?;
-    Ok((StatusCode::ACCEPTED, ok(json!({ "order": order }))))
+    Ok((StatusCode::ACCEPTED, ok(OrderData { order })))
 }

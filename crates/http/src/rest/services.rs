@@ -5,37 +5,74 @@ use crate::error::ApiError;
 use crate::extract::{
     int_param, required_idempotency_key, ApiJson, ApiQuery, Caller, OptionalJson,
 };
+use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use storefront_app::machines::ServiceView;
+use storefront_app::machines::{Credentials, Extension};
 use storefront_app::page::PageRequest;
 use storefront_app::App;
 use storefront_domain::idempotency::fingerprint;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/services", get(list))
-        .route("/services/{service_id}", get(show).delete(terminate))
-        .route("/services/{service_id}/restart", post(restart))
-        .route("/services/{service_id}/reinstall", post(reinstall))
-        .route("/services/{service_id}/terminate", post(terminate))
-        .route("/services/{service_id}/credentials", get(credentials))
-        .route("/services/{service_id}/extend", post(extend))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show, delete))
+        .routes(routes!(restart))
+        .routes(routes!(reinstall))
+        .routes(routes!(terminate))
+        .routes(routes!(credentials))
+        .routes(routes!(extend))
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ServiceData {
+    service: ServiceView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ServiceList {
+    services: Vec<ServiceView>,
+    next_cursor: Option<String>,
+}
+
+/// `202 {service_id, status: "accepted", service}` (seed 002).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Accepted {
+    service_id: String,
+    /// Always `accepted`.
+    status: &'static str,
+    service: ServiceView,
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct PageQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// Page size, 1-100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// The account's services (machines), newest first.
+#[utoipa::path(operation_id = "list_services", get, path = "/services", tag = "services", params(PageQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of services", body = Envelope<ServiceList>),
+        (status = 400, description = "A bad query parameter", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "A resource token reaches only its service", body = ErrorEnvelope),
+    ))]
 async fn list(
     State(app): State<App>,
     Caller(principal): Caller,
@@ -43,11 +80,22 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let page = PageRequest::parse(int_param("limit", q.limit.as_deref())?, q.cursor)?;
     let page = app.list_services(&principal, &page).await?;
-    Ok(ok(
-        json!({ "services": page.items, "next_cursor": page.next_cursor }),
-    ))
+    Ok(ok(ServiceList {
+        services: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
+/// One service: status, where the machine is, lease expiry. `Retry-After` while it settles.
+#[utoipa::path(operation_id = "get_service", get, path = "/services/{service_id}", tag = "services",
+    params(("service_id" = String, Path, description = "A service id (svc_...)")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The service", body = Envelope<ServiceData>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "The resource token has another scope or service", body = ErrorEnvelope),
+        (status = 404, description = "No such service in this account", body = ErrorEnvelope),
+    ))]
 async fn show(
     State(app): State<App>,
     Caller(principal): Caller,
@@ -55,17 +103,17 @@ async fn show(
 ) -> Result<Response, ApiError> {
     let service = app.get_service(&principal, &id).await?;
     let retry_after = service.retry_after_seconds();
-    Ok(with_retry_after(
-        ok(json!({ "service": service })),
-        retry_after,
-    ))
+    Ok(with_retry_after(ok(ServiceData { service }), retry_after))
 }
 
-/// `202 {service_id, status: "accepted", service}` (seed 002).
 fn accepted(service: ServiceView) -> (StatusCode, Json<Value>) {
     (
         StatusCode::ACCEPTED,
-        ok(json!({ "service_id": service.id, "status": "accepted", "service": service })),
+        ok(Accepted {
+            service_id: service.id.clone(),
+            status: "accepted",
+            service,
+        }),
     )
 }
 
@@ -73,21 +121,44 @@ fn accepted(service: ServiceView) -> (StatusCode, Json<Value>) {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
+/// Restart the machine (files kept).
+#[utoipa::path(operation_id = "restart_service", post, path = "/services/{service_id}/restart", tag = "services",
+    params(("service_id" = String, Path, description = "A service id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Restarting", body = Envelope<Accepted>),
+        (status = 400, description = "invalid_state: not possible in the service's state", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "The resource token has another scope or service", body = ErrorEnvelope),
+        (status = 404, description = "No such service in this account", body = ErrorEnvelope),
+    ))]
 async fn restart(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-    OptionalJson(_): OptionalJson<Empty>,
+    OptionalJson(_empty): OptionalJson<Empty>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     Ok(accepted(app.restart_service(&principal, &id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReinstallBody {
+pub(crate) struct ReinstallBody {
+    /// One of the product's images, like `debian-12`.
     image: String,
 }
 
+/// Reinstall the machine from an image (files and host key wiped).
+#[utoipa::path(operation_id = "reinstall_service", post, path = "/services/{service_id}/reinstall", tag = "services", request_body = ReinstallBody,
+    params(("service_id" = String, Path, description = "A service id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Reinstalling", body = Envelope<Accepted>),
+        (status = 400, description = "invalid_state: not possible in the service's state", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "The resource token has another scope or service", body = ErrorEnvelope),
+        (status = 404, description = "No such service in this account", body = ErrorEnvelope),
+    ))]
 async fn reinstall(
     State(app): State<App>,
     Caller(principal): Caller,
@@ -100,6 +171,17 @@ async fn reinstall(
     ))
 }
 
+/// Terminate the machine now (files removed).
+#[utoipa::path(operation_id = "terminate_service", post, path = "/services/{service_id}/terminate", tag = "services",
+    params(("service_id" = String, Path, description = "A service id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Terminating", body = Envelope<Accepted>),
+        (status = 400, description = "invalid_state: not possible in the service's state", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "The resource token has another scope or service", body = ErrorEnvelope),
+        (status = 404, description = "No such service in this account", body = ErrorEnvelope),
+    ))]
 async fn terminate(
     State(app): State<App>,
     Caller(principal): Caller,
@@ -108,6 +190,36 @@ async fn terminate(
     Ok(accepted(app.terminate_service(&principal, &id).await?))
 }
 
+/// Terminate the machine now (seed 004's `DELETE`).
+#[utoipa::path(operation_id = "delete_service", delete, path = "/services/{service_id}", tag = "services",
+    params(("service_id" = String, Path, description = "A service id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Terminating", body = Envelope<Accepted>),
+        (status = 400, description = "invalid_state: not possible in the service's state", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "The resource token has another scope or service", body = ErrorEnvelope),
+        (status = 404, description = "No such service in this account", body = ErrorEnvelope),
+    ))]
+async fn delete(
+    state: State<App>,
+    caller: Caller,
+    path: Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    terminate(state, caller, path).await
+}
+
+/// SSH credentials of an active machine.
+#[utoipa::path(operation_id = "get_service_credentials", get, path = "/services/{service_id}/credentials", tag = "services",
+    params(("service_id" = String, Path, description = "A service id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The credentials", body = Envelope<Credentials>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "A resource token cannot read credentials", body = ErrorEnvelope),
+        (status = 404, description = "No such service in this account", body = ErrorEnvelope),
+        (status = 409, description = "not_ready: not active yet (Retry-After)", body = ErrorEnvelope),
+    ))]
 async fn credentials(
     State(app): State<App>,
     Caller(principal): Caller,
@@ -116,14 +228,32 @@ async fn credentials(
     Ok(ok(app.service_credentials(&principal, &id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ExtendBody {
+pub(crate) struct ExtendBody {
+    /// Minutes to add (rounded up to the product's billing unit).
     additional_minutes: i64,
+    /// The idempotency key, when not sent as a header.
     request_id: Option<String>,
 }
 
 /// Extends the lease; charged once per idempotency key (key or `extend` resource token).
+#[utoipa::path(operation_id = "extend_service", post, path = "/services/{service_id}/extend", tag = "services", request_body = ExtendBody,
+    params(
+        ("service_id" = String, Path, description = "A service id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Required unless request_id is in the body"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Extended and charged", body = Envelope<Extension>),
+        (status = 400, description = "invalid_state: not possible in the service's state", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "The resource token has another scope or service", body = ErrorEnvelope),
+        (status = 404, description = "No such service in this account", body = ErrorEnvelope),
+        (status = 402, description = "insufficient_credits", body = ErrorEnvelope),
+        (status = 409, description = "The same key is still in flight", body = ErrorEnvelope),
+        (status = 422, description = "The key was used with another body", body = ErrorEnvelope),
+    ))]
 async fn extend(
     State(app): State<App>,
     Caller(principal): Caller,
