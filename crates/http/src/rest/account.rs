@@ -131,7 +131,12 @@ pub(crate) struct CreateKeyBody {
     /// `owner` (default) or `agent`.
     #[schema(value_type = Option<KeyRole>)]
     role: Option<String>,
-    /// A label, 1-100 characters.
+    /// A label, 1-100 printable characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"
+    )]
     name: Option<String>,
 }
 

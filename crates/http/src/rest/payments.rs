@@ -53,7 +53,8 @@ async fn stripe_webhook(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TopUpBody {
-    /// Minor units to add (at least 100).
+    /// Minor units to add.
+    #[schema(minimum = 100, maximum = 100_000_000_000_i64)]
     amount_minor: i64,
 }
 
