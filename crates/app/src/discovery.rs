@@ -100,10 +100,13 @@ impl App {
             "idempotency": {"header": "Idempotency-Key", "body_alias": "request_id", "max_length": 255, "retention": "permanent"},
             "links": {
                 "llms_txt": format!("{base}/llms.txt"),
+                "openapi": format!("{base}/openapi.json"),
+                "api_reference": format!("{base}/docs"),
                 "agent_policy": format!("{base}/agent-policy.json"),
                 "acceptable_use": format!("{base}/acceptable-use"),
                 "health": format!("{base}/healthz"),
             },
+            "mcp": {"url": format!("{base}/mcp"), "transport": "streamable-http", "auth": "the same bearer key as REST", "stdio_command": "storefront mcp"},
             "acceptable_use": {"summary": "Lawful, authorized development, automation, testing and compute only.", "prohibited": PROHIBITED_USES},
         })
     }
@@ -235,7 +238,7 @@ impl App {
         }
         t.push_str(&self.llms_example());
         t.push_str(&format!(
-            "\n## Documents\n\n- Manifest: {base}/.well-known/agent-storefront.json\n- Agent policy: {base}/agent-policy.json\n- Acceptable use: {base}/acceptable-use\n- MCP (streamable HTTP, same bearer key): {base}/mcp\n"
+            "\n## Documents\n\n- Manifest: {base}/.well-known/agent-storefront.json\n- OpenAPI 3.1: {base}/openapi.json (reference: {base}/docs)\n- Agent policy: {base}/agent-policy.json\n- Acceptable use: {base}/acceptable-use\n- MCP (streamable HTTP, same bearer key): {base}/mcp\n"
         ));
         t
     }
