@@ -15,6 +15,11 @@ const DOCS: &[(&str, &str)] = &[
         include_str!("../../../docs/configuration.md"),
     ),
     ("docs/catalog.md", include_str!("../../../docs/catalog.md")),
+    ("docs/agents.md", include_str!("../../../docs/agents.md")),
+    (
+        "docs/payments.md",
+        include_str!("../../../docs/payments.md"),
+    ),
     (
         "docs/api-notes.md",
         include_str!("../../../docs/api-notes.md"),
