@@ -202,6 +202,30 @@ fn payment_method(raw: Option<&str>) -> Result<Option<PaymentMethod>, DomainErro
     .transpose()
 }
 
+/// The JSON Schema of a tool's successful structured result: an object with these top-level
+/// fields (each `(name, type)`; `a|b` allows either JSON type). The fields' own shapes are the
+/// REST `data` documented in `/openapi.json`.
+fn shape(fields: &[(&str, &str)]) -> std::sync::Arc<Map<String, Value>> {
+    let properties: Map<String, Value> = fields
+        .iter()
+        .map(|(name, kind)| {
+            let types: Vec<&str> = kind.split('|').collect();
+            let schema = if types.len() == 1 {
+                json!({ "type": types[0] })
+            } else {
+                json!({ "type": types })
+            };
+            ((*name).to_owned(), schema)
+        })
+        .collect();
+    let required: Vec<Value> = fields.iter().map(|(name, _)| json!(name)).collect();
+    let mut schema = Map::new();
+    schema.insert("type".into(), json!("object"));
+    schema.insert("properties".into(), Value::Object(properties));
+    schema.insert("required".into(), Value::Array(required));
+    std::sync::Arc::new(schema)
+}
+
 impl StorefrontTools {
     /// Tools whose caller is identified per request (HTTP).
     pub fn new(app: App) -> Self {
@@ -311,7 +335,7 @@ impl StorefrontTools {
 
 #[tool_router]
 impl StorefrontTools {
-    #[tool(
+    #[tool(output_schema = shape(&[("products", "array"), ("next_cursor", "string|null")]), 
         description = "Search the catalog. Returns products with id, name, category, kind (instant or async), price summary and availability; page with cursor. Start here, then call catalog_checkout_requirements for the product you want."
     )]
     async fn catalog_search(&self, Parameters(input): Parameters<SearchInput>) -> CallToolResult {
@@ -325,7 +349,7 @@ impl StorefrontTools {
         )
     }
 
-    #[tool(
+    #[tool(output_schema = shape(&[("product_id", "string")]), 
         description = "What a product needs before it can be bought: its configuration fields (required and optional, with allowed values and defaults), the JSON Schema of its configuration, payment methods and whether it needs install configuration after payment."
     )]
     async fn catalog_checkout_requirements(
@@ -339,7 +363,7 @@ impl StorefrontTools {
         )
     }
 
-    #[tool(
+    #[tool(output_schema = shape(&[("quote", "object")]), 
         description = "Price a configuration deterministically. Unknown or out-of-range values are normalized and reported in configuration_warnings (\"defaulted down\"). Returns a quote_id valid for 15 minutes; buy it with purchase_create."
     )]
     async fn quote_create(
@@ -365,7 +389,7 @@ impl StorefrontTools {
         answer(result.await)
     }
 
-    #[tool(
+    #[tool(output_schema = shape(&[("order", "object"), ("replayed", "boolean")]), 
         description = "Buy a quote. Needs an API key for payment_method credit (the default); card needs every billing field and returns payment_action.url for the human. Reuse the same idempotency_key when retrying: it never buys twice. Machines come back processing with a provisioning_estimate; poll order_get or service_get until credentials are available."
     )]
     async fn purchase_create(
@@ -380,7 +404,7 @@ impl StorefrontTools {
         answer(result.await)
     }
 
-    #[tool(
+    #[tool(output_schema = shape(&[("order", "object"), ("retry_after_seconds", "integer|null")]), 
         description = "An order of this account: status, payment, provisioning estimate, the service id of a machine, and whether its credentials are available."
     )]
     async fn order_get(
@@ -396,7 +420,7 @@ impl StorefrontTools {
         answer(result.await)
     }
 
-    #[tool(
+    #[tool(output_schema = shape(&[("service", "object")]), 
         description = "A machine (service): status (provisioning, active, restarting, reinstalling, terminating, terminated, expired, failed), host, SSH port and username, image, lease expiry."
     )]
     async fn service_get(
@@ -412,7 +436,7 @@ impl StorefrontTools {
         answer(result.await)
     }
 
-    #[tool(
+    #[tool(output_schema = shape(&[("service", "object")]), 
         description = "Restart a machine: its processes are stopped and it boots again with its files kept. Poll service_get until status is active again."
     )]
     async fn server_restart(
@@ -431,7 +455,7 @@ impl StorefrontTools {
         answer(result.await)
     }
 
-    #[tool(
+    #[tool(output_schema = shape(&[("service", "object")]), 
         description = "Reinstall a machine from an image: every file and the host key are wiped. Poll service_get until active; fetch new credentials with credentials_get."
     )]
     async fn server_reinstall(
@@ -450,7 +474,7 @@ impl StorefrontTools {
         answer(result.await)
     }
 
-    #[tool(
+    #[tool(output_schema = shape(&[("extension", "object"), ("replayed", "boolean")]), 
         description = "Extend a machine's lease by additional_minutes, charged from the account's credit at the product's per-minute price. Reuse the same idempotency_key when retrying."
     )]
     async fn lease_extend(
@@ -476,7 +500,7 @@ impl StorefrontTools {
         answer(result.await)
     }
 
-    #[tool(
+    #[tool(output_schema = shape(&[("service", "object")]), 
         description = "Terminate a machine now: it is removed with its files. Terminate machines when finished."
     )]
     async fn lease_terminate(
@@ -495,7 +519,7 @@ impl StorefrontTools {
         answer(result.await)
     }
 
-    #[tool(
+    #[tool(output_schema = shape(&[("type", "string"), ("credentials", "object")]), 
         description = "SSH credentials of an active machine: host, port, username, the generated private key (when the order sent no public key) and the host key fingerprint. Answers not_ready with retry_after_seconds until the machine is active."
     )]
     async fn credentials_get(
@@ -512,7 +536,7 @@ impl StorefrontTools {
         answer(result.await)
     }
 
-    #[tool(description = "The account's credit balance (1 credit = 1 minor unit of its currency).")]
+    #[tool(output_schema = shape(&[("credits", "integer"), ("balance_minor", "integer"), ("currency", "string")]), description = "The account's credit balance (1 credit = 1 minor unit of its currency).")]
     async fn account_balance(
         &self,
         Parameters(_): Parameters<NoInput>,

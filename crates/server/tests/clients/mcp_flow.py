@@ -56,6 +56,8 @@ async def flow(client):
     names = {t.name for t in tools.tools}
     expect(TOOLS <= names, f"tools listed: {sorted(names)}")
     expect(all(t.input_schema.get("type") == "object" for t in tools.tools), "every tool has an input schema")
+    expect(all((t.output_schema or {}).get("type") == "object" for t in tools.tools), "every tool has an output schema")
+    expect(all(len(t.description or "") > 40 for t in tools.tools), "every tool says what it does")
     report["tools"] = sorted(names)
 
     # Errors are tool results with isError and the REST error object.
