@@ -15,6 +15,9 @@ use storefront_domain::DomainError;
 pub struct AppSettings {
     /// Public base URL (no trailing slash) for signed URLs and discovery documents.
     pub base_url: String,
+    /// Whether the operator set `base_url` (otherwise discovery documents follow the request's
+    /// `Host`).
+    pub base_url_configured: bool,
     /// How long a quote can be ordered (`API.md` §4: 15 minutes by default).
     pub quote_ttl: Duration,
     /// How long a signed `status_url` stays valid.
@@ -36,6 +39,7 @@ impl Default for AppSettings {
     fn default() -> Self {
         Self {
             base_url: "http://127.0.0.1:8080".into(),
+            base_url_configured: false,
             quote_ttl: Duration::minutes(15),
             status_url_ttl: Duration::days(30),
             idempotency_lock_timeout: Duration::seconds(120),

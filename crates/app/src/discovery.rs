@@ -65,8 +65,27 @@ fn price_summary(p: &Product) -> String {
 
 impl App {
     /// `GET /.well-known/agent-storefront.json`.
-    pub fn manifest(&self) -> Value {
-        let base = &self.settings.base_url;
+    /// The public URL discovery documents name: the configured `base_url`, or — when none is
+    /// configured — the scheme and `Host` the request came with (a plain host name or address
+    /// with an optional port; anything else falls back to the default).
+    pub fn public_base(&self, host: Option<&str>, https: bool) -> String {
+        if self.settings.base_url_configured {
+            return self.settings.base_url.clone();
+        }
+        let valid = |h: &&str| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        };
+        match host.filter(valid) {
+            Some(h) => format!("{}://{h}", if https { "https" } else { "http" }),
+            None => self.settings.base_url.clone(),
+        }
+    }
+
+    /// `base`: the public URL to write into the document (see `public_base`).
+    pub fn manifest(&self, base: &str) -> Value {
         let products: Vec<Value> = self
             .catalog
             .products()
@@ -137,7 +156,7 @@ impl App {
     }
 
     /// `GET /agent-policy.json` (seed 000): what agents may and may not do here.
-    pub fn agent_policy(&self) -> Value {
+    pub fn agent_policy(&self, base: &str) -> Value {
         json!({
             "allowed": [
                 "Browse, quote and validate without a key.",
@@ -151,7 +170,7 @@ impl App {
                 "guidance": "Never log secrets or paste them into chats; they are shown once and stored only hashed here.",
             },
             "retries": "Retry a failed request with the same Idempotency-Key and the same body; a new key is a new purchase.",
-            "acceptable_use": format!("{}/acceptable-use", self.settings.base_url),
+            "acceptable_use": format!("{base}/acceptable-use"),
         })
     }
 
@@ -168,8 +187,7 @@ impl App {
     /// `GET /llms.txt`: the same as the manifest, as plain text for a language model.
     /// A complete purchase with `curl` and a POSIX shell, for the first available machine (or,
     /// without one, the first available instant product), runnable as written.
-    fn llms_example(&self) -> String {
-        let base = &self.settings.base_url;
+    fn llms_example(&self, base: &str) -> String {
         let available = || self.catalog.products().iter().filter(|p| p.available);
         let machine =
             available().find(|p| p.kind == ProductKind::Async && !p.requires_install_configuration);
@@ -208,8 +226,7 @@ impl App {
         t
     }
 
-    pub fn llms_txt(&self) -> String {
-        let base = &self.settings.base_url;
+    pub fn llms_txt(&self, base: &str) -> String {
         let mut t = format!("# Storefront\n\nThis storefront sells to AI agents. API base: {base}/api/v1 (JSON, envelope {{\"ok\": true, \"data\": ...}}).\n\n## Products\n\n");
         for p in self.catalog.products() {
             let availability = if p.available {
@@ -236,7 +253,7 @@ impl App {
         for (i, (step, how)) in WORKFLOW.iter().enumerate() {
             t.push_str(&format!("{}. {step}: {how}\n", i + 1));
         }
-        t.push_str(&self.llms_example());
+        t.push_str(&self.llms_example(base));
         t.push_str(&format!(
             "\n## Documents\n\n- Manifest: {base}/.well-known/agent-storefront.json\n- OpenAPI 3.1: {base}/openapi.json (reference: {base}/docs)\n- Agent policy: {base}/agent-policy.json\n- Acceptable use: {base}/acceptable-use\n- MCP (streamable HTTP, same bearer key): {base}/mcp\n"
         ));

@@ -166,6 +166,7 @@ pub async fn build_app(
             config.idempotency_lock_seconds.clamp(1, 86_400) as i64,
         ),
         mcp_allowed_hosts: config.mcp_allowed_hosts.clone(),
+        base_url_configured: config.base_url.is_some(),
         ..AppSettings::default()
     };
     let secret_box = SecretBox::new(&secrets_key(config)?);

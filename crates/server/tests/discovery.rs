@@ -132,3 +132,36 @@ async fn the_llms_txt_example_completes_a_purchase_when_run_as_written(backend: 
         assert_eq!(after["data"]["service"]["status"], "terminated");
     }
 }
+
+async fn fetch(s: &TestServer, host: &str) -> serde_json::Value {
+    let req = s
+        .client
+        .get(s.url("/.well-known/agent-storefront.json"))
+        .header("host", host)
+        .header("x-forwarded-proto", "https");
+    s.send(req).await.body
+}
+
+dual_test!(documents_name_the_configured_base_url_or_the_requests_host);
+async fn documents_name_the_configured_base_url_or_the_requests_host(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let m = fetch(&s, "shop.example:8443").await;
+    assert_eq!(m["base_url"], "https://shop.example:8443", "{m}");
+    assert!(m["links"]["openapi"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://shop.example:8443/"));
+    let garbage = fetch(&s, "evil.example/<script>").await;
+    assert_eq!(
+        garbage["base_url"],
+        s.base.as_str(),
+        "an unusable Host falls back"
+    );
+
+    let configured = TestServer::start_with(&backend, |c| {
+        c.base_url = Some("https://store.example".into());
+    })
+    .await;
+    let m = fetch(&configured, "shop.example:8443").await;
+    assert_eq!(m["base_url"], "https://store.example", "configuration wins");
+}

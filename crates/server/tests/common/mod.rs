@@ -138,7 +138,9 @@ impl TestServer {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let clock = Arc::new(ManualClock::default());
         let store = open_store(&config).await.expect("store opens");
-        let app = build_app(&config, store.clone(), clock.clone(), base.clone())
+        // A configured public URL wins, as in the binary.
+        let public = config.base_url.clone().unwrap_or_else(|| base.clone());
+        let app = build_app(&config, store.clone(), clock.clone(), public)
             .await
             .expect("app builds");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
