@@ -207,3 +207,26 @@ async fn tools_answer_domain_errors_as_tool_results_and_respect_the_key(backend:
     .await;
     assert_eq!(revoked["result"]["isError"], true);
 }
+
+dual_test!(mcp_refuses_hosts_outside_its_allow_list);
+async fn mcp_refuses_hosts_outside_its_allow_list(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"}}});
+    let post = |host: &'static str| {
+        s.client
+            .post(s.url("/mcp"))
+            .header("host", host)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+    };
+    let rebound = post("attacker.example").send().await.unwrap();
+    assert!(
+        rebound.status().is_client_error(),
+        "a foreign Host is refused: {}",
+        rebound.status()
+    );
+    let local = post("localhost").send().await.unwrap();
+    assert!(local.status().is_success(), "{}", local.status());
+}
