@@ -26,6 +26,12 @@ pub enum ErrorCode {
     InternalError,
     FulfillmentFailed,
     ServiceUnavailable,
+    /// The agent's rules refuse this (`API.md` §8).
+    RulesDenied,
+    /// A per-transaction cap or a budget refuses this.
+    SpendingCapExceeded,
+    /// The agent is suspended; only the owner can reactivate it.
+    KillSwitchActive,
     /// An MPP challenge: pay and retry.
     PaymentRequired,
     /// MPP problem codes (draft-ryan-httpauth-payment), spelled as the spec spells them.
@@ -75,6 +81,9 @@ impl ErrorCode {
             Self::InternalError => "internal_error",
             Self::FulfillmentFailed => "fulfillment_failed",
             Self::ServiceUnavailable => "service_unavailable",
+            Self::RulesDenied => "rules_denied",
+            Self::SpendingCapExceeded => "spending_cap_exceeded",
+            Self::KillSwitchActive => "kill_switch_active",
             Self::PaymentRequired => "payment_required",
             Self::MalformedCredential => "malformed-credential",
             Self::InvalidChallenge => "invalid-challenge",
@@ -86,9 +95,12 @@ impl ErrorCode {
     pub fn error_type(self) -> ErrorType {
         match self {
             Self::Unauthorized => ErrorType::Authentication,
-            Self::Forbidden | Self::InvalidSignature | Self::SignatureExpired => {
-                ErrorType::Permission
-            }
+            Self::Forbidden
+            | Self::InvalidSignature
+            | Self::SignatureExpired
+            | Self::RulesDenied
+            | Self::SpendingCapExceeded
+            | Self::KillSwitchActive => ErrorType::Permission,
             Self::NotFound
             | Self::ValidationError
             | Self::MalformedJson

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod catalog;
 pub mod error;
+pub mod governance;
 pub mod idempotency;
 pub mod ids;
 pub mod job;

@@ -20,9 +20,12 @@ impl From<DomainError> for ApiError {
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden | ErrorCode::InvalidSignature | ErrorCode::SignatureExpired => {
-            StatusCode::FORBIDDEN
-        }
+        ErrorCode::Forbidden
+        | ErrorCode::InvalidSignature
+        | ErrorCode::SignatureExpired
+        | ErrorCode::RulesDenied
+        | ErrorCode::SpendingCapExceeded
+        | ErrorCode::KillSwitchActive => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::ValidationError | ErrorCode::MalformedJson | ErrorCode::InvalidState => {
             StatusCode::BAD_REQUEST
