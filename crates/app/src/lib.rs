@@ -6,6 +6,7 @@
 //! SQLite or PostgreSQL, against real upstreams or test stand-ins, on a real or a manual clock.
 
 pub mod accounts;
+pub mod agents;
 pub mod app;
 pub mod catalog;
 pub mod clock;

@@ -959,6 +959,9 @@ impl App {
         let order = Order {
             id: storefront_domain::ids::OrderId::generate(),
             account_id: Some(service.account_id.clone()),
+            // Extensions are governed with the service's orders once approvals land; they are not
+            // attributed to an agent's budget yet.
+            agent_id: None,
             status: OrderStatus::Fulfilled,
             payment_status: PaymentStatus::Paid,
             payment_method: storefront_domain::order::PaymentMethod::Credit,
@@ -1021,6 +1024,7 @@ impl App {
                 updates_service: Some((&service, &[from])),
                 completes: Some(&completion),
                 payment: None,
+                budget: None,
             })
             .await
             .map_err(|e| match e {

@@ -337,6 +337,7 @@ impl App {
         let mut order = Order {
             id: OrderId::generate(),
             account_id: Some(account_id.clone()),
+            agent_id: principal.agent_id().cloned(),
             status,
             payment_status: PaymentStatus::Paid,
             payment_method: method,
@@ -357,6 +358,16 @@ impl App {
             result: None,
             failure: None,
         };
+        // An agent key's order passes its owner's rules first; its budgets are re-checked in
+        // the order's own transaction.
+        let budget = self
+            .govern_order(
+                principal,
+                product,
+                order.total_minor,
+                order.currency.as_str(),
+            )
+            .await?;
         if matches!(req.source, OrderSource::Configure(_)) && method != PaymentMethod::Credit {
             self.store
                 .insert_quote(&quote)
@@ -409,11 +420,27 @@ impl App {
                 updates_service: None,
                 completes: completion.as_ref(),
                 payment: None,
+                budget: budget.as_ref(),
             })
             .await
         {
             // No service update rides along, so the insert cannot be refused.
             Ok(_) => {}
+            Err(StoreError::BudgetExceeded {
+                spent_minor,
+                max_minor,
+            }) => {
+                return Err(DomainError::new(
+                    ErrorCode::SpendingCapExceeded,
+                    format!(
+                        "This order of {} would exceed the agent's budget: {} already spent of {}.",
+                        display_minor(order.total_minor, &order.currency),
+                        display_minor(spent_minor, &order.currency),
+                        display_minor(max_minor, &order.currency)
+                    ),
+                    "Ask the account owner to raise the budget, or wait for the next period.",
+                ))
+            }
             Err(StoreError::InsufficientCredits { balance_minor }) => {
                 return Err(insufficient_credits(
                     balance_minor,

@@ -193,6 +193,7 @@ impl App {
                     outcome: outcome.to_value(),
                 }),
                 payment: Some(&payment),
+                budget: None,
             })
             .await
             .map_err(store_failure)?;
@@ -237,6 +238,7 @@ impl App {
                 updates_service: None,
                 completes: None,
                 payment: None,
+                budget: None,
             })
             .await
             .map_err(store_failure)?;

@@ -9,10 +9,11 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use storefront_domain::account::{Account, ApiKey};
+use storefront_domain::agent::Agent;
 use storefront_domain::catalog::Product;
-use storefront_domain::ids::PaymentId;
 use storefront_domain::ids::ServiceId;
 use storefront_domain::ids::{AccountId, JobId, KeyId, OrderId, QuoteId};
+use storefront_domain::ids::{AgentId, PaymentId};
 use storefront_domain::job::{Job, JobOutcome};
 use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
@@ -28,6 +29,9 @@ pub enum StoreError {
     /// A debit would take the balance below zero; nothing was written.
     #[error("insufficient credits: balance {balance_minor}")]
     InsufficientCredits { balance_minor: i64 },
+    /// A budget of the agent would be exceeded; nothing was written.
+    #[error("budget exceeded: {spent_minor} spent of {max_minor}")]
+    BudgetExceeded { spent_minor: i64, max_minor: i64 },
     /// A uniqueness rule was violated (duplicate id, e-mail, or idempotency key).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -83,6 +87,27 @@ pub struct NewOrder<'a> {
     pub completes: Option<&'a IdempotencyCompletion>,
     /// A pending card payment (the order's checkout session).
     pub payment: Option<&'a Payment>,
+    /// Budgets the order must fit, checked in the order's own transaction.
+    pub budget: Option<&'a BudgetGuard>,
+}
+
+/// An agent's budgets, re-checked atomically with the order: the sum of the agent's live orders
+/// since each limit's start, plus this order, must not exceed the limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetGuard {
+    pub agent_id: AgentId,
+    pub amount_minor: i64,
+    /// `(since, max_minor)`.
+    pub limits: Vec<(Timestamp, i64)>,
+}
+
+/// A rule as stored, with its agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRule {
+    pub agent_id: AgentId,
+    pub rule: storefront_domain::governance::Rule,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// A resource token as stored: only its hash.
@@ -260,6 +285,25 @@ pub trait Store: Send + Sync + 'static {
     async fn get_payment(&self, id: &PaymentId) -> StoreResult<Option<Payment>>;
     async fn find_payment_by_session(&self, session_id: &str) -> StoreResult<Option<Payment>>;
     async fn find_payment_for_order(&self, order_id: &OrderId) -> StoreResult<Option<Payment>>;
+
+    async fn insert_agent(&self, agent: &Agent) -> StoreResult<()>;
+    /// A live (not deleted) agent.
+    async fn get_agent(&self, id: &AgentId) -> StoreResult<Option<Agent>>;
+    async fn list_agents(&self, account: &AccountId) -> StoreResult<Vec<Agent>>;
+    async fn update_agent(&self, agent: &Agent) -> StoreResult<bool>;
+    /// Deletes the agent and revokes its keys, in one transaction.
+    async fn delete_agent(&self, id: &AgentId, now: Timestamp) -> StoreResult<bool>;
+    /// `Conflict` when the rule's code is taken (a concurrent create): retry with the next.
+    async fn insert_rule(&self, rule: &AgentRule) -> StoreResult<()>;
+    async fn list_rules(&self, agent: &AgentId) -> StoreResult<Vec<AgentRule>>;
+    async fn update_rule(&self, rule: &AgentRule) -> StoreResult<bool>;
+    async fn delete_rule(&self, agent: &AgentId, rule_id: &str) -> StoreResult<bool>;
+    /// The agent's live orders (not failed, not canceled) since `since`: `(created_at, total)`.
+    async fn agent_spending(
+        &self,
+        agent: &AgentId,
+        since: Timestamp,
+    ) -> StoreResult<Vec<(Timestamp, i64)>>;
 }
 
 /// Why a fulfiller could not deliver. `message` may be shown to the client; `detail` is for

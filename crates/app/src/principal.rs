@@ -58,6 +58,14 @@ impl Principal {
         }
     }
 
+    /// The agent an agent key acts for.
+    pub fn agent_id(&self) -> Option<&AgentId> {
+        match self {
+            Self::Agent { agent_id, .. } => agent_id.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The account, `401 unauthorized` for a public caller, `403` for a resource token (it
     /// reaches its own service only).
     pub fn require_account(&self) -> Result<&AccountId, DomainError> {

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 /// What a triggered rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RuleAction {
     Deny,

@@ -2,6 +2,7 @@
 //! terminal. Everything here is deterministic; time and randomness are passed in by callers.
 
 pub mod account;
+pub mod agent;
 pub mod catalog;
 pub mod error;
 pub mod governance;

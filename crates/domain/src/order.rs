@@ -7,7 +7,7 @@
 //! ```
 
 use crate::catalog::ProvisioningEstimate;
-use crate::ids::{AccountId, OrderId, QuoteId, ServiceId};
+use crate::ids::{AccountId, AgentId, OrderId, QuoteId, ServiceId};
 use crate::money::Currency;
 use crate::pricing::{ConfigurationWarning, LineItem};
 use crate::timestamp::{rfc3339, Timestamp};
@@ -142,6 +142,9 @@ pub struct Order {
     pub id: OrderId,
     #[serde(skip)]
     pub account_id: Option<AccountId>,
+    /// The agent whose key placed it (budgets and rates count these).
+    #[serde(skip)]
+    pub agent_id: Option<AgentId>,
     pub status: OrderStatus,
     pub payment_status: PaymentStatus,
     pub payment_method: PaymentMethod,

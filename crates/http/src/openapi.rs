@@ -98,6 +98,7 @@ impl Modify for Security {
         (name = "payments", description = "Card checkout, top-ups and the Stripe webhook (§6)"),
         (name = "services", description = "Machines and their management (§7)"),
         (name = "account", description = "Balance, ledger and API keys (§6, §9)"),
+        (name = "governance", description = "Agents, their rules and the agent's pre-action check (§8)"),
     )
 )]
 pub struct ApiDoc;

@@ -53,5 +53,6 @@ crate::sql::shared_store!(
     sqlx::Postgres,
     sqlx::postgres::PgRow,
     sqlx::PgConnection,
-    "FOR UPDATE SKIP LOCKED"
+    "FOR UPDATE SKIP LOCKED",
+    "FOR UPDATE"
 );

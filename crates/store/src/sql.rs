@@ -13,18 +13,20 @@
 //! SQLite there is only ever one writer.
 
 macro_rules! shared_store {
-    ($store:ident, $db:ty, $row:ty, $conn:ty, $claim_lock:expr) => {
+    ($store:ident, $db:ty, $row:ty, $conn:ty, $claim_lock:expr, $row_lock:expr) => {
         use async_trait::async_trait;
         use serde::de::DeserializeOwned;
         use serde_json::Value;
         use sqlx::Row;
         use storefront_app::page::PageRequest;
         use storefront_app::ports::{
-            Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, ResourceToken, Store, StoreError, StoreResult,
+            AgentRule, BudgetGuard, Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, ResourceToken, Store, StoreError, StoreResult,
         };
         use storefront_domain::account::{Account, ApiKey, KeyRole};
         use storefront_domain::ids::{AccountId, AgentId, JobId, KeyId, LedgerEntryId, OrderId, PaymentId, QuoteId, ServiceId};
         use storefront_domain::payment::{Payment, PaymentPurpose, PaymentState};
+        use storefront_domain::agent::{Agent, AgentStatus};
+        use storefront_domain::governance::{Rule, RuleAction, RuleKind};
         use storefront_domain::job::{Job, JobOutcome, JobStatus};
         use storefront_domain::ledger::{LedgerEntry, LedgerKind, LedgerMovement};
         use storefront_domain::money::Currency;
@@ -209,6 +211,7 @@ fn order_from_row(r: &$row) -> StoreResult<Order> {
         account_id: r
             .get::<Option<String>, _>("account_id")
             .map(AccountId::from_trusted),
+        agent_id: r.get::<Option<String>, _>("agent_id").map(AgentId::from_trusted),
         status: OrderStatus::parse(r.get("status")).ok_or_else(|| corrupt("order status"))?,
         payment_status: PaymentStatus::parse(r.get("payment_status"))
             .ok_or_else(|| corrupt("payment status"))?,
@@ -611,6 +614,9 @@ impl Store for $store {
     async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<bool> {
         let o = new.order;
         let mut tx = self.begin().await?;
+        if let Some(guard) = new.budget {
+            check_budget(&mut tx, guard).await?;
+        }
         if let Some((service, expected)) = new.updates_service {
             if !update_service_row(&mut tx, service, expected).await? {
                 return Ok(false);
@@ -891,6 +897,161 @@ impl Store for $store {
         self.find_one("SELECT * FROM payments WHERE order_id = $1", order_id.as_str(), payment_from_row).await
     }
 
+    async fn insert_agent(&self, a: &Agent) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO agents (id, account_id, name, description, status, soul, trusted_stores, blocked_stores, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(a.id.as_str())
+        .bind(a.account_id.as_str())
+        .bind(&a.name)
+        .bind(&a.description)
+        .bind(a.status.as_str())
+        .bind(&a.soul)
+        .bind(to_json(&a.trusted_stores))
+        .bind(to_json(&a.blocked_stores))
+        .bind(ts(&a.created_at))
+        .bind(ts(&a.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn get_agent(&self, id: &AgentId) -> StoreResult<Option<Agent>> {
+        self.find_one("SELECT * FROM agents WHERE id = $1 AND deleted_at IS NULL", id.as_str(), agent_from_row).await
+    }
+
+    async fn list_agents(&self, account: &AccountId) -> StoreResult<Vec<Agent>> {
+        let rows = sqlx::query("SELECT * FROM agents WHERE account_id = $1 AND deleted_at IS NULL ORDER BY id")
+            .bind(account.as_str())
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn update_agent(&self, a: &Agent) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE agents SET name = $1, description = $2, status = $3, soul = $4, trusted_stores = $5, blocked_stores = $6, updated_at = $7
+             WHERE id = $8 AND deleted_at IS NULL",
+        )
+        .bind(&a.name)
+        .bind(&a.description)
+        .bind(a.status.as_str())
+        .bind(&a.soul)
+        .bind(to_json(&a.trusted_stores))
+        .bind(to_json(&a.blocked_stores))
+        .bind(ts(&a.updated_at))
+        .bind(a.id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(done == 1)
+    }
+
+    async fn delete_agent(&self, id: &AgentId, now: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE agents SET deleted_at = $1, updated_at = $1 WHERE id = $2 AND deleted_at IS NULL")
+            .bind(ts(&now))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE agent_id = $2 AND revoked_at IS NULL")
+            .bind(ts(&now))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(done == 1)
+    }
+
+    async fn insert_rule(&self, r: &AgentRule) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO rules (id, agent_id, code, name, kind, params, action, enabled, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&r.rule.id)
+        .bind(r.agent_id.as_str())
+        .bind(&r.rule.code)
+        .bind(&r.rule.name)
+        .bind(r.rule.kind.name())
+        .bind(to_json(&r.rule.kind.params()))
+        .bind(r.rule.action.as_str())
+        .bind(r.rule.enabled)
+        .bind(ts(&r.created_at))
+        .bind(ts(&r.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn list_rules(&self, agent: &AgentId) -> StoreResult<Vec<AgentRule>> {
+        let rows = sqlx::query("SELECT * FROM rules WHERE agent_id = $1 ORDER BY code")
+            .bind(agent.as_str())
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend)?;
+        rows.iter().map(rule_from_row).collect()
+    }
+
+    async fn update_rule(&self, r: &AgentRule) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE rules SET name = $1, params = $2, action = $3, enabled = $4, updated_at = $5 WHERE id = $6 AND agent_id = $7",
+        )
+        .bind(&r.rule.name)
+        .bind(to_json(&r.rule.kind.params()))
+        .bind(r.rule.action.as_str())
+        .bind(r.rule.enabled)
+        .bind(ts(&r.updated_at))
+        .bind(&r.rule.id)
+        .bind(r.agent_id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(done == 1)
+    }
+
+    async fn delete_rule(&self, agent: &AgentId, rule_id: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM rules WHERE id = $1 AND agent_id = $2")
+            .bind(rule_id)
+            .bind(agent.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(done == 1)
+    }
+
+    async fn agent_spending(&self, agent: &AgentId, since: Timestamp) -> StoreResult<Vec<(Timestamp, i64)>> {
+        let rows = sqlx::query(
+            "SELECT created_at, total_minor FROM orders
+             WHERE agent_id = $1 AND created_at >= $2 AND status NOT IN ('failed', 'canceled') ORDER BY created_at",
+        )
+        .bind(agent.as_str())
+        .bind(ts(&since))
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| Ok((parse_ts(r.get("created_at"))?, r.get::<i64, _>("total_minor"))))
+            .collect()
+    }
+
     async fn get_job(&self, id: &JobId) -> StoreResult<Option<Job>> {
         self.find_one("SELECT * FROM jobs WHERE id = $1", id.as_str(), job_from_row).await
     }
@@ -908,8 +1069,8 @@ async fn insert_order_row(conn: &mut $conn, o: &Order, idempotency: Option<&Idem
                                  configuration, configuration_warnings, line_items, total_minor, currency, quote_id,
                                  idempotency_scope, idempotency_route, idempotency_key,
                                  provisioning_estimate, requires_install_configuration, service_id, result, failure,
-                                 created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
+                                 created_at, updated_at, agent_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
         )
         .bind(o.id.as_str())
         .bind(o.account_id.as_ref().map(|a| a.as_str().to_owned()))
@@ -934,10 +1095,73 @@ async fn insert_order_row(conn: &mut $conn, o: &Order, idempotency: Option<&Idem
         .bind(o.failure.as_ref().map(to_json))
         .bind(ts(&o.created_at))
         .bind(ts(&o.updated_at))
+        .bind(o.agent_id.as_ref().map(|a| a.as_str().to_owned()))
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
     Ok(())
+}
+
+/// Locks the agent (PostgreSQL: its row; SQLite: the single writer already serializes), then
+/// refuses the order if any budget would be exceeded by it.
+async fn check_budget(conn: &mut $conn, guard: &BudgetGuard) -> StoreResult<()> {
+    let lock = format!("SELECT id FROM agents WHERE id = $1 {}", $row_lock);
+    sqlx::query(&lock)
+        .bind(guard.agent_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    for (since, max_minor) in &guard.limits {
+        let spent: i64 = sqlx::query_scalar::<_, i64>(
+            "SELECT CAST(COALESCE(SUM(total_minor), 0) AS BIGINT) FROM orders
+             WHERE agent_id = $1 AND created_at >= $2 AND status NOT IN ('failed', 'canceled')",
+        )
+        .bind(guard.agent_id.as_str())
+        .bind(ts(since))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+        if spent.saturating_add(guard.amount_minor) > *max_minor {
+            return Err(StoreError::BudgetExceeded {
+                spent_minor: spent,
+                max_minor: *max_minor,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn agent_from_row(r: &$row) -> StoreResult<Agent> {
+    Ok(Agent {
+        id: AgentId::from_trusted(r.get("id")),
+        account_id: AccountId::from_trusted(r.get("account_id")),
+        name: r.get("name"),
+        description: r.get("description"),
+        status: AgentStatus::parse(r.get("status")).ok_or_else(|| corrupt("agent status"))?,
+        soul: r.get("soul"),
+        trusted_stores: parse_json(r.get("trusted_stores"))?,
+        blocked_stores: parse_json(r.get("blocked_stores"))?,
+        created_at: parse_ts(r.get("created_at"))?,
+        updated_at: parse_ts(r.get("updated_at"))?,
+    })
+}
+
+fn rule_from_row(r: &$row) -> StoreResult<AgentRule> {
+    let params: Value = parse_json(r.get("params"))?;
+    let kind: &str = r.get("kind");
+    Ok(AgentRule {
+        agent_id: AgentId::from_trusted(r.get("agent_id")),
+        rule: Rule {
+            id: r.get("id"),
+            code: r.get("code"),
+            name: r.get("name"),
+            enabled: r.get("enabled"),
+            action: RuleAction::parse(r.get("action")).ok_or_else(|| corrupt("rule action"))?,
+            kind: RuleKind::parse(kind, &params).map_err(|_| corrupt("rule params"))?,
+        },
+        created_at: parse_ts(r.get("created_at"))?,
+        updated_at: parse_ts(r.get("updated_at"))?,
+    })
 }
 
 /// The status check is part of the UPDATE, so two concurrent transitions (even from two

@@ -65,5 +65,6 @@ crate::sql::shared_store!(
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,
     sqlx::SqliteConnection,
+    "",
     ""
 );

@@ -1,6 +1,7 @@
 //! `/api/v1` routes, one module per resource, plus health and the fallbacks.
 
 mod account;
+mod agents;
 mod discovery;
 mod health;
 mod orders;
@@ -33,7 +34,8 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
                 .merge(orders::routes())
                 .merge(account::routes())
                 .merge(services::routes())
-                .merge(payments::routes()),
+                .merge(payments::routes())
+                .merge(agents::routes()),
         )
         .split_for_parts()
 }

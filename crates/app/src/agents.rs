@@ -1,0 +1,652 @@
+//! Agents and their rules (`API.md` §8): the owner creates agents, gives them keys and rules;
+//! an agent key asks `check` before spending elsewhere, and the storefront's own orders placed
+//! with an agent key pass the same rules engine (`storefront_domain::governance`).
+
+use crate::accounts::{new_key, CreatedKey};
+use crate::app::{store_failure, App};
+use crate::ports::{AgentRule, BudgetGuard, StoreError};
+use crate::principal::Principal;
+use serde::Serialize;
+use serde_json::Value;
+use storefront_domain::account::KeyRole;
+use storefront_domain::agent::{Agent, AgentStatus};
+use storefront_domain::catalog::Product;
+use storefront_domain::governance::{
+    evaluate, Context, Decision, Period, Rule, RuleAction, RuleKind, Transaction, Verdict,
+};
+use storefront_domain::ids::{AgentId, RuleId};
+use storefront_domain::money::MAX_AMOUNT_MINOR;
+use storefront_domain::timestamp::format;
+use storefront_domain::{DomainError, ErrorCode};
+
+/// What an owner sends to create or change an agent.
+#[derive(Debug, Clone, Default)]
+pub struct AgentInput {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// What an owner sends to create or change a rule.
+#[derive(Debug, Clone, Default)]
+pub struct RuleInput {
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub action: Option<String>,
+    pub enabled: Option<bool>,
+    pub params: Option<Value>,
+}
+
+/// A rule as the doors show it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RuleView {
+    pub id: String,
+    /// `SF-001` style display code.
+    pub code: String,
+    pub name: String,
+    pub kind: String,
+    pub action: RuleAction,
+    pub enabled: bool,
+    pub params: Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&AgentRule> for RuleView {
+    fn from(r: &AgentRule) -> Self {
+        Self {
+            id: r.rule.id.clone(),
+            code: r.rule.code.clone(),
+            name: r.rule.name.clone(),
+            kind: r.rule.kind.name().to_owned(),
+            action: r.rule.action,
+            enabled: r.rule.enabled,
+            params: r.rule.kind.params(),
+            created_at: format(&r.created_at),
+            updated_at: format(&r.updated_at),
+        }
+    }
+}
+
+/// The answer of `POST /api/v1/agent/check` (seed 003).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckResult {
+    /// `allow`, `deny` or `escalate`.
+    pub result: String,
+    pub rule_id: Option<String>,
+    pub rule_name: Option<String>,
+    pub reason: String,
+    pub approval_required: Option<ApprovalRequirement>,
+    pub evaluated_rules: usize,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApprovalRequirement {
+    pub tier: String,
+    /// How the owner is asked.
+    pub method: String,
+    /// Seconds the owner has to decide.
+    pub timeout: u32,
+}
+
+fn text(
+    param: &str,
+    raw: Option<String>,
+    max: usize,
+    required: bool,
+) -> Result<Option<String>, DomainError> {
+    match raw.map(|s| s.trim().to_owned()) {
+        None if required => Err(DomainError::validation(
+            param,
+            format!("{param} is required."),
+            format!("Send {param} as a string of 1-{max} characters."),
+        )),
+        None => Ok(None),
+        Some(s) if s.is_empty() || s.chars().count() > max || s.chars().any(char::is_control) => {
+            Err(DomainError::validation(
+                param,
+                format!("{param} must be 1-{max} printable characters."),
+                format!("Send a shorter {param}."),
+            ))
+        }
+        Some(s) => Ok(Some(s)),
+    }
+}
+
+fn stores(param: &str, raw: Vec<String>) -> Result<Vec<String>, DomainError> {
+    if raw.len() > 1000 {
+        return Err(DomainError::validation(
+            param,
+            "At most 1000 stores per list.",
+            "Keep the list short.",
+        ));
+    }
+    raw.into_iter()
+        .map(|d| {
+            let d = d.trim().to_ascii_lowercase();
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.contains('.')
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+            if ok {
+                Ok(d)
+            } else {
+                Err(DomainError::validation(
+                    param,
+                    format!("'{d}' is not a domain name."),
+                    "List stores by domain, like shop.example.",
+                ))
+            }
+        })
+        .collect()
+}
+
+impl App {
+    /// An agent of the owner's account; other accounts' agents do not exist for it.
+    async fn owned_agent(&self, principal: &Principal, id: &str) -> Result<Agent, DomainError> {
+        let account = principal.require_owner()?;
+        let not_found = || DomainError::not_found("agent", id);
+        let agent_id = AgentId::parse(id).ok_or_else(not_found)?;
+        self.store
+            .get_agent(&agent_id)
+            .await
+            .map_err(store_failure)?
+            .filter(|a| &a.account_id == account)
+            .ok_or_else(not_found)
+    }
+
+    pub async fn create_agent(
+        &self,
+        principal: &Principal,
+        input: AgentInput,
+    ) -> Result<Agent, DomainError> {
+        let account = principal.require_owner()?.clone();
+        let now = self.clock.now();
+        let agent = Agent {
+            id: AgentId::generate(),
+            account_id: account,
+            name: text("name", input.name, 200, true)?.unwrap_or_default(),
+            description: text("description", input.description, 2000, false)?.unwrap_or_default(),
+            status: AgentStatus::Active,
+            soul: String::new(),
+            trusted_stores: Vec::new(),
+            blocked_stores: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.store
+            .insert_agent(&agent)
+            .await
+            .map_err(store_failure)?;
+        Ok(agent)
+    }
+
+    pub async fn list_agents(&self, principal: &Principal) -> Result<Vec<Agent>, DomainError> {
+        let account = principal.require_owner()?;
+        self.store.list_agents(account).await.map_err(store_failure)
+    }
+
+    pub async fn get_agent(&self, principal: &Principal, id: &str) -> Result<Agent, DomainError> {
+        self.owned_agent(principal, id).await
+    }
+
+    pub async fn update_agent(
+        &self,
+        principal: &Principal,
+        id: &str,
+        input: AgentInput,
+    ) -> Result<Agent, DomainError> {
+        let mut agent = self.owned_agent(principal, id).await?;
+        if let Some(name) = text("name", input.name, 200, false)? {
+            agent.name = name;
+        }
+        if let Some(description) = text("description", input.description, 2000, false)? {
+            agent.description = description;
+        }
+        self.save_agent(agent).await
+    }
+
+    async fn save_agent(&self, mut agent: Agent) -> Result<Agent, DomainError> {
+        agent.updated_at = self.clock.now();
+        if !self
+            .store
+            .update_agent(&agent)
+            .await
+            .map_err(store_failure)?
+        {
+            return Err(DomainError::not_found("agent", agent.id.as_str()));
+        }
+        Ok(agent)
+    }
+
+    /// Deletes the agent; its keys stop working at once.
+    pub async fn delete_agent(&self, principal: &Principal, id: &str) -> Result<(), DomainError> {
+        let agent = self.owned_agent(principal, id).await?;
+        self.store
+            .delete_agent(&agent.id, self.clock.now())
+            .await
+            .map_err(store_failure)?;
+        Ok(())
+    }
+
+    /// `PUT /api/v1/agents/{id}/soul`: the owner's Markdown instructions.
+    pub async fn set_soul(
+        &self,
+        principal: &Principal,
+        id: &str,
+        soul: String,
+    ) -> Result<Agent, DomainError> {
+        if soul.len() > 100_000 {
+            return Err(DomainError::validation(
+                "soul",
+                "The soul is over 100 KB.",
+                "Keep the instructions short.",
+            ));
+        }
+        let mut agent = self.owned_agent(principal, id).await?;
+        agent.soul = soul;
+        self.save_agent(agent).await
+    }
+
+    /// `PUT /api/v1/agents/{id}/stores`.
+    pub async fn set_stores(
+        &self,
+        principal: &Principal,
+        id: &str,
+        trusted: Vec<String>,
+        blocked: Vec<String>,
+    ) -> Result<Agent, DomainError> {
+        let trusted = stores("trusted", trusted)?;
+        let blocked = stores("blocked", blocked)?;
+        if let Some(both) = trusted.iter().find(|d| blocked.contains(d)) {
+            return Err(DomainError::validation(
+                "blocked",
+                format!("'{both}' is both trusted and blocked."),
+                "Remove it from one of the lists.",
+            ));
+        }
+        let mut agent = self.owned_agent(principal, id).await?;
+        agent.trusted_stores = trusted;
+        agent.blocked_stores = blocked;
+        self.save_agent(agent).await
+    }
+
+    /// `POST /api/v1/agents/{id}/keys`: an agent key, shown once.
+    pub async fn create_agent_key(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<CreatedKey, DomainError> {
+        let agent = self.owned_agent(principal, id).await?;
+        let (key, secret) = new_key(
+            &agent.account_id,
+            KeyRole::Agent,
+            Some(agent.id.clone()),
+            format!("agent {}", agent.name),
+            self.clock.now(),
+        );
+        self.store
+            .insert_api_key(&key)
+            .await
+            .map_err(store_failure)?;
+        Ok(CreatedKey {
+            key_id: key.id.to_string(),
+            api_key: secret,
+            role: KeyRole::Agent,
+            name: key.name,
+        })
+    }
+
+    pub async fn list_rules(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<Vec<RuleView>, DomainError> {
+        let agent = self.owned_agent(principal, id).await?;
+        let rules = self
+            .store
+            .list_rules(&agent.id)
+            .await
+            .map_err(store_failure)?;
+        Ok(rules.iter().map(RuleView::from).collect())
+    }
+
+    pub async fn create_rule(
+        &self,
+        principal: &Principal,
+        id: &str,
+        input: RuleInput,
+    ) -> Result<RuleView, DomainError> {
+        let agent = self.owned_agent(principal, id).await?;
+        let kind_name = input.kind.ok_or_else(|| {
+            DomainError::validation(
+                "kind",
+                "kind is required.",
+                format!("Use one of: {}.", RuleKind::NAMES.join(", ")),
+            )
+        })?;
+        let kind = RuleKind::parse(&kind_name, &input.params.unwrap_or(Value::Null))?;
+        let action = parse_action(input.action.as_deref(), &kind)?;
+        let name = text("name", input.name, 200, false)?.unwrap_or_else(|| kind.name().to_owned());
+        let now = self.clock.now();
+        // Codes count up per agent; two concurrent creates race for one and the loser takes the
+        // next (a unique index decides).
+        for _ in 0..5 {
+            let existing = self
+                .store
+                .list_rules(&agent.id)
+                .await
+                .map_err(store_failure)?;
+            let next = existing
+                .iter()
+                .filter_map(|r| r.rule.code.strip_prefix("SF-")?.parse::<u32>().ok())
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let rule = AgentRule {
+                agent_id: agent.id.clone(),
+                rule: Rule {
+                    id: RuleId::generate().to_string(),
+                    code: format!("SF-{next:03}"),
+                    name: name.clone(),
+                    enabled: input.enabled.unwrap_or(true),
+                    action,
+                    kind: kind.clone(),
+                },
+                created_at: now,
+                updated_at: now,
+            };
+            match self.store.insert_rule(&rule).await {
+                Ok(()) => return Ok(RuleView::from(&rule)),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(store_failure(e)),
+            }
+        }
+        Err(DomainError::new(
+            ErrorCode::IdempotencyInProgress,
+            "Other rules are being created for this agent at the same moment.",
+            "Retry in a second.",
+        )
+        .with_retry_after(1))
+    }
+
+    pub async fn update_rule(
+        &self,
+        principal: &Principal,
+        id: &str,
+        rule_id: &str,
+        input: RuleInput,
+    ) -> Result<RuleView, DomainError> {
+        let agent = self.owned_agent(principal, id).await?;
+        let mut rule = self
+            .store
+            .list_rules(&agent.id)
+            .await
+            .map_err(store_failure)?
+            .into_iter()
+            .find(|r| r.rule.id == rule_id)
+            .ok_or_else(|| DomainError::not_found("rule", rule_id))?;
+        if let Some(kind) = &input.kind {
+            if kind != rule.rule.kind.name() {
+                return Err(DomainError::validation(
+                    "kind",
+                    "A rule's kind cannot change.",
+                    "Delete the rule and create one of the other kind.",
+                ));
+            }
+        }
+        if let Some(params) = input.params {
+            rule.rule.kind = RuleKind::parse(rule.rule.kind.name(), &params)?;
+        }
+        if input.action.is_some() {
+            rule.rule.action = parse_action(input.action.as_deref(), &rule.rule.kind)?;
+        }
+        if let Some(name) = text("name", input.name, 200, false)? {
+            rule.rule.name = name;
+        }
+        if let Some(enabled) = input.enabled {
+            rule.rule.enabled = enabled;
+        }
+        rule.updated_at = self.clock.now();
+        if !self.store.update_rule(&rule).await.map_err(store_failure)? {
+            return Err(DomainError::not_found("rule", rule_id));
+        }
+        Ok(RuleView::from(&rule))
+    }
+
+    pub async fn delete_rule(
+        &self,
+        principal: &Principal,
+        id: &str,
+        rule_id: &str,
+    ) -> Result<(), DomainError> {
+        let agent = self.owned_agent(principal, id).await?;
+        if !self
+            .store
+            .delete_rule(&agent.id, rule_id)
+            .await
+            .map_err(store_failure)?
+        {
+            return Err(DomainError::not_found("rule", rule_id));
+        }
+        Ok(())
+    }
+
+    /// The agent an agent key acts for, refusing a suspended one.
+    async fn acting_agent(&self, principal: &Principal) -> Result<Option<Agent>, DomainError> {
+        let Some(agent_id) = principal.agent_id() else {
+            return Ok(None);
+        };
+        let agent = self
+            .store
+            .get_agent(agent_id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(DomainError::unauthorized)?;
+        if agent.status == AgentStatus::Suspended {
+            return Err(DomainError::new(
+                ErrorCode::KillSwitchActive,
+                format!("Agent {} is suspended (kill switch).", agent.id),
+                "Only the account owner can reactivate it.",
+            ));
+        }
+        Ok(Some(agent))
+    }
+
+    /// Evaluates the agent's rules for a transaction; also the budget limits to re-check
+    /// atomically when the transaction is a storefront order.
+    async fn decide(
+        &self,
+        agent: &Agent,
+        tx: &Transaction,
+    ) -> Result<
+        (
+            Decision,
+            Vec<(storefront_domain::timestamp::Timestamp, i64)>,
+        ),
+        DomainError,
+    > {
+        let rules: Vec<Rule> = self
+            .store
+            .list_rules(&agent.id)
+            .await
+            .map_err(store_failure)?
+            .into_iter()
+            .map(|r| r.rule)
+            .collect();
+        let now = self.clock.now();
+        let day = Period::Day.start(now);
+        let week = Period::Week.start(now);
+        let month = Period::Month.start(now);
+        let since = day.min(week).min(month);
+        let spending = self
+            .store
+            .agent_spending(&agent.id, since)
+            .await
+            .map_err(store_failure)?;
+        let sum_since = |start| -> i64 {
+            spending
+                .iter()
+                .filter(|(at, _)| *at >= start)
+                .map(|(_, amount)| *amount)
+                .sum()
+        };
+        // The longest rate window any rule can ask about is 31 days; older orders never count.
+        let recent = spending.iter().map(|(at, _)| *at).collect();
+        let context = Context {
+            now,
+            spent_day_minor: sum_since(day),
+            spent_week_minor: sum_since(week),
+            spent_month_minor: sum_since(month),
+            recent_transactions: recent,
+            trusted_stores: agent.trusted_stores.clone(),
+            blocked_stores: agent.blocked_stores.clone(),
+        };
+        let limits = rules
+            .iter()
+            .filter(|r| r.enabled && r.action == RuleAction::Deny)
+            .filter_map(|r| match r.kind {
+                RuleKind::Budget { period, max_minor } => Some((period.start(now), max_minor)),
+                _ => None,
+            })
+            .collect();
+        Ok((evaluate(&rules, tx, &context), limits))
+    }
+
+    /// `POST /api/v1/agent/check`: what the rules say about a purchase the agent is about to make.
+    pub async fn check(
+        &self,
+        principal: &Principal,
+        tx: Transaction,
+    ) -> Result<CheckResult, DomainError> {
+        let agent = self.acting_agent(principal).await?.ok_or_else(|| {
+            DomainError::forbidden("Only an agent key (POST /api/v1/agents/{id}/keys) can check.")
+        })?;
+        if !(1..=MAX_AMOUNT_MINOR).contains(&tx.amount_minor) {
+            return Err(DomainError::validation(
+                "transaction.amount_minor",
+                "The amount must be positive and at most 1,000,000,000.00.",
+                "Send amount_minor as a whole number of minor units, like 1999.",
+            ));
+        }
+        let (decision, _) = self.decide(&agent, &tx).await?;
+        Ok(check_result(&decision, self.clock.now()))
+    }
+
+    /// `GET /api/v1/agent/rules`: the agent's own rules (also while suspended).
+    pub async fn own_rules(&self, principal: &Principal) -> Result<Vec<RuleView>, DomainError> {
+        let agent_id = principal
+            .agent_id()
+            .ok_or_else(|| DomainError::forbidden("Only an agent key has rules of its own."))?;
+        let rules = self
+            .store
+            .list_rules(agent_id)
+            .await
+            .map_err(store_failure)?;
+        Ok(rules.iter().map(RuleView::from).collect())
+    }
+
+    /// The gate of a storefront order placed with an agent key: a refusal, or the budgets to
+    /// re-check in the order's transaction.
+    pub(crate) async fn govern_order(
+        &self,
+        principal: &Principal,
+        product: &Product,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<Option<BudgetGuard>, DomainError> {
+        let Some(agent) = self.acting_agent(principal).await? else {
+            return Ok(None);
+        };
+        let host = self
+            .settings
+            .base_url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .unwrap_or_default()
+            .to_owned();
+        let tx = Transaction {
+            amount_minor,
+            currency: currency.to_owned(),
+            merchant_name: Some("storefront".into()),
+            merchant_domain: Some(host),
+            category: Some(product.category.clone()),
+            product_id: Some(product.id.clone()),
+        };
+        let (decision, limits) = self.decide(&agent, &tx).await?;
+        match decision.result {
+            Verdict::Deny => Err(decision.denial().unwrap_or_else(DomainError::internal)),
+            Verdict::Escalate => {
+                let rule = decision.rule.as_ref();
+                Err(DomainError::new(
+                    ErrorCode::RulesDenied,
+                    format!(
+                        "Rule {} ({}) requires the owner's approval: {}. Approval of storefront orders is not available yet, so the order was not placed.",
+                        rule.map(|r| r.code.as_str()).unwrap_or("?"),
+                        rule.map(|r| r.name.as_str()).unwrap_or("?"),
+                        decision.reason
+                    ),
+                    "Ask the account owner to raise the limit, or order something smaller.",
+                ))
+            }
+            Verdict::Allow => Ok((!limits.is_empty()).then(|| BudgetGuard {
+                agent_id: agent.id.clone(),
+                amount_minor,
+                limits,
+            })),
+        }
+    }
+}
+
+fn parse_action(raw: Option<&str>, kind: &RuleKind) -> Result<RuleAction, DomainError> {
+    let action = match raw {
+        None => match kind {
+            RuleKind::EscalateAbove { .. } => RuleAction::Escalate,
+            _ => RuleAction::Deny,
+        },
+        Some(raw) => RuleAction::parse(raw).ok_or_else(|| {
+            DomainError::validation(
+                "action",
+                format!("'{raw}' is not a rule action."),
+                "Use \"deny\" or \"escalate\".",
+            )
+        })?,
+    };
+    if matches!(kind, RuleKind::EscalateAbove { .. }) && action != RuleAction::Escalate {
+        return Err(DomainError::validation(
+            "action",
+            "An escalate_above rule escalates; it cannot deny.",
+            "Use action \"escalate\", or a per_transaction_cap rule to deny.",
+        ));
+    }
+    Ok(action)
+}
+
+fn check_result(d: &Decision, now: storefront_domain::timestamp::Timestamp) -> CheckResult {
+    CheckResult {
+        result: match d.result {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Escalate => "escalate",
+        }
+        .to_owned(),
+        rule_id: d.rule.as_ref().map(|r| r.code.clone()),
+        rule_name: d.rule.as_ref().map(|r| r.name.clone()),
+        reason: d.reason.clone(),
+        approval_required: d
+            .approval
+            .as_ref()
+            .map(|(tier, timeout)| ApprovalRequirement {
+                tier: tier.clone(),
+                method: "dashboard".into(),
+                timeout: *timeout,
+            }),
+        evaluated_rules: d.evaluated_rules,
+        timestamp: format(&now),
+    }
+}

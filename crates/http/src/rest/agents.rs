@@ -1,0 +1,456 @@
+//! `API.md` §8: agents and their rules (owner keys), and the agent's own endpoints of seed 003
+//! (`check`, `rules`).
+
+use super::ok;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Caller};
+use crate::openapi::{Envelope, ErrorEnvelope};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use storefront_app::accounts::CreatedKey;
+use storefront_app::agents::{AgentInput, CheckResult, RuleInput, RuleView};
+use storefront_app::App;
+use storefront_domain::agent::Agent;
+use storefront_domain::governance::Transaction;
+use storefront_domain::DomainError;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(create_agent, list_agents))
+        .routes(routes!(get_agent, update_agent, delete_agent))
+        .routes(routes!(create_key))
+        .routes(routes!(create_rule, list_rules))
+        .routes(routes!(update_rule, delete_rule))
+        .routes(routes!(set_soul))
+        .routes(routes!(set_stores))
+        .routes(routes!(check))
+        .routes(routes!(own_rules))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AgentData {
+    agent: Agent,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AgentList {
+    agents: Vec<Agent>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RuleData {
+    rule: RuleView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RuleList {
+    rules: Vec<RuleView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Deleted {
+    id: String,
+    /// Always `true`.
+    deleted: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AgentBody {
+    /// 1-200 characters.
+    name: Option<String>,
+    /// Up to 2000 characters.
+    description: Option<String>,
+}
+
+impl From<AgentBody> for AgentInput {
+    fn from(b: AgentBody) -> Self {
+        Self {
+            name: b.name,
+            description: b.description,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleBody {
+    /// per_transaction_cap, budget, category, merchant, product, escalate_above or rate.
+    kind: Option<String>,
+    name: Option<String>,
+    /// `deny` (default) or `escalate`.
+    action: Option<String>,
+    enabled: Option<bool>,
+    /// The kind's parameters, like {"max_minor": 5000}.
+    params: Option<Value>,
+}
+
+impl From<RuleBody> for RuleInput {
+    fn from(b: RuleBody) -> Self {
+        Self {
+            kind: b.kind,
+            name: b.name,
+            action: b.action,
+            enabled: b.enabled,
+            params: b.params,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SoulBody {
+    /// Markdown, up to 100 KB.
+    soul: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoresBody {
+    /// Domains the agent may buy from (with a merchant rule's trusted_only).
+    #[serde(default)]
+    trusted: Vec<String>,
+    /// Domains the agent may never buy from (with a merchant rule).
+    #[serde(default)]
+    blocked: Vec<String>,
+}
+
+/// Seed 003's transaction; `amount` (major units, a number) is accepted as seed 003 sends it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckTransaction {
+    amount_minor: Option<i64>,
+    /// Major units, like 19.99 (seed 003); at most two decimals.
+    amount: Option<f64>,
+    currency: Option<String>,
+    #[serde(alias = "merchantName")]
+    merchant_name: Option<String>,
+    #[serde(alias = "merchantDomain")]
+    merchant_domain: Option<String>,
+    category: Option<String>,
+    #[serde(alias = "productId")]
+    product_id: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckBody {
+    /// What the agent is about to do, like `purchase`.
+    action: Option<String>,
+    transaction: CheckTransaction,
+}
+
+fn amount_minor(t: &CheckTransaction) -> Result<i64, DomainError> {
+    match (t.amount_minor, t.amount) {
+        (Some(minor), _) => Ok(minor),
+        (None, Some(major)) => {
+            let cents = major * 100.0;
+            if !cents.is_finite() || (cents - cents.round()).abs() > 1e-6 {
+                return Err(DomainError::validation(
+                    "transaction.amount",
+                    "amount has more than two decimals or is not a finite number.",
+                    "Send amount_minor as an integer (1999 for 19.99).",
+                ));
+            }
+            Ok(cents.round() as i64)
+        }
+        (None, None) => Err(DomainError::validation(
+            "transaction.amount_minor",
+            "The transaction needs an amount.",
+            "Send amount_minor (an integer of minor units) or amount (major units).",
+        )),
+    }
+}
+
+/// Create an agent.
+#[utoipa::path(operation_id = "create_agent", post, path = "/agents", tag = "governance", request_body = AgentBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "The agent", body = Envelope<AgentData>),
+        (status = 400, description = "Invalid body", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage agents", body = ErrorEnvelope),
+    ))]
+async fn create_agent(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    body: ApiJson<AgentBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let agent = app.create_agent(&principal, body.body.into()).await?;
+    Ok((StatusCode::CREATED, ok(AgentData { agent })))
+}
+
+/// The account's agents.
+#[utoipa::path(operation_id = "list_agents", get, path = "/agents", tag = "governance",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The agents", body = Envelope<AgentList>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage agents", body = ErrorEnvelope),
+    ))]
+async fn list_agents(
+    State(app): State<App>,
+    Caller(principal): Caller,
+) -> Result<Json<Value>, ApiError> {
+    let agents = app.list_agents(&principal).await?;
+    Ok(ok(AgentList { agents }))
+}
+
+/// One agent.
+#[utoipa::path(operation_id = "get_agent", get, path = "/agents/{agent_id}", tag = "governance",
+    params(("agent_id" = String, Path, description = "An agent id (agt_...)")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The agent", body = Envelope<AgentData>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage agents", body = ErrorEnvelope),
+        (status = 404, description = "No such agent in this account", body = ErrorEnvelope),
+    ))]
+async fn get_agent(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let agent = app.get_agent(&principal, &id).await?;
+    Ok(ok(AgentData { agent }))
+}
+
+/// Rename or describe an agent.
+#[utoipa::path(operation_id = "update_agent", patch, path = "/agents/{agent_id}", tag = "governance", request_body = AgentBody,
+    params(("agent_id" = String, Path, description = "An agent id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The agent", body = Envelope<AgentData>),
+        (status = 400, description = "Invalid body", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage agents", body = ErrorEnvelope),
+        (status = 404, description = "No such agent in this account", body = ErrorEnvelope),
+    ))]
+async fn update_agent(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    body: ApiJson<AgentBody>,
+) -> Result<Json<Value>, ApiError> {
+    let agent = app.update_agent(&principal, &id, body.body.into()).await?;
+    Ok(ok(AgentData { agent }))
+}
+
+/// Delete an agent; its keys stop working at once.
+#[utoipa::path(operation_id = "delete_agent", delete, path = "/agents/{agent_id}", tag = "governance",
+    params(("agent_id" = String, Path, description = "An agent id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = Envelope<Deleted>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage agents", body = ErrorEnvelope),
+        (status = 404, description = "No such agent in this account", body = ErrorEnvelope),
+    ))]
+async fn delete_agent(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    app.delete_agent(&principal, &id).await?;
+    Ok(ok(Deleted { id, deleted: true }))
+}
+
+/// A key for the agent: it buys and manages within the agent's rules, never manages keys,
+/// rules or approvals. The secret is in this answer only.
+#[utoipa::path(operation_id = "create_agent_key", post, path = "/agents/{agent_id}/keys", tag = "governance",
+    params(("agent_id" = String, Path, description = "An agent id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "The key with its secret (shown once)", body = Envelope<CreatedKey>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage agents", body = ErrorEnvelope),
+        (status = 404, description = "No such agent in this account", body = ErrorEnvelope),
+    ))]
+async fn create_key(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = app.create_agent_key(&principal, &id).await?;
+    Ok((StatusCode::CREATED, ok(key)))
+}
+
+/// Add a rule.
+#[utoipa::path(operation_id = "create_rule", post, path = "/agents/{agent_id}/rules", tag = "governance", request_body = RuleBody,
+    params(("agent_id" = String, Path, description = "An agent id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "The rule", body = Envelope<RuleData>),
+        (status = 400, description = "Unknown kind or invalid params (param names the field)", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage rules", body = ErrorEnvelope),
+        (status = 404, description = "No such agent in this account", body = ErrorEnvelope),
+        (status = 409, description = "Concurrent rule creation; retry", body = ErrorEnvelope),
+    ))]
+async fn create_rule(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    body: ApiJson<RuleBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let rule = app.create_rule(&principal, &id, body.body.into()).await?;
+    Ok((StatusCode::CREATED, ok(RuleData { rule })))
+}
+
+/// The agent's rules.
+#[utoipa::path(operation_id = "list_rules", get, path = "/agents/{agent_id}/rules", tag = "governance",
+    params(("agent_id" = String, Path, description = "An agent id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The rules", body = Envelope<RuleList>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage rules", body = ErrorEnvelope),
+        (status = 404, description = "No such agent in this account", body = ErrorEnvelope),
+    ))]
+async fn list_rules(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let rules = app.list_rules(&principal, &id).await?;
+    Ok(ok(RuleList { rules }))
+}
+
+/// Change a rule (its kind stays).
+#[utoipa::path(operation_id = "update_rule", patch, path = "/agents/{agent_id}/rules/{rule_id}", tag = "governance", request_body = RuleBody,
+    params(("agent_id" = String, Path, description = "An agent id"), ("rule_id" = String, Path, description = "A rule id (rul_...)")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The rule", body = Envelope<RuleData>),
+        (status = 400, description = "Invalid params (param names the field)", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage rules", body = ErrorEnvelope),
+        (status = 404, description = "No such agent or rule", body = ErrorEnvelope),
+    ))]
+async fn update_rule(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path((id, rule_id)): Path<(String, String)>,
+    body: ApiJson<RuleBody>,
+) -> Result<Json<Value>, ApiError> {
+    let rule = app
+        .update_rule(&principal, &id, &rule_id, body.body.into())
+        .await?;
+    Ok(ok(RuleData { rule }))
+}
+
+/// Delete a rule.
+#[utoipa::path(operation_id = "delete_rule", delete, path = "/agents/{agent_id}/rules/{rule_id}", tag = "governance",
+    params(("agent_id" = String, Path, description = "An agent id"), ("rule_id" = String, Path, description = "A rule id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = Envelope<Deleted>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage rules", body = ErrorEnvelope),
+        (status = 404, description = "No such agent or rule", body = ErrorEnvelope),
+    ))]
+async fn delete_rule(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path((id, rule_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    app.delete_rule(&principal, &id, &rule_id).await?;
+    Ok(ok(Deleted {
+        id: rule_id,
+        deleted: true,
+    }))
+}
+
+/// The owner's Markdown instructions to the agent (seed 003's soul).
+#[utoipa::path(operation_id = "set_soul", put, path = "/agents/{agent_id}/soul", tag = "governance", request_body = SoulBody,
+    params(("agent_id" = String, Path, description = "An agent id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The agent", body = Envelope<AgentData>),
+        (status = 400, description = "Too long", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage agents", body = ErrorEnvelope),
+        (status = 404, description = "No such agent in this account", body = ErrorEnvelope),
+    ))]
+async fn set_soul(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    body: ApiJson<SoulBody>,
+) -> Result<Json<Value>, ApiError> {
+    let agent = app.set_soul(&principal, &id, body.body.soul).await?;
+    Ok(ok(AgentData { agent }))
+}
+
+/// The agent's trusted and blocked stores (domains).
+#[utoipa::path(operation_id = "set_stores", put, path = "/agents/{agent_id}/stores", tag = "governance", request_body = StoresBody,
+    params(("agent_id" = String, Path, description = "An agent id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The agent", body = Envelope<AgentData>),
+        (status = 400, description = "Not domains, or a domain in both lists", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys manage agents", body = ErrorEnvelope),
+        (status = 404, description = "No such agent in this account", body = ErrorEnvelope),
+    ))]
+async fn set_stores(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    body: ApiJson<StoresBody>,
+) -> Result<Json<Value>, ApiError> {
+    let StoresBody { trusted, blocked } = body.body;
+    let agent = app.set_stores(&principal, &id, trusted, blocked).await?;
+    Ok(ok(AgentData { agent }))
+}
+
+/// Seed 003's pre-action check: may the agent make this purchase?
+#[utoipa::path(operation_id = "agent_check", post, path = "/agent/check", tag = "governance", request_body = CheckBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "allow, deny or escalate, with the deciding rule", body = Envelope<CheckResult>),
+        (status = 400, description = "Invalid transaction (param names the field)", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Not an agent key, or kill_switch_active", body = ErrorEnvelope),
+    ))]
+async fn check(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    body: ApiJson<CheckBody>,
+) -> Result<Json<Value>, ApiError> {
+    let CheckBody {
+        action: _action,
+        transaction: t,
+    } = body.body;
+    let tx = Transaction {
+        amount_minor: amount_minor(&t)?,
+        currency: t.currency.clone().unwrap_or_else(|| "usd".into()),
+        merchant_name: t.merchant_name.clone(),
+        merchant_domain: t.merchant_domain.map(|d| d.to_ascii_lowercase()),
+        category: t.category.clone(),
+        product_id: t.product_id.clone(),
+    };
+    Ok(ok(app.check(&principal, tx).await?))
+}
+
+/// The agent's own rules (readable also while suspended).
+#[utoipa::path(operation_id = "agent_rules", get, path = "/agent/rules", tag = "governance",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The rules", body = Envelope<RuleList>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Not an agent key", body = ErrorEnvelope),
+    ))]
+async fn own_rules(
+    State(app): State<App>,
+    Caller(principal): Caller,
+) -> Result<Json<Value>, ApiError> {
+    let rules = app.own_rules(&principal).await?;
+    Ok(ok(RuleList { rules }))
+}

@@ -1,0 +1,318 @@
+//! `API.md` §8 (so far): agents, agent keys, rules, the agent's pre-action check, and the same
+//! rules gating the storefront's own orders — with budgets that hold under concurrency.
+
+mod common;
+
+use common::{Backend, TestServer};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn search(query: &str) -> Value {
+    json!({"product_id": "web-search", "configuration": {"query": query, "max_results": 1}})
+}
+
+/// An agent of a new account with `credits`: (owner key, agent id, agent key).
+async fn agent(s: &TestServer, credits: i64) -> (String, String, String) {
+    let (_, owner) = s.account(credits).await;
+    let created = s
+        .post(
+            "/api/v1/agents",
+            Some(&owner),
+            &json!({"name": "buyer", "description": "buys compute"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["data"]["agent"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = s
+        .post(
+            &format!("/api/v1/agents/{id}/keys"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(key.status, 201, "{:?}", key.body);
+    (
+        owner,
+        id,
+        key.body["data"]["api_key"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn rule(s: &TestServer, owner: &str, agent: &str, body: Value) -> Value {
+    let r = s
+        .post(&format!("/api/v1/agents/{agent}/rules"), Some(owner), &body)
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["data"]["rule"].clone()
+}
+
+dual_test!(owners_manage_agents_and_rules_and_agents_cannot);
+async fn owners_manage_agents_and_rules_and_agents_cannot(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (owner, id, agent_key) = agent(&s, 0).await;
+    let first = rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "per_transaction_cap", "name": "small only", "params": {"max_minor": 500}}),
+    )
+    .await;
+    assert_eq!(first["code"], "SF-001");
+    assert_eq!(first["action"], "deny");
+    let second = rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 100, "tier": "owner", "timeout_seconds": 600}})).await;
+    assert_eq!(second["code"], "SF-002");
+    assert_eq!(second["action"], "escalate");
+
+    for (body, param) in [
+        (json!({"kind": "teleport", "params": {}}), "kind"),
+        (
+            json!({"kind": "budget", "params": {"period": "day", "max_minor": 0}}),
+            "params.max_minor",
+        ),
+        (
+            json!({"kind": "category", "params": {"allow": ["x"], "deny": ["x"]}}),
+            "params.deny",
+        ),
+        (
+            json!({"kind": "escalate_above", "action": "deny", "params": {"amount_minor": 5, "tier": "o", "timeout_seconds": 600}}),
+            "action",
+        ),
+        (
+            json!({"kind": "budget", "params": {"period": "day", "max_minor": "100"}}),
+            "params",
+        ),
+    ] {
+        let r = s
+            .post(&format!("/api/v1/agents/{id}/rules"), Some(&owner), &body)
+            .await;
+        assert_eq!(
+            (r.status.as_u16(), r.param()),
+            (400, param),
+            "{body}: {:?}",
+            r.body
+        );
+    }
+    // Agent keys never touch rules or keys; other accounts see nothing.
+    let r = s
+        .post(
+            &format!("/api/v1/agents/{id}/rules"),
+            Some(&agent_key),
+            &json!({"kind": "budget"}),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = s
+        .post("/api/v1/account/api-keys", Some(&agent_key), &json!({}))
+        .await;
+    assert_eq!(r.status, 403);
+    let (_, stranger) = s.account(0).await;
+    let r = s
+        .get(&format!("/api/v1/agents/{id}"), Some(&stranger))
+        .await;
+    assert_eq!(r.status, 404);
+
+    // The agent reads its own rules; disabling one takes it out of the evaluation.
+    let own = s.get("/api/v1/agent/rules", Some(&agent_key)).await;
+    assert_eq!(own.body["data"]["rules"].as_array().unwrap().len(), 2);
+    let off = s
+        .send(
+            s.client
+                .patch(s.url(&format!(
+                    "/api/v1/agents/{id}/rules/{}",
+                    second["id"].as_str().unwrap()
+                )))
+                .bearer_auth(&owner)
+                .json(&json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(off.body["data"]["rule"]["enabled"], false);
+
+    // Deleting the agent revokes its key at once.
+    let gone = s
+        .send(
+            s.client
+                .delete(s.url(&format!("/api/v1/agents/{id}")))
+                .bearer_auth(&owner),
+        )
+        .await;
+    assert_eq!(gone.status, 200);
+    let r = s.get("/api/v1/agent/rules", Some(&agent_key)).await;
+    assert_eq!(r.status, 401);
+}
+
+dual_test!(the_check_endpoint_allows_denies_and_escalates_with_seed_003_spellings);
+async fn the_check_endpoint_allows_denies_and_escalates_with_seed_003_spellings(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (owner, id, key) = agent(&s, 0).await;
+    rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "merchant", "params": {"trusted_only": true}}),
+    )
+    .await;
+    rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 5000, "tier": "owner", "timeout_seconds": 3600}})).await;
+    let stores = s
+        .send(
+            s.client
+                .put(s.url(&format!("/api/v1/agents/{id}/stores")))
+                .bearer_auth(&owner)
+                .json(&json!({"trusted": ["shop.example"], "blocked": ["scam.example"]})),
+        )
+        .await;
+    assert_eq!(stores.status, 200, "{:?}", stores.body);
+    let check = |tx: Value| {
+        let s = &s;
+        let key = key.clone();
+        async move {
+            s.post(
+                "/api/v1/agent/check",
+                Some(&key),
+                &json!({"action": "purchase", "transaction": tx}),
+            )
+            .await
+        }
+    };
+    let allowed = check(json!({"amount": 19.99, "currency": "usd", "merchantName": "Shop", "merchantDomain": "shop.example"})).await;
+    assert_eq!(allowed.status, 200, "{:?}", allowed.body);
+    assert_eq!(allowed.body["data"]["result"], "allow");
+    assert_eq!(allowed.body["data"]["evaluated_rules"], 2);
+    let denied = check(json!({"amount_minor": 100, "merchant_domain": "scam.example"})).await;
+    assert_eq!(denied.body["data"]["result"], "deny");
+    assert_eq!(denied.body["data"]["rule_id"], "SF-001");
+    let escalated = check(json!({"amount_minor": 9000, "merchant_domain": "shop.example"})).await;
+    assert_eq!(escalated.body["data"]["result"], "escalate");
+    assert_eq!(escalated.body["data"]["approval_required"]["tier"], "owner");
+    assert_eq!(escalated.body["data"]["approval_required"]["timeout"], 3600);
+
+    let bad = check(json!({"amount": 1.234, "merchant_domain": "shop.example"})).await;
+    assert_eq!(
+        (bad.status.as_u16(), bad.param()),
+        (400, "transaction.amount")
+    );
+    let bad = check(json!({"amount_minor": -5})).await;
+    assert_eq!(
+        (bad.status.as_u16(), bad.param()),
+        (400, "transaction.amount_minor")
+    );
+    let bad = check(json!({"amount_minor": "5"})).await;
+    assert_eq!(bad.status, 400);
+    let (_, owner_only) = s.account(0).await;
+    let r = s
+        .post(
+            "/api/v1/agent/check",
+            Some(&owner_only),
+            &json!({"transaction": {"amount_minor": 1}}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "only agent keys check");
+}
+
+dual_test!(agent_orders_on_the_storefront_pass_the_same_rules);
+async fn agent_orders_on_the_storefront_pass_the_same_rules(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (owner, id, key) = agent(&s, 1_000).await;
+    let ok = s.order(Some(&key), "a1", &search("x")).await;
+    assert_eq!(ok.status, 201, "no rules: allowed {:?}", ok.body);
+
+    rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "category", "params": {"deny": ["search"]}}),
+    )
+    .await;
+    let denied = s.order(Some(&key), "a2", &search("y")).await;
+    assert_eq!(
+        (denied.status.as_u16(), denied.code()),
+        (403, "rules_denied"),
+        "{:?}",
+        denied.body
+    );
+    assert!(denied.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("SF-001"));
+    // The owner's own key is not an agent: no rules apply to it.
+    let mine = s.order(Some(&owner), "o1", &search("z")).await;
+    assert_eq!(mine.status, 201);
+
+    let (owner2, id2, key2) = agent(&s, 1_000).await;
+    rule(
+        &s,
+        &owner2,
+        &id2,
+        json!({"kind": "budget", "params": {"period": "day", "max_minor": 1}}),
+    )
+    .await;
+    let first = s.order(Some(&key2), "m0", &search("one")).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let two = search("two");
+    let capped = s.order(Some(&key2), "m1", &two).await;
+    assert_eq!(
+        (capped.status.as_u16(), capped.code()),
+        (403, "spending_cap_exceeded"),
+        "{:?}",
+        capped.body
+    );
+    assert_eq!(
+        s.balance(&key2).await,
+        999,
+        "a refused order charges nothing"
+    );
+    // The key was not consumed: once the owner lifts the cap, the same request goes through.
+    let rules = s
+        .get(&format!("/api/v1/agents/{id2}/rules"), Some(&owner2))
+        .await;
+    let rule_id = rules.body["data"]["rules"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let removed = s
+        .send(
+            s.client
+                .delete(s.url(&format!("/api/v1/agents/{id2}/rules/{rule_id}")))
+                .bearer_auth(&owner2),
+        )
+        .await;
+    assert_eq!(removed.status, 200);
+    let retried = s.order(Some(&key2), "m1", &two).await;
+    assert_eq!(retried.status, 201, "{:?}", retried.body);
+}
+
+dual_test!(a_hundred_concurrent_orders_never_exceed_a_daily_budget);
+async fn a_hundred_concurrent_orders_never_exceed_a_daily_budget(backend: Backend) {
+    let s = Arc::new(TestServer::start(&backend).await);
+    let (owner, id, key) = agent(&s, 100_000).await;
+    // web-search costs 1 minor unit per use: a budget of 37 admits exactly 37 orders.
+    rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "budget", "params": {"period": "day", "max_minor": 37}}),
+    )
+    .await;
+    let replies = futures::future::join_all((0..100).map(|i| {
+        let s = s.clone();
+        let key = key.clone();
+        async move {
+            s.order(Some(&key), &format!("b{i}"), &search(&format!("q{i}")))
+                .await
+        }
+    }))
+    .await;
+    let mut charged = 0i64;
+    for r in &replies {
+        match r.status.as_u16() {
+            201 => charged += r.body["data"]["order"]["total_minor"].as_i64().unwrap(),
+            403 => assert_eq!(r.code(), "spending_cap_exceeded", "{:?}", r.body),
+            other => panic!("unexpected {other}: {:?}", r.body),
+        }
+    }
+    assert!(charged <= 37, "charged {charged} against a budget of 37");
+    assert_eq!(charged, 37, "the budget is used up, not left idle");
+    assert_eq!(s.balance(&key).await, 100_000 - charged);
+}
