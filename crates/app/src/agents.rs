@@ -550,17 +550,17 @@ impl App {
         Ok(rules.iter().map(RuleView::from).collect())
     }
 
-    /// The gate of a storefront order placed with an agent key: a refusal, or the budgets to
-    /// re-check in the order's transaction.
+    /// The gate of a storefront order placed with an agent key: a refusal, an escalation to the
+    /// owner, or go — each with the budgets to re-check in the order's transaction.
     pub(crate) async fn govern_order(
         &self,
         principal: &Principal,
         product: &Product,
         amount_minor: i64,
         currency: &str,
-    ) -> Result<Option<BudgetGuard>, DomainError> {
+    ) -> Result<Gate, DomainError> {
         let Some(agent) = self.acting_agent(principal).await? else {
-            return Ok(None);
+            return Ok(Gate::Proceed(None));
         };
         let host = self
             .settings
@@ -579,28 +579,51 @@ impl App {
             product_id: Some(product.id.clone()),
         };
         let (decision, limits) = self.decide(&agent, &tx).await?;
+        let guard = (!limits.is_empty()).then(|| BudgetGuard {
+            agent_id: agent.id.clone(),
+            amount_minor,
+            limits,
+        });
         match decision.result {
             Verdict::Deny => Err(decision.denial().unwrap_or_else(DomainError::internal)),
             Verdict::Escalate => {
-                let rule = decision.rule.as_ref();
-                Err(DomainError::new(
-                    ErrorCode::RulesDenied,
-                    format!(
-                        "Rule {} ({}) requires the owner's approval: {}. Approval of storefront orders is not available yet, so the order was not placed.",
-                        rule.map(|r| r.code.as_str()).unwrap_or("?"),
-                        rule.map(|r| r.name.as_str()).unwrap_or("?"),
-                        decision.reason
-                    ),
-                    "Ask the account owner to raise the limit, or order something smaller.",
-                ))
+                let (tier, timeout_seconds) = decision
+                    .approval
+                    .clone()
+                    .unwrap_or_else(|| ("owner".into(), 3600));
+                Ok(Gate::Escalate(Escalation {
+                    guard,
+                    agent_id: agent.id.clone(),
+                    tier,
+                    timeout_seconds,
+                    rule_code: decision
+                        .rule
+                        .as_ref()
+                        .map(|r| r.code.clone())
+                        .unwrap_or_default(),
+                    reason: decision.reason.clone(),
+                }))
             }
-            Verdict::Allow => Ok((!limits.is_empty()).then(|| BudgetGuard {
-                agent_id: agent.id.clone(),
-                amount_minor,
-                limits,
-            })),
+            Verdict::Allow => Ok(Gate::Proceed(guard)),
         }
     }
+}
+
+/// What the rules say about a storefront order of an agent key.
+pub(crate) enum Gate {
+    /// Go on (re-checking these budgets in the order's transaction).
+    Proceed(Option<BudgetGuard>),
+    /// Wait for the owner.
+    Escalate(Escalation),
+}
+
+pub(crate) struct Escalation {
+    pub guard: Option<BudgetGuard>,
+    pub agent_id: AgentId,
+    pub tier: String,
+    pub timeout_seconds: u32,
+    pub rule_code: String,
+    pub reason: String,
 }
 
 fn parse_action(raw: Option<&str>, kind: &RuleKind) -> Result<RuleAction, DomainError> {

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod agents;
 pub mod app;
+pub mod approvals;
 pub mod catalog;
 pub mod clock;
 pub mod discovery;

@@ -1025,6 +1025,7 @@ impl App {
                 completes: Some(&completion),
                 payment: None,
                 budget: None,
+                approval: None,
             })
             .await
             .map_err(|e| match e {

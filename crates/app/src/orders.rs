@@ -6,6 +6,7 @@
 //! outcome is recorded with the final state change so a replay returns the original response.
 //! Errors that did not act release the key.
 
+use crate::agents::Gate;
 use crate::app::{store_failure, App};
 use crate::catalog::unknown_product;
 use crate::page::{Page, PageRequest};
@@ -360,14 +361,34 @@ impl App {
         };
         // An agent key's order passes its owner's rules first; its budgets are re-checked in
         // the order's own transaction.
-        let budget = self
+        let budget = match self
             .govern_order(
                 principal,
                 product,
                 order.total_minor,
                 order.currency.as_str(),
             )
-            .await?;
+            .await?
+        {
+            Gate::Proceed(guard) => guard,
+            Gate::Escalate(escalation) if method == PaymentMethod::Credit => {
+                if matches!(req.source, OrderSource::Configure(_)) {
+                    self.store
+                        .insert_quote(&quote)
+                        .await
+                        .map_err(store_failure)?;
+                }
+                return self.await_approval(order, escalation, key_ref).await;
+            }
+            Gate::Escalate(escalation) => return Err(DomainError::new(
+                ErrorCode::RulesDenied,
+                format!(
+                    "Rule {} needs the owner's approval ({}); approvals hold credit orders only.",
+                    escalation.rule_code, escalation.reason
+                ),
+                "Order with payment_method \"credit\" to wait for the owner's approval.",
+            )),
+        };
         if matches!(req.source, OrderSource::Configure(_)) && method != PaymentMethod::Credit {
             self.store
                 .insert_quote(&quote)
@@ -421,6 +442,7 @@ impl App {
                 completes: completion.as_ref(),
                 payment: None,
                 budget: budget.as_ref(),
+                approval: None,
             })
             .await
         {
@@ -658,6 +680,7 @@ impl App {
         };
         let mut view = self.with_service(self.order_view(&order), &order, service.as_ref());
         view.payment_action = self.pending_payment_action(&order).await;
+        view.approval = self.approval_of(&order).await;
         let settling = service.as_ref().is_some_and(|s| {
             matches!(
                 s.status,

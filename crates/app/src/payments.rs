@@ -194,6 +194,7 @@ impl App {
                 }),
                 payment: Some(&payment),
                 budget: None,
+                approval: None,
             })
             .await
             .map_err(store_failure)?;
@@ -239,6 +240,7 @@ impl App {
                 completes: None,
                 payment: None,
                 budget: None,
+                approval: None,
             })
             .await
             .map_err(store_failure)?;
@@ -791,7 +793,7 @@ impl App {
 
     /// Registers every background job kind (machines and payments) on a worker.
     pub fn background_jobs(&self, worker: Worker) -> Worker {
-        self.payment_jobs(self.machine_jobs(worker))
+        self.approval_jobs(self.payment_jobs(self.machine_jobs(worker)))
     }
 
     /// Registers the payment job kinds on a worker.

@@ -9,11 +9,11 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use storefront_domain::account::{Account, ApiKey};
-use storefront_domain::agent::Agent;
+use storefront_domain::agent::{Agent, Approval, ApprovalStatus};
 use storefront_domain::catalog::Product;
 use storefront_domain::ids::ServiceId;
 use storefront_domain::ids::{AccountId, JobId, KeyId, OrderId, QuoteId};
-use storefront_domain::ids::{AgentId, PaymentId};
+use storefront_domain::ids::{AgentId, ApprovalId, PaymentId};
 use storefront_domain::job::{Job, JobOutcome};
 use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
@@ -89,6 +89,8 @@ pub struct NewOrder<'a> {
     pub payment: Option<&'a Payment>,
     /// Budgets the order must fit, checked in the order's own transaction.
     pub budget: Option<&'a BudgetGuard>,
+    /// The owner's approval the order waits for (inserted after the order).
+    pub approval: Option<&'a Approval>,
 }
 
 /// An agent's budgets, re-checked atomically with the order: the sum of the agent's live orders
@@ -141,6 +143,8 @@ pub struct Change<'a> {
     /// A webhook event `(id, kind)` this change handles: if it was handled before, nothing is
     /// written and the change reports `false`.
     pub webhook_event: Option<(&'a str, &'a str)>,
+    /// The new state of an approval, if its current status is one of the listed.
+    pub approval: Option<(&'a Approval, &'a [ApprovalStatus])>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -299,6 +303,14 @@ pub trait Store: Send + Sync + 'static {
     async fn update_rule(&self, rule: &AgentRule) -> StoreResult<bool>;
     async fn delete_rule(&self, agent: &AgentId, rule_id: &str) -> StoreResult<bool>;
     /// The agent's live orders (not failed, not canceled) since `since`: `(created_at, total)`.
+    async fn get_approval(&self, id: &ApprovalId) -> StoreResult<Option<Approval>>;
+    async fn find_approval_for_order(&self, order: &OrderId) -> StoreResult<Option<Approval>>;
+    /// Newest first.
+    async fn list_approvals(
+        &self,
+        account: &AccountId,
+        status: Option<ApprovalStatus>,
+    ) -> StoreResult<Vec<Approval>>;
     async fn agent_spending(
         &self,
         agent: &AgentId,

@@ -52,3 +52,61 @@ pub struct Agent {
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: Timestamp,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Pending, Self::Approved, Self::Denied, Self::Expired]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// An escalated purchase waiting for (or decided by) the owner.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Approval {
+    pub id: crate::ids::ApprovalId,
+    #[serde(skip)]
+    pub account_id: AccountId,
+    pub agent_id: AgentId,
+    /// The storefront order waiting for it.
+    pub order_id: Option<crate::ids::OrderId>,
+    pub status: ApprovalStatus,
+    /// Who must approve (from the rule).
+    pub tier: String,
+    /// The rule that escalated, `SF-001` style, and why.
+    pub rule_code: String,
+    pub reason: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// The owner's reason when denying.
+    pub decision_reason: Option<String>,
+    #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: Timestamp,
+    #[serde(with = "rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub decided_at: Option<Timestamp>,
+}

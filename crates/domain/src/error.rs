@@ -32,6 +32,8 @@ pub enum ErrorCode {
     SpendingCapExceeded,
     /// The agent is suspended; only the owner can reactivate it.
     KillSwitchActive,
+    /// The owner did not decide in time; the order was canceled.
+    ApprovalExpired,
     /// An MPP challenge: pay and retry.
     PaymentRequired,
     /// MPP problem codes (draft-ryan-httpauth-payment), spelled as the spec spells them.
@@ -84,6 +86,7 @@ impl ErrorCode {
             Self::RulesDenied => "rules_denied",
             Self::SpendingCapExceeded => "spending_cap_exceeded",
             Self::KillSwitchActive => "kill_switch_active",
+            Self::ApprovalExpired => "approval_expired",
             Self::PaymentRequired => "payment_required",
             Self::MalformedCredential => "malformed-credential",
             Self::InvalidChallenge => "invalid-challenge",
@@ -106,6 +109,7 @@ impl ErrorCode {
             | Self::MalformedJson
             | Self::InvalidState
             | Self::QuoteExpired
+            | Self::ApprovalExpired
             | Self::PayloadTooLarge => ErrorType::InvalidRequest,
             Self::InsufficientCredits
             | Self::PaymentRequired

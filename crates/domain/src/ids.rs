@@ -62,6 +62,8 @@ prefixed_id!(/// A ledger entry.
     LedgerEntryId, "led");
 prefixed_id!(/// A background job.
     JobId, "job");
+prefixed_id!(/// An owner's approval of an escalated purchase.
+    ApprovalId, "apr");
 prefixed_id!(/// A governance rule of an agent.
     RuleId, "rul");
 prefixed_id!(/// A card or MPP payment (of an order or a credit top-up).

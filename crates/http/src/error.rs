@@ -37,7 +37,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::VerificationFailed
         | ErrorCode::PaymentExpired => StatusCode::PAYMENT_REQUIRED,
         ErrorCode::NotReady | ErrorCode::IdempotencyInProgress => StatusCode::CONFLICT,
-        ErrorCode::QuoteExpired => StatusCode::GONE,
+        ErrorCode::QuoteExpired | ErrorCode::ApprovalExpired => StatusCode::GONE,
         ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -316,3 +316,160 @@ async fn a_hundred_concurrent_orders_never_exceed_a_daily_budget(backend: Backen
     assert_eq!(charged, 37, "the budget is used up, not left idle");
     assert_eq!(s.balance(&key).await, 100_000 - charged);
 }
+
+dual_test!(escalated_orders_wait_for_the_owner_who_approves_denies_or_lets_them_expire);
+async fn escalated_orders_wait_for_the_owner_who_approves_denies_or_lets_them_expire(
+    backend: Backend,
+) {
+    let s = TestServer::start(&backend).await;
+    let (owner, id, key) = agent(&s, 500).await;
+    rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "category", "action": "escalate", "name": "ask me about searches", "params": {"deny": ["search"]}}),
+    )
+    .await;
+    let worker = s
+        .app
+        .background_jobs(storefront_app::jobs::Worker::new(s.app.clone(), "w"));
+
+    // 1. It waits, uncharged, naming its approval.
+    let waiting = s.order(Some(&key), "e1", &search("one")).await;
+    assert_eq!(waiting.status, 202, "{:?}", waiting.body);
+    let order = waiting.body["data"]["order"].clone();
+    assert_eq!(order["status"], "awaiting_approval");
+    assert_eq!(order["payment_status"], "unpaid");
+    assert_eq!(order["approval"]["status"], "pending");
+    assert_eq!(order["approval"]["tier"], "owner");
+    assert_eq!(s.balance(&owner).await, 500);
+    let approval_id = order["approval"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pending = s
+        .get("/api/v1/approvals?status=pending", Some(&owner))
+        .await;
+    assert_eq!(
+        pending.body["data"]["approvals"][0]["id"],
+        approval_id.as_str()
+    );
+    // Agents never decide approvals; other accounts never see them.
+    let r = s
+        .post(
+            &format!("/api/v1/approvals/{approval_id}/approve"),
+            Some(&key),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let (_, stranger) = s.account(0).await;
+    let r = s
+        .post(
+            &format!("/api/v1/approvals/{approval_id}/approve"),
+            Some(&stranger),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+
+    // 2. Approved: charged once, fulfilled by the worker.
+    let approved = s
+        .post(
+            &format!("/api/v1/approvals/{approval_id}/approve"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{:?}", approved.body);
+    assert_eq!(approved.body["data"]["approval"]["status"], "approved");
+    while worker.run_once().await.unwrap() {}
+    let order_id = order["id"].as_str().unwrap();
+    let done = s
+        .get(&format!("/api/v1/orders/{order_id}"), Some(&owner))
+        .await;
+    assert_eq!(
+        done.body["data"]["order"]["status"], "fulfilled",
+        "{:?}",
+        done.body
+    );
+    assert_eq!(done.body["data"]["order"]["approval"]["status"], "approved");
+    let total = order["total_minor"].as_i64().unwrap();
+    assert_eq!(s.balance(&owner).await, 500 - total);
+    let twice = s
+        .post(
+            &format!("/api/v1/approvals/{approval_id}/approve"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (twice.status.as_u16(), twice.code()),
+        (400, "invalid_state")
+    );
+    assert_eq!(
+        s.balance(&owner).await,
+        500 - total,
+        "decided once, charged once"
+    );
+
+    // 3. Denied: canceled, nothing charged.
+    let second = s.order(Some(&key), "e2", &search("two")).await;
+    let second_approval = second.body["data"]["order"]["approval"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let denied = s
+        .post(
+            &format!("/api/v1/approvals/{second_approval}/deny"),
+            Some(&owner),
+            &json!({"reason": "not today"}),
+        )
+        .await;
+    assert_eq!(
+        denied.body["data"]["approval"]["status"], "denied",
+        "{:?}",
+        denied.body
+    );
+    assert_eq!(
+        denied.body["data"]["approval"]["decision_reason"],
+        "not today"
+    );
+    let second_id = second.body["data"]["order"]["id"].as_str().unwrap();
+    let canceled = s
+        .get(&format!("/api/v1/orders/{second_id}"), Some(&owner))
+        .await;
+    assert_eq!(canceled.body["data"]["order"]["status"], "canceled");
+
+    // 4. Expired on the clock: the worker cancels it; a late approval is refused.
+    let third = s.order(Some(&key), "e3", &search("three")).await;
+    let third_approval = third.body["data"]["order"]["approval"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.clock.advance(chrono::Duration::hours(2));
+    while worker.run_once().await.unwrap() {}
+    let late = s
+        .post(
+            &format!("/api/v1/approvals/{third_approval}/approve"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (late.status.as_u16(), late.code()),
+        (410, "approval_expired"),
+        "{:?}",
+        late.body
+    );
+    let third_id = third.body["data"]["order"]["id"].as_str().unwrap();
+    let expired = s
+        .get(&format!("/api/v1/orders/{third_id}"), Some(&owner))
+        .await;
+    assert_eq!(expired.body["data"]["order"]["status"], "canceled");
+    assert_eq!(
+        expired.body["data"]["order"]["approval"]["status"],
+        "expired"
+    );
+    assert_eq!(s.balance(&owner).await, 500 - total);
+}

@@ -23,9 +23,9 @@ macro_rules! shared_store {
             AgentRule, BudgetGuard, Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, ResourceToken, Store, StoreError, StoreResult,
         };
         use storefront_domain::account::{Account, ApiKey, KeyRole};
-        use storefront_domain::ids::{AccountId, AgentId, JobId, KeyId, LedgerEntryId, OrderId, PaymentId, QuoteId, ServiceId};
+        use storefront_domain::ids::{AccountId, AgentId, ApprovalId, JobId, KeyId, LedgerEntryId, OrderId, PaymentId, QuoteId, ServiceId};
         use storefront_domain::payment::{Payment, PaymentPurpose, PaymentState};
-        use storefront_domain::agent::{Agent, AgentStatus};
+        use storefront_domain::agent::{Agent, AgentStatus, Approval, ApprovalStatus};
         use storefront_domain::governance::{Rule, RuleAction, RuleKind};
         use storefront_domain::job::{Job, JobOutcome, JobStatus};
         use storefront_domain::ledger::{LedgerEntry, LedgerKind, LedgerMovement};
@@ -633,6 +633,9 @@ impl Store for $store {
             insert_job_row(&mut tx, job).await?;
         }
         insert_token_rows(&mut tx, new.resource_tokens).await?;
+        if let Some(approval) = new.approval {
+            insert_approval_row(&mut tx, approval).await?;
+        }
         if let Some(payment) = new.payment {
             insert_payment_row(&mut tx, payment).await?;
         }
@@ -666,6 +669,11 @@ impl Store for $store {
         }
         if let Some(payment) = change.new_payment {
             insert_payment_row(&mut tx, payment).await?;
+        }
+        if let Some((approval, expected)) = change.approval {
+            if !update_approval_row(&mut tx, approval, expected).await? {
+                return Ok(false);
+            }
         }
         if let Some((order, expected)) = change.order {
             if !update_order_row(&mut tx, order, expected).await? {
@@ -1037,6 +1045,26 @@ impl Store for $store {
         Ok(done == 1)
     }
 
+    async fn get_approval(&self, id: &ApprovalId) -> StoreResult<Option<Approval>> {
+        self.find_one("SELECT * FROM approvals WHERE id = $1", id.as_str(), approval_from_row).await
+    }
+
+    async fn find_approval_for_order(&self, order: &OrderId) -> StoreResult<Option<Approval>> {
+        self.find_one("SELECT * FROM approvals WHERE order_id = $1", order.as_str(), approval_from_row).await
+    }
+
+    async fn list_approvals(&self, account: &AccountId, status: Option<ApprovalStatus>) -> StoreResult<Vec<Approval>> {
+        let rows = sqlx::query(
+            "SELECT * FROM approvals WHERE account_id = $1 AND ($2 IS NULL OR status = $2) ORDER BY id DESC LIMIT 200",
+        )
+        .bind(account.as_str())
+        .bind(status.map(|s| s.as_str()))
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
     async fn agent_spending(&self, agent: &AgentId, since: Timestamp) -> StoreResult<Vec<(Timestamp, i64)>> {
         let rows = sqlx::query(
             "SELECT created_at, total_minor FROM orders
@@ -1129,6 +1157,72 @@ async fn check_budget(conn: &mut $conn, guard: &BudgetGuard) -> StoreResult<()> 
         }
     }
     Ok(())
+}
+
+fn approval_from_row(r: &$row) -> StoreResult<Approval> {
+    Ok(Approval {
+        id: ApprovalId::from_trusted(r.get("id")),
+        account_id: AccountId::from_trusted(r.get("account_id")),
+        agent_id: AgentId::from_trusted(r.get("agent_id")),
+        order_id: r.get::<Option<String>, _>("order_id").map(OrderId::from_trusted),
+        status: ApprovalStatus::parse(r.get("status")).ok_or_else(|| corrupt("approval status"))?,
+        tier: r.get("tier"),
+        rule_code: r.get("rule_code"),
+        reason: r.get("reason"),
+        amount_minor: r.get("amount_minor"),
+        currency: r.get("currency"),
+        decision_reason: r.get("decision_reason"),
+        created_at: parse_ts(r.get("created_at"))?,
+        expires_at: parse_ts(r.get("expires_at"))?,
+        decided_at: r.get::<Option<&str>, _>("decided_at").map(parse_ts).transpose()?,
+    })
+}
+
+async fn insert_approval_row(conn: &mut $conn, a: &Approval) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO approvals (id, account_id, agent_id, order_id, status, tier, rule_code, reason, amount_minor, currency,
+                                decision_reason, created_at, expires_at, decided_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(a.id.as_str())
+    .bind(a.account_id.as_str())
+    .bind(a.agent_id.as_str())
+    .bind(a.order_id.as_ref().map(|o| o.as_str().to_owned()))
+    .bind(a.status.as_str())
+    .bind(&a.tier)
+    .bind(&a.rule_code)
+    .bind(&a.reason)
+    .bind(a.amount_minor)
+    .bind(&a.currency)
+    .bind(a.decision_reason.as_deref())
+    .bind(ts(&a.created_at))
+    .bind(ts(&a.expires_at))
+    .bind(a.decided_at.as_ref().map(ts))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Conditional on the current status: an approval is decided once.
+async fn update_approval_row(conn: &mut $conn, a: &Approval, expected: &[ApprovalStatus]) -> StoreResult<bool> {
+    if expected.is_empty() {
+        return Ok(false);
+    }
+    let placeholders: Vec<String> = (5..5 + expected.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "UPDATE approvals SET status = $1, decision_reason = $2, decided_at = $3 WHERE id = $4 AND status IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(a.status.as_str())
+        .bind(a.decision_reason.as_deref())
+        .bind(a.decided_at.as_ref().map(ts))
+        .bind(a.id.as_str());
+    for status in expected {
+        query = query.bind(status.as_str());
+    }
+    Ok(query.execute(&mut *conn).await.map_err(backend)?.rows_affected() == 1)
 }
 
 fn agent_from_row(r: &$row) -> StoreResult<Agent> {

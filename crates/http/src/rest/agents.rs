@@ -3,7 +3,7 @@
 
 use super::ok;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, ApiQuery, Caller, OptionalJson};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,10 +13,10 @@ use serde_json::Value;
 use storefront_app::accounts::CreatedKey;
 use storefront_app::agents::{AgentInput, CheckResult, RuleInput, RuleView};
 use storefront_app::App;
-use storefront_domain::agent::Agent;
+use storefront_domain::agent::{Agent, Approval, ApprovalStatus};
 use storefront_domain::governance::Transaction;
 use storefront_domain::DomainError;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -31,6 +31,97 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(set_stores))
         .routes(routes!(check))
         .routes(routes!(own_rules))
+        .routes(routes!(list_approvals))
+        .routes(routes!(approve))
+        .routes(routes!(deny))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ApprovalData {
+    approval: Approval,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ApprovalList {
+    approvals: Vec<Approval>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ApprovalQuery {
+    /// Only approvals in this status.
+    #[param(value_type = Option<ApprovalStatus>)]
+    status: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DenyBody {
+    /// Why, for the agent (up to 1000 characters).
+    reason: Option<String>,
+}
+
+/// The account's approvals, newest first.
+#[utoipa::path(operation_id = "list_approvals", get, path = "/approvals", tag = "governance", params(ApprovalQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The approvals", body = Envelope<ApprovalList>),
+        (status = 400, description = "A bad status", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys decide approvals", body = ErrorEnvelope),
+    ))]
+async fn list_approvals(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    ApiQuery(q): ApiQuery<ApprovalQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let approvals = app.list_approvals(&principal, q.status.as_deref()).await?;
+    Ok(ok(ApprovalList { approvals }))
+}
+
+/// Approve: the waiting order is charged and proceeds.
+#[utoipa::path(operation_id = "approve", post, path = "/approvals/{approval_id}/approve", tag = "governance",
+    params(("approval_id" = String, Path, description = "An approval id (apr_...)")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Approved", body = Envelope<ApprovalData>),
+        (status = 400, description = "Already decided", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 402, description = "The balance no longer covers the order", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys decide approvals", body = ErrorEnvelope),
+        (status = 404, description = "No such approval in this account", body = ErrorEnvelope),
+        (status = 410, description = "approval_expired: the order was canceled", body = ErrorEnvelope),
+    ))]
+async fn approve(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let approval = app.approve(&principal, &id).await?;
+    Ok(ok(ApprovalData { approval }))
+}
+
+/// Deny: the waiting order is canceled; nothing was charged.
+#[utoipa::path(operation_id = "deny", post, path = "/approvals/{approval_id}/deny", tag = "governance", request_body = DenyBody,
+    params(("approval_id" = String, Path, description = "An approval id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Denied", body = Envelope<ApprovalData>),
+        (status = 400, description = "Already decided, or a reason too long", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys decide approvals", body = ErrorEnvelope),
+        (status = 404, description = "No such approval in this account", body = ErrorEnvelope),
+        (status = 410, description = "approval_expired: the order was canceled", body = ErrorEnvelope),
+    ))]
+async fn deny(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<DenyBody>,
+) -> Result<Json<Value>, ApiError> {
+    let approval = app.deny(&principal, &id, body.reason).await?;
+    Ok(ok(ApprovalData { approval }))
 }
 
 #[derive(Serialize, ToSchema)]

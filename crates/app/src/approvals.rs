@@ -1,0 +1,391 @@
+//! Approvals (`API.md` §8): an agent-key order that a rule escalates waits in
+//! `awaiting_approval` with nothing charged; the owner approves it (then it is charged and
+//! delivered, in one transaction) or denies it, or it expires on the clock (then it is
+//! canceled). Every decision is conditional on the approval still being pending, so it is taken
+//! once.
+
+use crate::agents::Escalation;
+use crate::app::{store_failure, App};
+use crate::jobs::{JobError, JobHandler, Worker};
+use crate::ports::{Change, IdempotencyCompletion, IdempotencyRef, NewOrder, StoreError};
+use crate::principal::Principal;
+use crate::views::OrderOutcome;
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use storefront_domain::agent::{Approval, ApprovalStatus};
+use storefront_domain::catalog::ProductKind;
+use storefront_domain::ids::ApprovalId;
+use storefront_domain::job::Job;
+use storefront_domain::ledger::{LedgerKind, LedgerMovement};
+use storefront_domain::order::{Order, OrderStatus};
+use storefront_domain::timestamp::format;
+use storefront_domain::{DomainError, ErrorCode};
+
+/// Expires an approval when its time is up.
+pub const EXPIRE_JOB: &str = "approval.expire";
+
+fn approval_view(a: &Approval) -> Value {
+    json!({
+        "approval_id": a.id,
+        "status": a.status,
+        "tier": a.tier,
+        "expires_at": format(&a.expires_at),
+    })
+}
+
+impl App {
+    /// Stores an escalated order waiting for its owner, with its approval and the job that
+    /// expires it; nothing is charged.
+    pub(crate) async fn await_approval(
+        &self,
+        mut order: Order,
+        escalation: Escalation,
+        key_ref: &IdempotencyRef,
+    ) -> Result<OrderOutcome, DomainError> {
+        let now = self.clock.now();
+        order.status = OrderStatus::AwaitingApproval;
+        order.payment_status = storefront_domain::order::PaymentStatus::Unpaid;
+        let approval = Approval {
+            id: ApprovalId::generate(),
+            account_id: order.account_id.clone().ok_or_else(DomainError::internal)?,
+            agent_id: escalation.agent_id.clone(),
+            order_id: Some(order.id.clone()),
+            status: ApprovalStatus::Pending,
+            tier: escalation.tier.clone(),
+            rule_code: escalation.rule_code.clone(),
+            reason: escalation.reason.clone(),
+            amount_minor: order.total_minor,
+            currency: order.currency.to_string(),
+            decision_reason: None,
+            created_at: now,
+            expires_at: now + chrono::Duration::seconds(i64::from(escalation.timeout_seconds)),
+            decided_at: None,
+        };
+        let mut expire = Job::new(EXPIRE_JOB, json!({ "approval_id": approval.id }), 5, now);
+        expire.run_at = approval.expires_at;
+        let mut view = self.order_view(&order);
+        view.approval = Some(approval_view(&approval));
+        let outcome = OrderOutcome::Accepted {
+            order: view,
+            retry_after_seconds: Some(10),
+            payment_receipt: None,
+        };
+        let inserted = self
+            .store
+            .insert_order(&NewOrder {
+                order: &order,
+                idempotency: Some(key_ref),
+                charge: None,
+                service: None,
+                jobs: std::slice::from_ref(&expire),
+                resource_tokens: &[],
+                updates_service: None,
+                completes: Some(&IdempotencyCompletion {
+                    key: key_ref.clone(),
+                    outcome: outcome.to_value(),
+                }),
+                payment: None,
+                budget: escalation.guard.as_ref(),
+                approval: Some(&approval),
+            })
+            .await;
+        match inserted {
+            Ok(_) => {}
+            Err(StoreError::BudgetExceeded {
+                spent_minor,
+                max_minor,
+            }) => {
+                return Err(DomainError::new(
+                    ErrorCode::SpendingCapExceeded,
+                    format!("This order would exceed the agent's budget: {spent_minor} already spent or waiting of {max_minor}."),
+                    "Ask the account owner to raise the budget, or wait for the next period.",
+                ))
+            }
+            Err(e) => return Err(store_failure(e)),
+        }
+        tracing::info!(order_id = %order.id, approval_id = %approval.id, "order waits for the owner's approval");
+        Ok(outcome)
+    }
+
+    /// The approval an order waits for (or waited for), as the order shows it.
+    pub(crate) async fn approval_of(&self, order: &Order) -> Option<Value> {
+        if order.agent_id.is_none() {
+            return None;
+        }
+        match self.store.find_approval_for_order(&order.id).await {
+            Ok(a) => a.map(|a| approval_view(&a)),
+            Err(e) => {
+                tracing::warn!(error = %e, "approval of an order unreadable");
+                None
+            }
+        }
+    }
+
+    async fn owned_approval(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<Approval, DomainError> {
+        let account = principal.require_owner()?;
+        let not_found = || DomainError::not_found("approval", id);
+        let approval_id = ApprovalId::parse(id).ok_or_else(not_found)?;
+        self.store
+            .get_approval(&approval_id)
+            .await
+            .map_err(store_failure)?
+            .filter(|a| &a.account_id == account)
+            .ok_or_else(not_found)
+    }
+
+    /// `GET /api/v1/approvals?status=`.
+    pub async fn list_approvals(
+        &self,
+        principal: &Principal,
+        status: Option<&str>,
+    ) -> Result<Vec<Approval>, DomainError> {
+        let account = principal.require_owner()?;
+        let status = status
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                ApprovalStatus::parse(s).ok_or_else(|| {
+                    DomainError::validation(
+                        "status",
+                        format!("'{s}' is not an approval status."),
+                        "Use pending, approved, denied or expired.",
+                    )
+                })
+            })
+            .transpose()?;
+        self.store
+            .list_approvals(account, status)
+            .await
+            .map_err(store_failure)
+    }
+
+    /// Owner's approval: the order is charged and delivered, in one transaction.
+    pub async fn approve(&self, principal: &Principal, id: &str) -> Result<Approval, DomainError> {
+        let mut approval = self.owned_approval(principal, id).await?;
+        self.ensure_pending(&approval).await?;
+        let now = self.clock.now();
+        let order_id = approval
+            .order_id
+            .clone()
+            .ok_or_else(DomainError::internal)?;
+        let mut order = self.load_order(&order_id).await?;
+        let product = self
+            .catalog
+            .get(&order.product_id)
+            .ok_or_else(|| crate::catalog::unknown_product(&order.product_id))?;
+        order.payment_status = storefront_domain::order::PaymentStatus::Paid;
+        order.updated_at = now;
+        order.status = match (product.kind, product.requires_install_configuration) {
+            (ProductKind::Instant, _) => OrderStatus::Paid,
+            (ProductKind::Async, true) => OrderStatus::AwaitingInstallConfiguration,
+            (ProductKind::Async, false) => OrderStatus::Processing,
+        };
+        let delivery = (!product.requires_install_configuration)
+            .then(|| self.machine_delivery(product, &mut order, now))
+            .flatten();
+        let mut jobs = delivery
+            .as_ref()
+            .map(|d| d.jobs.clone())
+            .unwrap_or_default();
+        if product.kind == ProductKind::Instant {
+            jobs.push(Job::new(
+                crate::payments::FULFILL_JOB,
+                json!({ "order_id": order.id }),
+                5,
+                now,
+            ));
+        }
+        let charge = (order.total_minor > 0).then(|| LedgerMovement {
+            account_id: approval.account_id.clone(),
+            kind: LedgerKind::Charge,
+            amount_minor: -order.total_minor,
+            order_id: Some(order.id.clone()),
+            description: format!("{} ({}), approved", product.name, order.id),
+        });
+        approval.status = ApprovalStatus::Approved;
+        approval.decided_at = Some(now);
+        let applied = self
+            .store
+            .apply_change(&Change {
+                order: Some((&order, &[OrderStatus::AwaitingApproval])),
+                approval: Some((&approval, &[ApprovalStatus::Pending])),
+                movement: charge.as_ref(),
+                new_service: delivery.as_ref().map(|d| &d.service),
+                resource_tokens: delivery.as_ref().map_or(&[][..], |d| &d.stored_tokens),
+                jobs: &jobs,
+                ..Change::default()
+            })
+            .await;
+        match applied {
+            Ok(true) => {
+                tracing::info!(approval_id = %approval.id, order_id = %order.id, "approved; the order proceeds");
+                Ok(approval)
+            }
+            Ok(false) => Err(already_decided(&self.owned_approval(principal, id).await?)),
+            Err(StoreError::InsufficientCredits { balance_minor }) => {
+                Err(crate::orders::insufficient_credits(
+                    balance_minor,
+                    order.total_minor,
+                    &order.currency,
+                ))
+            }
+            Err(e) => Err(store_failure(e)),
+        }
+    }
+
+    /// Owner's denial: the order is canceled; nothing was charged.
+    pub async fn deny(
+        &self,
+        principal: &Principal,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<Approval, DomainError> {
+        let reason = reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        if reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
+            return Err(DomainError::validation(
+                "reason",
+                "The reason is over 1000 characters.",
+                "Say it shorter.",
+            ));
+        }
+        let approval = self.owned_approval(principal, id).await?;
+        self.ensure_pending(&approval).await?;
+        let decided = self.close(approval, ApprovalStatus::Denied, reason).await?;
+        decided.ok_or_else(|| {
+            DomainError::new(
+                ErrorCode::InvalidState,
+                "The approval was decided meanwhile.",
+                "Read it again.",
+            )
+        })
+    }
+
+    /// Refuses a decided or timed-out approval (expiring it on the way).
+    async fn ensure_pending(&self, approval: &Approval) -> Result<(), DomainError> {
+        if approval.status != ApprovalStatus::Pending {
+            return Err(already_decided(approval));
+        }
+        if self.clock.now() >= approval.expires_at {
+            self.close(approval.clone(), ApprovalStatus::Expired, None)
+                .await?;
+            return Err(DomainError::new(
+                ErrorCode::ApprovalExpired,
+                format!(
+                    "Approval {} expired at {}.",
+                    approval.id,
+                    format(&approval.expires_at)
+                ),
+                "The order was canceled; the agent can order again.",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Denies or expires a pending approval and cancels its order, together. `None` when it was
+    /// no longer pending.
+    async fn close(
+        &self,
+        mut approval: Approval,
+        status: ApprovalStatus,
+        reason: Option<String>,
+    ) -> Result<Option<Approval>, DomainError> {
+        let now = self.clock.now();
+        approval.status = status;
+        approval.decision_reason = reason;
+        approval.decided_at = Some(now);
+        let order = match &approval.order_id {
+            Some(id) => {
+                let mut o = self.load_order(id).await?;
+                o.status = OrderStatus::Canceled;
+                o.updated_at = now;
+                Some(o)
+            }
+            None => None,
+        };
+        let applied = self
+            .store
+            .apply_change(&Change {
+                approval: Some((&approval, &[ApprovalStatus::Pending])),
+                order: order
+                    .as_ref()
+                    .map(|o| (o, &[OrderStatus::AwaitingApproval][..])),
+                ..Change::default()
+            })
+            .await
+            .map_err(store_failure)?;
+        if applied {
+            tracing::info!(approval_id = %approval.id, status = status.as_str(), "approval closed; order canceled");
+        }
+        Ok(applied.then_some(approval))
+    }
+
+    /// Registers the approval job kinds on a worker.
+    pub fn approval_jobs(&self, worker: Worker) -> Worker {
+        worker.handle(EXPIRE_JOB, Arc::new(ApprovalJobs { app: self.clone() }))
+    }
+}
+
+fn already_decided(a: &Approval) -> DomainError {
+    if a.status == ApprovalStatus::Expired {
+        return DomainError::new(
+            ErrorCode::ApprovalExpired,
+            format!("Approval {} expired.", a.id),
+            "The order was canceled; the agent can order again.",
+        );
+    }
+    DomainError::new(
+        ErrorCode::InvalidState,
+        format!("Approval {} is already {}.", a.id, a.status.as_str()),
+        "An approval is decided once; read it with GET /api/v1/approvals.",
+    )
+}
+
+struct ApprovalJobs {
+    app: App,
+}
+
+#[async_trait]
+impl JobHandler for ApprovalJobs {
+    async fn run(&self, job: &Job) -> Result<(), JobError> {
+        let id = job
+            .payload
+            .get("approval_id")
+            .and_then(Value::as_str)
+            .and_then(ApprovalId::parse)
+            .ok_or(JobError {
+                message: "expire job without an approval id".into(),
+                retryable: false,
+            })?;
+        let retry = |e: String| JobError {
+            message: e,
+            retryable: true,
+        };
+        let Some(approval) = self
+            .app
+            .store
+            .get_approval(&id)
+            .await
+            .map_err(|e| retry(e.to_string()))?
+        else {
+            return Ok(());
+        };
+        if approval.status != ApprovalStatus::Pending {
+            return Ok(());
+        }
+        if self.app.clock.now() < approval.expires_at {
+            // Not yet (a clock that runs behind the job's schedule): try again later.
+            return Err(retry("approval not due yet".into()));
+        }
+        self.app
+            .close(approval, ApprovalStatus::Expired, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| retry(e.message))
+    }
+}
