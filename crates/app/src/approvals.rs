@@ -110,9 +110,8 @@ impl App {
 
     /// The approval an order waits for (or waited for), as the order shows it.
     pub(crate) async fn approval_of(&self, order: &Order) -> Option<Value> {
-        if order.agent_id.is_none() {
-            return None;
-        }
+        // Only agent-key orders can wait for an approval.
+        order.agent_id.as_ref()?;
         match self.store.find_approval_for_order(&order.id).await {
             Ok(a) => a.map(|a| approval_view(&a)),
             Err(e) => {

@@ -380,14 +380,16 @@ impl App {
                 }
                 return self.await_approval(order, escalation, key_ref).await;
             }
-            Gate::Escalate(escalation) => return Err(DomainError::new(
-                ErrorCode::RulesDenied,
-                format!(
+            Gate::Escalate(escalation) => {
+                return Err(DomainError::new(
+                    ErrorCode::RulesDenied,
+                    format!(
                     "Rule {} needs the owner's approval ({}); approvals hold credit orders only.",
                     escalation.rule_code, escalation.reason
                 ),
-                "Order with payment_method \"credit\" to wait for the owner's approval.",
-            )),
+                    "Order with payment_method \"credit\" to wait for the owner's approval.",
+                ))
+            }
         };
         if matches!(req.source, OrderSource::Configure(_)) && method != PaymentMethod::Credit {
             self.store
