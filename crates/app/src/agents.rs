@@ -436,6 +436,80 @@ impl App {
         Ok(())
     }
 
+    /// Refuses every call of a suspended agent's key (the kill switch); other principals pass.
+    pub async fn ensure_not_suspended(&self, principal: &Principal) -> Result<(), DomainError> {
+        self.acting_agent(principal).await.map(|_| ())
+    }
+
+    /// The kill switch: the agent is suspended at once and its orders still waiting (for
+    /// payment or approval) are canceled. Pulled by the agent's own key, or by the owner.
+    pub async fn kill_switch(
+        &self,
+        principal: &Principal,
+        agent_id: Option<&str>,
+        reason: Option<String>,
+    ) -> Result<Agent, DomainError> {
+        let mut agent = match (principal, agent_id) {
+            (Principal::Agent { .. }, None) => self
+                .acting_agent(principal)
+                .await?
+                .ok_or_else(|| DomainError::forbidden("This key belongs to no agent."))?,
+            (_, Some(id)) => self.owned_agent(principal, id).await?,
+            _ => {
+                return Err(DomainError::forbidden(
+                    "Pull the kill switch with the agent's key, or as the owner on /api/v1/agents/{id}/kill-switch.",
+                ))
+            }
+        };
+        let reason = reason.map(|r| r.trim().chars().take(1000).collect::<String>());
+        agent.status = AgentStatus::Suspended;
+        let agent = self.save_agent(agent).await?;
+        tracing::warn!(agent_id = %agent.id, reason = ?reason, "kill switch pulled");
+        let now = self.clock.now();
+        for mut order in self
+            .store
+            .agent_open_orders(&agent.id)
+            .await
+            .map_err(store_failure)?
+        {
+            let approval = self
+                .store
+                .find_approval_for_order(&order.id)
+                .await
+                .map_err(store_failure)?;
+            match approval {
+                Some(a) if a.status == storefront_domain::agent::ApprovalStatus::Pending => {
+                    self.close(
+                        a,
+                        storefront_domain::agent::ApprovalStatus::Denied,
+                        Some("kill switch".into()),
+                    )
+                    .await?;
+                }
+                _ => {
+                    let expected = order.status;
+                    order.status = storefront_domain::order::OrderStatus::Canceled;
+                    order.updated_at = now;
+                    self.store
+                        .apply_change(&crate::ports::Change {
+                            order: Some((&order, &[expected])),
+                            ..crate::ports::Change::default()
+                        })
+                        .await
+                        .map_err(store_failure)?;
+                }
+            }
+        }
+        Ok(agent)
+    }
+
+    /// `POST /api/v1/agents/{id}/reactivate`: the only way out of the kill switch.
+    pub async fn reactivate(&self, principal: &Principal, id: &str) -> Result<Agent, DomainError> {
+        let mut agent = self.owned_agent(principal, id).await?;
+        agent.status = AgentStatus::Active;
+        self.save_agent(agent).await
+    }
+
     /// The agent an agent key acts for, refusing a suspended one.
     async fn acting_agent(&self, principal: &Principal) -> Result<Option<Agent>, DomainError> {
         let Some(agent_id) = principal.agent_id() else {

@@ -288,7 +288,7 @@ impl App {
 
     /// Denies or expires a pending approval and cancels its order, together. `None` when it was
     /// no longer pending.
-    async fn close(
+    pub(crate) async fn close(
         &self,
         mut approval: Approval,
         status: ApprovalStatus,

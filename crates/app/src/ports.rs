@@ -303,6 +303,8 @@ pub trait Store: Send + Sync + 'static {
     async fn update_rule(&self, rule: &AgentRule) -> StoreResult<bool>;
     async fn delete_rule(&self, agent: &AgentId, rule_id: &str) -> StoreResult<bool>;
     /// The agent's live orders (not failed, not canceled) since `since`: `(created_at, total)`.
+    /// The agent's orders still waiting (for payment or approval).
+    async fn agent_open_orders(&self, agent: &AgentId) -> StoreResult<Vec<Order>>;
     async fn get_approval(&self, id: &ApprovalId) -> StoreResult<Option<Approval>>;
     async fn find_approval_for_order(&self, order: &OrderId) -> StoreResult<Option<Approval>>;
     /// Newest first.

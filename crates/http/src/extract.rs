@@ -227,6 +227,15 @@ impl FromRequestParts<App> for Caller {
             return Ok(Self(Principal::Public));
         }
         let principal = app.authenticate(secret.trim()).await?;
+        // A suspended agent may still read its rules (API.md §1); everything else is refused.
+        // Nested routers see a stripped path; the original one is in the request's extensions.
+        let path = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| parts.uri.path().to_owned(), |u| u.path().to_owned());
+        if !(parts.method == axum::http::Method::GET && path == "/api/v1/agent/rules") {
+            app.ensure_not_suspended(&principal).await?;
+        }
         Ok(Self(principal))
     }
 }

@@ -248,6 +248,7 @@ impl StorefrontTools {
     /// The caller: the fixed principal, or the bearer key of this HTTP request.
     async fn principal(&self, extensions: &Extensions) -> Result<Principal, DomainError> {
         if let Some(p) = &self.fixed {
+            self.app.ensure_not_suspended(p).await?;
             return Ok(p.clone());
         }
         let header = extensions
@@ -255,12 +256,14 @@ impl StorefrontTools {
             .and_then(|parts| parts.headers.get(http::header::AUTHORIZATION))
             .map(|v| v.to_str().map_err(|_| DomainError::unauthorized()))
             .transpose()?;
-        match header.and_then(|h| h.split_once(' ')) {
+        let principal = match header.and_then(|h| h.split_once(' ')) {
             Some((scheme, secret)) if scheme.eq_ignore_ascii_case("bearer") => {
-                self.app.authenticate(secret.trim()).await
+                self.app.authenticate(secret.trim()).await?
             }
-            _ => Ok(Principal::Public),
-        }
+            _ => Principal::Public,
+        };
+        self.app.ensure_not_suspended(&principal).await?;
+        Ok(principal)
     }
 
     async fn purchase(

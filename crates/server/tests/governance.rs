@@ -473,3 +473,89 @@ async fn escalated_orders_wait_for_the_owner_who_approves_denies_or_lets_them_ex
     );
     assert_eq!(s.balance(&owner).await, 500 - total);
 }
+
+dual_test!(the_kill_switch_suspends_at_once_cancels_waiting_orders_and_only_the_owner_lifts_it);
+async fn the_kill_switch_suspends_at_once_cancels_waiting_orders_and_only_the_owner_lifts_it(
+    backend: Backend,
+) {
+    let s = TestServer::start(&backend).await;
+    let (owner, id, key) = agent(&s, 500).await;
+    rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "category", "action": "escalate", "params": {"deny": ["search"]}}),
+    )
+    .await;
+    let waiting = s.order(Some(&key), "k1", &search("wait")).await;
+    let order_id = waiting.body["data"]["order"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let unconfirmed = s
+        .post(
+            "/api/v1/agent/kill-switch",
+            Some(&key),
+            &json!({"confirm": false}),
+        )
+        .await;
+    assert_eq!(
+        (unconfirmed.status.as_u16(), unconfirmed.param()),
+        (400, "confirm")
+    );
+    let pulled = s
+        .post(
+            "/api/v1/agent/kill-switch",
+            Some(&key),
+            &json!({"confirm": true, "reason": "runaway loop"}),
+        )
+        .await;
+    assert_eq!(pulled.status, 200, "{:?}", pulled.body);
+    assert_eq!(pulled.body["data"]["agent"]["status"], "suspended");
+
+    let order = s
+        .get(&format!("/api/v1/orders/{order_id}"), Some(&owner))
+        .await;
+    assert_eq!(order.body["data"]["order"]["status"], "canceled");
+    assert_eq!(order.body["data"]["order"]["approval"]["status"], "denied");
+    for r in [
+        s.order(Some(&key), "k2", &search("more")).await,
+        s.get("/api/v1/account/balance", Some(&key)).await,
+        s.post(
+            "/api/v1/agent/check",
+            Some(&key),
+            &json!({"transaction": {"amount_minor": 1}}),
+        )
+        .await,
+    ] {
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (403, "kill_switch_active"),
+            "{:?}",
+            r.body
+        );
+    }
+    let rules = s.get("/api/v1/agent/rules", Some(&key)).await;
+    assert_eq!(rules.status, 200, "a suspended agent still reads its rules");
+    let self_lift = s
+        .post(
+            &format!("/api/v1/agents/{id}/reactivate"),
+            Some(&key),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(self_lift.status, 403);
+
+    let lifted = s
+        .post(
+            &format!("/api/v1/agents/{id}/reactivate"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(lifted.body["data"]["agent"]["status"], "active");
+    let balance = s.get("/api/v1/account/balance", Some(&key)).await;
+    assert_eq!(balance.status, 200);
+    assert_eq!(s.balance(&owner).await, 500, "nothing was charged");
+}

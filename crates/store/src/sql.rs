@@ -1045,6 +1045,17 @@ impl Store for $store {
         Ok(done == 1)
     }
 
+    async fn agent_open_orders(&self, agent: &AgentId) -> StoreResult<Vec<Order>> {
+        let rows = sqlx::query(
+            "SELECT * FROM orders WHERE agent_id = $1 AND status IN ('pending_payment', 'awaiting_approval') ORDER BY id",
+        )
+        .bind(agent.as_str())
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        rows.iter().map(order_from_row).collect()
+    }
+
     async fn get_approval(&self, id: &ApprovalId) -> StoreResult<Option<Approval>> {
         self.find_one("SELECT * FROM approvals WHERE id = $1", id.as_str(), approval_from_row).await
     }

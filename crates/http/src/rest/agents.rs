@@ -31,6 +31,9 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(set_stores))
         .routes(routes!(check))
         .routes(routes!(own_rules))
+        .routes(routes!(kill_switch))
+        .routes(routes!(owner_kill_switch))
+        .routes(routes!(reactivate))
         .routes(routes!(list_approvals))
         .routes(routes!(approve))
         .routes(routes!(deny))
@@ -53,6 +56,89 @@ pub(crate) struct ApprovalQuery {
     /// Only approvals in this status.
     #[param(value_type = Option<ApprovalStatus>)]
     status: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KillSwitchBody {
+    /// Must be `true`: the switch suspends the agent at once.
+    confirm: bool,
+    reason: Option<String>,
+}
+
+fn confirmed(body: &KillSwitchBody) -> Result<(), DomainError> {
+    if body.confirm {
+        Ok(())
+    } else {
+        Err(DomainError::validation(
+            "confirm",
+            "The kill switch needs confirm: true.",
+            "Send {\"confirm\": true, \"reason\": \"...\"}.",
+        ))
+    }
+}
+
+/// Seed 003's kill switch, pulled by the agent itself: suspended at once, waiting orders
+/// canceled, every later call `403 kill_switch_active`.
+#[utoipa::path(operation_id = "agent_kill_switch", post, path = "/agent/kill-switch", tag = "governance", request_body = KillSwitchBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The suspended agent", body = Envelope<AgentData>),
+        (status = 400, description = "confirm is not true", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Not an agent key, or already suspended", body = ErrorEnvelope),
+    ))]
+async fn kill_switch(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    body: ApiJson<KillSwitchBody>,
+) -> Result<Json<Value>, ApiError> {
+    confirmed(&body.body)?;
+    let agent = app.kill_switch(&principal, None, body.body.reason).await?;
+    Ok(ok(AgentData { agent }))
+}
+
+/// The kill switch pulled by the owner.
+#[utoipa::path(operation_id = "owner_kill_switch", post, path = "/agents/{agent_id}/kill-switch", tag = "governance", request_body = KillSwitchBody,
+    params(("agent_id" = String, Path, description = "An agent id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The suspended agent", body = Envelope<AgentData>),
+        (status = 400, description = "confirm is not true", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys", body = ErrorEnvelope),
+        (status = 404, description = "No such agent in this account", body = ErrorEnvelope),
+    ))]
+async fn owner_kill_switch(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    body: ApiJson<KillSwitchBody>,
+) -> Result<Json<Value>, ApiError> {
+    confirmed(&body.body)?;
+    let agent = app
+        .kill_switch(&principal, Some(&id), body.body.reason)
+        .await?;
+    Ok(ok(AgentData { agent }))
+}
+
+/// Lift the kill switch (owner only).
+#[utoipa::path(operation_id = "reactivate_agent", post, path = "/agents/{agent_id}/reactivate", tag = "governance",
+    params(("agent_id" = String, Path, description = "An agent id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The active agent", body = Envelope<AgentData>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys", body = ErrorEnvelope),
+        (status = 404, description = "No such agent in this account", body = ErrorEnvelope),
+    ))]
+async fn reactivate(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let agent = app.reactivate(&principal, &id).await?;
+    Ok(ok(AgentData { agent }))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
