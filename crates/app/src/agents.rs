@@ -24,6 +24,27 @@ use storefront_domain::{DomainError, ErrorCode};
 pub struct AgentInput {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// Whether the agent's first connection waits for the owner's confirmation.
+    pub requires_confirmation: Option<bool>,
+}
+
+/// What an agent says of itself on `POST /api/v1/agent/connect` (seed 003).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectInput {
+    pub agent_name: Option<String>,
+    pub agent_type: Option<String>,
+    pub platform: Option<String>,
+    pub capabilities: Vec<String>,
+}
+
+/// The agent's view of itself and its boundaries after connecting.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Connection {
+    pub agent: Agent,
+    /// Whether this call made the first connection (`201`).
+    pub first_connection: bool,
+    pub rules: Vec<RuleView>,
 }
 
 /// What an owner sends to create or change a rule.
@@ -175,6 +196,11 @@ impl App {
             soul: String::new(),
             trusted_stores: Vec::new(),
             blocked_stores: Vec::new(),
+            requires_confirmation: input.requires_confirmation.unwrap_or(false),
+            agent_type: None,
+            platform: None,
+            capabilities: Vec::new(),
+            connected_at: None,
             created_at: now,
             updated_at: now,
         };
@@ -206,6 +232,9 @@ impl App {
         }
         if let Some(description) = text("description", input.description, 2000, false)? {
             agent.description = description;
+        }
+        if let Some(confirm) = input.requires_confirmation {
+            agent.requires_confirmation = confirm;
         }
         self.save_agent(agent).await
     }
@@ -503,6 +532,74 @@ impl App {
         Ok(agent)
     }
 
+    /// `POST /api/v1/agent/connect`: the agent introduces itself. The first connection of an
+    /// agent that requires confirmation leaves it `pending` until the owner activates it.
+    pub async fn connect(
+        &self,
+        principal: &Principal,
+        input: ConnectInput,
+    ) -> Result<Connection, DomainError> {
+        let agent_id = principal
+            .agent_id()
+            .ok_or_else(|| DomainError::forbidden("Only an agent key connects."))?;
+        let mut agent = self
+            .store
+            .get_agent(agent_id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(DomainError::unauthorized)?;
+        if agent.status == AgentStatus::Suspended {
+            return Err(kill_switch_active(&agent));
+        }
+        if input.capabilities.len() > 50 {
+            return Err(DomainError::validation(
+                "capabilities",
+                "At most 50 capabilities.",
+                "List what the agent does in a few words.",
+            ));
+        }
+        let capabilities = input
+            .capabilities
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                text(&format!("capabilities[{i}]"), Some(c), 100, true)
+                    .map(Option::unwrap_or_default)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first_connection = agent.connected_at.is_none();
+        if let Some(name) = text("agent_name", input.agent_name, 200, false)? {
+            agent.name = name;
+        }
+        agent.agent_type = text("agent_type", input.agent_type, 100, false)?.or(agent.agent_type);
+        agent.platform = text("platform", input.platform, 100, false)?.or(agent.platform);
+        agent.capabilities = capabilities;
+        if first_connection {
+            agent.connected_at = Some(self.clock.now());
+            if agent.requires_confirmation {
+                agent.status = AgentStatus::Pending;
+            }
+        }
+        let agent = self.save_agent(agent).await?;
+        let rules = self
+            .store
+            .list_rules(&agent.id)
+            .await
+            .map_err(store_failure)?;
+        Ok(Connection {
+            first_connection,
+            rules: rules.iter().map(RuleView::from).collect(),
+            agent,
+        })
+    }
+
+    /// The acting agent as it sees itself (soul, stores), for `GET /api/v1/agent/soul|stores`.
+    pub async fn own_agent(&self, principal: &Principal) -> Result<Agent, DomainError> {
+        self.acting_agent(principal)
+            .await?
+            .ok_or_else(|| DomainError::forbidden("Only an agent key has an agent."))
+    }
+
     /// `POST /api/v1/agents/{id}/reactivate`: the only way out of the kill switch.
     pub async fn reactivate(&self, principal: &Principal, id: &str) -> Result<Agent, DomainError> {
         let mut agent = self.owned_agent(principal, id).await?;
@@ -521,14 +618,14 @@ impl App {
             .await
             .map_err(store_failure)?
             .ok_or_else(DomainError::unauthorized)?;
-        if agent.status == AgentStatus::Suspended {
-            return Err(DomainError::new(
-                ErrorCode::KillSwitchActive,
-                format!("Agent {} is suspended (kill switch).", agent.id),
-                "Only the account owner can reactivate it.",
-            ));
+        match agent.status {
+            AgentStatus::Suspended => Err(kill_switch_active(&agent)),
+            AgentStatus::Pending => Err(DomainError::forbidden(format!(
+                "Agent {} waits for the owner's confirmation.",
+                agent.id
+            ))),
+            AgentStatus::Active => Ok(Some(agent)),
         }
-        Ok(Some(agent))
     }
 
     /// Evaluates the agent's rules for a transaction; also the budget limits to re-check
@@ -698,6 +795,14 @@ pub(crate) struct Escalation {
     pub timeout_seconds: u32,
     pub rule_code: String,
     pub reason: String,
+}
+
+fn kill_switch_active(agent: &Agent) -> DomainError {
+    DomainError::new(
+        ErrorCode::KillSwitchActive,
+        format!("Agent {} is suspended (kill switch).", agent.id),
+        "Only the account owner can reactivate it.",
+    )
 }
 
 fn parse_action(raw: Option<&str>, kind: &RuleKind) -> Result<RuleAction, DomainError> {

@@ -137,6 +137,42 @@ impl App {
             .ok_or_else(not_found)
     }
 
+    /// `GET /api/v1/agent/approval/{id}`: the agent polls an approval of its own.
+    pub async fn agent_approval(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<Approval, DomainError> {
+        let not_found = || {
+            DomainError::new(
+                ErrorCode::NotFound,
+                format!("No approval '{id}' of this agent."),
+                "Use the approval_id of your order's approval.",
+            )
+        };
+        let agent = principal
+            .agent_id()
+            .ok_or_else(|| DomainError::forbidden("Only an agent key polls its approvals."))?;
+        let approval_id = ApprovalId::parse(id).ok_or_else(not_found)?;
+        let approval = self
+            .store
+            .get_approval(&approval_id)
+            .await
+            .map_err(store_failure)?
+            .filter(|a| &a.agent_id == agent)
+            .ok_or_else(not_found)?;
+        // Report a timed-out approval as expired even before the job ran.
+        if approval.status == ApprovalStatus::Pending && self.clock.now() >= approval.expires_at {
+            if let Some(closed) = self
+                .close(approval.clone(), ApprovalStatus::Expired, None)
+                .await?
+            {
+                return Ok(closed);
+            }
+        }
+        Ok(approval)
+    }
+
     /// `GET /api/v1/approvals?status=`.
     pub async fn list_approvals(
         &self,

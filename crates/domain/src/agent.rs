@@ -45,6 +45,15 @@ pub struct Agent {
     pub soul: String,
     pub trusted_stores: Vec<String>,
     pub blocked_stores: Vec<String>,
+    /// Whether its first connection waits for the owner's confirmation.
+    pub requires_confirmation: bool,
+    /// What the agent said of itself when it connected (seed 003).
+    pub agent_type: Option<String>,
+    pub platform: Option<String>,
+    pub capabilities: Vec<String>,
+    #[serde(with = "rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub connected_at: Option<Timestamp>,
     #[serde(with = "rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,

@@ -559,3 +559,123 @@ async fn the_kill_switch_suspends_at_once_cancels_waiting_orders_and_only_the_ow
     assert_eq!(balance.status, 200);
     assert_eq!(s.balance(&owner).await, 500, "nothing was charged");
 }
+
+dual_test!(agents_connect_read_their_boundaries_and_poll_their_approvals);
+async fn agents_connect_read_their_boundaries_and_poll_their_approvals(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (owner, id, key) = agent(&s, 500).await;
+    let put = |path: String, body: Value| {
+        let s = &s;
+        let owner = owner.clone();
+        async move {
+            s.send(s.client.put(s.url(&path)).bearer_auth(&owner).json(&body))
+                .await
+        }
+    };
+    put(
+        format!("/api/v1/agents/{id}/soul"),
+        json!({"soul": "# Be frugal\nAsk before big spends."}),
+    )
+    .await;
+    put(
+        format!("/api/v1/agents/{id}/stores"),
+        json!({"trusted": ["Shop.Example"], "blocked": []}),
+    )
+    .await;
+    let bad = put(
+        format!("/api/v1/agents/{id}/stores"),
+        json!({"trusted": ["not a domain"]}),
+    )
+    .await;
+    assert_eq!((bad.status.as_u16(), bad.param()), (400, "trusted"));
+
+    let connect = json!({"agentName": "Shopping Assistant", "agentType": "shopping", "platform": "claude", "capabilities": ["shopping", "payment"]});
+    let first = s.post("/api/v1/agent/connect", Some(&key), &connect).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(first.body["data"]["agent"]["name"], "Shopping Assistant");
+    assert_eq!(first.body["data"]["agent"]["status"], "active");
+    let again = s.post("/api/v1/agent/connect", Some(&key), &connect).await;
+    assert_eq!(again.status, 200);
+
+    let soul = s.get("/api/v1/agent/soul", Some(&key)).await;
+    assert!(soul.body["data"]["soul"]
+        .as_str()
+        .unwrap()
+        .starts_with("# Be frugal"));
+    let stores = s.get("/api/v1/agent/stores", Some(&key)).await;
+    assert_eq!(stores.body["data"]["trusted"], json!(["shop.example"]));
+
+    // The agent polls the approval its order waits for; another agent cannot.
+    rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "category", "action": "escalate", "params": {"deny": ["search"]}}),
+    )
+    .await;
+    let waiting = s.order(Some(&key), "p1", &search("poll")).await;
+    let approval_id = waiting.body["data"]["order"]["approval"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let polled = s
+        .get(&format!("/api/v1/agent/approval/{approval_id}"), Some(&key))
+        .await;
+    assert_eq!(
+        polled.body["data"]["approval"]["status"], "pending",
+        "{:?}",
+        polled.body
+    );
+    let (_, _, other_key) = agent(&s, 0).await;
+    let hidden = s
+        .get(
+            &format!("/api/v1/agent/approval/{approval_id}"),
+            Some(&other_key),
+        )
+        .await;
+    assert_eq!(hidden.status, 404);
+    s.clock.advance(chrono::Duration::hours(2));
+    let expired = s
+        .get(&format!("/api/v1/agent/approval/{approval_id}"), Some(&key))
+        .await;
+    assert_eq!(expired.body["data"]["approval"]["status"], "expired");
+
+    // An agent that needs confirmation waits after its first connection.
+    let careful = s
+        .post(
+            "/api/v1/agents",
+            Some(&owner),
+            &json!({"name": "careful", "requires_confirmation": true}),
+        )
+        .await;
+    let careful_id = careful.body["data"]["agent"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let careful_key = s
+        .post(
+            &format!("/api/v1/agents/{careful_id}/keys"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    let careful_key = careful_key.body["data"]["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pending = s
+        .post("/api/v1/agent/connect", Some(&careful_key), &connect)
+        .await;
+    assert_eq!(pending.status, 201);
+    assert_eq!(pending.body["data"]["agent"]["status"], "pending");
+    let blocked = s.order(Some(&careful_key), "c1", &search("x")).await;
+    assert_eq!(blocked.status, 403);
+    s.post(
+        &format!("/api/v1/agents/{careful_id}/reactivate"),
+        Some(&owner),
+        &json!({}),
+    )
+    .await;
+    let allowed = s.order(Some(&careful_key), "c1", &search("x")).await;
+    assert_eq!(allowed.status, 201, "{:?}", allowed.body);
+}

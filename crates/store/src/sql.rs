@@ -908,8 +908,9 @@ impl Store for $store {
     async fn insert_agent(&self, a: &Agent) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO agents (id, account_id, name, description, status, soul, trusted_stores, blocked_stores, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO agents (id, account_id, name, description, status, soul, trusted_stores, blocked_stores, created_at, updated_at,
+                                 requires_confirmation, agent_type, platform, capabilities, connected_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(a.id.as_str())
         .bind(a.account_id.as_str())
@@ -921,6 +922,11 @@ impl Store for $store {
         .bind(to_json(&a.blocked_stores))
         .bind(ts(&a.created_at))
         .bind(ts(&a.updated_at))
+        .bind(a.requires_confirmation)
+        .bind(a.agent_type.as_deref())
+        .bind(a.platform.as_deref())
+        .bind(to_json(&a.capabilities))
+        .bind(a.connected_at.as_ref().map(ts))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -943,7 +949,8 @@ impl Store for $store {
     async fn update_agent(&self, a: &Agent) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
-            "UPDATE agents SET name = $1, description = $2, status = $3, soul = $4, trusted_stores = $5, blocked_stores = $6, updated_at = $7
+            "UPDATE agents SET name = $1, description = $2, status = $3, soul = $4, trusted_stores = $5, blocked_stores = $6, updated_at = $7,
+                               requires_confirmation = $9, agent_type = $10, platform = $11, capabilities = $12, connected_at = $13
              WHERE id = $8 AND deleted_at IS NULL",
         )
         .bind(&a.name)
@@ -954,6 +961,11 @@ impl Store for $store {
         .bind(to_json(&a.blocked_stores))
         .bind(ts(&a.updated_at))
         .bind(a.id.as_str())
+        .bind(a.requires_confirmation)
+        .bind(a.agent_type.as_deref())
+        .bind(a.platform.as_deref())
+        .bind(to_json(&a.capabilities))
+        .bind(a.connected_at.as_ref().map(ts))
         .execute(&mut *tx)
         .await
         .map_err(backend)?
@@ -1246,6 +1258,11 @@ fn agent_from_row(r: &$row) -> StoreResult<Agent> {
         soul: r.get("soul"),
         trusted_stores: parse_json(r.get("trusted_stores"))?,
         blocked_stores: parse_json(r.get("blocked_stores"))?,
+        requires_confirmation: r.get("requires_confirmation"),
+        agent_type: r.get("agent_type"),
+        platform: r.get("platform"),
+        capabilities: parse_json(r.get("capabilities"))?,
+        connected_at: r.get::<Option<&str>, _>("connected_at").map(parse_ts).transpose()?,
         created_at: parse_ts(r.get("created_at"))?,
         updated_at: parse_ts(r.get("updated_at"))?,
     })

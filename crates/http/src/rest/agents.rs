@@ -11,7 +11,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use storefront_app::accounts::CreatedKey;
-use storefront_app::agents::{AgentInput, CheckResult, RuleInput, RuleView};
+use storefront_app::agents::{
+    AgentInput, CheckResult, ConnectInput, Connection, RuleInput, RuleView,
+};
 use storefront_app::App;
 use storefront_domain::agent::{Agent, Approval, ApprovalStatus};
 use storefront_domain::governance::Transaction;
@@ -31,6 +33,10 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(set_stores))
         .routes(routes!(check))
         .routes(routes!(own_rules))
+        .routes(routes!(connect))
+        .routes(routes!(own_soul))
+        .routes(routes!(own_stores))
+        .routes(routes!(own_approval))
         .routes(routes!(kill_switch))
         .routes(routes!(owner_kill_switch))
         .routes(routes!(reactivate))
@@ -244,6 +250,8 @@ pub(crate) struct AgentBody {
     name: Option<String>,
     /// Up to 2000 characters.
     description: Option<String>,
+    /// Whether the agent's first connection waits for the owner's confirmation.
+    requires_confirmation: Option<bool>,
 }
 
 impl From<AgentBody> for AgentInput {
@@ -251,8 +259,128 @@ impl From<AgentBody> for AgentInput {
         Self {
             name: b.name,
             description: b.description,
+            requires_confirmation: b.requires_confirmation,
         }
     }
+}
+
+/// Seed 003's connect body (camelCase spellings accepted).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConnectBody {
+    #[serde(alias = "agentName")]
+    agent_name: Option<String>,
+    #[serde(alias = "agentType")]
+    agent_type: Option<String>,
+    platform: Option<String>,
+    #[serde(default)]
+    capabilities: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SoulData {
+    soul: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StoresData {
+    trusted: Vec<String>,
+    blocked: Vec<String>,
+}
+
+/// Seed 003's connect: the agent introduces itself; `201` the first time (`pending` when the
+/// owner must confirm it), `200` after.
+#[utoipa::path(operation_id = "agent_connect", post, path = "/agent/connect", tag = "governance", request_body = ConnectBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Connected again", body = Envelope<Connection>),
+        (status = 201, description = "First connection", body = Envelope<Connection>),
+        (status = 400, description = "Invalid body", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Not an agent key; the agent is pending or suspended", body = ErrorEnvelope),
+    ))]
+async fn connect(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    body: ApiJson<ConnectBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let ConnectBody {
+        agent_name,
+        agent_type,
+        platform,
+        capabilities,
+    } = body.body;
+    let connection = app
+        .connect(
+            &principal,
+            ConnectInput {
+                agent_name,
+                agent_type,
+                platform,
+                capabilities,
+            },
+        )
+        .await?;
+    let status = if connection.first_connection {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, ok(connection)))
+}
+
+/// The owner's instructions to the agent (Markdown).
+#[utoipa::path(operation_id = "agent_soul", get, path = "/agent/soul", tag = "governance",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The soul", body = Envelope<SoulData>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Not an agent key; pending or suspended", body = ErrorEnvelope),
+    ))]
+async fn own_soul(
+    State(app): State<App>,
+    Caller(principal): Caller,
+) -> Result<Json<Value>, ApiError> {
+    let agent = app.own_agent(&principal).await?;
+    Ok(ok(SoulData { soul: agent.soul }))
+}
+
+/// The agent's trusted and blocked stores.
+#[utoipa::path(operation_id = "agent_stores", get, path = "/agent/stores", tag = "governance",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The stores", body = Envelope<StoresData>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Not an agent key; pending or suspended", body = ErrorEnvelope),
+    ))]
+async fn own_stores(
+    State(app): State<App>,
+    Caller(principal): Caller,
+) -> Result<Json<Value>, ApiError> {
+    let agent = app.own_agent(&principal).await?;
+    Ok(ok(StoresData {
+        trusted: agent.trusted_stores,
+        blocked: agent.blocked_stores,
+    }))
+}
+
+/// Poll an approval of this agent until it is no longer pending.
+#[utoipa::path(operation_id = "agent_approval", get, path = "/agent/approval/{approval_id}", tag = "governance",
+    params(("approval_id" = String, Path, description = "An approval id (apr_...)")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The approval", body = Envelope<ApprovalData>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Not an agent key; pending or suspended", body = ErrorEnvelope),
+        (status = 404, description = "No such approval of this agent", body = ErrorEnvelope),
+    ))]
+async fn own_approval(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let approval = app.agent_approval(&principal, &id).await?;
+    Ok(ok(ApprovalData { approval }))
 }
 
 #[derive(Deserialize, ToSchema)]
