@@ -494,6 +494,15 @@ impl App {
         agent.status = AgentStatus::Suspended;
         let agent = self.save_agent(agent).await?;
         tracing::warn!(agent_id = %agent.id, reason = ?reason, "kill switch pulled");
+        for checkout in self
+            .store
+            .agent_open_checkouts(&agent.id)
+            .await
+            .map_err(store_failure)?
+        {
+            self.cancel_open_checkout(checkout, Some("kill switch".into()))
+                .await?;
+        }
         let now = self.clock.now();
         for mut order in self
             .store
@@ -630,7 +639,7 @@ impl App {
 
     /// Evaluates the agent's rules for a transaction; also the budget limits to re-check
     /// atomically when the transaction is a storefront order.
-    async fn decide(
+    pub(crate) async fn decide(
         &self,
         agent: &Agent,
         tx: &Transaction,

@@ -51,6 +51,7 @@ impl App {
             account_id: order.account_id.clone().ok_or_else(DomainError::internal)?,
             agent_id: escalation.agent_id.clone(),
             order_id: Some(order.id.clone()),
+            checkout_id: None,
             status: ApprovalStatus::Pending,
             tier: escalation.tier.clone(),
             rule_code: escalation.rule_code.clone(),
@@ -203,6 +204,37 @@ impl App {
         let mut approval = self.owned_approval(principal, id).await?;
         self.ensure_pending(&approval).await?;
         let now = self.clock.now();
+        if let Some(checkout_id) = approval.checkout_id.clone() {
+            // A purchase elsewhere: the checkout moves to approved; the agent pays itself.
+            let mut checkout = self
+                .store
+                .get_checkout(&checkout_id)
+                .await
+                .map_err(store_failure)?
+                .ok_or_else(DomainError::internal)?;
+            checkout.status = storefront_domain::checkout::CheckoutStatus::Approved;
+            checkout.rule_result = Some("allow".into());
+            checkout.updated_at = now;
+            approval.status = ApprovalStatus::Approved;
+            approval.decided_at = Some(now);
+            let applied = self
+                .store
+                .apply_change(&Change {
+                    approval: Some((&approval, &[ApprovalStatus::Pending])),
+                    checkout: Some((
+                        &checkout,
+                        &[storefront_domain::checkout::CheckoutStatus::ReadyForPayment],
+                    )),
+                    ..Change::default()
+                })
+                .await
+                .map_err(store_failure)?;
+            return if applied {
+                Ok(approval)
+            } else {
+                Err(already_decided(&self.owned_approval(principal, id).await?))
+            };
+        }
         let order_id = approval
             .order_id
             .clone()
@@ -343,6 +375,21 @@ impl App {
             }
             None => None,
         };
+        let checkout = match &approval.checkout_id {
+            Some(id) => {
+                let mut c = self
+                    .store
+                    .get_checkout(id)
+                    .await
+                    .map_err(store_failure)?
+                    .ok_or_else(DomainError::internal)?;
+                c.status = storefront_domain::checkout::CheckoutStatus::Canceled;
+                c.reason = Some(format!("approval {}", status.as_str()));
+                c.updated_at = now;
+                Some(c)
+            }
+            None => None,
+        };
         let applied = self
             .store
             .apply_change(&Change {
@@ -350,6 +397,12 @@ impl App {
                 order: order
                     .as_ref()
                     .map(|o| (o, &[OrderStatus::AwaitingApproval][..])),
+                checkout: checkout.as_ref().map(|c| {
+                    (
+                        c,
+                        &[storefront_domain::checkout::CheckoutStatus::ReadyForPayment][..],
+                    )
+                }),
                 ..Change::default()
             })
             .await

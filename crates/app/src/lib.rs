@@ -10,6 +10,7 @@ pub mod agents;
 pub mod app;
 pub mod approvals;
 pub mod catalog;
+pub mod checkouts;
 pub mod clock;
 pub mod discovery;
 pub mod jobs;

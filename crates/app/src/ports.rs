@@ -11,9 +11,10 @@ use serde_json::{Map, Value};
 use storefront_domain::account::{Account, ApiKey};
 use storefront_domain::agent::{Agent, Approval, ApprovalStatus};
 use storefront_domain::catalog::Product;
+use storefront_domain::checkout::{Checkout, CheckoutStatus};
 use storefront_domain::ids::ServiceId;
 use storefront_domain::ids::{AccountId, JobId, KeyId, OrderId, QuoteId};
-use storefront_domain::ids::{AgentId, ApprovalId, PaymentId};
+use storefront_domain::ids::{AgentId, ApprovalId, CheckoutId, PaymentId};
 use storefront_domain::job::{Job, JobOutcome};
 use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
@@ -145,6 +146,10 @@ pub struct Change<'a> {
     pub webhook_event: Option<(&'a str, &'a str)>,
     /// The new state of an approval, if its current status is one of the listed.
     pub approval: Option<(&'a Approval, &'a [ApprovalStatus])>,
+    /// An approval to create (a checkout escalated on complete).
+    pub new_approval: Option<&'a Approval>,
+    /// The new state of a checkout session, if its current status is one of the listed.
+    pub checkout: Option<(&'a Checkout, &'a [CheckoutStatus])>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -303,6 +308,14 @@ pub trait Store: Send + Sync + 'static {
     async fn update_rule(&self, rule: &AgentRule) -> StoreResult<bool>;
     async fn delete_rule(&self, agent: &AgentId, rule_id: &str) -> StoreResult<bool>;
     /// The agent's live orders (not failed, not canceled) since `since`: `(created_at, total)`.
+    async fn insert_checkout(&self, checkout: &Checkout) -> StoreResult<()>;
+    async fn get_checkout(&self, id: &CheckoutId) -> StoreResult<Option<Checkout>>;
+    /// The agent's checkouts that are not completed or canceled.
+    async fn agent_open_checkouts(&self, agent: &AgentId) -> StoreResult<Vec<Checkout>>;
+    async fn find_approval_for_checkout(
+        &self,
+        checkout: &CheckoutId,
+    ) -> StoreResult<Option<Approval>>;
     /// The agent's orders still waiting (for payment or approval).
     async fn agent_open_orders(&self, agent: &AgentId) -> StoreResult<Vec<Order>>;
     async fn get_approval(&self, id: &ApprovalId) -> StoreResult<Option<Approval>>;

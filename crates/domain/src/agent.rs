@@ -99,6 +99,8 @@ pub struct Approval {
     pub agent_id: AgentId,
     /// The storefront order waiting for it.
     pub order_id: Option<crate::ids::OrderId>,
+    /// Or the checkout session (a purchase elsewhere) waiting for it.
+    pub checkout_id: Option<crate::ids::CheckoutId>,
     pub status: ApprovalStatus,
     /// Who must approve (from the rule).
     pub tier: String,

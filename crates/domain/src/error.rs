@@ -34,6 +34,14 @@ pub enum ErrorCode {
     KillSwitchActive,
     /// The owner did not decide in time; the order was canceled.
     ApprovalExpired,
+    /// Seed 003's checkout errors.
+    CheckoutNotFound,
+    CheckoutExpired,
+    CheckoutNotReady,
+    CheckoutCompleted,
+    ApprovalPending,
+    ApprovalDenied,
+    ReceiptMismatch,
     /// An MPP challenge: pay and retry.
     PaymentRequired,
     /// MPP problem codes (draft-ryan-httpauth-payment), spelled as the spec spells them.
@@ -87,6 +95,13 @@ impl ErrorCode {
             Self::SpendingCapExceeded => "spending_cap_exceeded",
             Self::KillSwitchActive => "kill_switch_active",
             Self::ApprovalExpired => "approval_expired",
+            Self::CheckoutNotFound => "checkout_not_found",
+            Self::CheckoutExpired => "checkout_expired",
+            Self::CheckoutNotReady => "checkout_not_ready",
+            Self::CheckoutCompleted => "checkout_completed",
+            Self::ApprovalPending => "approval_pending",
+            Self::ApprovalDenied => "approval_denied",
+            Self::ReceiptMismatch => "receipt_mismatch",
             Self::PaymentRequired => "payment_required",
             Self::MalformedCredential => "malformed-credential",
             Self::InvalidChallenge => "invalid-challenge",
@@ -110,6 +125,13 @@ impl ErrorCode {
             | Self::InvalidState
             | Self::QuoteExpired
             | Self::ApprovalExpired
+            | Self::CheckoutNotFound
+            | Self::CheckoutExpired
+            | Self::CheckoutNotReady
+            | Self::CheckoutCompleted
+            | Self::ApprovalPending
+            | Self::ApprovalDenied
+            | Self::ReceiptMismatch
             | Self::PayloadTooLarge => ErrorType::InvalidRequest,
             Self::InsufficientCredits
             | Self::PaymentRequired

@@ -62,6 +62,10 @@ prefixed_id!(/// A ledger entry.
     LedgerEntryId, "led");
 prefixed_id!(/// A background job.
     JobId, "job");
+prefixed_id!(/// A checkout session for a purchase made elsewhere (seed 003).
+    CheckoutId, "chk");
+prefixed_id!(/// A line of a checkout session.
+    LineItemId, "li");
 prefixed_id!(/// An owner's approval of an escalated purchase.
     ApprovalId, "apr");
 prefixed_id!(/// A governance rule of an agent.

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod agent;
 pub mod catalog;
+pub mod checkout;
 pub mod error;
 pub mod governance;
 pub mod idempotency;

@@ -37,7 +37,15 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::VerificationFailed
         | ErrorCode::PaymentExpired => StatusCode::PAYMENT_REQUIRED,
         ErrorCode::NotReady | ErrorCode::IdempotencyInProgress => StatusCode::CONFLICT,
-        ErrorCode::QuoteExpired | ErrorCode::ApprovalExpired => StatusCode::GONE,
+        ErrorCode::QuoteExpired | ErrorCode::ApprovalExpired | ErrorCode::CheckoutExpired => {
+            StatusCode::GONE
+        }
+        ErrorCode::CheckoutNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::CheckoutNotReady | ErrorCode::CheckoutCompleted | ErrorCode::ApprovalPending => {
+            StatusCode::CONFLICT
+        }
+        ErrorCode::ApprovalDenied => StatusCode::FORBIDDEN,
+        ErrorCode::ReceiptMismatch => StatusCode::BAD_REQUEST,
         ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,

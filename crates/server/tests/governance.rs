@@ -679,3 +679,277 @@ async fn agents_connect_read_their_boundaries_and_poll_their_approvals(backend: 
     let allowed = s.order(Some(&careful_key), "c1", &search("x")).await;
     assert_eq!(allowed.status, 201, "{:?}", allowed.body);
 }
+
+async fn put_json(s: &TestServer, key: &str, path: &str, body: &Value) -> common::Reply {
+    s.send(s.client.put(s.url(path)).bearer_auth(key).json(body))
+        .await
+}
+
+dual_test!(seed_003_flow_connect_check_checkout_update_complete_escalate_approve_receipt);
+async fn seed_003_flow_connect_check_checkout_update_complete_escalate_approve_receipt(
+    backend: Backend,
+) {
+    let s = TestServer::start(&backend).await;
+    let (owner, id, key) = agent(&s, 0).await;
+    rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 10000, "tier": "owner", "timeout_seconds": 600}})).await;
+    rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "category", "params": {"deny": ["gambling"]}}),
+    )
+    .await;
+    let connected = s
+        .post("/api/v1/agent/connect", Some(&key), &json!({"agentName": "Shopping Assistant", "agentType": "shopping", "platform": "claude", "capabilities": ["shopping", "payment"]}))
+        .await;
+    assert_eq!(connected.status, 201);
+    let checked = s
+        .post("/api/v1/agent/check", Some(&key), &json!({"action": "purchase", "transaction": {"amount": 49.99, "currency": "USD", "merchantName": "TechShop", "merchantDomain": "techshop.com", "category": "electronics"}}))
+        .await;
+    assert_eq!(checked.body["data"]["result"], "allow");
+
+    // Create → update → complete (allowed) → receipt.
+    let item = json!({"name": "Wireless Headphones", "unit_amount": 4999, "quantity": 1, "sku": "WH-100", "category": "electronics"});
+    let created = s
+        .post("/api/v1/agent/checkout", Some(&key), &json!({"items": [item], "currency": "USD", "merchant_name": "TechShop", "merchant_domain": "techshop.com", "metadata": {"ref": "order-123"}}))
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let c = &created.body["data"];
+    assert_eq!(c["status"], "ready_for_payment");
+    assert_eq!(c["currency"], "usd");
+    assert_eq!(c["totals"][2]["amount"], 4999);
+    assert!(c["line_items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("li_"));
+    let checkout_id = c["id"].as_str().unwrap().to_owned();
+    let updated = put_json(&s, &key, "/api/v1/agent/checkout/update", &json!({"checkout_id": checkout_id, "items": [{"name": "Wireless Headphones", "unit_amount": 3999, "quantity": 2}]})).await;
+    assert_eq!(
+        updated.body["data"]["totals"][2]["amount"], 7998,
+        "{:?}",
+        updated.body
+    );
+    let completed = s
+        .post(
+            "/api/v1/agent/checkout/complete",
+            Some(&key),
+            &json!({"checkout_id": checkout_id}),
+        )
+        .await;
+    assert_eq!(
+        completed.body["data"]["status"], "approved",
+        "{:?}",
+        completed.body
+    );
+    assert!(completed.body["data"]["approval_required"].is_null());
+    let mismatch = s
+        .post("/api/v1/agent/checkout/receipt", Some(&key), &json!({"checkout_id": checkout_id, "receipt": {"external_id": "pi_1", "provider": "stripe", "amount_charged": 7000}}))
+        .await;
+    assert_eq!(
+        (mismatch.status.as_u16(), mismatch.code()),
+        (400, "receipt_mismatch")
+    );
+    let receipt = s
+        .post("/api/v1/agent/checkout/receipt", Some(&key), &json!({"checkout_id": checkout_id, "receipt": {"external_id": "pi_1", "provider": "stripe", "amount_charged": 7998, "currency": "USD"}}))
+        .await;
+    assert_eq!(
+        receipt.body["data"]["status"], "completed",
+        "{:?}",
+        receipt.body
+    );
+    assert_eq!(receipt.body["data"]["order"]["external_payment_id"], "pi_1");
+    assert_eq!(
+        receipt.body["data"]["order"]["checkout_session_id"],
+        checkout_id.as_str()
+    );
+    let late = put_json(
+        &s,
+        &key,
+        "/api/v1/agent/checkout/update",
+        &json!({"checkout_id": checkout_id, "category": "x"}),
+    )
+    .await;
+    assert_eq!(
+        (late.status.as_u16(), late.code()),
+        (409, "checkout_completed")
+    );
+
+    // Escalation: complete waits for the owner; the agent polls; approval → receipt.
+    let big = s
+        .post("/api/v1/agent/checkout", Some(&key), &json!({"items": [{"name": "Laptop", "unit_amount": 150000, "quantity": 1}], "merchant_domain": "techshop.com"}))
+        .await;
+    let big_id = big.body["data"]["id"].as_str().unwrap().to_owned();
+    let escalated = s
+        .post(
+            "/api/v1/agent/checkout/complete",
+            Some(&key),
+            &json!({"checkout_id": big_id}),
+        )
+        .await;
+    assert_eq!(
+        escalated.body["data"]["status"], "ready_for_payment",
+        "{:?}",
+        escalated.body
+    );
+    let approval = escalated.body["data"]["approval_required"].clone();
+    assert_eq!(approval["status"], "pending");
+    assert_eq!(approval["timeout"], 600);
+    let approval_id = approval["approval_id"].as_str().unwrap().to_owned();
+    let again = s
+        .post(
+            "/api/v1/agent/checkout/complete",
+            Some(&key),
+            &json!({"checkout_id": big_id}),
+        )
+        .await;
+    assert_eq!(
+        (again.status.as_u16(), again.code()),
+        (409, "approval_pending")
+    );
+    let polled = s
+        .get(&format!("/api/v1/agent/approval/{approval_id}"), Some(&key))
+        .await;
+    assert_eq!(polled.body["data"]["approval"]["status"], "pending");
+    let approved = s
+        .post(
+            &format!("/api/v1/approvals/{approval_id}/approve"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{:?}", approved.body);
+    let read = s
+        .get(
+            &format!("/api/v1/agent/checkout?checkout_id={big_id}"),
+            Some(&key),
+        )
+        .await;
+    assert_eq!(read.body["data"]["status"], "approved");
+    let done = s
+        .post("/api/v1/agent/checkout/receipt", Some(&key), &json!({"checkout_id": big_id, "receipt": {"external_id": "pi_2", "provider": "stripe", "amount_charged": 150000}}))
+        .await;
+    assert_eq!(done.body["data"]["status"], "completed");
+
+    // A deny cancels; a denied approval is reported on complete.
+    let denied = s
+        .post("/api/v1/agent/checkout", Some(&key), &json!({"items": [{"name": "Chips", "unit_amount": 500, "quantity": 1, "category": "gambling"}]}))
+        .await;
+    assert_eq!(denied.body["data"]["status"], "canceled");
+    assert_eq!(denied.body["data"]["rule_result"], "deny");
+    let denied_id = denied.body["data"]["id"].as_str().unwrap();
+    let nope = s
+        .post(
+            "/api/v1/agent/checkout/complete",
+            Some(&key),
+            &json!({"checkout_id": denied_id}),
+        )
+        .await;
+    assert_eq!(
+        (nope.status.as_u16(), nope.code()),
+        (409, "checkout_not_ready")
+    );
+
+    // The error table: unknown, expired, limits.
+    let unknown = s
+        .get(
+            "/api/v1/agent/checkout?checkout_id=chk_00000000000000000000000000000000",
+            Some(&key),
+        )
+        .await;
+    assert_eq!(
+        (unknown.status.as_u16(), unknown.code()),
+        (404, "checkout_not_found")
+    );
+    let long_name = "x".repeat(201);
+    for (body, param) in [
+        (
+            json!({"items": [{"name": long_name, "unit_amount": 1, "quantity": 1}]}),
+            "items[0].name",
+        ),
+        (
+            json!({"items": [{"name": "a", "unit_amount": 100000000, "quantity": 1}]}),
+            "items[0].unit_amount",
+        ),
+        (
+            json!({"items": [{"name": "a", "unit_amount": 0, "quantity": 1}]}),
+            "items[0].unit_amount",
+        ),
+        (
+            json!({"items": [{"name": "a", "unit_amount": 1, "quantity": 10001}]}),
+            "items[0].quantity",
+        ),
+        (
+            json!({"items": [], "metadata": {"blob": "y".repeat(11_000)}}),
+            "metadata",
+        ),
+        (json!({"items": [], "currency": "dollars"}), "currency"),
+    ] {
+        let r = s.post("/api/v1/agent/checkout", Some(&key), &body).await;
+        assert_eq!((r.status.as_u16(), r.param()), (400, param), "{:?}", r.body);
+    }
+    let r = s
+        .post(
+            "/api/v1/agent/checkout",
+            Some(&key),
+            &json!({"items": [{"name": "a", "unit_amount": "5", "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "amounts as strings are refused");
+    let r = s
+        .post(
+            "/api/v1/agent/checkout",
+            Some(&key),
+            &json!({"items": [{"name": "a", "unit_amount": 1.5, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "fractional minor units are refused");
+    let open = s
+        .post(
+            "/api/v1/agent/checkout",
+            Some(&key),
+            &json!({"items": [{"name": "a", "unit_amount": 1, "quantity": 1}]}),
+        )
+        .await;
+    let open_id = open.body["data"]["id"].as_str().unwrap().to_owned();
+    s.clock.advance(chrono::Duration::hours(2));
+    let expired = s
+        .post(
+            "/api/v1/agent/checkout/complete",
+            Some(&key),
+            &json!({"checkout_id": open_id}),
+        )
+        .await;
+    assert_eq!(
+        (expired.status.as_u16(), expired.code()),
+        (410, "checkout_expired")
+    );
+
+    // The kill switch cancels open checkouts.
+    let live = s
+        .post(
+            "/api/v1/agent/checkout",
+            Some(&key),
+            &json!({"items": [{"name": "a", "unit_amount": 1, "quantity": 1}]}),
+        )
+        .await;
+    let live_id = live.body["data"]["id"].as_str().unwrap().to_owned();
+    s.post(
+        "/api/v1/agent/kill-switch",
+        Some(&key),
+        &json!({"confirm": true, "reason": "test"}),
+    )
+    .await;
+    s.post(
+        &format!("/api/v1/agents/{id}/reactivate"),
+        Some(&owner),
+        &json!({}),
+    )
+    .await;
+    let after = s
+        .get(
+            &format!("/api/v1/agent/checkout?checkout_id={live_id}"),
+            Some(&key),
+        )
+        .await;
+    assert_eq!(after.body["data"]["status"], "canceled", "{:?}", after.body);
+}

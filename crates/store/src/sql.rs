@@ -23,10 +23,11 @@ macro_rules! shared_store {
             AgentRule, BudgetGuard, Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, ResourceToken, Store, StoreError, StoreResult,
         };
         use storefront_domain::account::{Account, ApiKey, KeyRole};
-        use storefront_domain::ids::{AccountId, AgentId, ApprovalId, JobId, KeyId, LedgerEntryId, OrderId, PaymentId, QuoteId, ServiceId};
+        use storefront_domain::ids::{AccountId, AgentId, ApprovalId, CheckoutId, JobId, KeyId, LedgerEntryId, OrderId, PaymentId, QuoteId, ServiceId};
         use storefront_domain::payment::{Payment, PaymentPurpose, PaymentState};
         use storefront_domain::agent::{Agent, AgentStatus, Approval, ApprovalStatus};
         use storefront_domain::governance::{Rule, RuleAction, RuleKind};
+        use storefront_domain::checkout::{Checkout, CheckoutStatus};
         use storefront_domain::job::{Job, JobOutcome, JobStatus};
         use storefront_domain::ledger::{LedgerEntry, LedgerKind, LedgerMovement};
         use storefront_domain::money::Currency;
@@ -675,6 +676,14 @@ impl Store for $store {
                 return Ok(false);
             }
         }
+        if let Some((checkout, expected)) = change.checkout {
+            if !update_checkout_row(&mut tx, checkout, expected).await? {
+                return Ok(false);
+            }
+        }
+        if let Some(approval) = change.new_approval {
+            insert_approval_row(&mut tx, approval).await?;
+        }
         if let Some((order, expected)) = change.order {
             if !update_order_row(&mut tx, order, expected).await? {
                 return Ok(false);
@@ -1057,6 +1066,59 @@ impl Store for $store {
         Ok(done == 1)
     }
 
+    async fn insert_checkout(&self, c: &Checkout) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO checkouts (id, account_id, agent_id, status, currency, items, total_minor, merchant_name, merchant_domain,
+                                    category, metadata, rule_result, rule_name, reason, receipt_order, created_at, updated_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(c.id.as_str())
+        .bind(c.account_id.as_str())
+        .bind(c.agent_id.as_str())
+        .bind(c.status.as_str())
+        .bind(&c.currency)
+        .bind(to_json(&c.lines))
+        .bind(c.total_minor)
+        .bind(c.merchant_name.as_deref())
+        .bind(c.merchant_domain.as_deref())
+        .bind(c.category.as_deref())
+        .bind(c.metadata.as_ref().map(to_json))
+        .bind(c.rule_result.as_deref())
+        .bind(c.rule_name.as_deref())
+        .bind(c.reason.as_deref())
+        .bind(c.order.as_ref().map(to_json))
+        .bind(ts(&c.created_at))
+        .bind(ts(&c.updated_at))
+        .bind(ts(&c.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn get_checkout(&self, id: &CheckoutId) -> StoreResult<Option<Checkout>> {
+        self.find_one("SELECT * FROM checkouts WHERE id = $1", id.as_str(), checkout_from_row).await
+    }
+
+    async fn agent_open_checkouts(&self, agent: &AgentId) -> StoreResult<Vec<Checkout>> {
+        let rows = sqlx::query("SELECT * FROM checkouts WHERE agent_id = $1 AND status NOT IN ('completed', 'canceled') ORDER BY id")
+            .bind(agent.as_str())
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend)?;
+        rows.iter().map(checkout_from_row).collect()
+    }
+
+    async fn find_approval_for_checkout(&self, checkout: &CheckoutId) -> StoreResult<Option<Approval>> {
+        self.find_one(
+            "SELECT * FROM approvals WHERE checkout_id = $1 ORDER BY id DESC LIMIT 1",
+            checkout.as_str(),
+            approval_from_row,
+        )
+        .await
+    }
+
     async fn agent_open_orders(&self, agent: &AgentId) -> StoreResult<Vec<Order>> {
         let rows = sqlx::query(
             "SELECT * FROM orders WHERE agent_id = $1 AND status IN ('pending_payment', 'awaiting_approval') ORDER BY id",
@@ -1091,7 +1153,11 @@ impl Store for $store {
     async fn agent_spending(&self, agent: &AgentId, since: Timestamp) -> StoreResult<Vec<(Timestamp, i64)>> {
         let rows = sqlx::query(
             "SELECT created_at, total_minor FROM orders
-             WHERE agent_id = $1 AND created_at >= $2 AND status NOT IN ('failed', 'canceled') ORDER BY created_at",
+             WHERE agent_id = $1 AND created_at >= $2 AND status NOT IN ('failed', 'canceled')
+             UNION ALL
+             SELECT created_at, total_minor FROM checkouts
+             WHERE agent_id = $1 AND created_at >= $2 AND status IN ('approved', 'completed')
+             ORDER BY created_at",
         )
         .bind(agent.as_str())
         .bind(ts(&since))
@@ -1164,8 +1230,13 @@ async fn check_budget(conn: &mut $conn, guard: &BudgetGuard) -> StoreResult<()> 
         .map_err(backend)?;
     for (since, max_minor) in &guard.limits {
         let spent: i64 = sqlx::query_scalar::<_, i64>(
-            "SELECT CAST(COALESCE(SUM(total_minor), 0) AS BIGINT) FROM orders
-             WHERE agent_id = $1 AND created_at >= $2 AND status NOT IN ('failed', 'canceled')",
+            "SELECT CAST(COALESCE(SUM(t), 0) AS BIGINT) FROM (
+                 SELECT total_minor AS t FROM orders
+                 WHERE agent_id = $1 AND created_at >= $2 AND status NOT IN ('failed', 'canceled')
+                 UNION ALL
+                 SELECT total_minor AS t FROM checkouts
+                 WHERE agent_id = $1 AND created_at >= $2 AND status IN ('approved', 'completed')
+             ) spend",
         )
         .bind(guard.agent_id.as_str())
         .bind(ts(since))
@@ -1188,6 +1259,7 @@ fn approval_from_row(r: &$row) -> StoreResult<Approval> {
         account_id: AccountId::from_trusted(r.get("account_id")),
         agent_id: AgentId::from_trusted(r.get("agent_id")),
         order_id: r.get::<Option<String>, _>("order_id").map(OrderId::from_trusted),
+        checkout_id: r.get::<Option<String>, _>("checkout_id").map(CheckoutId::from_trusted),
         status: ApprovalStatus::parse(r.get("status")).ok_or_else(|| corrupt("approval status"))?,
         tier: r.get("tier"),
         rule_code: r.get("rule_code"),
@@ -1204,8 +1276,8 @@ fn approval_from_row(r: &$row) -> StoreResult<Approval> {
 async fn insert_approval_row(conn: &mut $conn, a: &Approval) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO approvals (id, account_id, agent_id, order_id, status, tier, rule_code, reason, amount_minor, currency,
-                                decision_reason, created_at, expires_at, decided_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                                decision_reason, created_at, expires_at, decided_at, checkout_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(a.id.as_str())
     .bind(a.account_id.as_str())
@@ -1221,6 +1293,7 @@ async fn insert_approval_row(conn: &mut $conn, a: &Approval) -> StoreResult<()> 
     .bind(ts(&a.created_at))
     .bind(ts(&a.expires_at))
     .bind(a.decided_at.as_ref().map(ts))
+    .bind(a.checkout_id.as_ref().map(|c| c.as_str().to_owned()))
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
@@ -1242,6 +1315,63 @@ async fn update_approval_row(conn: &mut $conn, a: &Approval, expected: &[Approva
         .bind(a.decision_reason.as_deref())
         .bind(a.decided_at.as_ref().map(ts))
         .bind(a.id.as_str());
+    for status in expected {
+        query = query.bind(status.as_str());
+    }
+    Ok(query.execute(&mut *conn).await.map_err(backend)?.rows_affected() == 1)
+}
+
+fn checkout_from_row(r: &$row) -> StoreResult<Checkout> {
+    Ok(Checkout {
+        id: CheckoutId::from_trusted(r.get("id")),
+        account_id: AccountId::from_trusted(r.get("account_id")),
+        agent_id: AgentId::from_trusted(r.get("agent_id")),
+        status: CheckoutStatus::parse(r.get("status")).ok_or_else(|| corrupt("checkout status"))?,
+        currency: r.get("currency"),
+        lines: parse_json(r.get("items"))?,
+        total_minor: r.get("total_minor"),
+        merchant_name: r.get("merchant_name"),
+        merchant_domain: r.get("merchant_domain"),
+        category: r.get("category"),
+        metadata: r.get::<Option<&str>, _>("metadata").map(parse_json).transpose()?,
+        rule_result: r.get("rule_result"),
+        rule_name: r.get("rule_name"),
+        reason: r.get("reason"),
+        order: r.get::<Option<&str>, _>("receipt_order").map(parse_json).transpose()?,
+        created_at: parse_ts(r.get("created_at"))?,
+        updated_at: parse_ts(r.get("updated_at"))?,
+        expires_at: parse_ts(r.get("expires_at"))?,
+    })
+}
+
+/// Conditional on the current status, like the other state changes.
+async fn update_checkout_row(conn: &mut $conn, c: &Checkout, expected: &[CheckoutStatus]) -> StoreResult<bool> {
+    if expected.is_empty() {
+        return Ok(false);
+    }
+    let placeholders: Vec<String> = (15..15 + expected.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "UPDATE checkouts SET status = $1, items = $2, total_minor = $3, merchant_name = $4, merchant_domain = $5, category = $6,
+                              metadata = $7, rule_result = $8, rule_name = $9, reason = $10, receipt_order = $11, updated_at = $12,
+                              currency = $13
+         WHERE id = $14 AND status IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(c.status.as_str())
+        .bind(to_json(&c.lines))
+        .bind(c.total_minor)
+        .bind(c.merchant_name.as_deref())
+        .bind(c.merchant_domain.as_deref())
+        .bind(c.category.as_deref())
+        .bind(c.metadata.as_ref().map(to_json))
+        .bind(c.rule_result.as_deref())
+        .bind(c.rule_name.as_deref())
+        .bind(c.reason.as_deref())
+        .bind(c.order.as_ref().map(to_json))
+        .bind(ts(&c.updated_at))
+        .bind(&c.currency)
+        .bind(c.id.as_str());
     for status in expected {
         query = query.bind(status.as_str());
     }

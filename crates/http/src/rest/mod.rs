@@ -2,6 +2,7 @@
 
 mod account;
 mod agents;
+mod checkouts;
 mod discovery;
 mod health;
 mod orders;
@@ -35,7 +36,8 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
                 .merge(account::routes())
                 .merge(services::routes())
                 .merge(payments::routes())
-                .merge(agents::routes()),
+                .merge(agents::routes())
+                .merge(checkouts::routes()),
         )
         .split_for_parts()
 }
