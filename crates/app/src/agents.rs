@@ -494,6 +494,15 @@ impl App {
         agent.status = AgentStatus::Suspended;
         let agent = self.save_agent(agent).await?;
         tracing::warn!(agent_id = %agent.id, reason = ?reason, "kill switch pulled");
+        self.audit(
+            &agent.account_id,
+            Some(&agent.id),
+            "kill_switch",
+            Some("suspended"),
+            None,
+            serde_json::json!({"reason": reason, "by": if principal.agent_id().is_some() { "agent" } else { "owner" }}),
+        )
+        .await?;
         for checkout in self
             .store
             .agent_open_checkouts(&agent.id)
@@ -613,7 +622,17 @@ impl App {
     pub async fn reactivate(&self, principal: &Principal, id: &str) -> Result<Agent, DomainError> {
         let mut agent = self.owned_agent(principal, id).await?;
         agent.status = AgentStatus::Active;
-        self.save_agent(agent).await
+        let agent = self.save_agent(agent).await?;
+        self.audit(
+            &agent.account_id,
+            Some(&agent.id),
+            "reactivate",
+            Some("active"),
+            None,
+            serde_json::json!({}),
+        )
+        .await?;
+        Ok(agent)
     }
 
     /// The agent an agent key acts for, refusing a suspended one.
@@ -714,6 +733,14 @@ impl App {
             ));
         }
         let (decision, _) = self.decide(&agent, &tx).await?;
+        self.audit_decision(
+            &agent.account_id,
+            &agent.id,
+            "check",
+            &decision,
+            serde_json::json!({"amount_minor": tx.amount_minor, "currency": tx.currency, "merchant_domain": tx.merchant_domain, "category": tx.category}),
+        )
+        .await?;
         Ok(check_result(&decision, self.clock.now()))
     }
 
@@ -759,6 +786,14 @@ impl App {
             product_id: Some(product.id.clone()),
         };
         let (decision, limits) = self.decide(&agent, &tx).await?;
+        self.audit_decision(
+            &agent.account_id,
+            &agent.id,
+            "order_decision",
+            &decision,
+            serde_json::json!({"amount_minor": amount_minor, "product_id": product.id}),
+        )
+        .await?;
         let guard = (!limits.is_empty()).then(|| BudgetGuard {
             agent_id: agent.id.clone(),
             amount_minor,

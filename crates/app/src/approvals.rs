@@ -230,6 +230,7 @@ impl App {
                 .await
                 .map_err(store_failure)?;
             return if applied {
+                self.audit_approval(&approval).await?;
                 Ok(approval)
             } else {
                 Err(already_decided(&self.owned_approval(principal, id).await?))
@@ -290,6 +291,7 @@ impl App {
         match applied {
             Ok(true) => {
                 tracing::info!(approval_id = %approval.id, order_id = %order.id, "approved; the order proceeds");
+                self.audit_approval(&approval).await?;
                 Ok(approval)
             }
             Ok(false) => Err(already_decided(&self.owned_approval(principal, id).await?)),
@@ -409,8 +411,21 @@ impl App {
             .map_err(store_failure)?;
         if applied {
             tracing::info!(approval_id = %approval.id, status = status.as_str(), "approval closed; order canceled");
+            self.audit_approval(&approval).await?;
         }
         Ok(applied.then_some(approval))
+    }
+
+    async fn audit_approval(&self, a: &Approval) -> Result<(), DomainError> {
+        self.audit(
+            &a.account_id,
+            Some(&a.agent_id),
+            "approval",
+            Some(a.status.as_str()),
+            Some(&a.rule_code),
+            json!({"approval_id": a.id, "order_id": a.order_id, "checkout_id": a.checkout_id, "amount_minor": a.amount_minor, "reason": a.decision_reason}),
+        )
+        .await
     }
 
     /// Registers the approval job kinds on a worker.

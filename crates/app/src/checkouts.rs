@@ -252,6 +252,14 @@ impl App {
             product_id: None,
         };
         let (decision, _) = self.decide(agent, &tx).await?;
+        self.audit_decision(
+            &agent.account_id,
+            &agent.id,
+            "checkout_decision",
+            &decision,
+            json!({"checkout_id": c.id, "amount_minor": c.total_minor, "merchant_domain": c.merchant_domain}),
+        )
+        .await?;
         c.rule_result = Some(
             match decision.result {
                 Verdict::Allow => "allow",

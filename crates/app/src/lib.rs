@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod agents;
 pub mod app;
 pub mod approvals;
+pub mod audit;
 pub mod catalog;
 pub mod checkouts;
 pub mod clock;

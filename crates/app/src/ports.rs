@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use storefront_domain::account::{Account, ApiKey};
-use storefront_domain::agent::{Agent, Approval, ApprovalStatus};
+use storefront_domain::agent::{Agent, Approval, ApprovalStatus, AuditEvent};
 use storefront_domain::catalog::Product;
 use storefront_domain::checkout::{Checkout, CheckoutStatus};
 use storefront_domain::ids::ServiceId;
@@ -308,6 +308,15 @@ pub trait Store: Send + Sync + 'static {
     async fn update_rule(&self, rule: &AgentRule) -> StoreResult<bool>;
     async fn delete_rule(&self, agent: &AgentId, rule_id: &str) -> StoreResult<bool>;
     /// The agent's live orders (not failed, not canceled) since `since`: `(created_at, total)`.
+    async fn insert_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    /// Oldest first, after the cursor, `limit + 1` rows.
+    async fn list_audit(
+        &self,
+        account: &AccountId,
+        agent: Option<&AgentId>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>>;
     async fn insert_checkout(&self, checkout: &Checkout) -> StoreResult<()>;
     async fn get_checkout(&self, id: &CheckoutId) -> StoreResult<Option<Checkout>>;
     /// The agent's checkouts that are not completed or canceled.

@@ -121,3 +121,23 @@ pub struct Approval {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub decided_at: Option<Timestamp>,
 }
+
+/// One governance record: a check, a decision, an approval, a kill switch (append-only).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditEvent {
+    pub id: crate::ids::AuditId,
+    #[serde(skip)]
+    pub account_id: AccountId,
+    pub agent_id: Option<AgentId>,
+    /// `check`, `order_decision`, `checkout_decision`, `approval`, `kill_switch`, `reactivate`.
+    pub kind: String,
+    /// `allow`, `deny`, `escalate`, `approved`, `denied`, `expired`, `suspended`, `active`.
+    pub result: Option<String>,
+    /// The rule that decided, `SF-001` style.
+    pub rule_code: Option<String>,
+    pub detail: serde_json::Value,
+    #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+}

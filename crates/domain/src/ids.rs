@@ -62,6 +62,8 @@ prefixed_id!(/// A ledger entry.
     LedgerEntryId, "led");
 prefixed_id!(/// A background job.
     JobId, "job");
+prefixed_id!(/// A governance audit record.
+    AuditId, "aud");
 prefixed_id!(/// A checkout session for a purchase made elsewhere (seed 003).
     CheckoutId, "chk");
 prefixed_id!(/// A line of a checkout session.

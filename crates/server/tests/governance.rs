@@ -953,3 +953,104 @@ async fn seed_003_flow_connect_check_checkout_update_complete_escalate_approve_r
         .await;
     assert_eq!(after.body["data"]["status"], "canceled", "{:?}", after.body);
 }
+
+dual_test!(every_check_decision_approval_and_kill_switch_is_audited);
+async fn every_check_decision_approval_and_kill_switch_is_audited(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (owner, id, key) = agent(&s, 500).await;
+    let deny = rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "per_transaction_cap", "params": {"max_minor": 1000}}),
+    )
+    .await;
+    let escalate = rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "category", "action": "escalate", "params": {"deny": ["search"]}}),
+    )
+    .await;
+    s.post(
+        "/api/v1/agent/check",
+        Some(&key),
+        &json!({"transaction": {"amount_minor": 5000}}),
+    )
+    .await;
+    let waiting = s.order(Some(&key), "au1", &search("audit")).await;
+    let approval_id = waiting.body["data"]["order"]["approval"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.post(
+        &format!("/api/v1/approvals/{approval_id}/deny"),
+        Some(&owner),
+        &json!({"reason": "no"}),
+    )
+    .await;
+    s.post(
+        "/api/v1/agent/kill-switch",
+        Some(&key),
+        &json!({"confirm": true, "reason": "audit test"}),
+    )
+    .await;
+
+    let all = s
+        .get(
+            &format!("/api/v1/audit?agent_id={id}&limit=100"),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(all.status, 200, "{:?}", all.body);
+    let events = all.body["data"]["events"].as_array().unwrap();
+    let summary: Vec<(String, String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or("").to_owned(),
+                e["result"].as_str().unwrap_or("").to_owned(),
+                e["rule_code"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let code = |r: &Value| r["code"].as_str().unwrap().to_owned();
+    assert_eq!(
+        summary,
+        vec![
+            ("check".into(), "deny".into(), code(&deny)),
+            ("order_decision".into(), "escalate".into(), code(&escalate)),
+            ("approval".into(), "denied".into(), code(&escalate)),
+            ("kill_switch".into(), "suspended".into(), String::new()),
+        ]
+    );
+    // Pages continue after the cursor; other accounts see nothing; agents cannot read it.
+    let first = s
+        .get(
+            &format!("/api/v1/audit?agent_id={id}&limit=2"),
+            Some(&owner),
+        )
+        .await;
+    let cursor = first.body["data"]["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rest = s
+        .get(
+            &format!("/api/v1/audit?agent_id={id}&after={cursor}"),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(rest.body["data"]["events"].as_array().unwrap().len(), 2);
+    let (_, stranger) = s.account(0).await;
+    let none = s.get("/api/v1/audit", Some(&stranger)).await;
+    assert_eq!(none.body["data"]["events"], json!([]));
+    s.post(
+        &format!("/api/v1/agents/{id}/reactivate"),
+        Some(&owner),
+        &json!({}),
+    )
+    .await;
+    let forbidden = s.get("/api/v1/audit", Some(&key)).await;
+    assert_eq!(forbidden.status, 403);
+}

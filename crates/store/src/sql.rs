@@ -23,9 +23,9 @@ macro_rules! shared_store {
             AgentRule, BudgetGuard, Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, ResourceToken, Store, StoreError, StoreResult,
         };
         use storefront_domain::account::{Account, ApiKey, KeyRole};
-        use storefront_domain::ids::{AccountId, AgentId, ApprovalId, CheckoutId, JobId, KeyId, LedgerEntryId, OrderId, PaymentId, QuoteId, ServiceId};
+        use storefront_domain::ids::{AccountId, AgentId, ApprovalId, AuditId, CheckoutId, JobId, KeyId, LedgerEntryId, OrderId, PaymentId, QuoteId, ServiceId};
         use storefront_domain::payment::{Payment, PaymentPurpose, PaymentState};
-        use storefront_domain::agent::{Agent, AgentStatus, Approval, ApprovalStatus};
+        use storefront_domain::agent::{Agent, AgentStatus, Approval, ApprovalStatus, AuditEvent};
         use storefront_domain::governance::{Rule, RuleAction, RuleKind};
         use storefront_domain::checkout::{Checkout, CheckoutStatus};
         use storefront_domain::job::{Job, JobOutcome, JobStatus};
@@ -1064,6 +1064,54 @@ impl Store for $store {
             .rows_affected();
         tx.commit().await.map_err(backend)?;
         Ok(done == 1)
+    }
+
+    async fn insert_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO audit_events (id, account_id, agent_id, kind, result, rule_code, detail, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(e.id.as_str())
+        .bind(e.account_id.as_str())
+        .bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(&e.kind)
+        .bind(e.result.as_deref())
+        .bind(e.rule_code.as_deref())
+        .bind(to_json(&e.detail))
+        .bind(ts(&e.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn list_audit(&self, account: &AccountId, agent: Option<&AgentId>, after: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events WHERE account_id = $1 AND ($2 IS NULL OR agent_id = $2) AND ($3 IS NULL OR id > $3)
+             ORDER BY id LIMIT $4",
+        )
+        .bind(account.as_str())
+        .bind(agent.map(|a| a.as_str().to_owned()))
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    id: AuditId::from_trusted(r.get("id")),
+                    account_id: AccountId::from_trusted(r.get("account_id")),
+                    agent_id: r.get::<Option<String>, _>("agent_id").map(AgentId::from_trusted),
+                    kind: r.get("kind"),
+                    result: r.get("result"),
+                    rule_code: r.get("rule_code"),
+                    detail: parse_json(r.get("detail"))?,
+                    created_at: parse_ts(r.get("created_at"))?,
+                })
+            })
+            .collect()
     }
 
     async fn insert_checkout(&self, c: &Checkout) -> StoreResult<()> {

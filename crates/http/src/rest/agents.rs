@@ -15,7 +15,7 @@ use storefront_app::agents::{
     AgentInput, CheckResult, ConnectInput, Connection, RuleInput, RuleView,
 };
 use storefront_app::App;
-use storefront_domain::agent::{Agent, Approval, ApprovalStatus};
+use storefront_domain::agent::{Agent, Approval, ApprovalStatus, AuditEvent};
 use storefront_domain::governance::Transaction;
 use storefront_domain::DomainError;
 use utoipa::{IntoParams, ToSchema};
@@ -40,9 +40,53 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(kill_switch))
         .routes(routes!(owner_kill_switch))
         .routes(routes!(reactivate))
+        .routes(routes!(audit))
         .routes(routes!(list_approvals))
         .routes(routes!(approve))
         .routes(routes!(deny))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditPage {
+    events: Vec<AuditEvent>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Only this agent's records.
+    agent_id: Option<String>,
+    /// `next_cursor` of the previous page (records after it, oldest first).
+    after: Option<String>,
+    /// Page size, 1-100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+}
+
+/// The governance audit: checks, decisions, approvals, kill switches, oldest first.
+#[utoipa::path(operation_id = "list_audit", get, path = "/audit", tag = "governance", params(AuditQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of audit records", body = Envelope<AuditPage>),
+        (status = 400, description = "A bad query parameter", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys read the audit", body = ErrorEnvelope),
+    ))]
+async fn audit(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = crate::extract::int_param("limit", q.limit.as_deref())?;
+    let page = app
+        .list_audit(&principal, q.agent_id.as_deref(), q.after, limit)
+        .await?;
+    Ok(ok(AuditPage {
+        events: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[derive(Serialize, ToSchema)]
