@@ -311,6 +311,22 @@ impl App {
         id: &str,
     ) -> Result<CreatedKey, DomainError> {
         let agent = self.owned_agent(principal, id).await?;
+        self.mint_agent_key(&agent.account_id, &agent.id).await
+    }
+
+    /// A new key for an agent of the account; the secret is in the answer only.
+    pub(crate) async fn mint_agent_key(
+        &self,
+        account_id: &storefront_domain::ids::AccountId,
+        agent_id: &AgentId,
+    ) -> Result<CreatedKey, DomainError> {
+        let agent = self
+            .store
+            .get_agent(agent_id)
+            .await
+            .map_err(store_failure)?
+            .filter(|a| &a.account_id == account_id)
+            .ok_or_else(|| DomainError::not_found("agent", agent_id.as_str()))?;
         let (key, secret) = new_key(
             &agent.account_id,
             KeyRole::Agent,

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod catalog;
 pub mod checkouts;
 pub mod clock;
+pub mod device;
 pub mod discovery;
 pub mod jobs;
 pub mod machines;

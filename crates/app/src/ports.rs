@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use storefront_domain::account::{Account, ApiKey};
-use storefront_domain::agent::{Agent, Approval, ApprovalStatus, AuditEvent};
+use storefront_domain::agent::{Agent, Approval, ApprovalStatus, AuditEvent, DeviceGrant};
 use storefront_domain::catalog::Product;
 use storefront_domain::checkout::{Checkout, CheckoutStatus};
 use storefront_domain::ids::ServiceId;
@@ -308,6 +308,18 @@ pub trait Store: Send + Sync + 'static {
     async fn update_rule(&self, rule: &AgentRule) -> StoreResult<bool>;
     async fn delete_rule(&self, agent: &AgentId, rule_id: &str) -> StoreResult<bool>;
     /// The agent's live orders (not failed, not canceled) since `since`: `(created_at, total)`.
+    async fn insert_device_grant(&self, grant: &DeviceGrant) -> StoreResult<()>;
+    async fn find_device_grant(&self, device_code_hash: &str) -> StoreResult<Option<DeviceGrant>>;
+    async fn find_device_grant_by_user_code(
+        &self,
+        user_code: &str,
+    ) -> StoreResult<Option<DeviceGrant>>;
+    /// Writes the grant if its status is still `expected_status`.
+    async fn update_device_grant(
+        &self,
+        grant: &DeviceGrant,
+        expected_status: &str,
+    ) -> StoreResult<bool>;
     async fn insert_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     /// Oldest first, after the cursor, `limit + 1` rows.
     async fn list_audit(

@@ -141,3 +141,21 @@ pub struct AuditEvent {
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
 }
+
+/// A device authorization (RFC 8628): an agent asking for a key on a customer's account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceGrant {
+    pub device_code_hash: String,
+    /// What the owner types or confirms, like `WDJB-MJHT`.
+    pub user_code: String,
+    pub customer_email: String,
+    pub agent_name: String,
+    /// `pending`, `approved`, `denied` or `consumed`.
+    pub status: String,
+    pub account_id: Option<AccountId>,
+    pub agent_id: Option<AgentId>,
+    pub interval_seconds: i64,
+    pub last_polled_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}

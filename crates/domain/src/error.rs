@@ -42,6 +42,12 @@ pub enum ErrorCode {
     ApprovalPending,
     ApprovalDenied,
     ReceiptMismatch,
+    /// RFC 8628's token errors.
+    AuthorizationPending,
+    SlowDown,
+    AccessDenied,
+    ExpiredToken,
+    InvalidGrant,
     /// An MPP challenge: pay and retry.
     PaymentRequired,
     /// MPP problem codes (draft-ryan-httpauth-payment), spelled as the spec spells them.
@@ -102,6 +108,11 @@ impl ErrorCode {
             Self::ApprovalPending => "approval_pending",
             Self::ApprovalDenied => "approval_denied",
             Self::ReceiptMismatch => "receipt_mismatch",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::SlowDown => "slow_down",
+            Self::AccessDenied => "access_denied",
+            Self::ExpiredToken => "expired_token",
+            Self::InvalidGrant => "invalid_grant",
             Self::PaymentRequired => "payment_required",
             Self::MalformedCredential => "malformed-credential",
             Self::InvalidChallenge => "invalid-challenge",
@@ -132,6 +143,11 @@ impl ErrorCode {
             | Self::ApprovalPending
             | Self::ApprovalDenied
             | Self::ReceiptMismatch
+            | Self::AuthorizationPending
+            | Self::SlowDown
+            | Self::AccessDenied
+            | Self::ExpiredToken
+            | Self::InvalidGrant
             | Self::PayloadTooLarge => ErrorType::InvalidRequest,
             Self::InsufficientCredits
             | Self::PaymentRequired

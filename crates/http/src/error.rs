@@ -45,7 +45,13 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::CONFLICT
         }
         ErrorCode::ApprovalDenied => StatusCode::FORBIDDEN,
-        ErrorCode::ReceiptMismatch => StatusCode::BAD_REQUEST,
+        // RFC 8628 answers its token errors with 400.
+        ErrorCode::ReceiptMismatch
+        | ErrorCode::AuthorizationPending
+        | ErrorCode::SlowDown
+        | ErrorCode::AccessDenied
+        | ErrorCode::ExpiredToken
+        | ErrorCode::InvalidGrant => StatusCode::BAD_REQUEST,
         ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,

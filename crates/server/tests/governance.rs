@@ -1054,3 +1054,161 @@ async fn every_check_decision_approval_and_kill_switch_is_audited(backend: Backe
     let forbidden = s.get("/api/v1/audit", Some(&key)).await;
     assert_eq!(forbidden.status, 403);
 }
+
+async fn token(s: &TestServer, device_code: &str) -> common::Reply {
+    s.post(
+        "/api/v1/agent-auth/token",
+        None,
+        &json!({"device_code": device_code}),
+    )
+    .await
+}
+
+dual_test!(customer_agent_tokens_follow_the_device_flow_of_rfc_8628);
+async fn customer_agent_tokens_follow_the_device_flow_of_rfc_8628(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let email = format!("customer-{}@example.com", common::uuid_like());
+    let (account, owner) = s
+        .app
+        .admin_create_account(&email, "Customer")
+        .await
+        .unwrap();
+    s.app
+        .admin_grant_credits(account.id.as_str(), 1_000, "t")
+        .await
+        .unwrap();
+    let owner = owner.api_key;
+
+    let bad = s
+        .post(
+            "/api/v1/agent-auth/device",
+            None,
+            &json!({"customer_email": "nope", "agent_name": "x"}),
+        )
+        .await;
+    assert_eq!((bad.status.as_u16(), bad.param()), (400, "customer_email"));
+    let started = s
+        .post(
+            "/api/v1/agent-auth/device",
+            None,
+            &json!({"customer_email": email.to_uppercase(), "agent_name": "Travel bot"}),
+        )
+        .await;
+    assert_eq!(started.status, 200, "{:?}", started.body);
+    let d = &started.body["data"];
+    let device_code = d["device_code"].as_str().unwrap().to_owned();
+    let user_code = d["user_code"].as_str().unwrap().to_owned();
+    assert_eq!(d["interval"], 5);
+    assert!(d["verification_uri"]
+        .as_str()
+        .unwrap()
+        .ends_with("/dashboard/device"));
+
+    let pending = token(&s, &device_code).await;
+    assert_eq!(
+        (pending.status.as_u16(), pending.code()),
+        (400, "authorization_pending")
+    );
+    let fast = token(&s, &device_code).await;
+    assert_eq!(fast.code(), "slow_down", "polled within the interval");
+    s.clock.advance(chrono::Duration::seconds(11));
+
+    // Only the owner of the customer's account sees the code.
+    let (_, stranger) = s.account(0).await;
+    let hidden = s
+        .post(
+            "/api/v1/agent-auth/decide",
+            Some(&stranger),
+            &json!({"user_code": user_code}),
+        )
+        .await;
+    assert_eq!(hidden.status, 404);
+    let approved = s
+        .post(
+            "/api/v1/agent-auth/decide",
+            Some(&owner),
+            &json!({"user_code": user_code.to_lowercase()}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{:?}", approved.body);
+    let twice = s
+        .post(
+            "/api/v1/agent-auth/decide",
+            Some(&owner),
+            &json!({"user_code": user_code}),
+        )
+        .await;
+    assert_eq!(twice.code(), "invalid_state");
+
+    let granted = token(&s, &device_code).await;
+    assert_eq!(granted.status, 200, "{:?}", granted.body);
+    assert_eq!(granted.body["data"]["token_type"], "Bearer");
+    let access = granted.body["data"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agent_id = granted.body["data"]["agent_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let again = token(&s, &device_code).await;
+    assert_eq!(
+        again.code(),
+        "invalid_grant",
+        "a device code is exchanged once"
+    );
+
+    // The token is an agent key with default rules.
+    let rules = s.get("/api/v1/agent/rules", Some(&access)).await;
+    let kinds: Vec<&str> = rules.body["data"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["per_transaction_cap", "budget"]);
+    let bought = s.order(Some(&access), "dev1", &search("device")).await;
+    assert_eq!(bought.status, 201, "{:?}", bought.body);
+    let agent = s
+        .get(&format!("/api/v1/agents/{agent_id}"), Some(&owner))
+        .await;
+    assert_eq!(agent.body["data"]["agent"]["name"], "Travel bot");
+
+    // Denied and expired codes.
+    let denied = s
+        .post(
+            "/api/v1/agent-auth/device",
+            None,
+            &json!({"customer_email": email, "agent_name": "Other"}),
+        )
+        .await;
+    let denied_code = denied.body["data"]["device_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let denied_user = denied.body["data"]["user_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.post(
+        "/api/v1/agent-auth/decide",
+        Some(&owner),
+        &json!({"user_code": denied_user, "decision": "deny"}),
+    )
+    .await;
+    assert_eq!(token(&s, &denied_code).await.code(), "access_denied");
+    let late = s
+        .post(
+            "/api/v1/agent-auth/device",
+            None,
+            &json!({"customer_email": email, "agent_name": "Late"}),
+        )
+        .await;
+    let late_code = late.body["data"]["device_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.clock.advance(chrono::Duration::minutes(11));
+    assert_eq!(token(&s, &late_code).await.code(), "expired_token");
+    assert_eq!(token(&s, "sf_dev_unknown").await.code(), "invalid_grant");
+}

@@ -25,7 +25,7 @@ macro_rules! shared_store {
         use storefront_domain::account::{Account, ApiKey, KeyRole};
         use storefront_domain::ids::{AccountId, AgentId, ApprovalId, AuditId, CheckoutId, JobId, KeyId, LedgerEntryId, OrderId, PaymentId, QuoteId, ServiceId};
         use storefront_domain::payment::{Payment, PaymentPurpose, PaymentState};
-        use storefront_domain::agent::{Agent, AgentStatus, Approval, ApprovalStatus, AuditEvent};
+        use storefront_domain::agent::{Agent, AgentStatus, Approval, ApprovalStatus, AuditEvent, DeviceGrant};
         use storefront_domain::governance::{Rule, RuleAction, RuleKind};
         use storefront_domain::checkout::{Checkout, CheckoutStatus};
         use storefront_domain::job::{Job, JobOutcome, JobStatus};
@@ -1066,6 +1066,59 @@ impl Store for $store {
         Ok(done == 1)
     }
 
+    async fn insert_device_grant(&self, g: &DeviceGrant) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO device_grants (device_code_hash, user_code, customer_email, agent_name, status, account_id, agent_id,
+                                        interval_seconds, last_polled_at, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&g.device_code_hash)
+        .bind(&g.user_code)
+        .bind(&g.customer_email)
+        .bind(&g.agent_name)
+        .bind(&g.status)
+        .bind(g.account_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(g.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(g.interval_seconds)
+        .bind(g.last_polled_at.as_ref().map(ts))
+        .bind(ts(&g.created_at))
+        .bind(ts(&g.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn find_device_grant(&self, hash: &str) -> StoreResult<Option<DeviceGrant>> {
+        self.find_one("SELECT * FROM device_grants WHERE device_code_hash = $1", hash, device_grant_from_row).await
+    }
+
+    async fn find_device_grant_by_user_code(&self, user_code: &str) -> StoreResult<Option<DeviceGrant>> {
+        self.find_one("SELECT * FROM device_grants WHERE user_code = $1", user_code, device_grant_from_row).await
+    }
+
+    async fn update_device_grant(&self, g: &DeviceGrant, expected_status: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE device_grants SET status = $1, account_id = $2, agent_id = $3, interval_seconds = $4, last_polled_at = $5
+             WHERE device_code_hash = $6 AND status = $7",
+        )
+        .bind(&g.status)
+        .bind(g.account_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(g.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(g.interval_seconds)
+        .bind(g.last_polled_at.as_ref().map(ts))
+        .bind(&g.device_code_hash)
+        .bind(expected_status)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(done == 1)
+    }
+
     async fn insert_audit(&self, e: &AuditEvent) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
@@ -1424,6 +1477,22 @@ async fn update_checkout_row(conn: &mut $conn, c: &Checkout, expected: &[Checkou
         query = query.bind(status.as_str());
     }
     Ok(query.execute(&mut *conn).await.map_err(backend)?.rows_affected() == 1)
+}
+
+fn device_grant_from_row(r: &$row) -> StoreResult<DeviceGrant> {
+    Ok(DeviceGrant {
+        device_code_hash: r.get("device_code_hash"),
+        user_code: r.get("user_code"),
+        customer_email: r.get("customer_email"),
+        agent_name: r.get("agent_name"),
+        status: r.get("status"),
+        account_id: r.get::<Option<String>, _>("account_id").map(AccountId::from_trusted),
+        agent_id: r.get::<Option<String>, _>("agent_id").map(AgentId::from_trusted),
+        interval_seconds: r.get("interval_seconds"),
+        last_polled_at: r.get::<Option<&str>, _>("last_polled_at").map(parse_ts).transpose()?,
+        created_at: parse_ts(r.get("created_at"))?,
+        expires_at: parse_ts(r.get("expires_at"))?,
+    })
 }
 
 fn agent_from_row(r: &$row) -> StoreResult<Agent> {

@@ -3,6 +3,7 @@
 mod account;
 mod agents;
 mod checkouts;
+mod device;
 mod discovery;
 mod health;
 mod orders;
@@ -37,7 +38,8 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
                 .merge(services::routes())
                 .merge(payments::routes())
                 .merge(agents::routes())
-                .merge(checkouts::routes()),
+                .merge(checkouts::routes())
+                .merge(device::routes()),
         )
         .split_for_parts()
 }
