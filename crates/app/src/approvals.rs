@@ -39,10 +39,37 @@ impl App {
     /// expires it; nothing is charged.
     pub(crate) async fn await_approval(
         &self,
-        mut order: Order,
+        order: Order,
         escalation: Escalation,
         key_ref: &IdempotencyRef,
     ) -> Result<OrderOutcome, DomainError> {
+        let view = self
+            .hold_for_approval(order, escalation, key_ref, |view| {
+                OrderOutcome::Accepted {
+                    order: view.clone(),
+                    retry_after_seconds: Some(10),
+                    payment_receipt: None,
+                }
+                .to_value()
+            })
+            .await?;
+        Ok(OrderOutcome::Accepted {
+            order: view,
+            retry_after_seconds: Some(10),
+            payment_receipt: None,
+        })
+    }
+
+    /// Stores an order waiting for the owner (an order, or a lease extension), with its approval,
+    /// the job that expires it and the request's remembered answer (`outcome`); nothing is
+    /// charged. Returns the order as shown.
+    pub(crate) async fn hold_for_approval(
+        &self,
+        mut order: Order,
+        escalation: Escalation,
+        key_ref: &IdempotencyRef,
+        outcome: impl FnOnce(&crate::views::OrderView) -> Value,
+    ) -> Result<crate::views::OrderView, DomainError> {
         let now = self.clock.now();
         order.status = OrderStatus::AwaitingApproval;
         order.payment_status = storefront_domain::order::PaymentStatus::Unpaid;
@@ -67,11 +94,7 @@ impl App {
         expire.run_at = approval.expires_at;
         let mut view = self.order_view(&order);
         view.approval = Some(approval_view(&approval));
-        let outcome = OrderOutcome::Accepted {
-            order: view,
-            retry_after_seconds: Some(10),
-            payment_receipt: None,
-        };
+        let remembered = outcome(&view);
         let inserted = self
             .store
             .insert_order(&NewOrder {
@@ -84,7 +107,7 @@ impl App {
                 updates_service: None,
                 completes: Some(&IdempotencyCompletion {
                     key: key_ref.clone(),
-                    outcome: outcome.to_value(),
+                    outcome: remembered,
                 }),
                 payment: None,
                 budget: escalation.guard.as_ref(),
@@ -106,7 +129,7 @@ impl App {
             Err(e) => return Err(store_failure(e)),
         }
         tracing::info!(order_id = %order.id, approval_id = %approval.id, "order waits for the owner's approval");
-        Ok(outcome)
+        Ok(view)
     }
 
     /// The approval an order waits for (or waited for), as the order shows it.
@@ -241,6 +264,16 @@ impl App {
             .clone()
             .ok_or_else(DomainError::internal)?;
         let mut order = self.load_order(&order_id).await?;
+        if let Some(service_id) = order
+            .configuration
+            .get("extends_service_id")
+            .and_then(Value::as_str)
+            .and_then(storefront_domain::ids::ServiceId::parse)
+        {
+            return self
+                .approve_extension(principal, id, approval, order, &service_id)
+                .await;
+        }
         let product = self
             .catalog
             .get(&order.product_id)
@@ -291,6 +324,85 @@ impl App {
         match applied {
             Ok(true) => {
                 tracing::info!(approval_id = %approval.id, order_id = %order.id, "approved; the order proceeds");
+                self.audit_approval(&approval).await?;
+                Ok(approval)
+            }
+            Ok(false) => Err(already_decided(&self.owned_approval(principal, id).await?)),
+            Err(StoreError::InsufficientCredits { balance_minor }) => {
+                Err(crate::orders::insufficient_credits(
+                    balance_minor,
+                    order.total_minor,
+                    &order.currency,
+                ))
+            }
+            Err(e) => Err(store_failure(e)),
+        }
+    }
+
+    /// An approved lease extension: charged and applied to the lease in one transaction.
+    async fn approve_extension(
+        &self,
+        principal: &Principal,
+        id: &str,
+        mut approval: Approval,
+        mut order: Order,
+        service_id: &storefront_domain::ids::ServiceId,
+    ) -> Result<Approval, DomainError> {
+        use storefront_domain::service::ServiceStatus;
+        let now = self.clock.now();
+        let mut service = self.load_service(service_id).await?;
+        let added = order
+            .configuration
+            .get("added_seconds")
+            .and_then(Value::as_i64)
+            .ok_or_else(DomainError::internal)?;
+        let from = service.status;
+        service.lease_seconds += added;
+        service.expires_at = service
+            .expires_at
+            .map(|at| at + chrono::Duration::seconds(added));
+        service.updated_at = now;
+        order.status = OrderStatus::Fulfilled;
+        order.payment_status = storefront_domain::order::PaymentStatus::Paid;
+        order.result = Some(json!({ "extended_service_id": service.id, "added_seconds": added }));
+        order.updated_at = now;
+        let charge = (order.total_minor > 0).then(|| LedgerMovement {
+            account_id: approval.account_id.clone(),
+            kind: LedgerKind::Charge,
+            amount_minor: -order.total_minor,
+            order_id: Some(order.id.clone()),
+            description: format!("lease extension of {} ({}), approved", service.id, order.id),
+        });
+        approval.status = ApprovalStatus::Approved;
+        approval.decided_at = Some(now);
+        let live = [
+            ServiceStatus::Active,
+            ServiceStatus::Restarting,
+            ServiceStatus::Reinstalling,
+        ];
+        if !live.contains(&from) {
+            return Err(DomainError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "Service {} is {} and can no longer be extended.",
+                    service.id,
+                    from.as_str()
+                ),
+                "Deny the approval; the lease is over.",
+            ));
+        }
+        let applied = self
+            .store
+            .apply_change(&Change {
+                order: Some((&order, &[OrderStatus::AwaitingApproval])),
+                service: Some((&service, &[from])),
+                approval: Some((&approval, &[ApprovalStatus::Pending])),
+                movement: charge.as_ref(),
+                ..Change::default()
+            })
+            .await;
+        match applied {
+            Ok(true) => {
                 self.audit_approval(&approval).await?;
                 Ok(approval)
             }

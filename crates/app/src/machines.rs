@@ -278,7 +278,7 @@ impl App {
         }
     }
 
-    async fn load_service(&self, id: &ServiceId) -> Result<Service, DomainError> {
+    pub(crate) async fn load_service(&self, id: &ServiceId) -> Result<Service, DomainError> {
         self.store
             .get_service(id)
             .await
@@ -855,7 +855,7 @@ impl App {
             return Ok((extension, true));
         }
         match self
-            .charge_extension(service, additional_minutes, &key_ref)
+            .charge_extension(principal, service, additional_minutes, &key_ref)
             .await
         {
             Ok(extension) => Ok((extension, false)),
@@ -868,6 +868,7 @@ impl App {
 
     async fn charge_extension(
         &self,
+        principal: &Principal,
         mut service: Service,
         additional_minutes: i64,
         key_ref: &crate::ports::IdempotencyRef,
@@ -941,6 +942,7 @@ impl App {
         let mut configuration = serde_json::Map::new();
         configuration.insert("extends_service_id".into(), json!(service.id));
         configuration.insert("additional_minutes".into(), json!(additional_minutes));
+        configuration.insert("added_seconds".into(), json!(units * unit_seconds));
         let quote = storefront_domain::quote::Quote {
             id: storefront_domain::ids::QuoteId::generate(),
             account_id: Some(service.account_id.clone()),
@@ -956,12 +958,11 @@ impl App {
             expires_at: now,
             management_capabilities: Vec::new(),
         };
-        let order = Order {
+        let mut order = Order {
             id: storefront_domain::ids::OrderId::generate(),
             account_id: Some(service.account_id.clone()),
-            // Extensions are governed with the service's orders once approvals land; they are not
-            // attributed to an agent's budget yet.
-            agent_id: None,
+            // An agent's extensions count toward its budgets like its orders.
+            agent_id: principal.agent_id().cloned(),
             status: OrderStatus::Fulfilled,
             payment_status: PaymentStatus::Paid,
             payment_method: storefront_domain::order::PaymentMethod::Credit,
@@ -983,6 +984,46 @@ impl App {
                 json!({ "extended_service_id": service.id, "added_seconds": units * unit_seconds }),
             ),
             failure: None,
+        };
+        // An agent key's extension passes the owner's rules like an order.
+        let budget = match self
+            .govern_order(
+                principal,
+                product,
+                amount,
+                product.pricing.currency.as_str(),
+            )
+            .await?
+        {
+            crate::agents::Gate::Proceed(guard) => guard,
+            crate::agents::Gate::Escalate(escalation) => {
+                self.store
+                    .insert_quote(&quote)
+                    .await
+                    .map_err(store_failure)?;
+                order.status = OrderStatus::AwaitingApproval;
+                order.payment_status = PaymentStatus::Unpaid;
+                order.result = None;
+                let current = ServiceView::from(&service);
+                let service_id = service.id.to_string();
+                let view = self
+                    .hold_for_approval(order, escalation, key_ref, |order| {
+                        serde_json::to_value(Extension {
+                            service_id: service_id.clone(),
+                            status: "awaiting_approval".into(),
+                            service: serde_json::to_value(&current).expect("plain data"),
+                            order: serde_json::to_value(order).expect("plain data"),
+                        })
+                        .expect("plain data")
+                    })
+                    .await?;
+                return Ok(Extension {
+                    service_id: service.id.to_string(),
+                    status: "awaiting_approval".into(),
+                    service: serde_json::to_value(ServiceView::from(&service)).expect("plain data"),
+                    order: serde_json::to_value(view).expect("plain data"),
+                });
+            }
         };
         let from = service.status;
         let added = units * unit_seconds;
@@ -1024,7 +1065,7 @@ impl App {
                 updates_service: Some((&service, &[from])),
                 completes: Some(&completion),
                 payment: None,
-                budget: None,
+                budget: budget.as_ref(),
                 approval: None,
             })
             .await
@@ -1032,6 +1073,14 @@ impl App {
                 crate::ports::StoreError::InsufficientCredits { balance_minor } => {
                     crate::orders::insufficient_credits(balance_minor, amount, &order.currency)
                 }
+                crate::ports::StoreError::BudgetExceeded {
+                    spent_minor,
+                    max_minor,
+                } => DomainError::new(
+                    ErrorCode::SpendingCapExceeded,
+                    format!("This extension would exceed the agent's budget: {spent_minor} already spent of {max_minor}."),
+                    "Ask the account owner to raise the budget.",
+                ),
                 other => store_failure(other),
             })?;
         if !applied {

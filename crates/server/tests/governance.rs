@@ -1212,3 +1212,90 @@ async fn customer_agent_tokens_follow_the_device_flow_of_rfc_8628(backend: Backe
     assert_eq!(token(&s, &late_code).await.code(), "expired_token");
     assert_eq!(token(&s, "sf_dev_unknown").await.code(), "invalid_grant");
 }
+
+dual_test!(an_agents_lease_extension_waits_for_approval_and_is_applied_when_approved);
+async fn an_agents_lease_extension_waits_for_approval_and_is_applied_when_approved(
+    backend: Backend,
+) {
+    if common::machines::image_dir().is_none() {
+        return;
+    }
+    let s = TestServer::start(&backend).await;
+    s.start_worker();
+    let (owner, id, key) = agent(&s, 10_000).await;
+    let bought = s
+        .order(
+            Some(&owner),
+            "m",
+            &json!({"product_id": "bare-linux-machine", "configuration": {"duration_minutes": 15}}),
+        )
+        .await;
+    let order_id = bought.body["data"]["order"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let service_id = bought.body["data"]["order"]["service_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.poll_until(&format!("/api/v1/orders/{order_id}"), Some(&owner), |b| {
+        b["data"]["order"]["credentials_available"] == true
+    })
+    .await;
+    rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 10, "tier": "owner", "timeout_seconds": 600}})).await;
+    let before = s
+        .get(&format!("/api/v1/services/{service_id}"), Some(&owner))
+        .await;
+    let expires_before = before.body["data"]["service"]["expires_at"].clone();
+    let balance_before = s.balance(&owner).await;
+
+    let extend = |key: String| {
+        let s = &s;
+        let service_id = service_id.clone();
+        async move {
+            s.send(
+                s.client
+                    .post(s.url(&format!("/api/v1/services/{service_id}/extend")))
+                    .bearer_auth(key)
+                    .header("Idempotency-Key", "ext-1")
+                    .json(&json!({"additional_minutes": 15})),
+            )
+            .await
+        }
+    };
+    let waiting = extend(key.clone()).await;
+    assert_eq!(waiting.status, 202, "{:?}", waiting.body);
+    assert_eq!(waiting.body["data"]["status"], "awaiting_approval");
+    assert_eq!(waiting.body["data"]["order"]["status"], "awaiting_approval");
+    assert_eq!(
+        s.balance(&owner).await,
+        balance_before,
+        "nothing charged while waiting"
+    );
+    let replay = extend(key.clone()).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    let approval_id = waiting.body["data"]["order"]["approval"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approved = s
+        .post(
+            &format!("/api/v1/approvals/{approval_id}/approve"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{:?}", approved.body);
+    let after = s
+        .get(&format!("/api/v1/services/{service_id}"), Some(&owner))
+        .await;
+    assert_ne!(
+        after.body["data"]["service"]["expires_at"], expires_before,
+        "the lease grew"
+    );
+    assert_eq!(
+        s.balance(&owner).await,
+        balance_before - 75,
+        "15 minutes at 0.05 charged once"
+    );
+}
