@@ -493,7 +493,7 @@ impl App {
         principal: &Principal,
         agent_id: Option<&str>,
         reason: Option<String>,
-    ) -> Result<Agent, DomainError> {
+    ) -> Result<(Agent, usize), DomainError> {
         let mut agent = match (principal, agent_id) {
             (Principal::Agent { .. }, None) => self
                 .acting_agent(principal)
@@ -519,12 +519,13 @@ impl App {
             serde_json::json!({"reason": reason, "by": if principal.agent_id().is_some() { "agent" } else { "owner" }}),
         )
         .await?;
-        for checkout in self
+        let open_checkouts = self
             .store
             .agent_open_checkouts(&agent.id)
             .await
-            .map_err(store_failure)?
-        {
+            .map_err(store_failure)?;
+        let canceled_checkouts = open_checkouts.len();
+        for checkout in open_checkouts {
             self.cancel_open_checkout(checkout, Some("kill switch".into()))
                 .await?;
         }
@@ -563,7 +564,7 @@ impl App {
                 }
             }
         }
-        Ok(agent)
+        Ok((agent, canceled_checkouts))
     }
 
     /// `POST /api/v1/agent/connect`: the agent introduces itself. The first connection of an

@@ -169,7 +169,7 @@ impl App {
     ) -> Result<Approval, DomainError> {
         let not_found = || {
             DomainError::new(
-                ErrorCode::NotFound,
+                ErrorCode::ApprovalNotFound,
                 format!("No approval '{id}' of this agent."),
                 "Use the approval_id of your order's approval.",
             )

@@ -201,15 +201,15 @@ impl App {
             c.total_minor = total;
         }
         if let Some(currency) = input.currency {
-            let lower = currency.trim().to_ascii_lowercase();
-            if storefront_domain::money::Currency::parse(&lower).is_none() {
-                return Err(DomainError::validation(
-                    "currency",
-                    format!("'{currency}' is not an ISO 4217 currency code."),
-                    "Use three letters, like USD.",
-                ));
-            }
-            c.currency = lower;
+            let parsed =
+                storefront_domain::money::Currency::parse_iso(&currency).ok_or_else(|| {
+                    DomainError::validation(
+                        "currency",
+                        format!("'{currency}' is not an ISO 4217 currency code."),
+                        "Use three letters, like USD.",
+                    )
+                })?;
+            c.currency = parsed.to_string();
         }
         if let Some(name) = short("merchant_name", input.merchant_name, MAX_NAME)? {
             c.merchant_name = Some(name);

@@ -41,6 +41,7 @@ pub enum ErrorCode {
     CheckoutCompleted,
     ApprovalPending,
     ApprovalDenied,
+    ApprovalNotFound,
     ReceiptMismatch,
     /// RFC 8628's token errors.
     AuthorizationPending,
@@ -107,6 +108,7 @@ impl ErrorCode {
             Self::CheckoutCompleted => "checkout_completed",
             Self::ApprovalPending => "approval_pending",
             Self::ApprovalDenied => "approval_denied",
+            Self::ApprovalNotFound => "approval_not_found",
             Self::ReceiptMismatch => "receipt_mismatch",
             Self::AuthorizationPending => "authorization_pending",
             Self::SlowDown => "slow_down",
@@ -142,6 +144,7 @@ impl ErrorCode {
             | Self::CheckoutCompleted
             | Self::ApprovalPending
             | Self::ApprovalDenied
+            | Self::ApprovalNotFound
             | Self::ReceiptMismatch
             | Self::AuthorizationPending
             | Self::SlowDown

@@ -16,6 +16,13 @@ impl Currency {
             .then(|| Self(raw.to_owned()))
     }
 
+    /// A code from a request: any case, but it must name an ISO 4217 currency.
+    pub fn parse_iso(raw: &str) -> Option<Self> {
+        let code = raw.trim();
+        iso_currency::Currency::from_code(&code.to_ascii_uppercase())
+            .and_then(|_| Self::parse(&code.to_ascii_lowercase()))
+    }
+
     pub fn usd() -> Self {
         Self("usd".to_owned())
     }

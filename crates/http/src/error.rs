@@ -40,7 +40,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::QuoteExpired | ErrorCode::ApprovalExpired | ErrorCode::CheckoutExpired => {
             StatusCode::GONE
         }
-        ErrorCode::CheckoutNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::CheckoutNotFound | ErrorCode::ApprovalNotFound => StatusCode::NOT_FOUND,
         ErrorCode::CheckoutNotReady | ErrorCode::CheckoutCompleted | ErrorCode::ApprovalPending => {
             StatusCode::CONFLICT
         }

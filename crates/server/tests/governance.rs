@@ -512,7 +512,9 @@ async fn the_kill_switch_suspends_at_once_cancels_waiting_orders_and_only_the_ow
         )
         .await;
     assert_eq!(pulled.status, 200, "{:?}", pulled.body);
-    assert_eq!(pulled.body["data"]["agent"]["status"], "suspended");
+    assert_eq!(pulled.body["data"]["success"], true);
+    assert_eq!(pulled.body["data"]["agent_status"], "suspended");
+    assert_eq!(pulled.body["data"]["active_checkouts_canceled"], 0);
 
     let order = s
         .get(&format!("/api/v1/orders/{order_id}"), Some(&owner))
@@ -849,6 +851,57 @@ async fn seed_003_flow_connect_check_checkout_update_complete_escalate_approve_r
         (409, "checkout_not_ready")
     );
 
+    // A denied approval is reported on complete; unknown approvals have their code.
+    let denied_big = s
+        .post(
+            "/api/v1/agent/checkout",
+            Some(&key),
+            &json!({"items": [{"name": "TV", "unit_amount": 90000, "quantity": 1}]}),
+        )
+        .await;
+    let denied_big_id = denied_big.body["data"]["id"].as_str().unwrap().to_owned();
+    let esc = s
+        .post(
+            "/api/v1/agent/checkout/complete",
+            Some(&key),
+            &json!({"checkout_id": denied_big_id}),
+        )
+        .await;
+    let esc_approval = esc.body["data"]["approval_required"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.post(
+        &format!("/api/v1/approvals/{esc_approval}/deny"),
+        Some(&owner),
+        &json!({"reason": "too pricey"}),
+    )
+    .await;
+    let after_deny = s
+        .get(
+            &format!("/api/v1/agent/checkout?checkout_id={denied_big_id}"),
+            Some(&key),
+        )
+        .await;
+    assert_eq!(after_deny.body["data"]["status"], "canceled");
+    let polled_denied = s
+        .get(
+            &format!("/api/v1/agent/approval/{esc_approval}"),
+            Some(&key),
+        )
+        .await;
+    assert_eq!(polled_denied.body["data"]["approval"]["status"], "denied");
+    let missing = s
+        .get(
+            "/api/v1/agent/approval/apr_00000000000000000000000000000000",
+            Some(&key),
+        )
+        .await;
+    assert_eq!(
+        (missing.status.as_u16(), missing.code()),
+        (404, "approval_not_found")
+    );
+
     // The error table: unknown, expired, limits.
     let unknown = s
         .get(
@@ -883,6 +936,7 @@ async fn seed_003_flow_connect_check_checkout_update_complete_escalate_approve_r
             "metadata",
         ),
         (json!({"items": [], "currency": "dollars"}), "currency"),
+        (json!({"items": [], "currency": "XYZ"}), "currency"),
     ] {
         let r = s.post("/api/v1/agent/checkout", Some(&key), &body).await;
         assert_eq!((r.status.as_u16(), r.param()), (400, param), "{:?}", r.body);

@@ -133,7 +133,7 @@ fn confirmed(body: &KillSwitchBody) -> Result<(), DomainError> {
 #[utoipa::path(operation_id = "agent_kill_switch", post, path = "/agent/kill-switch", tag = "governance", request_body = KillSwitchBody,
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "The suspended agent", body = Envelope<AgentData>),
+        (status = 200, description = "Suspended (seed 003's answer)", body = Envelope<KillSwitchResult>),
         (status = 400, description = "confirm is not true", body = ErrorEnvelope),
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
         (status = 403, description = "Not an agent key, or already suspended", body = ErrorEnvelope),
@@ -144,8 +144,22 @@ async fn kill_switch(
     body: ApiJson<KillSwitchBody>,
 ) -> Result<Json<Value>, ApiError> {
     confirmed(&body.body)?;
-    let agent = app.kill_switch(&principal, None, body.body.reason).await?;
-    Ok(ok(AgentData { agent }))
+    let (agent, canceled) = app.kill_switch(&principal, None, body.body.reason).await?;
+    Ok(ok(KillSwitchResult {
+        success: true,
+        agent_status: agent.status,
+        active_checkouts_canceled: canceled,
+        timestamp: storefront_domain::timestamp::format(&app.clock().now()),
+    }))
+}
+
+/// Seed 003's kill switch answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KillSwitchResult {
+    success: bool,
+    agent_status: storefront_domain::agent::AgentStatus,
+    active_checkouts_canceled: usize,
+    timestamp: String,
 }
 
 /// The kill switch pulled by the owner.
@@ -166,7 +180,7 @@ async fn owner_kill_switch(
     body: ApiJson<KillSwitchBody>,
 ) -> Result<Json<Value>, ApiError> {
     confirmed(&body.body)?;
-    let agent = app
+    let (agent, _) = app
         .kill_switch(&principal, Some(&id), body.body.reason)
         .await?;
     Ok(ok(AgentData { agent }))
@@ -777,9 +791,21 @@ async fn check(
         action: _action,
         transaction: t,
     } = body.body;
+    let currency = match t.currency.as_deref() {
+        None => "usd".to_owned(),
+        Some(raw) => storefront_domain::money::Currency::parse_iso(raw)
+            .ok_or_else(|| {
+                DomainError::validation(
+                    "transaction.currency",
+                    format!("'{raw}' is not an ISO 4217 currency code."),
+                    "Use three letters, like USD.",
+                )
+            })?
+            .to_string(),
+    };
     let tx = Transaction {
         amount_minor: amount_minor(&t)?,
-        currency: t.currency.clone().unwrap_or_else(|| "usd".into()),
+        currency,
         merchant_name: t.merchant_name.clone(),
         merchant_domain: t.merchant_domain.map(|d| d.to_ascii_lowercase()),
         category: t.category.clone(),
