@@ -321,9 +321,23 @@ impl App {
                 ..Change::default()
             })
             .await;
+        tracing::info!(approval_id = %approval.id, order_id = %order.id, "approving; the order proceeds");
+        self.finish_approval(principal, id, approval, &order, applied)
+            .await
+    }
+
+    /// What an approval's transaction came to: audited and returned, already decided by
+    /// someone else, or refused for want of credit (nothing written).
+    async fn finish_approval(
+        &self,
+        principal: &Principal,
+        id: &str,
+        approval: Approval,
+        order: &Order,
+        applied: Result<bool, StoreError>,
+    ) -> Result<Approval, DomainError> {
         match applied {
             Ok(true) => {
-                tracing::info!(approval_id = %approval.id, order_id = %order.id, "approved; the order proceeds");
                 self.audit_approval(&approval).await?;
                 Ok(approval)
             }
@@ -401,21 +415,8 @@ impl App {
                 ..Change::default()
             })
             .await;
-        match applied {
-            Ok(true) => {
-                self.audit_approval(&approval).await?;
-                Ok(approval)
-            }
-            Ok(false) => Err(already_decided(&self.owned_approval(principal, id).await?)),
-            Err(StoreError::InsufficientCredits { balance_minor }) => {
-                Err(crate::orders::insufficient_credits(
-                    balance_minor,
-                    order.total_minor,
-                    &order.currency,
-                ))
-            }
-            Err(e) => Err(store_failure(e)),
-        }
+        self.finish_approval(principal, id, approval, &order, applied)
+            .await
     }
 
     /// Owner's denial: the order is canceled; nothing was charged.

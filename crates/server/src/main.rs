@@ -182,6 +182,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// The application on the configured database, for commands that act on it directly (admin,
+/// stdio MCP) rather than through a server.
+async fn local_app(config: &Config) -> Result<App, CliError> {
+    let store = open_store(config).await?;
+    let base_url = config
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen));
+    Ok(build_app(config, store, Arc::new(SystemClock), base_url).await?)
+}
+
 async fn run(cli: Cli) -> Result<(), CliError> {
     // Agent commands talk to a running storefront; they need no local configuration.
     let command = match cli.command {
@@ -245,12 +256,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Agent(_) => unreachable!("agent commands returned above"),
         Command::Mcp => {
             telemetry::init(&config);
-            let store = open_store(&config).await?;
-            let base_url = config
-                .base_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", config.listen));
-            let app = build_app(&config, store, Arc::new(SystemClock), base_url).await?;
+            let app = local_app(&config).await?;
             let principal = match std::env::var("STOREFRONT_API_KEY") {
                 Ok(key) if !key.is_empty() => app.authenticate(&key).await.map_err(|e| {
                     std::io::Error::other(format!("STOREFRONT_API_KEY: {}", e.message))
@@ -261,12 +267,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Admin(cmd) => {
-            let store = open_store(&config).await?;
-            let base_url = config
-                .base_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", config.listen));
-            let app = build_app(&config, store, Arc::new(SystemClock), base_url).await?;
+            let app = local_app(&config).await?;
             run_admin(&app, cmd).await
         }
     }
