@@ -406,24 +406,27 @@ impl App {
         match checkout.status {
             CheckoutStatus::ReadyForPayment => {}
             CheckoutStatus::Completed => return Err(completed(&checkout)),
+            CheckoutStatus::Canceled => {
+                // Canceled because the owner said no: say so.
+                let denied = self
+                    .store
+                    .find_approval_for_checkout(&checkout.id)
+                    .await
+                    .map_err(store_failure)?
+                    .is_some_and(|a| a.status == ApprovalStatus::Denied);
+                if denied {
+                    return Err(checkout_error(
+                        ErrorCode::ApprovalDenied,
+                        format!("The owner denied checkout {}.", checkout.id),
+                        "Do not buy this; ask the owner.",
+                    ));
+                }
+                return Err(not_ready(&checkout, "completed"));
+            }
             _ => return Err(not_ready(&checkout, "completed")),
         }
         if self.pending_checkout_approval(&checkout).await?.is_some() {
             return Err(approval_pending(&checkout));
-        }
-        if let Some(decided) = self
-            .store
-            .find_approval_for_checkout(&checkout.id)
-            .await
-            .map_err(store_failure)?
-        {
-            if decided.status == ApprovalStatus::Denied {
-                return Err(checkout_error(
-                    ErrorCode::ApprovalDenied,
-                    format!("The owner denied checkout {}.", checkout.id),
-                    "Do not buy this; ask the owner.",
-                ));
-            }
         }
         let verdict = self.evaluate_checkout(&agent, &mut checkout).await?;
         let now = self.clock.now();

@@ -1353,3 +1353,115 @@ async fn an_agents_lease_extension_waits_for_approval_and_is_applied_when_approv
         "15 minutes at 0.05 charged once"
     );
 }
+
+dual_test!(every_rule_kind_allows_denies_and_escalates_through_the_check_endpoint);
+async fn every_rule_kind_allows_denies_and_escalates_through_the_check_endpoint(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    // (kind, params, a transaction it allows, one it objects to)
+    let cases = [
+        (
+            "per_transaction_cap",
+            json!({"max_minor": 500}),
+            json!({"amount_minor": 500}),
+            json!({"amount_minor": 501}),
+        ),
+        (
+            "budget",
+            json!({"period": "week", "max_minor": 500}),
+            json!({"amount_minor": 500}),
+            json!({"amount_minor": 501}),
+        ),
+        (
+            "category",
+            json!({"allow": ["compute"]}),
+            json!({"amount_minor": 1, "category": "compute"}),
+            json!({"amount_minor": 1, "category": "toys"}),
+        ),
+        (
+            "merchant",
+            json!({"trusted_only": true}),
+            json!({"amount_minor": 1, "merchant_domain": "shop.example"}),
+            json!({"amount_minor": 1, "merchant_domain": "other.example"}),
+        ),
+        (
+            "product",
+            json!({"deny": ["gpu"]}),
+            json!({"amount_minor": 1, "product_id": "cpu"}),
+            json!({"amount_minor": 1, "product_id": "gpu"}),
+        ),
+        (
+            "escalate_above",
+            json!({"amount_minor": 500, "tier": "owner", "timeout_seconds": 600}),
+            json!({"amount_minor": 500}),
+            json!({"amount_minor": 501}),
+        ),
+    ];
+    for (kind, params, allowed, objected) in cases {
+        let actions: &[&str] = if kind == "escalate_above" {
+            &["escalate"]
+        } else {
+            &["deny", "escalate"]
+        };
+        for action in actions {
+            let (owner, id, key) = agent(&s, 0).await;
+            put_json(
+                &s,
+                &owner,
+                &format!("/api/v1/agents/{id}/stores"),
+                &json!({"trusted": ["shop.example"]}),
+            )
+            .await;
+            rule(
+                &s,
+                &owner,
+                &id,
+                json!({"kind": kind, "action": action, "params": params}),
+            )
+            .await;
+            let check = |tx: Value| {
+                let s = &s;
+                let key = key.clone();
+                async move {
+                    s.post(
+                        "/api/v1/agent/check",
+                        Some(&key),
+                        &json!({"action": "purchase", "transaction": tx}),
+                    )
+                    .await
+                }
+            };
+            let ok = check(allowed.clone()).await;
+            assert_eq!(
+                ok.body["data"]["result"], "allow",
+                "{kind} {action}: {:?}",
+                ok.body
+            );
+            let no = check(objected.clone()).await;
+            assert_eq!(
+                no.body["data"]["result"], *action,
+                "{kind} {action}: {:?}",
+                no.body
+            );
+            assert_eq!(no.body["data"]["rule_id"], "SF-001");
+        }
+    }
+    // rate: the window counts the agent's orders.
+    let (owner, id, key) = agent(&s, 100).await;
+    rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "rate", "params": {"max_transactions": 1, "per_seconds": 3600}}),
+    )
+    .await;
+    let first = s.order(Some(&key), "r1", &search("rate")).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let second = s.order(Some(&key), "r2", &search("rate")).await;
+    assert_eq!(
+        (second.status.as_u16(), second.code()),
+        (403, "rules_denied")
+    );
+    s.clock.advance(chrono::Duration::hours(2));
+    let later = s.order(Some(&key), "r3", &search("rate")).await;
+    assert_eq!(later.status, 201, "the window moved on");
+}
