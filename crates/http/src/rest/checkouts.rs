@@ -180,6 +180,7 @@ async fn update(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "approved, or ready_for_payment with approval_required", body = Envelope<CheckoutResponse>),
+        (status = 400, description = "An invalid body", body = ErrorEnvelope),
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
         (status = 403, description = "rules_denied, approval_denied, pending or kill_switch_active", body = ErrorEnvelope),
         (status = 404, description = "checkout_not_found", body = ErrorEnvelope),
