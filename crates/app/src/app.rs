@@ -33,6 +33,9 @@ pub struct AppSettings {
     pub mpp_challenge_ttl: Duration,
     /// Host names the MCP endpoint answers (with the host of `base_url` and loopback).
     pub mcp_allowed_hosts: Vec<String>,
+    /// Requests a minute per API key, and per client address without a key (0: no limit).
+    pub rate_limit_per_minute: u32,
+    pub public_rate_limit_per_minute: u32,
 }
 
 impl Default for AppSettings {
@@ -47,6 +50,8 @@ impl Default for AppSettings {
             checkout_ttl: Duration::hours(1),
             mpp_challenge_ttl: Duration::minutes(5),
             mcp_allowed_hosts: Vec::new(),
+            rate_limit_per_minute: 1200,
+            public_rate_limit_per_minute: 600,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 mod rest;
 
 pub use rest::api;
@@ -40,11 +41,19 @@ pub fn router(app: App, doors: Router) -> Router {
         })
         .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Millis));
     metrics::handle();
+    let limits = ratelimit::Limits::new(
+        app.settings().rate_limit_per_minute,
+        app.settings().public_rate_limit_per_minute,
+    );
     rest::routes()
         .route("/metrics", axum::routing::get(metrics::render))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .with_state(app)
         .merge(doors)
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            ratelimit::limit,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(trace)

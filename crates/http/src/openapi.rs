@@ -82,6 +82,39 @@ impl Modify for Security {
     }
 }
 
+/// What holds for every operation once the routes are in: each can be rate limited.
+pub fn finish(openapi: &mut OpenApi) {
+    // API.md §12: every operation can answer 429.
+    let limited = utoipa::openapi::ResponseBuilder::new()
+        .description("rate_limited: wait Retry-After seconds (RateLimit-* headers tell the quota)")
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                    "ErrorEnvelope",
+                )))
+                .build(),
+        )
+        .build();
+    for item in openapi.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses
+                .responses
+                .entry("429".into())
+                .or_insert_with(|| RefOr::T(limited.clone()));
+        }
+    }
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(

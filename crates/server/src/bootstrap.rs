@@ -167,6 +167,8 @@ pub async fn build_app(
         ),
         mcp_allowed_hosts: config.mcp_allowed_hosts.clone(),
         base_url_configured: config.base_url.is_some(),
+        rate_limit_per_minute: config.rate_limit_per_minute,
+        public_rate_limit_per_minute: config.public_rate_limit_per_minute,
         ..AppSettings::default()
     };
     let secret_box = SecretBox::new(&secrets_key(config)?);

@@ -17,6 +17,12 @@ pub enum LogFormat {
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
+fn default_key_rate() -> u32 {
+    1200
+}
+fn default_public_rate() -> u32 {
+    600
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -68,6 +74,12 @@ pub struct Config {
     /// after this long.
     #[serde(default = "default_job_lease")]
     pub job_lease_seconds: u64,
+    /// Requests a minute per API key (also the burst); 0 turns the limit off.
+    #[serde(default = "default_key_rate")]
+    pub rate_limit_per_minute: u32,
+    /// Requests a minute per client address for calls without a key; 0 turns it off.
+    #[serde(default = "default_public_rate")]
+    pub public_rate_limit_per_minute: u32,
     /// Create a demo account with credits on the first start of an empty database.
     #[serde(default = "default_true")]
     pub demo_account: bool,
@@ -227,6 +239,15 @@ impl Config {
         }
         if let Some(v) = env("STOREFRONT_QUOTE_TTL_SECONDS") {
             self.quote_ttl_seconds = number("STOREFRONT_QUOTE_TTL_SECONDS", v)?;
+        }
+        if let Some(v) = env("STOREFRONT_RATE_LIMIT_PER_MINUTE") {
+            self.rate_limit_per_minute =
+                number("STOREFRONT_RATE_LIMIT_PER_MINUTE", v)?.min(u64::from(u32::MAX)) as u32;
+        }
+        if let Some(v) = env("STOREFRONT_PUBLIC_RATE_LIMIT_PER_MINUTE") {
+            self.public_rate_limit_per_minute =
+                number("STOREFRONT_PUBLIC_RATE_LIMIT_PER_MINUTE", v)?.min(u64::from(u32::MAX))
+                    as u32;
         }
         if let Some(v) = env("STOREFRONT_JOB_LEASE_SECONDS") {
             self.job_lease_seconds = number("STOREFRONT_JOB_LEASE_SECONDS", v)?.max(1);

@@ -27,9 +27,13 @@ pub async fn serve(
     }
     let mcp = storefront_mcp::router(app.clone(), &hosts);
     let router = storefront_http::router(app, mcp);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The peer address keys the rate limit of calls without an API key.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.

@@ -27,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 /// The `/api/v1` routes and the OpenAPI document made from the same list.
 pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
-    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+    let (router, mut document) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .nest(
             "/api/v1",
             OpenApiRouter::new()
@@ -41,7 +41,9 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
                 .merge(checkouts::routes())
                 .merge(device::routes()),
         )
-        .split_for_parts()
+        .split_for_parts();
+    crate::openapi::finish(&mut document);
+    (router, document)
 }
 
 pub fn routes() -> Router<App> {
