@@ -170,6 +170,12 @@ impl App {
                 "guidance": "Never log secrets or paste them into chats; they are shown once and stored only hashed here.",
             },
             "retries": "Retry a failed request with the same Idempotency-Key and the same body; a new key is a new purchase.",
+            "rate_limits": {
+                "per_api_key_per_minute": self.settings.rate_limit_per_minute,
+                "per_address_per_minute_without_key": self.settings.public_rate_limit_per_minute,
+                "unlimited_when": 0,
+                "on_limit": "429 rate_limited with Retry-After; every answer carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset",
+            },
             "acceptable_use": format!("{base}/acceptable-use"),
         })
     }

@@ -54,3 +54,18 @@ async fn keys_and_addresses_have_their_own_buckets_and_health_is_never_limited(b
         assert_eq!(s.get("/healthz", None).await.status, 200);
     }
 }
+
+dual_test!(the_agent_policy_states_the_limits_in_force);
+async fn the_agent_policy_states_the_limits_in_force(backend: Backend) {
+    let s = TestServer::start_with(&backend, |c| {
+        c.rate_limit_per_minute = 77;
+        c.public_rate_limit_per_minute = 11;
+    })
+    .await;
+    let policy = s.get("/agent-policy.json", None).await;
+    assert_eq!(policy.body["rate_limits"]["per_api_key_per_minute"], 77);
+    assert_eq!(
+        policy.body["rate_limits"]["per_address_per_minute_without_key"],
+        11
+    );
+}
