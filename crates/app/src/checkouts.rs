@@ -12,7 +12,7 @@ use storefront_domain::checkout::{
     validate_items, Checkout, CheckoutStatus, Item, Line, ReceiptOrder, MAX_CATEGORY,
     MAX_METADATA_BYTES, MAX_NAME,
 };
-use storefront_domain::governance::{Transaction, Verdict};
+use storefront_domain::governance::{Decision, Transaction, Verdict};
 use storefront_domain::ids::{ApprovalId, CheckoutId, LineItemId, OrderId};
 use storefront_domain::timestamp::format;
 use storefront_domain::{DomainError, ErrorCode};
@@ -137,11 +137,6 @@ impl App {
         }
     }
 
-    /// The acting agent (not suspended), for the agent endpoints.
-    async fn checkout_agent(&self, principal: &Principal) -> Result<Agent, DomainError> {
-        self.own_agent(principal).await
-    }
-
     /// A checkout of this agent, expired ones canceled on the way.
     async fn own_checkout(&self, agent: &Agent, id: &str) -> Result<Checkout, DomainError> {
         let not_found = || {
@@ -238,10 +233,10 @@ impl App {
         &self,
         agent: &Agent,
         c: &mut Checkout,
-    ) -> Result<Verdict, DomainError> {
+    ) -> Result<Option<Decision>, DomainError> {
         if c.lines.is_empty() {
             c.status = CheckoutStatus::NotReadyForPayment;
-            return Ok(Verdict::Allow);
+            return Ok(None);
         }
         let tx = Transaction {
             amount_minor: c.total_minor,
@@ -275,7 +270,7 @@ impl App {
         } else {
             CheckoutStatus::ReadyForPayment
         };
-        Ok(decision.result)
+        Ok(Some(decision))
     }
 
     /// `POST /api/v1/agent/checkout`.
@@ -284,7 +279,7 @@ impl App {
         principal: &Principal,
         input: CheckoutInput,
     ) -> Result<CheckoutResponse, DomainError> {
-        let agent = self.checkout_agent(principal).await?;
+        let agent = self.own_agent(principal).await?;
         let now = self.clock.now();
         let mut checkout = Checkout {
             id: CheckoutId::generate(),
@@ -321,7 +316,7 @@ impl App {
         principal: &Principal,
         id: &str,
     ) -> Result<CheckoutResponse, DomainError> {
-        let agent = self.checkout_agent(principal).await?;
+        let agent = self.own_agent(principal).await?;
         let checkout = self.own_checkout(&agent, id).await?;
         let approval = self
             .store
@@ -338,7 +333,7 @@ impl App {
         id: &str,
         input: CheckoutInput,
     ) -> Result<CheckoutResponse, DomainError> {
-        let agent = self.checkout_agent(principal).await?;
+        let agent = self.own_agent(principal).await?;
         let mut checkout = self.own_checkout(&agent, id).await?;
         let expected = checkout.status;
         match expected {
@@ -401,7 +396,7 @@ impl App {
         principal: &Principal,
         id: &str,
     ) -> Result<CheckoutResponse, DomainError> {
-        let agent = self.checkout_agent(principal).await?;
+        let agent = self.own_agent(principal).await?;
         let mut checkout = self.own_checkout(&agent, id).await?;
         match checkout.status {
             CheckoutStatus::ReadyForPayment => {}
@@ -428,10 +423,13 @@ impl App {
         if self.pending_checkout_approval(&checkout).await?.is_some() {
             return Err(approval_pending(&checkout));
         }
-        let verdict = self.evaluate_checkout(&agent, &mut checkout).await?;
+        let decision = self
+            .evaluate_checkout(&agent, &mut checkout)
+            .await?
+            .ok_or_else(|| not_ready(&checkout, "completed"))?;
         let now = self.clock.now();
         checkout.updated_at = now;
-        match verdict {
+        match decision.result {
             Verdict::Deny => {
                 self.save_checkout(&checkout, CheckoutStatus::ReadyForPayment, None)
                     .await?;
@@ -452,19 +450,6 @@ impl App {
                 Ok(self.response(&checkout, None))
             }
             Verdict::Escalate => {
-                let (decision, _) = self
-                    .decide(
-                        &agent,
-                        &Transaction {
-                            amount_minor: checkout.total_minor,
-                            currency: checkout.currency.clone(),
-                            merchant_name: checkout.merchant_name.clone(),
-                            merchant_domain: checkout.merchant_domain.clone(),
-                            category: checkout.effective_category(),
-                            product_id: None,
-                        },
-                    )
-                    .await?;
                 let (tier, timeout) = decision.approval.unwrap_or_else(|| ("owner".into(), 3600));
                 let approval = Approval {
                     id: ApprovalId::generate(),
@@ -501,7 +486,7 @@ impl App {
         id: &str,
         receipt: ReceiptInput,
     ) -> Result<CheckoutResponse, DomainError> {
-        let agent = self.checkout_agent(principal).await?;
+        let agent = self.own_agent(principal).await?;
         let mut checkout = self.own_checkout(&agent, id).await?;
         match checkout.status {
             CheckoutStatus::Approved => {}
@@ -595,7 +580,7 @@ impl App {
         id: &str,
         reason: Option<String>,
     ) -> Result<CheckoutResponse, DomainError> {
-        let agent = self.checkout_agent(principal).await?;
+        let agent = self.own_agent(principal).await?;
         let checkout = self.own_checkout(&agent, id).await?;
         let reason = short("reason", reason, 500)?;
         self.cancel_open_checkout(checkout, reason).await

@@ -1004,25 +1004,18 @@ impl App {
                 order.status = OrderStatus::AwaitingApproval;
                 order.payment_status = PaymentStatus::Unpaid;
                 order.result = None;
-                let current = ServiceView::from(&service);
-                let service_id = service.id.to_string();
-                let view = self
-                    .hold_for_approval(order, escalation, key_ref, |order| {
-                        serde_json::to_value(Extension {
-                            service_id: service_id.clone(),
-                            status: "awaiting_approval".into(),
-                            service: serde_json::to_value(&current).expect("plain data"),
-                            order: serde_json::to_value(order).expect("plain data"),
-                        })
-                        .expect("plain data")
-                    })
-                    .await?;
-                return Ok(Extension {
+                let waiting = |order: &crate::views::OrderView| Extension {
                     service_id: service.id.to_string(),
                     status: "awaiting_approval".into(),
                     service: serde_json::to_value(ServiceView::from(&service)).expect("plain data"),
-                    order: serde_json::to_value(view).expect("plain data"),
-                });
+                    order: serde_json::to_value(order).expect("plain data"),
+                };
+                let view = self
+                    .hold_for_approval(order, escalation, key_ref, |order| {
+                        serde_json::to_value(waiting(order)).expect("plain data")
+                    })
+                    .await?;
+                return Ok(waiting(&view));
             }
         };
         let from = service.status;

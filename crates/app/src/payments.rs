@@ -548,13 +548,7 @@ impl App {
             event_id: event_id.clone(),
             result,
         };
-        let Some(mut payment) = self
-            .store
-            .find_payment_by_session(session_id)
-            .await
-            .map_err(store_failure)?
-        else {
-            tracing::warn!(%event_id, %session_id, "checkout completed for an unknown session; ignored");
+        let Some(mut payment) = self.session_payment(&event_id, session_id).await? else {
             return Ok(ack("ignored"));
         };
         if amount_total != payment.amount_minor || currency != payment.currency.as_str() {
@@ -650,6 +644,24 @@ impl App {
         }
     }
 
+    /// The payment a checkout session event concerns; `None` (logged) for a session this
+    /// storefront did not open.
+    async fn session_payment(
+        &self,
+        event_id: &str,
+        session_id: &str,
+    ) -> Result<Option<Payment>, DomainError> {
+        let payment = self
+            .store
+            .find_payment_by_session(session_id)
+            .await
+            .map_err(store_failure)?;
+        if payment.is_none() {
+            tracing::warn!(%event_id, %session_id, "event for an unknown checkout session; ignored");
+        }
+        Ok(payment)
+    }
+
     async fn checkout_expired(
         &self,
         event_id: String,
@@ -659,12 +671,7 @@ impl App {
             event_id: event_id.clone(),
             result,
         };
-        let Some(mut payment) = self
-            .store
-            .find_payment_by_session(session_id)
-            .await
-            .map_err(store_failure)?
-        else {
+        let Some(mut payment) = self.session_payment(&event_id, session_id).await? else {
             return Ok(ack("ignored"));
         };
         let now = self.clock.now();
