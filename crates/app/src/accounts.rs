@@ -73,7 +73,7 @@ impl App {
         Ok(match key.role {
             KeyRole::Owner => Principal::Owner {
                 account_id: key.account_id,
-                key_id: key.id,
+                key_id: Some(key.id),
             },
             KeyRole::Agent => Principal::Agent {
                 account_id: key.account_id,

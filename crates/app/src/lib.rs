@@ -1,6 +1,6 @@
 //! The storefront's use-cases and the ports its adapters implement.
 //!
-//! Transports (REST today; MCP, dashboard and CLI later) call `App` methods with a `Principal`
+//! Transports (REST, MCP, the dashboard; the CLI through REST) call `App` methods with a `Principal`
 //! and typed inputs, and translate the `DomainError` they get back exactly once. Storage,
 //! fulfillment and time come in through the traits of [`ports`], so the same use-cases run on
 //! SQLite or PostgreSQL, against real upstreams or test stand-ins, on a real or a manual clock.
@@ -13,6 +13,7 @@ pub mod audit;
 pub mod catalog;
 pub mod checkouts;
 pub mod clock;
+pub mod dashboard;
 pub mod device;
 pub mod discovery;
 pub mod jobs;

@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use storefront_domain::account::{Account, ApiKey};
+use storefront_domain::account::{Account, ApiKey, DashboardSession, LoginCode};
 use storefront_domain::agent::{Agent, Approval, ApprovalStatus, AuditEvent, DeviceGrant};
 use storefront_domain::catalog::Product;
 use storefront_domain::checkout::{Checkout, CheckoutStatus};
@@ -352,6 +352,17 @@ pub trait Store: Send + Sync + 'static {
         agent: &AgentId,
         since: Timestamp,
     ) -> StoreResult<Vec<(Timestamp, i64)>>;
+
+    async fn insert_login_code(&self, code: &LoginCode) -> StoreResult<()>;
+    async fn find_login_code(&self, code_hash: &str) -> StoreResult<Option<LoginCode>>;
+    /// Marks an unused code used; `false` if another sign-in used it first.
+    async fn use_login_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<bool>;
+    async fn insert_dashboard_session(&self, session: &DashboardSession) -> StoreResult<()>;
+    async fn find_dashboard_session(
+        &self,
+        secret_hash: &str,
+    ) -> StoreResult<Option<DashboardSession>>;
+    async fn end_dashboard_session(&self, secret_hash: &str, now: Timestamp) -> StoreResult<()>;
 }
 
 /// Why a fulfiller could not deliver. `message` may be shown to the client; `detail` is for

@@ -6,10 +6,11 @@ use storefront_domain::DomainError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// An owner key: everything on its own account.
+    /// An owner key, or a dashboard session: everything on its own account. `key_id` is the
+    /// key used, `None` for a dashboard session opened with a one-time login code.
     Owner {
         account_id: AccountId,
-        key_id: KeyId,
+        key_id: Option<KeyId>,
     },
     /// An agent key: buys and manages within the agent's rules; never manages keys.
     Agent {

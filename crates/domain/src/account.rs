@@ -78,3 +78,27 @@ pub fn parse_email(raw: &str) -> Option<String> {
         && !domain.contains('@');
     ok.then(|| raw.to_owned())
 }
+
+/// A one-time code an operator prints (`storefront admin login-code`) so an owner can sign in
+/// to the dashboard without an API key. Only its hash is kept; it works once, briefly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginCode {
+    pub code_hash: String,
+    pub account_id: AccountId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+}
+
+/// A signed-in dashboard browser. The cookie holds the secret; only its hash is kept. A session
+/// opened with an owner key ends when that key is revoked (`key_id`); one opened with a login
+/// code has none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardSession {
+    pub secret_hash: String,
+    pub account_id: AccountId,
+    pub key_id: Option<KeyId>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+}

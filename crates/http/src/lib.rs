@@ -2,6 +2,7 @@
 //! use-case, wrap the result in the envelope. `DomainError` becomes an HTTP response in exactly
 //! one place ([`error`]).
 
+mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -46,6 +47,7 @@ pub fn router(app: App, doors: Router) -> Router {
         app.settings().public_rate_limit_per_minute,
     );
     rest::routes()
+        .merge(dashboard::routes())
         .route("/metrics", axum::routing::get(metrics::render))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .with_state(app)

@@ -123,6 +123,13 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print a one-time code that signs the account's owner in to the dashboard (10 minutes).
+    LoginCode {
+        #[arg(long, value_name = "ACCOUNT_ID")]
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the accounts.
     ListAccounts {
         #[arg(long)]
@@ -420,6 +427,22 @@ async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
                 );
             } else {
                 println!("key: {}\nsecret (shown once): {}", key.key_id, key.api_key);
+            }
+        }
+        AdminCommand::LoginCode { account, json } => {
+            let issued = app.admin_login_code(&account).await?;
+            let expires_at = storefront_domain::timestamp::format(&issued.expires_at);
+            if json {
+                println!(
+                    "{}",
+                    json!({ "login_code": issued.code, "expires_at": expires_at })
+                );
+            } else {
+                println!(
+                    "login code (one use, until {expires_at}): {}\nsign in at {}/dashboard/login",
+                    issued.code,
+                    app.settings().base_url
+                );
             }
         }
         AdminCommand::RotateSigningKey => {

@@ -22,7 +22,7 @@ macro_rules! shared_store {
         use storefront_app::ports::{
             AgentRule, BudgetGuard, Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, ResourceToken, Store, StoreError, StoreResult,
         };
-        use storefront_domain::account::{Account, ApiKey, KeyRole};
+        use storefront_domain::account::{Account, ApiKey, DashboardSession, KeyRole, LoginCode};
         use storefront_domain::ids::{AccountId, AgentId, ApprovalId, AuditId, CheckoutId, JobId, KeyId, LedgerEntryId, OrderId, PaymentId, QuoteId, ServiceId};
         use storefront_domain::payment::{Payment, PaymentPurpose, PaymentState};
         use storefront_domain::agent::{Agent, AgentStatus, Approval, ApprovalStatus, AuditEvent, DeviceGrant};
@@ -1273,6 +1273,67 @@ impl Store for $store {
     async fn get_job(&self, id: &JobId) -> StoreResult<Option<Job>> {
         self.find_one("SELECT * FROM jobs WHERE id = $1", id.as_str(), job_from_row).await
     }
+    async fn insert_login_code(&self, c: &LoginCode) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO login_codes (code_hash, account_id, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, NULL)")
+            .bind(&c.code_hash)
+            .bind(c.account_id.as_str())
+            .bind(ts(&c.created_at))
+            .bind(ts(&c.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn find_login_code(&self, code_hash: &str) -> StoreResult<Option<LoginCode>> {
+        self.find_one("SELECT * FROM login_codes WHERE code_hash = $1", code_hash, login_code_from_row).await
+    }
+
+    async fn use_login_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE login_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
+            .bind(ts(&now))
+            .bind(code_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        tx.commit().await.map_err(backend)?;
+        Ok(done == 1)
+    }
+
+    async fn insert_dashboard_session(&self, d: &DashboardSession) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO dashboard_sessions (secret_hash, account_id, key_id, created_at, expires_at, ended_at)
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(&d.secret_hash)
+        .bind(d.account_id.as_str())
+        .bind(d.key_id.as_ref().map(|k| k.as_str().to_owned()))
+        .bind(ts(&d.created_at))
+        .bind(ts(&d.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn find_dashboard_session(&self, secret_hash: &str) -> StoreResult<Option<DashboardSession>> {
+        self.find_one("SELECT * FROM dashboard_sessions WHERE secret_hash = $1", secret_hash, dashboard_session_from_row).await
+    }
+
+    async fn end_dashboard_session(&self, secret_hash: &str, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE dashboard_sessions SET ended_at = $1 WHERE secret_hash = $2 AND ended_at IS NULL")
+            .bind(ts(&now))
+            .bind(secret_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
 }
 
 /// Inserts an order row. Orders without a key get a unique per-order scope so the uniqueness
@@ -1477,6 +1538,27 @@ async fn update_checkout_row(conn: &mut $conn, c: &Checkout, expected: &[Checkou
         query = query.bind(status.as_str());
     }
     Ok(query.execute(&mut *conn).await.map_err(backend)?.rows_affected() == 1)
+}
+
+fn login_code_from_row(r: &$row) -> StoreResult<LoginCode> {
+    Ok(LoginCode {
+        code_hash: r.get("code_hash"),
+        account_id: AccountId::from_trusted(r.get("account_id")),
+        created_at: parse_ts(r.get("created_at"))?,
+        expires_at: parse_ts(r.get("expires_at"))?,
+        used_at: r.get::<Option<&str>, _>("used_at").map(parse_ts).transpose()?,
+    })
+}
+
+fn dashboard_session_from_row(r: &$row) -> StoreResult<DashboardSession> {
+    Ok(DashboardSession {
+        secret_hash: r.get("secret_hash"),
+        account_id: AccountId::from_trusted(r.get("account_id")),
+        key_id: r.get::<Option<String>, _>("key_id").map(KeyId::from_trusted),
+        created_at: parse_ts(r.get("created_at"))?,
+        expires_at: parse_ts(r.get("expires_at"))?,
+        ended_at: r.get::<Option<&str>, _>("ended_at").map(parse_ts).transpose()?,
+    })
 }
 
 fn device_grant_from_row(r: &$row) -> StoreResult<DeviceGrant> {
