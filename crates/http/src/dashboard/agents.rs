@@ -85,7 +85,8 @@ impl AgentForm {
     fn input(self) -> AgentInput {
         AgentInput {
             name: Some(self.name),
-            description: Some(self.description),
+            // An empty box means "no description", which the use-case expresses as none.
+            description: Some(self.description).filter(|d| !d.trim().is_empty()),
             requires_confirmation: Some(self.requires_confirmation.is_some()),
         }
     }
