@@ -188,6 +188,13 @@ async fn sessions_open_with_owner_keys_or_login_codes_and_end(backend: Backend) 
     assert_eq!(other.sign_in(&agent_key).await.status, 403);
     assert_eq!(other.sign_in("sf_live_nope").await.status, 401);
     assert_eq!(other.sign_in("").await.status, 400);
+    // A sign-in form on another site cannot sign a visitor in (login CSRF).
+    let req = other
+        .http
+        .post(s.url("/dashboard/login"))
+        .header("Origin", "https://evil.example")
+        .form(&[("credential", owner.as_str())]);
+    assert_eq!(other.send(req).await.status, 403);
     assert!(other.cookie.is_none());
 
     // A login code works once, and only for ten minutes.

@@ -4,7 +4,7 @@ use super::render::{html, html_with_status, money, when, Chrome, Notice};
 use super::{fixable, see_other, session_cookie, Form, PageError, PageResult, Session};
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect};
 use axum_extra::extract::cookie::{Cookie, CookieJar};
 use serde::Deserialize;
@@ -51,14 +51,42 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-/// The sign-in form has no session yet, so no CSRF token: it only ever creates a session for
-/// whoever knows the secret, and the cookie is SameSite=Strict.
+/// Whether a browser's `Origin` (when it sends one) is this server: a page elsewhere must not
+/// sign a visitor in to an account of its choosing (login CSRF).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| !host.is_empty() && authority == host)
+}
+
+/// The sign-in form has no session yet, so no CSRF token; it only ever creates a session for
+/// whoever knows the secret, and only from a page of this server (`Origin`).
 pub async fn login(
     State(app): State<App>,
     jar: CookieJar,
+    headers: HeaderMap,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> axum::response::Response {
     let next = safe_next(form.next);
+    if !same_origin(&headers) {
+        let e = storefront_domain::DomainError::forbidden(
+            "This sign-in form was sent from another site.",
+        );
+        return html_with_status(
+            StatusCode::FORBIDDEN,
+            &LoginPage {
+                next,
+                notice: Some(Notice::error(&e)),
+            },
+        );
+    }
     match app.dashboard_sign_in(&form.credential).await {
         Ok(session) => {
             let jar = jar.add(session_cookie(&app, session.secret, SESSION_TTL_SECONDS));
@@ -486,6 +514,19 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn sign_ins_come_from_this_server_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "shop.example:8080".parse().unwrap());
+        assert!(same_origin(&headers), "no Origin: not a cross-site form");
+        headers.insert(header::ORIGIN, "https://shop.example:8080".parse().unwrap());
+        assert!(same_origin(&headers));
+        headers.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(!same_origin(&headers));
+        headers.insert(header::ORIGIN, "null".parse().unwrap());
+        assert!(!same_origin(&headers));
     }
 
     #[test]
