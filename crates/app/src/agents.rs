@@ -501,7 +501,7 @@ impl App {
                 .ok_or_else(|| DomainError::forbidden("This key belongs to no agent."))?,
             (_, Some(id)) => self.owned_agent(principal, id).await?,
             _ => {
-                return Err(DomainError::forbidden(
+                return Err(principal.refuse(
                     "Pull the kill switch with the agent's key, or as the owner on /api/v1/agents/{id}/kill-switch.",
                 ))
             }
@@ -576,7 +576,7 @@ impl App {
     ) -> Result<Connection, DomainError> {
         let agent_id = principal
             .agent_id()
-            .ok_or_else(|| DomainError::forbidden("Only an agent key connects."))?;
+            .ok_or_else(|| principal.refuse("Only an agent key connects."))?;
         let mut agent = self
             .store
             .get_agent(agent_id)
@@ -632,7 +632,7 @@ impl App {
     pub async fn own_agent(&self, principal: &Principal) -> Result<Agent, DomainError> {
         self.acting_agent(principal)
             .await?
-            .ok_or_else(|| DomainError::forbidden("Only an agent key has an agent."))
+            .ok_or_else(|| principal.refuse("Only an agent key has an agent."))
     }
 
     /// `POST /api/v1/agents/{id}/reactivate`: the only way out of the kill switch.
@@ -740,7 +740,7 @@ impl App {
         tx: Transaction,
     ) -> Result<CheckResult, DomainError> {
         let agent = self.acting_agent(principal).await?.ok_or_else(|| {
-            DomainError::forbidden("Only an agent key (POST /api/v1/agents/{id}/keys) can check.")
+            principal.refuse("Only an agent key (POST /api/v1/agents/{id}/keys) can check.")
         })?;
         if !(1..=MAX_AMOUNT_MINOR).contains(&tx.amount_minor) {
             return Err(DomainError::validation(
@@ -765,7 +765,7 @@ impl App {
     pub async fn own_rules(&self, principal: &Principal) -> Result<Vec<RuleView>, DomainError> {
         let agent_id = principal
             .agent_id()
-            .ok_or_else(|| DomainError::forbidden("Only an agent key has rules of its own."))?;
+            .ok_or_else(|| principal.refuse("Only an agent key has rules of its own."))?;
         let rules = self
             .store
             .list_rules(agent_id)

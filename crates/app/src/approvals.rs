@@ -176,7 +176,7 @@ impl App {
         };
         let agent = principal
             .agent_id()
-            .ok_or_else(|| DomainError::forbidden("Only an agent key polls its approvals."))?;
+            .ok_or_else(|| principal.refuse("Only an agent key polls its approvals."))?;
         let approval_id = ApprovalId::parse(id).ok_or_else(not_found)?;
         let approval = self
             .store

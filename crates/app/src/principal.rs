@@ -92,6 +92,15 @@ impl Principal {
         }
     }
 
+    /// The refusal of an action this principal may not take: `401 unauthorized` without a key
+    /// (a key might allow it), `403 forbidden` with `message` for a key of the wrong kind.
+    pub fn refuse(&self, message: &str) -> DomainError {
+        match self {
+            Self::Public => DomainError::unauthorized(),
+            _ => DomainError::forbidden(message),
+        }
+    }
+
     /// The scope idempotency keys live in: the account, or for public agents the key alone.
     pub fn idempotency_scope(&self) -> String {
         match self {
