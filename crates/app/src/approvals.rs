@@ -105,10 +105,7 @@ impl App {
                 jobs: std::slice::from_ref(&expire),
                 resource_tokens: &[],
                 updates_service: None,
-                completes: Some(&IdempotencyCompletion {
-                    key: key_ref.clone(),
-                    outcome: remembered,
-                }),
+                completes: Some(&IdempotencyCompletion::new(key_ref.clone(), remembered)),
                 payment: None,
                 budget: escalation.guard.as_ref(),
                 approval: Some(&approval),

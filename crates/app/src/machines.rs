@@ -1038,10 +1038,10 @@ impl App {
             order_id: Some(order.id.clone()),
             description: format!("lease extension of {} ({})", service.id, order.id),
         });
-        let completion = crate::ports::IdempotencyCompletion {
-            key: key_ref.clone(),
-            outcome: serde_json::to_value(&extension).expect("plain data"),
-        };
+        let completion = crate::ports::IdempotencyCompletion::new(
+            key_ref.clone(),
+            serde_json::to_value(&extension).expect("plain data"),
+        );
         self.store
             .insert_quote(&quote)
             .await

@@ -296,7 +296,10 @@ impl App {
                 "Send the identical body to get the original result, or use a new key for a new request.",
             )
             .with_param("Idempotency-Key")),
-            ClaimOutcome::Existing { outcome: Some(stored), .. } => Ok(Some(stored)),
+            ClaimOutcome::Existing { outcome: Some(mut stored), .. } => {
+                self.signer.resign(&mut stored);
+                Ok(Some(stored))
+            }
             ClaimOutcome::Existing { outcome: None, .. } => Err(DomainError::new(
                 ErrorCode::IdempotencyInProgress,
                 "A request with this Idempotency-Key is still being processed.",
@@ -421,10 +424,9 @@ impl App {
         // Async orders are finished for this request once they are stored: record the outcome
         // in the same transaction. Instant orders record theirs after fulfillment.
         let accepted = (product.kind == ProductKind::Async).then(|| self.outcome_of(&order));
-        let completion = accepted.as_ref().map(|o| IdempotencyCompletion {
-            key: key_ref.clone(),
-            outcome: o.to_value(),
-        });
+        let completion = accepted
+            .as_ref()
+            .map(|o| IdempotencyCompletion::new(key_ref.clone(), o.to_value()));
         if matches!(req.source, OrderSource::Configure(_)) {
             self.store
                 .insert_quote(&quote)
@@ -548,10 +550,8 @@ impl App {
             }
         }
         let outcome = self.outcome_of(&order);
-        let completion = key_ref.map(|key| IdempotencyCompletion {
-            key: key.clone(),
-            outcome: outcome.to_value(),
-        });
+        let completion =
+            key_ref.map(|key| IdempotencyCompletion::new(key.clone(), outcome.to_value()));
         let (movement, refund_job) = refund;
         let moved = self
             .store
@@ -599,10 +599,10 @@ impl App {
     ) -> Result<OrderOutcome, DomainError> {
         let outcome = self.outcome_of(order);
         self.store
-            .complete_idempotency_key(&IdempotencyCompletion {
-                key: key_ref.clone(),
-                outcome: outcome.to_value(),
-            })
+            .complete_idempotency_key(&IdempotencyCompletion::new(
+                key_ref.clone(),
+                outcome.to_value(),
+            ))
             .await
             .map_err(store_failure)?;
         Ok(outcome)

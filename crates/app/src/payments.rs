@@ -188,10 +188,10 @@ impl App {
                 jobs: &[],
                 resource_tokens: &[],
                 updates_service: None,
-                completes: Some(&IdempotencyCompletion {
-                    key: key_ref.clone(),
-                    outcome: outcome.to_value(),
-                }),
+                completes: Some(&IdempotencyCompletion::new(
+                    key_ref.clone(),
+                    outcome.to_value(),
+                )),
                 payment: Some(&payment),
                 budget: None,
                 approval: None,
@@ -371,10 +371,9 @@ impl App {
             }),
             ProductKind::Instant => None,
         };
-        let completion = outcome.as_ref().map(|o| IdempotencyCompletion {
-            key: key_ref.clone(),
-            outcome: o.to_value(),
-        });
+        let completion = outcome
+            .as_ref()
+            .map(|o| IdempotencyCompletion::new(key_ref.clone(), o.to_value()));
         let applied = self
             .store
             .apply_change(&Change {

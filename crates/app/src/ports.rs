@@ -70,6 +70,21 @@ pub enum ClaimOutcome {
 pub struct IdempotencyCompletion {
     pub key: IdempotencyRef,
     pub outcome: Value,
+    /// Only [`IdempotencyCompletion::new`] makes one, so no stored answer keeps a signature.
+    _stripped: (),
+}
+
+impl IdempotencyCompletion {
+    /// The answer a key will replay, without the signatures of its signed URLs (bearer secrets
+    /// are never stored; the replay signs them again).
+    pub fn new(key: IdempotencyRef, mut outcome: Value) -> Self {
+        crate::secrets::UrlSigner::strip_signatures(&mut outcome);
+        Self {
+            key,
+            outcome,
+            _stripped: (),
+        }
+    }
 }
 
 /// An order and what commits with it.

@@ -186,6 +186,70 @@ impl UrlSigner {
     }
 }
 
+/// The path of an absolute or relative URL: from the first `/` after the authority to the query.
+fn url_path(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
+    let path = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
+    path.split('?').next().unwrap_or_default()
+}
+
+impl UrlSigner {
+    /// Removes the signature of every signed URL in a JSON answer about to be stored (the
+    /// replay copy of an idempotent request): signed URLs are bearer secrets, never kept.
+    /// `expires` stays, so [`UrlSigner::resign`] can restore the same URL.
+    pub fn strip_signatures(value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) if s.contains("expires=") && s.contains("sig=") => {
+                if let Some((head, query)) = s.split_once('?') {
+                    let kept: Vec<&str> = query
+                        .split('&')
+                        .filter(|p| !p.starts_with("sig="))
+                        .collect();
+                    *s = format!("{head}?{}", kept.join("&"));
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(Self::strip_signatures),
+            Value::Object(map) => map.values_mut().for_each(Self::strip_signatures),
+            _ => {}
+        }
+    }
+
+    /// Signs again the URLs [`UrlSigner::strip_signatures`] stripped, with the method of the
+    /// action they belong to (`GET` for a bare URL such as `status_url`).
+    pub fn resign(&self, value: &mut serde_json::Value) {
+        self.resign_with(value, "GET");
+    }
+
+    fn resign_with(&self, value: &mut serde_json::Value, method: &str) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) if s.contains("?expires=") && !s.contains("sig=") => {
+                let expires = s
+                    .split_once('?')
+                    .and_then(|(_, q)| q.split('&').find_map(|p| p.strip_prefix("expires=")))
+                    .and_then(|e| e.parse::<i64>().ok())
+                    .and_then(|e| chrono::DateTime::from_timestamp(e, 0));
+                if let Some(expires_at) = expires {
+                    let head = s.split('?').next().unwrap_or_default().to_owned();
+                    let query = self.sign(method, url_path(&head), expires_at);
+                    *s = format!("{head}?{query}");
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.resign_with(v, method)),
+            Value::Object(map) => {
+                let method = map
+                    .get("method")
+                    .and_then(Value::as_str)
+                    .unwrap_or("GET")
+                    .to_owned();
+                map.values_mut().for_each(|v| self.resign_with(v, &method));
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +265,36 @@ mod tests {
             Some("-----BEGIN OPENSSH PRIVATE KEY-----")
         );
         assert_eq!(SecretBox::ephemeral().open(&sealed), None);
+    }
+
+    #[test]
+    fn stored_answers_keep_no_signature_and_replay_the_same_urls() {
+        let signer = UrlSigner::new(b"key".to_vec(), vec![]);
+        let at = chrono::DateTime::from_timestamp(Utc::now().timestamp() + 600, 0).unwrap();
+        let status = format!(
+            "https://shop.example/api/v1/orders/o/status?{}",
+            signer.sign("GET", "/api/v1/orders/o/status", at)
+        );
+        let install = format!(
+            "https://shop.example/api/v1/orders/o/install?{}",
+            signer.sign("POST", "/api/v1/orders/o/install", at)
+        );
+        let original = serde_json::json!({"order": {"status_url": status, "install_action": {"method": "POST", "url": install}, "note": "sig= elsewhere"}});
+        let mut stored = original.clone();
+        UrlSigner::strip_signatures(&mut stored);
+        assert!(
+            !stored.to_string().contains("sig=") || stored.to_string().matches("sig=").count() == 1
+        );
+        assert!(!stored["order"]["status_url"]
+            .as_str()
+            .unwrap()
+            .contains("sig="));
+        assert!(!stored["order"]["install_action"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("sig="));
+        signer.resign(&mut stored);
+        assert_eq!(stored, original);
     }
 
     #[test]
