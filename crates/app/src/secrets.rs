@@ -282,9 +282,6 @@ mod tests {
         let original = serde_json::json!({"order": {"status_url": status, "install_action": {"method": "POST", "url": install}, "note": "sig= elsewhere"}});
         let mut stored = original.clone();
         UrlSigner::strip_signatures(&mut stored);
-        assert!(
-            !stored.to_string().contains("sig=") || stored.to_string().matches("sig=").count() == 1
-        );
         assert!(!stored["order"]["status_url"]
             .as_str()
             .unwrap()
