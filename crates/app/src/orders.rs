@@ -424,6 +424,21 @@ impl App {
         // Async orders are finished for this request once they are stored: record the outcome
         // in the same transaction. Instant orders record theirs after fulfillment.
         let accepted = (product.kind == ProductKind::Async).then(|| self.outcome_of(&order));
+        // An instant order is fulfilled inline after this commit. Should this process die
+        // before it records the result, the order must not stay paid and undelivered: a job
+        // commits with it that fulfils it once its request counts as dead (a no-op when the
+        // request finished).
+        let mut jobs = delivery.as_ref().map_or_else(Vec::new, |d| d.jobs.clone());
+        if accepted.is_none() {
+            let mut recovery = storefront_domain::job::Job::new(
+                crate::payments::FULFILL_JOB,
+                serde_json::json!({ "order_id": order.id }),
+                5,
+                now,
+            );
+            recovery.run_at = now + self.settings.idempotency_lock_timeout;
+            jobs.push(recovery);
+        }
         let completion = accepted
             .as_ref()
             .map(|o| IdempotencyCompletion::new(key_ref.clone(), o.to_value()));
@@ -440,7 +455,7 @@ impl App {
                 idempotency: Some(key_ref),
                 charge: charge.as_ref(),
                 service: delivery.as_ref().map(|d| &d.service),
-                jobs: delivery.as_ref().map_or(&[][..], |d| &d.jobs),
+                jobs: &jobs,
                 resource_tokens: delivery.as_ref().map_or(&[][..], |d| &d.stored_tokens),
                 updates_service: None,
                 completes: completion.as_ref(),
