@@ -67,6 +67,9 @@ pub enum ClaimOutcome {
 
 /// Records the outcome of the request that held a key, in the same transaction as its effect.
 #[derive(Debug, Clone, PartialEq)]
+// A private field, not `#[non_exhaustive]`: the other modules of this crate must not build one
+// either.
+#[allow(clippy::manual_non_exhaustive)]
 pub struct IdempotencyCompletion {
     pub key: IdempotencyRef,
     pub outcome: Value,
