@@ -42,6 +42,7 @@ pub fn router(app: App, doors: Router) -> Router {
         })
         .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Millis));
     metrics::handle();
+    let app_request_timeout = app.settings().request_timeout;
     let limits = ratelimit::Limits::new(
         app.settings().rate_limit_per_minute,
         app.settings().public_rate_limit_per_minute,
@@ -57,10 +58,36 @@ pub fn router(app: App, doors: Router) -> Router {
             ratelimit::limit,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            app_request_timeout,
+            time_limit,
+        ))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Answers a request that takes longer than the configured limit (body upload included) with
+/// `503 service_unavailable`, so a stuck dependency or a trickling client cannot hold a
+/// connection and its resources indefinitely.
+async fn time_limit(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error::ApiError(
+            storefront_domain::DomainError::service_unavailable(
+                format!("The request took longer than {} seconds.", limit.as_secs()),
+                "Retry the identical request; with an Idempotency-Key a retry never acts twice.",
+            )
+            .with_retry_after(5),
+        )
+        .into_response(),
+    }
 }
 
 /// How long in-flight requests get to finish after a shutdown signal.

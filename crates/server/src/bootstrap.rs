@@ -169,6 +169,13 @@ pub async fn build_app(
         base_url_configured: config.base_url.is_some(),
         rate_limit_per_minute: config.rate_limit_per_minute,
         public_rate_limit_per_minute: config.public_rate_limit_per_minute,
+        max_connections: config.max_connections.max(1),
+        header_read_timeout: std::time::Duration::from_secs(
+            config.header_read_timeout_seconds.clamp(1, 3600),
+        ),
+        request_timeout: std::time::Duration::from_secs(
+            config.request_timeout_seconds.clamp(1, 3600),
+        ),
         ..AppSettings::default()
     };
     let secret_box = SecretBox::new(&secrets_key(config)?);

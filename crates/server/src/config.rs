@@ -23,6 +23,15 @@ fn default_key_rate() -> u32 {
 fn default_public_rate() -> u32 {
     600
 }
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    30
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -80,6 +89,15 @@ pub struct Config {
     /// Requests a minute per client address for calls without a key; 0 turns it off.
     #[serde(default = "default_public_rate")]
     pub public_rate_limit_per_minute: u32,
+    /// Open connections at most; beyond it new connections wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client gets to send a request's headers (slow clients are disconnected).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a request may take, its body included, before it is answered with an error.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u64,
     /// Create a demo account with credits on the first start of an empty database.
     #[serde(default = "default_true")]
     pub demo_account: bool,
@@ -248,6 +266,15 @@ impl Config {
             self.public_rate_limit_per_minute =
                 number("STOREFRONT_PUBLIC_RATE_LIMIT_PER_MINUTE", v)?.min(u64::from(u32::MAX))
                     as u32;
+        }
+        if let Some(v) = env("STOREFRONT_MAX_CONNECTIONS") {
+            self.max_connections = number("STOREFRONT_MAX_CONNECTIONS", v)? as usize;
+        }
+        if let Some(v) = env("STOREFRONT_HEADER_READ_TIMEOUT_SECONDS") {
+            self.header_read_timeout_seconds = number("STOREFRONT_HEADER_READ_TIMEOUT_SECONDS", v)?;
+        }
+        if let Some(v) = env("STOREFRONT_REQUEST_TIMEOUT_SECONDS") {
+            self.request_timeout_seconds = number("STOREFRONT_REQUEST_TIMEOUT_SECONDS", v)?;
         }
         if let Some(v) = env("STOREFRONT_JOB_LEASE_SECONDS") {
             self.job_lease_seconds = number("STOREFRONT_JOB_LEASE_SECONDS", v)?.max(1);

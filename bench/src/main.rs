@@ -1,0 +1,671 @@
+//! `cargo run --release -p bench --`: builds the release binaries, starts the storefront on
+//! SQLite (and on PostgreSQL when `STOREFRONT_TEST_POSTGRES_URL` names a server), drives its hot
+//! paths with `wrk` from a separate process on loopback, and prints each beside the ceiling
+//! measured in the same run on the same machine: a minimal axum server (HTTP ceiling) and the
+//! raw single-row durable commit rate of the same database with the same settings (storage
+//! ceiling). Results are printed as a Markdown table for `docs/benchmarks.md`.
+
+use clap::Parser;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(about = "Storefront benchmark: hot paths beside the machine's ceilings")]
+struct Args {
+    /// Seconds each load run lasts.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent connections of each load run.
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    /// Connections of the memory run.
+    #[arg(long, default_value_t = 256)]
+    memory_connections: u32,
+    /// Use the release binaries already built.
+    #[arg(long)]
+    skip_build: bool,
+}
+
+/// One load run's figures.
+#[derive(Debug, Clone, Default)]
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// A load run: name, path, wrk script, which ceiling it is compared with, that ceiling, and the
+/// target ratio.
+type Scenario = (&'static str, String, Option<String>, &'static str, f64, f64);
+
+struct Row {
+    name: String,
+    load: Load,
+    rss_mb: f64,
+    ceiling_name: &'static str,
+    ceiling: f64,
+    target: f64,
+}
+
+fn main() {
+    let args = Args::parse();
+    let bin_dir = std::env::current_exe()
+        .expect("own path")
+        .parent()
+        .expect("target dir")
+        .to_path_buf();
+    if !args.skip_build {
+        eprintln!("building the release binaries (storefront, bench-hello)...");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "storefront",
+                "-p",
+                "bench",
+                "--bins",
+            ])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "the release build failed");
+    }
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("wrk is not installed: apt-get install wrk (the load generator)");
+        std::process::exit(2);
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    println!("{}", describe_machine());
+
+    eprintln!("HTTP ceiling: a minimal axum server...");
+    let hello = Server::start(&bin_dir.join("bench-hello"), &[], None);
+    let http_ceiling = wrk(&hello.base, "/", None, args.duration, args.connections);
+    drop(hello);
+
+    let mut backends = vec![("SQLite", None)];
+    if let Ok(url) = std::env::var("STOREFRONT_TEST_POSTGRES_URL") {
+        if !url.is_empty() {
+            backends.push(("PostgreSQL", Some(url)));
+        }
+    }
+    for (backend, admin_url) in backends {
+        let data = tempfile::tempdir().expect("temp dir");
+        let database_url = admin_url
+            .as_ref()
+            .map(|admin| runtime.block_on(fresh_postgres_database(admin)));
+        eprintln!("{backend}: storage ceiling (single-row durable commits)...");
+        let storage_ceiling = runtime.block_on(commit_rate(
+            database_url.as_deref(),
+            data.path(),
+            Duration::from_secs(args.duration),
+            args.connections,
+        ));
+        let rows = runtime.block_on(bench_storefront(
+            &bin_dir.join("storefront"),
+            data.path(),
+            database_url.as_deref(),
+            &args,
+            http_ceiling.rps,
+            storage_ceiling,
+        ));
+        print_table(backend, &http_ceiling, storage_ceiling, &rows);
+    }
+}
+
+fn describe_machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or("?".into(), |kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let wrk = Command::new("wrk")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .unwrap_or_default();
+    format!(
+        "Machine: {cpu}, {cores} cores, {memory} RAM, Linux {}; load generator: {wrk} on loopback, same machine.",
+        kernel.trim()
+    )
+}
+
+/// A server process: the storefront or the hello-world ceiling.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(binary: &Path, env: &[(&str, String)], dir: Option<&Path>) -> Self {
+        let mut cmd = Command::new(binary);
+        if binary.ends_with("storefront") {
+            cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("the server prints its address")
+                .expect("readable");
+            if let Some(url) = line.strip_prefix("Storefront is serving on ") {
+                break url.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, base }
+    }
+
+    fn rss_mb(&self, field: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs wrk against `base + path` (a Lua script for POST bodies and headers) and reads its
+/// throughput, median and 99th percentile.
+fn wrk(base: &str, path: &str, script: Option<&str>, seconds: u64, connections: u32) -> Load {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+        "--timeout",
+        "10s",
+    ]);
+    if let Some(lua) = script {
+        let file = dir.path().join("script.lua");
+        std::fs::write(&file, lua).expect("script written");
+        cmd.arg("-s").arg(file);
+    }
+    let out = cmd.arg(format!("{base}{path}")).output().expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    parse_wrk(&text)
+}
+
+fn parse_wrk(text: &str) -> Load {
+    let mut load = Load::default();
+    let to_ms = |raw: &str| -> f64 {
+        let (number, unit) = raw.split_at(
+            raw.find(|c: char| c.is_ascii_alphabetic())
+                .unwrap_or(raw.len()),
+        );
+        let n: f64 = number.parse().unwrap_or(0.0);
+        match unit {
+            "us" => n / 1000.0,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => n,
+        }
+    };
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["Requests/sec:", rps] => load.rps = rps.parse().unwrap_or(0.0),
+            ["50%", v] => load.p50_ms = to_ms(v),
+            ["99%", v] => load.p99_ms = to_ms(v),
+            ["Non-2xx", "or", "3xx", "responses:", n] => load.errors += n.parse().unwrap_or(0),
+            _ => {}
+        }
+        if let Some(rest) = line.trim().strip_prefix("Socket errors:") {
+            load.errors += rest
+                .split(',')
+                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    load
+}
+
+/// A new PostgreSQL database for one run (dropped by nobody: it is named `sf_bench_*`).
+async fn fresh_postgres_database(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("sf_bench_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("PostgreSQL answers");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("drop");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create");
+    let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+/// The storage ceiling: single-row INSERTs, each its own durable transaction, as many as the
+/// database commits in `duration`. SQLite with the store's settings (WAL, synchronous=FULL, one
+/// writer, as the store writes); PostgreSQL with `connections` concurrent writers (its group
+/// commit is part of its ceiling).
+async fn commit_rate(
+    postgres: Option<&str>,
+    dir: &Path,
+    duration: Duration,
+    connections: u32,
+) -> f64 {
+    match postgres {
+        None => {
+            use sqlx::sqlite::{
+                SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+            };
+            let options = SqliteConnectOptions::new()
+                .filename(dir.join("ceiling.db"))
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .expect("SQLite opens");
+            sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+                .execute(&pool)
+                .await
+                .expect("table");
+            let end = Instant::now() + duration;
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let mut tx = pool.begin().await.expect("begin");
+                sqlx::query("INSERT INTO t (v) VALUES ($1)")
+                    .bind("row")
+                    .execute(&mut *tx)
+                    .await
+                    .expect("insert");
+                tx.commit().await.expect("commit");
+                n += 1;
+            }
+            n as f64 / duration.as_secs_f64()
+        }
+        Some(url) => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(connections.min(32))
+                .connect(url)
+                .await
+                .expect("PostgreSQL answers");
+            sqlx::query("CREATE TABLE ceiling (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)")
+                .execute(&pool)
+                .await
+                .expect("table");
+            let end = Instant::now() + duration;
+            let mut tasks = Vec::new();
+            for _ in 0..connections {
+                let pool = pool.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < end {
+                        let mut tx = pool.begin().await.expect("begin");
+                        sqlx::query("INSERT INTO ceiling (v) VALUES ($1)")
+                            .bind("row")
+                            .execute(&mut *tx)
+                            .await
+                            .expect("insert");
+                        tx.commit().await.expect("commit");
+                        n += 1;
+                    }
+                    n
+                }));
+            }
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.expect("writer");
+            }
+            sqlx::query("DROP TABLE ceiling").execute(&pool).await.ok();
+            total as f64 / duration.as_secs_f64()
+        }
+    }
+}
+
+fn admin(binary: &Path, dir: &Path, env: &[(&str, String)], args: &[&str]) -> Value {
+    let mut cmd = Command::new(binary);
+    cmd.current_dir(dir).arg("admin").args(args).arg("--json");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("admin runs");
+    assert!(
+        out.status.success(),
+        "admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("admin prints JSON")
+}
+
+/// Milliseconds from spawning the binary to its first answer on `/healthz`, median of five.
+fn cold_start_ms(binary: &Path, dir: &Path, env: &[(&str, String)]) -> f64 {
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let server = Server::start(binary, env, Some(dir));
+            assert!(
+                probe::answers_ok(&format!("{}/healthz", server.base)),
+                "healthz answers"
+            );
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[2]
+}
+
+mod probe {
+    /// Whether a plain GET over a TCP socket gets `200`, retrying every millisecond while the
+    /// server is not listening yet (up to a second): the cold start includes nothing else.
+    pub fn answers_ok(url: &str) -> bool {
+        use std::io::{Read, Write};
+        let rest = url.trim_start_matches("http://");
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        for _ in 0..1000 {
+            if let Ok(mut s) = std::net::TcpStream::connect(host) {
+                let _ = write!(
+                    s,
+                    "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                );
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.1 200") {
+                    return true;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        false
+    }
+}
+
+async fn bench_storefront(
+    binary: &Path,
+    dir: &Path,
+    database_url: Option<&str>,
+    args: &Args,
+    http_ceiling: f64,
+    storage_ceiling: f64,
+) -> (Vec<Row>, f64) {
+    let mut env = vec![
+        (
+            "STOREFRONT_DATA_DIR",
+            dir.join("data").display().to_string(),
+        ),
+        ("STOREFRONT_LOG", "warn".to_owned()),
+        ("STOREFRONT_DEMO_ACCOUNT", "false".to_owned()),
+        ("STOREFRONT_RATE_LIMIT_PER_MINUTE", "0".to_owned()),
+        ("STOREFRONT_PUBLIC_RATE_LIMIT_PER_MINUTE", "0".to_owned()),
+    ];
+    if let Some(url) = database_url {
+        env.push(("STOREFRONT_DATABASE_URL", url.to_owned()));
+    }
+    let account = admin(
+        binary,
+        dir,
+        &env,
+        &[
+            "create-account",
+            "--email",
+            "bench@example.com",
+            "--name",
+            "Bench",
+        ],
+    );
+    let account_id = account["account_id"].as_str().expect("account").to_owned();
+    let owner = account["api_key"].as_str().expect("key").to_owned();
+    admin(
+        binary,
+        dir,
+        &env,
+        &[
+            "grant-credits",
+            "--account",
+            &account_id,
+            "--amount-minor",
+            "10000000000",
+            "--reason",
+            "bench",
+        ],
+    );
+    let cold = cold_start_ms(binary, dir, &env);
+    let server = Server::start(binary, &env, Some(dir));
+    let http = reqwest::Client::new();
+    let post = |path: &str, key: &str, body: Value| {
+        http.post(format!("{}{path}", server.base))
+            .bearer_auth(key)
+            .header("Idempotency-Key", format!("setup-{path}-{}", body))
+            .json(&body)
+            .send()
+    };
+    let agent: Value = post("/api/v1/agents", &owner, json!({"name": "bench-agent"}))
+        .await
+        .expect("agent")
+        .json()
+        .await
+        .expect("json");
+    let agent_id = agent["data"]["agent"]["id"]
+        .as_str()
+        .expect("agent id")
+        .to_owned();
+    let key: Value = post(
+        &format!("/api/v1/agents/{agent_id}/keys"),
+        &owner,
+        json!({}),
+    )
+    .await
+    .expect("key")
+    .json()
+    .await
+    .expect("json");
+    let agent_key = key["data"]["api_key"]
+        .as_str()
+        .expect("agent key")
+        .to_owned();
+    for rule in [
+        json!({"kind": "per_transaction_cap", "name": "cap", "params": {"max_minor": 50000}}),
+        json!({"kind": "budget", "name": "daily", "params": {"period": "day", "max_minor": 1000000}}),
+        json!({"kind": "category", "name": "no gambling", "params": {"deny": ["gambling"]}}),
+    ] {
+        post(&format!("/api/v1/agents/{agent_id}/rules"), &owner, rule)
+            .await
+            .expect("rule");
+    }
+    let order: Value = post(
+        "/api/v1/orders",
+        &owner,
+        json!({"product_id": "web-search", "configuration": {"query": "bench"}, "payment_method": "credit"}),
+    )
+    .await
+    .expect("order")
+    .json()
+    .await
+    .expect("json");
+    let order_id = order["data"]["order"]["id"]
+        .as_str()
+        .expect("order id")
+        .to_owned();
+
+    let auth = |key: &str| format!("wrk.headers[\"Authorization\"] = \"Bearer {key}\"\n");
+    let quote_body = r#"{\"product_id\":\"web-search\",\"configuration\":{\"query\":\"bench\"}}"#;
+    let order_body = r#"{\"product_id\":\"web-search\",\"configuration\":{\"query\":\"bench\"},\"payment_method\":\"credit\"}"#;
+    let check_body = r#"{\"action\":\"purchase\",\"transaction\":{\"amount_minor\":1200,\"currency\":\"usd\",\"merchant_name\":\"Shop\",\"merchant_domain\":\"shop.example\",\"category\":\"compute\"}}"#;
+    let scenarios: Vec<Scenario> = vec![
+        ("catalog list", "/api/v1/products".into(), None, "HTTP", http_ceiling, 0.6),
+        ("product get", "/api/v1/products/web-search".into(), None, "HTTP", http_ceiling, 0.6),
+        (
+            "quote",
+            "/api/v1/quotes".into(),
+            Some(format!(
+                "wrk.method = \"POST\"\nwrk.body = \"{quote_body}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n{}",
+                auth(&owner)
+            )),
+            "HTTP",
+            http_ceiling,
+            0.5,
+        ),
+        (
+            "credit order (unique keys)",
+            "/api/v1/orders".into(),
+            Some(format!(
+                "local threads = 0\nfunction setup(thread) threads = threads + 1; thread:set(\"prefix\", \"t\" .. threads .. \"-\" .. os.time()) end\n\
+                 local n = 0\nfunction request()\n  n = n + 1\n  return wrk.format(\"POST\", nil, {{[\"Content-Type\"] = \"application/json\", [\"Authorization\"] = \"Bearer {owner}\", [\"Idempotency-Key\"] = prefix .. \"-\" .. n}}, \"{order_body}\")\nend\n"
+            )),
+            "storage",
+            storage_ceiling,
+            1.0,
+        ),
+        (
+            "order get",
+            format!("/api/v1/orders/{order_id}"),
+            Some(auth(&owner)),
+            "HTTP",
+            http_ceiling,
+            0.5,
+        ),
+        (
+            "governance check",
+            "/api/v1/agent/check".into(),
+            Some(format!(
+                "wrk.method = \"POST\"\nwrk.body = \"{check_body}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n{}",
+                auth(&agent_key)
+            )),
+            "HTTP",
+            http_ceiling,
+            0.5,
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, path, script, ceiling_name, ceiling, target) in scenarios {
+        eprintln!("  {name}...");
+        let load = wrk(
+            &server.base,
+            &path,
+            script.as_deref(),
+            args.duration,
+            args.connections,
+        );
+        rows.push(Row {
+            name: name.to_owned(),
+            load,
+            rss_mb: server.rss_mb("VmRSS:"),
+            ceiling_name,
+            ceiling,
+            target,
+        });
+    }
+    eprintln!("  memory under {} connections...", args.memory_connections);
+    let load = wrk(
+        &server.base,
+        "/api/v1/products",
+        None,
+        args.duration,
+        args.memory_connections,
+    );
+    rows.push(Row {
+        name: format!("catalog list, {} connections", args.memory_connections),
+        load,
+        rss_mb: server.rss_mb("VmHWM:"),
+        ceiling_name: "HTTP",
+        ceiling: http_ceiling,
+        target: 0.6,
+    });
+    (rows, cold)
+}
+
+fn print_table(backend: &str, http: &Load, storage: f64, result: &(Vec<Row>, f64)) {
+    let (rows, cold) = result;
+    println!();
+    println!("### {backend}");
+    println!();
+    println!(
+        "Ceilings: HTTP (minimal axum server) {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; storage (single-row durable commits) {storage:.0} commits/s. Cold start (spawn to first /healthz answer, median of 5): {cold:.0} ms.",
+        http.rps, http.p50_ms, http.p99_ms
+    );
+    println!();
+    println!("| scenario | req/s | p50 ms | p99 ms | errors | server RSS MB | ratio to ceiling | target |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let ratio = if r.ceiling > 0.0 {
+            r.load.rps / r.ceiling
+        } else {
+            0.0
+        };
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.2} × {} | ≥ {:.1} × |",
+            r.name,
+            r.load.rps,
+            r.load.p50_ms,
+            r.load.p99_ms,
+            r.load.errors,
+            r.rss_mb,
+            ratio,
+            r.ceiling_name,
+            r.target
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_output() {
+        let text = "Running 1s test @ http://127.0.0.1:1/\n  2 threads and 4 connections\n  Latency Distribution\n     50%  120.00us\n     75%  1.50ms\n     90%    2.00ms\n     99%    1.20s\n  1000 requests in 1.00s, 1.00MB read\n  Non-2xx or 3xx responses: 7\nRequests/sec:   1234.56\n";
+        let load = parse_wrk(text);
+        assert_eq!(load.rps, 1234.56);
+        assert!((load.p50_ms - 0.12).abs() < 1e-9);
+        assert!((load.p99_ms - 1200.0).abs() < 1e-9);
+        assert_eq!(load.errors, 7);
+    }
+}
