@@ -5,7 +5,7 @@ use crate::catalog::unknown_product;
 use crate::principal::Principal;
 use serde_json::{Map, Value};
 use storefront_domain::ids::QuoteId;
-use storefront_domain::pricing::{normalize, price, total};
+use storefront_domain::pricing::{check_quantity, normalize, price, total};
 use storefront_domain::quote::Quote;
 use storefront_domain::{DomainError, ErrorCode};
 
@@ -29,13 +29,7 @@ impl App {
             .get(&req.product_id)
             .ok_or_else(|| unknown_product(&req.product_id))?;
         let quantity = req.quantity.unwrap_or(1);
-        if quantity < 1 || quantity > i64::from(product.max_quantity) {
-            return Err(DomainError::validation(
-                "quantity",
-                format!("quantity {quantity} is out of range for {}.", product.id),
-                format!("Use a quantity from 1 to {}.", product.max_quantity),
-            ));
-        }
+        check_quantity(product, quantity)?;
         let normalized = normalize(&product.fields, &req.configuration, "configuration")?;
         let line_items = price(product, quantity, &normalized.configuration)?;
         let total_minor = total(&line_items)?;

@@ -209,22 +209,42 @@ fn overflow() -> DomainError {
     )
 }
 
+/// A quantity the product can be ordered in: 1 to its `max_quantity`.
+pub fn check_quantity(product: &Product, quantity: i64) -> DomainResult<()> {
+    if quantity < 1 || quantity > i64::from(product.max_quantity) {
+        return Err(DomainError::validation(
+            "quantity",
+            format!("quantity {quantity} is out of range for {}.", product.id),
+            format!("Use a quantity from 1 to {}.", product.max_quantity),
+        ));
+    }
+    Ok(())
+}
+
 /// Prices a normalized configuration. Deterministic: the same product and configuration always
-/// give the same line items, and the total is their sum.
+/// give the same line items, and the total is their sum. A quantity or unit count below one is
+/// refused here too, so no caller can price a negative charge.
 pub fn price(
     product: &Product,
     quantity: i64,
     config: &Map<String, Value>,
 ) -> DomainResult<Vec<LineItem>> {
+    check_quantity(product, quantity)?;
     let pricing = &product.pricing;
     let units = match &pricing.unit_field {
-        Some(field) => config.get(field).and_then(Value::as_i64).ok_or_else(|| {
-            DomainError::validation(
-                format!("configuration.{field}"),
-                format!("'{field}' is required to price this product."),
-                format!("Add '{field}' to the configuration."),
-            )
-        })?,
+        Some(field) => config
+            .get(field)
+            .and_then(Value::as_i64)
+            .filter(|units| *units >= 1)
+            .ok_or_else(|| {
+                DomainError::validation(
+                    format!("configuration.{field}"),
+                    format!(
+                        "'{field}' must be a whole number of at least 1 to price this product."
+                    ),
+                    format!("Add '{field}' to the configuration."),
+                )
+            })?,
         None => 1,
     };
     let unit_minor = match &pricing.unit_minor_by {
