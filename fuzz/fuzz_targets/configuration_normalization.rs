@@ -4,17 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use storefront_domain::catalog::{Availability, Catalog, CatalogSpec, DEFAULT_CATALOG_TOML};
 use storefront_domain::pricing::normalize;
-
-/// The built-in catalog, built once.
-fn catalog() -> &'static Catalog {
-    static CATALOG: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
-    CATALOG.get_or_init(|| {
-        let spec: CatalogSpec = toml::from_str(DEFAULT_CATALOG_TOML).expect("built-in catalog");
-        Catalog::build(spec, |_| Availability::Available).expect("builds")
-    })
-}
+use storefront_fuzz::catalog;
 
 fuzz_target!(|input: (u8, &[u8])| {
     let (which, bytes) = input;

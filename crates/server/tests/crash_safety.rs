@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::binary::{admin, database, start, GUARD};
+use common::binary::{admin_account, database, start, GUARD};
 use common::machines::image_dir;
 use common::Backend;
 use rand::Rng;
@@ -195,6 +195,11 @@ fn kill(child: &tokio::process::Child) {
         .success());
 }
 
+/// The `n` a counting query answers.
+async fn count(pool: &sqlx::AnyPool, sql: &str) -> i64 {
+    sqlx::query(sql).fetch_one(pool).await.unwrap().get::<i64, _>("n")
+}
+
 async fn database_url(dir: &Path, db: &Option<String>) -> String {
     db.clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.join("data/storefront.db").display()))
@@ -207,40 +212,7 @@ async fn invariants_hold_after_fifty_kills(backend: Backend) {
     let machines = image_dir().is_some();
     let config = write_config(dir.path(), machines);
     let config_arg = ["--config", config.to_str().unwrap()];
-    let (ok, out, err) = admin(
-        dir.path(),
-        db.as_deref(),
-        &[
-            "create-account",
-            "--email",
-            "crash@example.com",
-            "--name",
-            "Crash",
-            "--json",
-        ],
-    )
-    .await;
-    assert!(ok, "{err}");
-    let created: Value = serde_json::from_str(&out).unwrap();
-    let (account, owner) = (
-        created["account_id"].as_str().unwrap().to_owned(),
-        created["api_key"].as_str().unwrap().to_owned(),
-    );
-    let (ok, _, err) = admin(
-        dir.path(),
-        db.as_deref(),
-        &[
-            "grant-credits",
-            "--account",
-            &account,
-            "--amount-minor",
-            "1000000",
-            "--reason",
-            "crash test",
-        ],
-    )
-    .await;
-    assert!(ok, "{err}");
+    let (_, owner) = admin_account(dir.path(), db.as_deref(), "crash@example.com", 1_000_000).await;
 
     // Setup on a first, orderly run: an agent whose purchases wait for approval, a machine.
     let mut server = start(dir.path(), db.as_deref(), &config_arg).await;
@@ -400,11 +372,7 @@ async fn invariants_hold_after_fifty_kills(backend: Backend) {
         .await
         .unwrap()
         .get::<i64, _>("n");
-        let paid: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE status = 'paid'")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-            .get::<i64, _>("n");
+        let paid: i64 = count(&pool, "SELECT COUNT(*) AS n FROM orders WHERE status = 'paid'").await;
         if open == 0 && paid == 0 {
             break;
         }
@@ -414,11 +382,7 @@ async fn invariants_hold_after_fifty_kills(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let failed: i64 = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status = 'failed'")
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        .get("n");
+    let failed: i64 = count(&pool, "SELECT COUNT(*) AS n FROM jobs WHERE status = 'failed'").await;
     assert_eq!(failed, 0, "no job gave up");
 
     // The ledger: sums to the balance; at most one charge per order; failed and canceled orders
@@ -437,22 +401,10 @@ async fn invariants_hold_after_fifty_kills(backend: Backend) {
             r.get::<String, _>("id")
         );
     }
-    let doubles: i64 = sqlx::query(
-        "SELECT COUNT(*) AS n FROM (SELECT order_id FROM ledger_entries WHERE kind = 'charge' AND order_id IS NOT NULL GROUP BY order_id HAVING COUNT(*) > 1) d",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap()
-    .get("n");
+    let doubles: i64 = count(&pool, "SELECT COUNT(*) AS n FROM (SELECT order_id FROM ledger_entries WHERE kind = 'charge' AND order_id IS NOT NULL GROUP BY order_id HAVING COUNT(*) > 1) d").await;
     assert_eq!(doubles, 0, "no order charged twice");
-    let unrefunded: i64 = sqlx::query(
-        "SELECT COUNT(*) AS n FROM orders o WHERE o.status IN ('failed', 'canceled')
-           AND CAST((SELECT COALESCE(SUM(amount_minor), 0) FROM ledger_entries l WHERE l.order_id = o.id) AS BIGINT) <> 0",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap()
-    .get("n");
+    let unrefunded: i64 = count(&pool, "SELECT COUNT(*) AS n FROM orders o WHERE o.status IN ('failed', 'canceled')
+           AND CAST((SELECT COALESCE(SUM(amount_minor), 0) FROM ledger_entries l WHERE l.order_id = o.id) AS BIGINT) <> 0").await;
     assert_eq!(unrefunded, 0, "failed and canceled orders cost nothing");
     let statuses: Vec<String> = sqlx::query("SELECT DISTINCT status FROM orders")
         .fetch_all(&pool)

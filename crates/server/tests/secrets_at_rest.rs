@@ -6,47 +6,27 @@
 
 mod common;
 
-use common::binary::{admin, storefront, GUARD};
+use common::binary::{admin, admin_account, storefront, GUARD};
 use common::machines::image_dir;
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// The `sig` of a signed URL.
+fn signature_of(url: &str) -> String {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("sig="))
+        .expect("a signed URL")
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn secrets_appear_in_no_log_and_no_database_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out, err) = admin(
-        dir.path(),
-        None,
-        &[
-            "create-account",
-            "--email",
-            "leak@example.com",
-            "--name",
-            "Leak",
-            "--json",
-        ],
-    )
-    .await;
-    assert!(ok, "{err}");
-    let created: Value = serde_json::from_str(&out).unwrap();
-    let account = created["account_id"].as_str().unwrap().to_owned();
-    let owner = created["api_key"].as_str().unwrap().to_owned();
-    admin(
-        dir.path(),
-        None,
-        &[
-            "grant-credits",
-            "--account",
-            &account,
-            "--amount-minor",
-            "10000",
-            "--reason",
-            "t",
-        ],
-    )
-    .await;
+    let (account, owner) = admin_account(dir.path(), None, "leak@example.com", 10_000).await;
     let (_, code_out, _) = admin(
         dir.path(),
         None,
@@ -199,15 +179,7 @@ async fn secrets_appear_in_no_log_and_no_database_file() {
         .as_str()
         .unwrap()
         .to_owned();
-    let sig = status_url
-        .split("sig=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_owned();
-    secrets.push(("status URL signature".into(), sig));
+    secrets.push(("status URL signature".into(), signature_of(&status_url)));
     assert!(http
         .get(&status_url)
         .send()
@@ -270,15 +242,7 @@ async fn secrets_appear_in_no_log_and_no_database_file() {
         // A line from the middle of the key: its body, not the armour.
         let body_line = private_key.lines().nth(2).unwrap().to_owned();
         secrets.push(("private key".into(), body_line));
-        let sig = credentials_url
-            .split("sig=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap()
-            .to_owned();
-        secrets.push(("credentials URL signature".into(), sig));
+        secrets.push(("credentials URL signature".into(), signature_of(&credentials_url)));
     }
 
     // Stop the server so every log line and page is on disk.
