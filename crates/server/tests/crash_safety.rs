@@ -197,7 +197,11 @@ fn kill(child: &tokio::process::Child) {
 
 /// The `n` a counting query answers.
 async fn count(pool: &sqlx::AnyPool, sql: &str) -> i64 {
-    sqlx::query(sql).fetch_one(pool).await.unwrap().get::<i64, _>("n")
+    sqlx::query(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get::<i64, _>("n")
 }
 
 async fn database_url(dir: &Path, db: &Option<String>) -> String {
@@ -372,7 +376,11 @@ async fn invariants_hold_after_fifty_kills(backend: Backend) {
         .await
         .unwrap()
         .get::<i64, _>("n");
-        let paid: i64 = count(&pool, "SELECT COUNT(*) AS n FROM orders WHERE status = 'paid'").await;
+        let paid: i64 = count(
+            &pool,
+            "SELECT COUNT(*) AS n FROM orders WHERE status = 'paid'",
+        )
+        .await;
         if open == 0 && paid == 0 {
             break;
         }
@@ -382,7 +390,11 @@ async fn invariants_hold_after_fifty_kills(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let failed: i64 = count(&pool, "SELECT COUNT(*) AS n FROM jobs WHERE status = 'failed'").await;
+    let failed: i64 = count(
+        &pool,
+        "SELECT COUNT(*) AS n FROM jobs WHERE status = 'failed'",
+    )
+    .await;
     assert_eq!(failed, 0, "no job gave up");
 
     // The ledger: sums to the balance; at most one charge per order; failed and canceled orders

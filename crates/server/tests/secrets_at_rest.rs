@@ -242,7 +242,10 @@ async fn secrets_appear_in_no_log_and_no_database_file() {
         // A line from the middle of the key: its body, not the armour.
         let body_line = private_key.lines().nth(2).unwrap().to_owned();
         secrets.push(("private key".into(), body_line));
-        secrets.push(("credentials URL signature".into(), signature_of(&credentials_url)));
+        secrets.push((
+            "credentials URL signature".into(),
+            signature_of(&credentials_url),
+        ));
     }
 
     // Stop the server so every log line and page is on disk.

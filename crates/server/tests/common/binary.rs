@@ -40,14 +40,44 @@ pub async fn admin(dir: &Path, db: Option<&str>, args: &[&str]) -> (bool, String
 }
 
 /// An account made with the admin commands, with `credits`: (account id, owner key).
-pub async fn admin_account(dir: &Path, db: Option<&str>, email: &str, credits: i64) -> (String, String) {
-    let (ok, out, err) = admin(dir, db, &["create-account", "--email", email, "--name", "Test", "--json"]).await;
+pub async fn admin_account(
+    dir: &Path,
+    db: Option<&str>,
+    email: &str,
+    credits: i64,
+) -> (String, String) {
+    let (ok, out, err) = admin(
+        dir,
+        db,
+        &[
+            "create-account",
+            "--email",
+            email,
+            "--name",
+            "Test",
+            "--json",
+        ],
+    )
+    .await;
     assert!(ok, "{err}");
     let created: serde_json::Value = serde_json::from_str(&out).unwrap();
     let account = created["account_id"].as_str().unwrap().to_owned();
     let key = created["api_key"].as_str().unwrap().to_owned();
     let amount = credits.to_string();
-    let (ok, _, err) = admin(dir, db, &["grant-credits", "--account", &account, "--amount-minor", &amount, "--reason", "test"]).await;
+    let (ok, _, err) = admin(
+        dir,
+        db,
+        &[
+            "grant-credits",
+            "--account",
+            &account,
+            "--amount-minor",
+            &amount,
+            "--reason",
+            "test",
+        ],
+    )
+    .await;
     assert!(ok, "{err}");
     (account, key)
 }
