@@ -1,14 +1,12 @@
 //! `API.md` §6 and §9: the account, its balance, ledger and API keys.
 
-use super::ok;
+use super::{ok, Success};
 use crate::error::ApiError;
 use crate::extract::{int_param, ApiJson, ApiQuery, Caller};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use storefront_app::accounts::{Balance, CreatedKey};
 use storefront_app::page::PageRequest;
 use storefront_app::App;
@@ -59,7 +57,7 @@ pub(crate) struct Revoked {
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
         (status = 403, description = "A resource token reaches only its service", body = ErrorEnvelope),
     ))]
-async fn show(State(app): State<App>, Caller(principal): Caller) -> Result<Json<Value>, ApiError> {
+async fn show(State(app): State<App>, Caller(principal): Caller) -> Result<Success, ApiError> {
     let account = app.account(&principal).await?;
     Ok(ok(AccountData { account }))
 }
@@ -71,10 +69,7 @@ async fn show(State(app): State<App>, Caller(principal): Caller) -> Result<Json<
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
         (status = 403, description = "A resource token reaches only its service", body = ErrorEnvelope),
     ))]
-async fn balance(
-    State(app): State<App>,
-    Caller(principal): Caller,
-) -> Result<Json<Value>, ApiError> {
+async fn balance(State(app): State<App>, Caller(principal): Caller) -> Result<Success, ApiError> {
     Ok(ok(app.balance(&principal).await?))
 }
 
@@ -101,7 +96,7 @@ async fn ledger(
     State(app): State<App>,
     Caller(principal): Caller,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let page = PageRequest::parse(int_param("limit", query.limit.as_deref())?, query.cursor)?;
     let page = app.ledger(&principal, &page).await?;
     Ok(ok(LedgerPage {
@@ -117,10 +112,7 @@ async fn ledger(
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
         (status = 403, description = "Only owner keys manage keys", body = ErrorEnvelope),
     ))]
-async fn list_keys(
-    State(app): State<App>,
-    Caller(principal): Caller,
-) -> Result<Json<Value>, ApiError> {
+async fn list_keys(State(app): State<App>, Caller(principal): Caller) -> Result<Success, ApiError> {
     let keys = app.list_api_keys(&principal).await?;
     Ok(ok(KeyList { api_keys: keys }))
 }
@@ -152,7 +144,7 @@ async fn create_key(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<CreateKeyBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     let role = match body.body.role.as_deref() {
         None => KeyRole::Owner,
         Some(raw) => KeyRole::parse(raw).ok_or_else(|| {
@@ -181,7 +173,7 @@ async fn revoke_key(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(key_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     app.revoke_api_key(&principal, &key_id).await?;
     Ok(ok(Revoked {
         key_id,

@@ -1,13 +1,12 @@
 //! `API.md` §8: agents and their rules (owner keys), and the agent's own endpoints of seed 003
 //! (`check`, `rules`).
 
-use super::ok;
+use super::{ok, Success};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, Caller, OptionalJson};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use storefront_app::accounts::CreatedKey;
@@ -78,7 +77,7 @@ async fn audit(
     State(app): State<App>,
     Caller(principal): Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let limit = crate::extract::int_param("limit", q.limit.as_deref())?;
     let page = app
         .list_audit(&principal, q.agent_id.as_deref(), q.after, limit)
@@ -142,7 +141,7 @@ async fn kill_switch(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<KillSwitchBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     confirmed(&body.body)?;
     let (agent, canceled) = app.kill_switch(&principal, None, body.body.reason).await?;
     Ok(ok(KillSwitchResult {
@@ -178,7 +177,7 @@ async fn owner_kill_switch(
     Caller(principal): Caller,
     Path(id): Path<String>,
     body: ApiJson<KillSwitchBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     confirmed(&body.body)?;
     let (agent, _) = app
         .kill_switch(&principal, Some(&id), body.body.reason)
@@ -200,7 +199,7 @@ async fn reactivate(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let agent = app.reactivate(&principal, &id).await?;
     Ok(ok(AgentData { agent }))
 }
@@ -225,7 +224,7 @@ async fn list_approvals(
     State(app): State<App>,
     Caller(principal): Caller,
     ApiQuery(q): ApiQuery<ApprovalQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let approvals = app.list_approvals(&principal, q.status.as_deref()).await?;
     Ok(ok(ApprovalList { approvals }))
 }
@@ -247,7 +246,7 @@ async fn approve(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let approval = app.approve(&principal, &id).await?;
     Ok(ok(ApprovalData { approval }))
 }
@@ -269,7 +268,7 @@ async fn deny(
     Caller(principal): Caller,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<DenyBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let approval = app.deny(&principal, &id, body.reason).await?;
     Ok(ok(ApprovalData { approval }))
 }
@@ -361,7 +360,7 @@ async fn connect(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<ConnectBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     let ConnectBody {
         agent_name,
         agent_type,
@@ -395,10 +394,7 @@ async fn connect(
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
         (status = 403, description = "Not an agent key; pending or suspended", body = ErrorEnvelope),
     ))]
-async fn own_soul(
-    State(app): State<App>,
-    Caller(principal): Caller,
-) -> Result<Json<Value>, ApiError> {
+async fn own_soul(State(app): State<App>, Caller(principal): Caller) -> Result<Success, ApiError> {
     let agent = app.own_agent(&principal).await?;
     Ok(ok(SoulData { soul: agent.soul }))
 }
@@ -414,7 +410,7 @@ async fn own_soul(
 async fn own_stores(
     State(app): State<App>,
     Caller(principal): Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let agent = app.own_agent(&principal).await?;
     Ok(ok(StoresData {
         trusted: agent.trusted_stores,
@@ -436,7 +432,7 @@ async fn own_approval(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let approval = app.agent_approval(&principal, &id).await?;
     Ok(ok(ApprovalData { approval }))
 }
@@ -544,7 +540,7 @@ async fn create_agent(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<AgentBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     let agent = app.create_agent(&principal, body.body.into()).await?;
     Ok((StatusCode::CREATED, ok(AgentData { agent })))
 }
@@ -560,7 +556,7 @@ async fn create_agent(
 async fn list_agents(
     State(app): State<App>,
     Caller(principal): Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let agents = app.list_agents(&principal).await?;
     Ok(ok(AgentList { agents }))
 }
@@ -579,7 +575,7 @@ async fn get_agent(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let agent = app.get_agent(&principal, &id).await?;
     Ok(ok(AgentData { agent }))
 }
@@ -600,7 +596,7 @@ async fn update_agent(
     Caller(principal): Caller,
     Path(id): Path<String>,
     body: ApiJson<AgentBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let agent = app.update_agent(&principal, &id, body.body.into()).await?;
     Ok(ok(AgentData { agent }))
 }
@@ -619,7 +615,7 @@ async fn delete_agent(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     app.delete_agent(&principal, &id).await?;
     Ok(ok(Deleted { id, deleted: true }))
 }
@@ -639,7 +635,7 @@ async fn create_key(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     let key = app.create_agent_key(&principal, &id).await?;
     Ok((StatusCode::CREATED, ok(key)))
 }
@@ -661,7 +657,7 @@ async fn create_rule(
     Caller(principal): Caller,
     Path(id): Path<String>,
     body: ApiJson<RuleBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     let rule = app.create_rule(&principal, &id, body.body.into()).await?;
     Ok((StatusCode::CREATED, ok(RuleData { rule })))
 }
@@ -680,7 +676,7 @@ async fn list_rules(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let rules = app.list_rules(&principal, &id).await?;
     Ok(ok(RuleList { rules }))
 }
@@ -701,7 +697,7 @@ async fn update_rule(
     Caller(principal): Caller,
     Path((id, rule_id)): Path<(String, String)>,
     body: ApiJson<RuleBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let rule = app
         .update_rule(&principal, &id, &rule_id, body.body.into())
         .await?;
@@ -722,7 +718,7 @@ async fn delete_rule(
     State(app): State<App>,
     Caller(principal): Caller,
     Path((id, rule_id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     app.delete_rule(&principal, &id, &rule_id).await?;
     Ok(ok(Deleted {
         id: rule_id,
@@ -746,7 +742,7 @@ async fn set_soul(
     Caller(principal): Caller,
     Path(id): Path<String>,
     body: ApiJson<SoulBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let agent = app.set_soul(&principal, &id, body.body.soul).await?;
     Ok(ok(AgentData { agent }))
 }
@@ -767,7 +763,7 @@ async fn set_stores(
     Caller(principal): Caller,
     Path(id): Path<String>,
     body: ApiJson<StoresBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let StoresBody { trusted, blocked } = body.body;
     let agent = app.set_stores(&principal, &id, trusted, blocked).await?;
     Ok(ok(AgentData { agent }))
@@ -786,7 +782,7 @@ async fn check(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<CheckBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let CheckBody {
         action: _action,
         transaction: t,
@@ -822,10 +818,7 @@ async fn check(
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
         (status = 403, description = "Not an agent key", body = ErrorEnvelope),
     ))]
-async fn own_rules(
-    State(app): State<App>,
-    Caller(principal): Caller,
-) -> Result<Json<Value>, ApiError> {
+async fn own_rules(State(app): State<App>, Caller(principal): Caller) -> Result<Success, ApiError> {
     let rules = app.own_rules(&principal).await?;
     Ok(ok(RuleList { rules }))
 }

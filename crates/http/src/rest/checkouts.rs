@@ -1,13 +1,12 @@
 //! Seed 003's checkout sessions for purchases an agent makes elsewhere (`API.md` §8). Every
 //! endpoint answers the CheckoutResponse as `data`.
 
-use super::ok;
+use super::{ok, Success};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, Caller};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 use storefront_app::checkouts::{CheckoutInput, CheckoutResponse, ReceiptInput};
@@ -119,7 +118,7 @@ async fn create(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<CheckoutBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     let checkout = app.create_checkout(&principal, body.body.into()).await?;
     Ok((StatusCode::CREATED, ok(checkout)))
 }
@@ -139,7 +138,7 @@ async fn show(
     State(app): State<App>,
     Caller(principal): Caller,
     ApiQuery(q): ApiQuery<ShowQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     Ok(ok(app.get_checkout(&principal, &q.checkout_id).await?))
 }
 
@@ -159,7 +158,7 @@ async fn update(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<UpdateBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let b = body.body;
     let input = CheckoutInput {
         items: b.items,
@@ -191,7 +190,7 @@ async fn complete(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<CheckoutRef>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     Ok(ok(app
         .complete_checkout(&principal, &body.body.checkout_id)
         .await?))
@@ -213,7 +212,7 @@ async fn receipt(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<ReceiptBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let ReceiptBody {
         checkout_id,
         receipt,
@@ -247,7 +246,7 @@ async fn cancel(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<CancelBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let CancelBody {
         checkout_id,
         reason,

@@ -1,13 +1,11 @@
 //! `API.md` §9: customer-agent tokens through the Device Authorization Grant (RFC 8628).
 
-use super::ok;
+use super::{ok, Success};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Caller};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::extract::State;
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use storefront_app::device::{DeviceAuthorization, DeviceToken};
 use storefront_app::App;
 use utoipa::ToSchema;
@@ -59,10 +57,7 @@ pub(crate) struct Decided {
         (status = 200, description = "Codes for the agent and the customer", body = Envelope<DeviceAuthorization>),
         (status = 400, description = "Invalid e-mail or agent name", body = ErrorEnvelope),
     ))]
-async fn authorize(
-    State(app): State<App>,
-    body: ApiJson<DeviceBody>,
-) -> Result<Json<Value>, ApiError> {
+async fn authorize(State(app): State<App>, body: ApiJson<DeviceBody>) -> Result<Success, ApiError> {
     let b = body.body;
     Ok(ok(app
         .device_authorize(&b.customer_email, &b.agent_name)
@@ -76,7 +71,7 @@ async fn authorize(
         (status = 200, description = "The agent key (shown once)", body = Envelope<DeviceToken>),
         (status = 400, description = "An RFC 8628 error code", body = ErrorEnvelope),
     ))]
-async fn token(State(app): State<App>, body: ApiJson<TokenBody>) -> Result<Json<Value>, ApiError> {
+async fn token(State(app): State<App>, body: ApiJson<TokenBody>) -> Result<Success, ApiError> {
     Ok(ok(app.device_token(&body.body.device_code).await?))
 }
 
@@ -94,7 +89,7 @@ async fn decide(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<DecideBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let b = body.body;
     let approve = match b.decision.as_deref() {
         None | Some("approve") => true,

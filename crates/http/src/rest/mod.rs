@@ -18,7 +18,6 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::{json, Value};
 use std::sync::Arc;
 use storefront_app::App;
 use storefront_domain::{DomainError, ErrorCode};
@@ -70,16 +69,41 @@ pub fn routes() -> Router<App> {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(Arc::new(
+            products::RenderedCatalog::default(),
+        )))
+}
+
+/// A success envelope, already serialized: `{"ok": true, "data": ...}` written straight from
+/// the typed data (no intermediate `serde_json::Value`, which cost a copy of every answer).
+pub(crate) struct Success(pub(crate) axum::body::Bytes);
+
+impl IntoResponse for Success {
+    fn into_response(self) -> axum::response::Response {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.0,
+        )
+            .into_response()
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<T> {
+    ok: bool,
+    data: T,
 }
 
 /// The success envelope: `{"ok": true, "data": ...}`.
-pub(crate) fn ok<T: Serialize>(data: T) -> Json<Value> {
-    Json(json!({ "ok": true, "data": data }))
+pub(crate) fn ok<T: Serialize>(data: T) -> Success {
+    let body = serde_json::to_vec(&Envelope { ok: true, data })
+        .expect("answers are plain data and always serialize");
+    Success(body.into())
 }
 
 /// A success envelope with `Retry-After` when the object is still on its way somewhere.
 pub(crate) fn with_retry_after(
-    body: Json<Value>,
+    body: Success,
     retry_after: Option<u64>,
 ) -> axum::response::Response {
     let mut response = body.into_response();

@@ -1,6 +1,6 @@
 //! `API.md` §5: orders.
 
-use super::{ok, with_retry_after};
+use super::{ok, with_retry_after, Success};
 use crate::error::{envelope, status_of, ApiError};
 use crate::extract::{
     idempotency_key, int_param, required_idempotency_key, ApiJson, ApiQuery, Caller,
@@ -154,7 +154,7 @@ async fn validate(
     Caller(principal): Caller,
     headers: HeaderMap,
     body: ApiJson<OrderBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let (request, request_id) = body.body.into_request()?;
     let key = idempotency_key(&headers, request_id)?;
     let validated = app
@@ -299,7 +299,7 @@ async fn list(
     State(app): State<App>,
     Caller(principal): Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let status = query
         .status
         .filter(|s| !s.is_empty())
@@ -403,7 +403,7 @@ async fn cancel(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let order = app.cancel_order(&principal, &id).await?;
     Ok(ok(OrderData { order }))
 }
@@ -424,7 +424,7 @@ async fn credentials(
     Caller(principal): Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<SignedQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let signature = q.signature(&principal);
     Ok(ok(app
         .order_credentials(&principal, &id, signature)
@@ -456,7 +456,7 @@ async fn install(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<SignedQuery>,
     body: ApiJson<InstallBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     let signature = q.signature(&principal);
     let order = app
         .submit_install_configuration(&principal, &id, signature, &body.body.config)

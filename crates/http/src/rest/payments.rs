@@ -1,15 +1,13 @@
 //! `API.md` §6: Stripe's webhook and credit top-ups.
 
-use super::ok;
+use super::{ok, Success};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Caller};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use storefront_app::payments::{TopUpView, WebhookAck};
 use storefront_app::App;
 use utoipa::ToSchema;
@@ -42,7 +40,7 @@ async fn stripe_webhook(
     State(app): State<App>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
@@ -71,7 +69,7 @@ async fn create_top_up(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<TopUpBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     let top_up = app
         .create_top_up(&principal, body.body.amount_minor)
         .await?;
@@ -92,7 +90,7 @@ async fn show_top_up(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let top_up = app.get_top_up(&principal, &id).await?;
     Ok(ok(TopUpData { top_up }))
 }

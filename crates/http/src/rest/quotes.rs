@@ -1,12 +1,11 @@
 //! `API.md` §4: quotes.
 
-use super::ok;
+use super::{ok, Success};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Caller};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use storefront_app::quotes::QuoteRequest;
@@ -63,7 +62,7 @@ async fn create(
     State(app): State<App>,
     Caller(principal): Caller,
     body: ApiJson<QuoteBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     let quote = app.create_quote(&principal, &body.body.into()).await?;
     Ok((StatusCode::CREATED, ok(QuoteData { quote })))
 }
@@ -81,7 +80,7 @@ async fn show(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let quote = app.get_quote(&principal, &id).await?;
     Ok(ok(QuoteData { quote }))
 }

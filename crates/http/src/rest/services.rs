@@ -1,6 +1,6 @@
 //! `API.md` §7: services (provisioned machines) and their management actions.
 
-use super::{ok, with_retry_after};
+use super::{ok, with_retry_after, Success};
 use crate::error::ApiError;
 use crate::extract::{
     int_param, required_idempotency_key, ApiJson, ApiQuery, Caller, OptionalJson,
@@ -10,9 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use storefront_app::machines::ServiceView;
 use storefront_app::machines::{Credentials, Extension};
 use storefront_app::page::PageRequest;
@@ -77,7 +75,7 @@ async fn list(
     State(app): State<App>,
     Caller(principal): Caller,
     ApiQuery(q): ApiQuery<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     let page = PageRequest::parse(int_param("limit", q.limit.as_deref())?, q.cursor)?;
     let page = app.list_services(&principal, &page).await?;
     Ok(ok(ServiceList {
@@ -106,7 +104,7 @@ async fn show(
     Ok(with_retry_after(ok(ServiceData { service }), retry_after))
 }
 
-fn accepted(service: ServiceView) -> (StatusCode, Json<Value>) {
+fn accepted(service: ServiceView) -> (StatusCode, Success) {
     (
         StatusCode::ACCEPTED,
         ok(Accepted {
@@ -137,7 +135,7 @@ async fn restart(
     Caller(principal): Caller,
     Path(id): Path<String>,
     OptionalJson(_empty): OptionalJson<Empty>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     Ok(accepted(app.restart_service(&principal, &id).await?))
 }
 
@@ -164,7 +162,7 @@ async fn reinstall(
     Caller(principal): Caller,
     Path(id): Path<String>,
     body: ApiJson<ReinstallBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     Ok(accepted(
         app.reinstall_service(&principal, &id, &body.body.image)
             .await?,
@@ -186,7 +184,7 @@ async fn terminate(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     Ok(accepted(app.terminate_service(&principal, &id).await?))
 }
 
@@ -205,7 +203,7 @@ async fn delete(
     state: State<App>,
     caller: Caller,
     path: Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Success), ApiError> {
     terminate(state, caller, path).await
 }
 
@@ -224,7 +222,7 @@ async fn credentials(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Success, ApiError> {
     Ok(ok(app.service_credentials(&principal, &id).await?))
 }
 
