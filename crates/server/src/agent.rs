@@ -118,6 +118,8 @@ pub enum AgentCommand {
 pub enum Outcome {
     Done = 0,
     Refused = 1,
+    /// Wrong usage the argument parser cannot see (a malformed `--set`), like clap's own `2`.
+    Usage = 2,
     Unreachable = 3,
     TimedOut = 4,
 }
@@ -370,7 +372,7 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
         |data: &Value| println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
     let usage = |why: String| {
         eprintln!("error: {why}");
-        Ok(Outcome::Refused)
+        Ok(Outcome::Usage)
     };
     match command {
         AgentCommand::Products { q, category } => {

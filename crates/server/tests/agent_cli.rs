@@ -102,6 +102,11 @@ async fn exit_codes_say_refused_unreachable_and_usage(backend: Backend) {
     assert_eq!(code, 1, "no key: unauthorized");
     let (code, _, _) = cli(&s, Some(&key), &["buy", "--bogus"]).await;
     assert_eq!(code, 2, "usage errors");
+    let (code, _, stderr) = cli(&s, Some(&key), &["quote", "web-search", "--set", "query"]).await;
+    assert_eq!(code, 2, "a malformed --set is wrong usage too: {stderr}");
+    assert!(stderr.contains("NAME=VALUE"), "{stderr}");
+    let (code, _, _) = cli(&s, Some(&key), &["buy", "--set", "query=x"]).await;
+    assert_eq!(code, 2, "buy without a product or a quote");
     let mut unreachable = tokio::process::Command::new(env!("CARGO_BIN_EXE_storefront"));
     let out = unreachable
         .env_clear()
