@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::binary::{admin_account, database, start, GUARD};
+use common::binary::{admin_account, database, get_json, poll_order, start, GUARD};
 use common::machines::image_dir;
 use common::Backend;
 use rand::Rng;
@@ -261,26 +261,11 @@ async fn invariants_hold_after_fifty_kills(backend: Backend) {
             .await
             .unwrap();
         let id = r["data"]["order"]["id"].as_str().unwrap().to_owned();
-        let deadline = tokio::time::Instant::now() + GUARD;
-        loop {
-            let o: Value = http
-                .get(format!("{}/api/v1/orders/{id}", server.base))
-                .bearer_auth(&owner)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if o["data"]["order"]["status"] == "fulfilled" {
-                break o["data"]["order"]["service_id"].as_str().map(str::to_owned);
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the machine arrives"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let order = poll_order(&http, &server.base, &owner, &id, |o| {
+            o["status"] == "fulfilled"
+        })
+        .await;
+        order["service_id"].as_str().map(str::to_owned)
     } else {
         None
     };
@@ -327,15 +312,12 @@ async fn invariants_hold_after_fifty_kills(backend: Backend) {
         acknowledged.len()
     );
     for (key, (id, status)) in &acknowledged {
-        let o: Value = http
-            .get(format!("{}/api/v1/orders/{id}", server.base))
-            .bearer_auth(&owner)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let o = get_json(
+            &http,
+            &format!("{}/api/v1/orders/{id}", server.base),
+            Some(&owner),
+        )
+        .await;
         let now = o["data"]["order"]["status"]
             .as_str()
             .unwrap_or_else(|| panic!("order {id} ({key}) is lost: {o}"));

@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::binary::{admin, admin_account, storefront, GUARD};
+use common::binary::{admin, admin_account, get_json, poll_order, storefront, GUARD};
 use common::machines::image_dir;
 use serde_json::{json, Value};
 use std::process::Stdio;
-use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// The `sig` of a signed URL.
@@ -205,37 +204,15 @@ async fn secrets_appear_in_no_log_and_no_database_file() {
             secrets.push((format!("{scope} token"), token.to_owned()));
         }
         let id = order["id"].as_str().unwrap();
-        let deadline = tokio::time::Instant::now() + GUARD;
-        let credentials_url = loop {
-            let o: Value = http
-                .get(format!("{base}/api/v1/orders/{id}"))
-                .bearer_auth(&owner)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if o["data"]["order"]["credentials_available"] == true {
-                break o["data"]["order"]["credentials_action"]["url"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the machine arrives"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let creds: Value = http
-            .get(&credentials_url)
-            .send()
-            .await
+        let ready = poll_order(&http, &base, &owner, id, |o| {
+            o["credentials_available"] == true
+        })
+        .await;
+        let credentials_url = ready["credentials_action"]["url"]
+            .as_str()
             .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .to_owned();
+        let creds = get_json(&http, &credentials_url, None).await;
         let private_key = creds["data"]["credentials"]["private_key"]
             .as_str()
             .unwrap();

@@ -152,3 +152,36 @@ pub async fn terminate(mut r: Running) -> std::process::ExitStatus {
         .expect("exits after SIGTERM")
         .unwrap()
 }
+
+/// `GET url` (with a key, when given), as JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str, key: Option<&str>) -> serde_json::Value {
+    let mut req = http.get(url);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// Polls an order of a running server until `done` holds for it (a real system settling; `GUARD`
+/// bounds it); returns the order.
+pub async fn poll_order(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    id: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        let body = get_json(http, &format!("{base}/api/v1/orders/{id}"), Some(key)).await;
+        let order = &body["data"]["order"];
+        if done(order) {
+            return order.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {id} never settled: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
