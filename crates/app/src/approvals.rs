@@ -99,6 +99,7 @@ impl App {
             .store
             .insert_order(&NewOrder {
                 order: &order,
+                quote: None,
                 idempotency: Some(key_ref),
                 charge: None,
                 service: None,

@@ -1042,14 +1042,11 @@ impl App {
             key_ref.clone(),
             serde_json::to_value(&extension).expect("plain data"),
         );
-        self.store
-            .insert_quote(&quote)
-            .await
-            .map_err(store_failure)?;
         let applied = self
             .store
             .insert_order(&crate::ports::NewOrder {
                 order: &order,
+                quote: Some(&quote),
                 idempotency: Some(key_ref),
                 charge: charge.as_ref(),
                 service: None,

@@ -442,16 +442,12 @@ impl App {
         let completion = accepted
             .as_ref()
             .map(|o| IdempotencyCompletion::new(key_ref.clone(), o.to_value()));
-        if matches!(req.source, OrderSource::Configure(_)) {
-            self.store
-                .insert_quote(&quote)
-                .await
-                .map_err(store_failure)?;
-        }
+        let own_quote = matches!(req.source, OrderSource::Configure(_)).then_some(&quote);
         match self
             .store
             .insert_order(&NewOrder {
                 order: &order,
+                quote: own_quote,
                 idempotency: Some(key_ref),
                 charge: charge.as_ref(),
                 service: delivery.as_ref().map(|d| &d.service),

@@ -182,6 +182,7 @@ impl App {
         self.store
             .insert_order(&NewOrder {
                 order: &order,
+                quote: None,
                 idempotency: Some(key_ref),
                 charge: None,
                 service: None,
@@ -231,6 +232,7 @@ impl App {
         self.store
             .insert_order(&NewOrder {
                 order: &order,
+                quote: None,
                 idempotency: Some(key_ref),
                 charge: None,
                 service: None,

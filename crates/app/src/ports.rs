@@ -94,6 +94,9 @@ impl IdempotencyCompletion {
 #[derive(Debug, Clone, Copy)]
 pub struct NewOrder<'a> {
     pub order: &'a Order,
+    /// A quote made for this order alone (quote-and-order in one request), stored with it: one
+    /// durable commit instead of two.
+    pub quote: Option<&'a Quote>,
     pub idempotency: Option<&'a IdempotencyRef>,
     pub charge: Option<&'a LedgerMovement>,
     pub service: Option<&'a Service>,

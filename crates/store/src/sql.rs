@@ -477,27 +477,7 @@ impl Store for $store {
 
     async fn insert_quote(&self, q: &Quote) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO quotes (id, account_id, product_id, quantity, configuration, warnings, line_items,
-                                 total_minor, currency, catalog_version, management_capabilities, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(q.id.as_str())
-        .bind(q.account_id.as_ref().map(|a| a.as_str().to_owned()))
-        .bind(&q.product_id)
-        .bind(q.quantity)
-        .bind(to_json(&q.configuration_normalized))
-        .bind(to_json(&q.configuration_warnings))
-        .bind(to_json(&q.line_items))
-        .bind(q.total_minor)
-        .bind(q.currency.as_str())
-        .bind(&q.catalog_version)
-        .bind(to_json(&q.management_capabilities))
-        .bind(ts(&q.created_at))
-        .bind(ts(&q.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        insert_quote_row(&mut tx, q).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -625,6 +605,9 @@ impl Store for $store {
         }
         if let Some(charge) = new.charge {
             apply_movement(&mut tx, charge, o.created_at).await?;
+        }
+        if let Some(quote) = new.quote {
+            insert_quote_row(&mut tx, quote).await?;
         }
         insert_order_row(&mut tx, o, new.idempotency).await?;
         if let Some(service) = new.service {
@@ -1334,6 +1317,31 @@ impl Store for $store {
             .map_err(backend)?;
         tx.commit().await.map_err(backend)
     }
+}
+
+async fn insert_quote_row(conn: &mut $conn, q: &Quote) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO quotes (id, account_id, product_id, quantity, configuration, warnings, line_items,
+                             total_minor, currency, catalog_version, management_capabilities, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(q.id.as_str())
+    .bind(q.account_id.as_ref().map(|a| a.as_str().to_owned()))
+    .bind(&q.product_id)
+    .bind(q.quantity)
+    .bind(to_json(&q.configuration_normalized))
+    .bind(to_json(&q.configuration_warnings))
+    .bind(to_json(&q.line_items))
+    .bind(q.total_minor)
+    .bind(q.currency.as_str())
+    .bind(&q.catalog_version)
+    .bind(to_json(&q.management_capabilities))
+    .bind(ts(&q.created_at))
+    .bind(ts(&q.expires_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }
 
 /// Inserts an order row. Orders without a key get a unique per-order scope so the uniqueness
