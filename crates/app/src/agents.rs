@@ -704,13 +704,7 @@ impl App {
             .agent_spending(&agent.id, since)
             .await
             .map_err(store_failure)?;
-        let sum_since = |start| -> i64 {
-            spending
-                .iter()
-                .filter(|(at, _)| *at >= start)
-                .map(|(_, amount)| *amount)
-                .sum()
-        };
+        let sum_since = |start| spent_since(&spending, start);
         // The longest rate window any rule can ask about is 31 days; older orders never count.
         let recent = spending.iter().map(|(at, _)| *at).collect();
         let context = Context {
@@ -912,4 +906,16 @@ fn check_result(d: &Decision, now: storefront_domain::timestamp::Timestamp) -> C
         evaluated_rules: d.evaluated_rules,
         timestamp: format(&now),
     }
+}
+
+/// What an agent spent since `start`, from its spending rows (`Store::agent_spending`).
+pub(crate) fn spent_since(
+    spending: &[(storefront_domain::timestamp::Timestamp, i64)],
+    start: storefront_domain::timestamp::Timestamp,
+) -> i64 {
+    spending
+        .iter()
+        .filter(|(at, _)| *at >= start)
+        .map(|(_, amount)| *amount)
+        .sum()
 }

@@ -3,12 +3,13 @@
 //! Everything else the dashboard does goes through the same `App` methods as the API, with the
 //! session's owner principal.
 
+use crate::agents::spent_since;
 use crate::app::{store_failure, App};
 use crate::principal::Principal;
 use crate::secrets::{constant_time_eq, hash_secret, random_token};
 use chrono::Duration;
 use storefront_domain::account::{DashboardSession, LoginCode};
-use storefront_domain::agent::AgentStatus;
+use storefront_domain::agent::{Agent, AgentStatus};
 use storefront_domain::governance::Period;
 use storefront_domain::ids::AccountId;
 use storefront_domain::timestamp::Timestamp;
@@ -178,11 +179,10 @@ impl App {
         if let Some(key_id) = &session.key_id {
             let live = self
                 .store
-                .list_api_keys(&session.account_id)
+                .get_api_key(key_id)
                 .await
                 .map_err(store_failure)?
-                .iter()
-                .any(|k| &k.id == key_id && k.revoked_at.is_none());
+                .is_some_and(|k| k.account_id == session.account_id && k.revoked_at.is_none());
             if !live {
                 return Err(DomainError::unauthorized());
             }
@@ -209,32 +209,30 @@ impl App {
         &self,
         principal: &Principal,
     ) -> Result<Vec<AgentSpending>, DomainError> {
-        let agents = self.list_agents(principal).await?;
+        let mut out = Vec::new();
+        for agent in self.list_agents(principal).await? {
+            out.push(self.spending_of(&agent).await?);
+        }
+        Ok(out)
+    }
+
+    /// One agent's spending today and this month (UTC); the caller has already fetched the agent
+    /// under its principal.
+    pub async fn spending_of(&self, agent: &Agent) -> Result<AgentSpending, DomainError> {
         let now = self.clock.now();
         let day = Period::Day.start(now);
         let month = Period::Month.start(now);
-        let mut out = Vec::with_capacity(agents.len());
-        for agent in agents {
-            let spending = self
-                .store
-                .agent_spending(&agent.id, day.min(month))
-                .await
-                .map_err(store_failure)?;
-            let since = |start: Timestamp| -> i64 {
-                spending
-                    .iter()
-                    .filter(|(at, _)| *at >= start)
-                    .map(|(_, amount)| amount)
-                    .sum()
-            };
-            out.push(AgentSpending {
-                agent_id: agent.id.to_string(),
-                name: agent.name,
-                status: agent.status,
-                today_minor: since(day),
-                month_minor: since(month),
-            });
-        }
-        Ok(out)
+        let spending = self
+            .store
+            .agent_spending(&agent.id, day.min(month))
+            .await
+            .map_err(store_failure)?;
+        Ok(AgentSpending {
+            agent_id: agent.id.to_string(),
+            name: agent.name.clone(),
+            status: agent.status,
+            today_minor: spent_since(&spending, day),
+            month_minor: spent_since(&spending, month),
+        })
     }
 }

@@ -197,6 +197,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()>;
     async fn find_api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKey>>;
+    async fn get_api_key(&self, id: &KeyId) -> StoreResult<Option<ApiKey>>;
     async fn list_api_keys(&self, account: &AccountId) -> StoreResult<Vec<ApiKey>>;
     /// Revokes a live key of the account; `false` when there is none.
     async fn revoke_api_key(

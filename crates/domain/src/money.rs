@@ -55,13 +55,18 @@ impl fmt::Display for Currency {
 /// Formats minor units for people: `1234` → `12.34 USD` (two decimals; every currency the
 /// built-in catalog uses has two).
 pub fn display_minor(amount_minor: i64, currency: &Currency) -> String {
+    display_minor_in(amount_minor, currency.as_str())
+}
+
+/// [`display_minor`] for a currency code carried as text (views hold it as a string).
+pub fn display_minor_in(amount_minor: i64, currency: &str) -> String {
     let sign = if amount_minor < 0 { "-" } else { "" };
     let abs = amount_minor.unsigned_abs();
     format!(
         "{sign}{}.{:02} {}",
         abs / 100,
         abs % 100,
-        currency.as_str().to_uppercase()
+        currency.to_uppercase()
     )
 }
 

@@ -407,6 +407,10 @@ impl Store for $store {
         self.find_one("SELECT * FROM api_keys WHERE secret_hash = $1", secret_hash, key_from_row).await
     }
 
+    async fn get_api_key(&self, id: &KeyId) -> StoreResult<Option<ApiKey>> {
+        self.find_one("SELECT * FROM api_keys WHERE id = $1", id.as_str(), key_from_row).await
+    }
+
     async fn list_api_keys(&self, account: &AccountId) -> StoreResult<Vec<ApiKey>> {
         let rows = sqlx::query("SELECT * FROM api_keys WHERE account_id = $1 ORDER BY id")
             .bind(account.as_str())

@@ -159,11 +159,7 @@ async fn agent_page(
     let principal = session.principal();
     let agent = app.get_agent(principal, id).await?;
     let rules = app.list_rules(principal, id).await?;
-    let spending = app
-        .spending_by_agent(principal)
-        .await?
-        .into_iter()
-        .find(|s| s.agent_id == agent.id.as_str());
+    let spending = app.spending_of(&agent).await?;
     let currency = app.account(principal).await?.currency.to_string();
     let keys = app
         .list_api_keys(principal)
@@ -194,8 +190,8 @@ async fn agent_page(
             .flatten()
             .collect::<Vec<_>>()
             .join(" on "),
-        spend_today: money(spending.as_ref().map_or(0, |s| s.today_minor), &currency),
-        spend_month: money(spending.as_ref().map_or(0, |s| s.month_minor), &currency),
+        spend_today: money(spending.today_minor, &currency),
+        spend_month: money(spending.month_minor, &currency),
         rules: rules
             .into_iter()
             .map(|r| RuleRow {

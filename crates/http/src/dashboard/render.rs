@@ -148,17 +148,8 @@ pub async fn script() -> Response {
         .into_response()
 }
 
-/// `1234` minor units of `usd` → `12.34 USD`.
-pub fn money(minor: i64, currency: &str) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let abs = minor.unsigned_abs();
-    format!(
-        "{sign}{}.{:02} {}",
-        abs / 100,
-        abs % 100,
-        currency.to_ascii_uppercase()
-    )
-}
+/// `1234` minor units of `usd` → `12.34 USD`, as everywhere else.
+pub use storefront_domain::money::display_minor_in as money;
 
 /// An RFC 3339 timestamp shortened for tables: `2026-11-22 18:30 UTC`.
 pub fn when(rfc3339: &str) -> String {

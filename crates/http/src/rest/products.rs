@@ -85,11 +85,11 @@ impl RenderedCatalog {
         });
         match all.get(id) {
             Some(rendered) => Ok(rendered.clone()),
-            // Not in the catalog: the use-case says so, with its message.
-            None => Err(app.get_product(id).err().map_or_else(
-                || ApiError(storefront_domain::DomainError::internal()),
-                ApiError,
-            )),
+            // Not in the catalog: the use-case answers with its `not_found`.
+            None => {
+                app.get_product(id)?;
+                Err(ApiError(storefront_domain::DomainError::internal()))
+            }
         }
     }
 }
