@@ -41,6 +41,9 @@ pub struct AppSettings {
     pub max_connections: usize,
     pub header_read_timeout: std::time::Duration,
     pub request_timeout: std::time::Duration,
+    /// How long readiness waits for its write-path check before it reports the database
+    /// unavailable.
+    pub readiness_timeout: std::time::Duration,
 }
 
 impl Default for AppSettings {
@@ -60,6 +63,7 @@ impl Default for AppSettings {
             max_connections: 4096,
             header_read_timeout: std::time::Duration::from_secs(10),
             request_timeout: std::time::Duration::from_secs(30),
+            readiness_timeout: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -82,6 +86,11 @@ pub struct App {
     pub(crate) mpp: Option<Arc<dyn MppGateway>>,
     /// The account that owns purchases made without a key, once known.
     pub(crate) public_account: Arc<tokio::sync::OnceCell<storefront_domain::ids::AccountId>>,
+    /// Use-cases running to completion in tasks of their own (see [`App::run_to_completion`]);
+    /// shutdown waits for them.
+    pub(crate) in_flight: tokio_util::task::TaskTracker,
+    /// The last write-path check, reused for a moment (see [`App::readiness`]).
+    pub(crate) readiness: Arc<tokio::sync::Mutex<crate::health::WritePathChecks>>,
 }
 
 impl App {
@@ -105,6 +114,8 @@ impl App {
             card: None,
             mpp: None,
             public_account: Arc::new(tokio::sync::OnceCell::new()),
+            in_flight: tokio_util::task::TaskTracker::new(),
+            readiness: Arc::default(),
         }
     }
 
@@ -200,9 +211,33 @@ impl App {
             .map_err(store_failure)
     }
 
-    /// Readiness: the database answers.
-    pub async fn ready(&self) -> Result<(), DomainError> {
-        self.store.ping().await.map_err(store_failure)
+    /// Runs `work` to its end in a task of its own, whatever happens to the caller: a client
+    /// that disconnects, or a time limit that gives up waiting, only means that nobody reads the
+    /// result. Anything that writes in several steps (charge, then deliver; claim an idempotency
+    /// key, then record its outcome) must not stop between them because its caller went away.
+    /// Shutdown waits for these tasks ([`App::finish_in_flight`]).
+    pub fn run_to_completion<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.in_flight.spawn(work)
+    }
+
+    /// Waits, at most `grace`, for the work started by [`App::run_to_completion`] to end; says
+    /// whether it all did.
+    pub async fn finish_in_flight(&self, grace: std::time::Duration) -> bool {
+        self.in_flight.close();
+        let finished = tokio::time::timeout(grace, self.in_flight.wait())
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!(
+                tasks = self.in_flight.len(),
+                "shutting down with requests still running; their idempotency keys let clients retry them"
+            );
+        }
+        finished
     }
 }
 

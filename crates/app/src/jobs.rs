@@ -98,7 +98,9 @@ impl Worker {
         let handler = self.handlers[&job.kind].clone();
         tracing::info!(job_id = %job.id, kind = %job.kind, attempt = job.attempts, "job started");
 
-        // Keep the lease alive while the handler runs, renewing well before it lapses.
+        // Keep the lease alive while the handler runs, renewing well before it lapses. The
+        // renewer is asked to stop between renewals, never aborted in the middle of one.
+        let (stop_heartbeat, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let heartbeat = {
             let (app, id, worker, lease) = (
                 self.app.clone(),
@@ -109,7 +111,10 @@ impl Worker {
             let every = lease.to_std().unwrap_or_default() / 3;
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(every).await;
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        () = tokio::time::sleep(every) => {}
+                    }
                     let until = app.clock.now() + lease;
                     match app.store.heartbeat_job(&id, &worker, until).await {
                         Ok(true) => {}
@@ -123,7 +128,8 @@ impl Worker {
             })
         };
         let result = handler.run(&job).await;
-        heartbeat.abort();
+        let _ = stop_heartbeat.send(());
+        let _ = heartbeat.await;
 
         let now = self.app.clock.now();
         let outcome = match result {

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod dashboard;
 pub mod device;
 pub mod discovery;
+pub mod health;
 pub mod jobs;
 pub mod machines;
 pub mod orders;

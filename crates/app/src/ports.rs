@@ -182,8 +182,11 @@ pub struct OrderFilter {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Readiness: the database answers.
+    /// Readiness: the database answers reads.
     async fn ping(&self) -> StoreResult<()>;
+    /// Readiness: a write transaction begins, writes and commits (one row, overwritten each
+    /// time), so a write path that is stuck or refused shows up before an order finds it.
+    async fn probe_write(&self, now: Timestamp) -> StoreResult<()>;
 
     /// Returns the named setting, storing `initial` first if it has none (first start).
     async fn setting_or_init(&self, name: &str, initial: &str) -> StoreResult<String>;

@@ -51,13 +51,15 @@ pub fn router(app: App, doors: Router) -> Router {
         .merge(dashboard::routes())
         .route("/metrics", axum::routing::get(metrics::render))
         .route_layer(axum::middleware::from_fn(metrics::track))
-        .with_state(app)
+        .with_state(app.clone())
         .merge(doors)
         .layer(axum::middleware::from_fn_with_state(
             limits,
             ratelimit::limit,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Inside the time limit, so that giving up on an answer does not stop the work.
+        .layer(axum::middleware::from_fn_with_state(app, run_to_completion))
         .layer(axum::middleware::from_fn_with_state(
             app_request_timeout,
             time_limit,
@@ -66,6 +68,36 @@ pub fn router(app: App, doors: Router) -> Router {
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Requests that may write (every method but GET, HEAD, OPTIONS and TRACE) run to completion in
+/// a task of their own. When a client disconnects, hyper drops the request's future; without
+/// this, a use-case would stop at whatever `.await` it had reached — between the charge and the
+/// delivery, or between claiming an idempotency key and recording its outcome. Now a vanished
+/// client only means that nobody reads the answer; the idempotency record keeps it for the
+/// retry. Reads write nothing and stay cancellable.
+async fn run_to_completion(
+    axum::extract::State(app): axum::extract::State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if request.method().is_safe() {
+        return next.run(request).await;
+    }
+    match app.run_to_completion(next.run(request)).await {
+        Ok(response) => response,
+        // The panic goes on to `CatchPanicLayer`, which answers it like any other.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => error::ApiError(
+            storefront_domain::DomainError::service_unavailable(
+                "The server is shutting down.",
+                "Retry the identical request; with an Idempotency-Key a retry never acts twice.",
+            )
+            .with_retry_after(5),
+        )
+        .into_response(),
+    }
 }
 
 /// Answers a request that takes longer than the configured limit (body upload included) with

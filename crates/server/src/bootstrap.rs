@@ -176,6 +176,9 @@ pub async fn build_app(
         request_timeout: std::time::Duration::from_secs(
             config.request_timeout_seconds.clamp(1, 3600),
         ),
+        readiness_timeout: std::time::Duration::from_secs(
+            config.readiness_timeout_seconds.clamp(1, 60),
+        ),
         ..AppSettings::default()
     };
     let secret_box = SecretBox::new(&secrets_key(config)?);

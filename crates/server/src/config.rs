@@ -32,6 +32,9 @@ fn default_header_read_timeout() -> u64 {
 fn default_request_timeout() -> u64 {
     30
 }
+fn default_readiness_timeout() -> u64 {
+    2
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -98,6 +101,10 @@ pub struct Config {
     /// Seconds a request may take, its body included, before it is answered with an error.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
+    /// Seconds `/readyz` waits for its write-path check (a small durable write) before it
+    /// answers `503`.
+    #[serde(default = "default_readiness_timeout")]
+    pub readiness_timeout_seconds: u64,
     /// Create a demo account with credits on the first start of an empty database.
     #[serde(default = "default_true")]
     pub demo_account: bool,
@@ -275,6 +282,9 @@ impl Config {
         }
         if let Some(v) = env("STOREFRONT_REQUEST_TIMEOUT_SECONDS") {
             self.request_timeout_seconds = number("STOREFRONT_REQUEST_TIMEOUT_SECONDS", v)?;
+        }
+        if let Some(v) = env("STOREFRONT_READINESS_TIMEOUT_SECONDS") {
+            self.readiness_timeout_seconds = number("STOREFRONT_READINESS_TIMEOUT_SECONDS", v)?;
         }
         if let Some(v) = env("STOREFRONT_JOB_LEASE_SECONDS") {
             self.job_lease_seconds = number("STOREFRONT_JOB_LEASE_SECONDS", v)?.max(1);

@@ -6,8 +6,9 @@
 //! server; request headers are capped at `MAX_HEADER_BYTES` (`431`). The per-request timeout and
 //! the body limit are middleware (`storefront_http::router`).
 //!
-//! On SIGTERM or SIGINT the listener stops accepting, in-flight requests finish, then the
-//! process exits.
+//! On SIGTERM or SIGINT the listener stops accepting, in-flight requests finish — also those
+//! whose clients have gone, which run to completion on their own (`App::run_to_completion`) —
+//! then the process exits.
 
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -44,7 +45,7 @@ pub async fn serve(
     }
     let settings = app.settings().clone();
     let mcp = storefront_mcp::router(app.clone(), &hosts);
-    let router = storefront_http::router(app, mcp);
+    let router = storefront_http::router(app.clone(), mcp);
 
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     // Connections hold a receiver; closing the sender asks them to finish, and `closed()`
@@ -112,6 +113,7 @@ pub async fn serve(
     drop(drain_rx);
     let _ = drain_tx.send(());
     drain_tx.closed().await;
+    app.finish_in_flight(storefront_http::SHUTDOWN_GRACE).await;
     Ok(())
 }
 

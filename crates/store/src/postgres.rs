@@ -7,7 +7,7 @@
 
 use crate::OpenError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -29,6 +29,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(30))
+            // A connection left inside a transaction (a caller dropped at the wrong moment) is
+            // closed, which ends the transaction on the server, instead of being reused.
+            .before_acquire(|conn, _| Box::pin(async move { Ok(is_clean(conn, "before_acquire")) }))
+            .after_release(|conn, _| Box::pin(async move { Ok(is_clean(conn, "after_release")) }))
             .connect_with(options)
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
@@ -39,13 +43,26 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// Opens a write transaction in a task of its own, so a dropped caller cannot interrupt it
+    /// (see [`crate::detached`]).
     async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
-        self.pool.begin().await.map_err(backend)
+        let pool = self.pool.clone();
+        crate::detached(async move { pool.begin().await })
+            .await
+            .map_err(backend)
     }
 
     fn reader(&self) -> &PgPool {
         &self.pool
     }
+}
+
+fn is_clean(conn: &sqlx::PgConnection, when: &'static str) -> bool {
+    let open = conn.is_in_transaction();
+    if open {
+        crate::discard_unclean_connection(when);
+    }
+    !open
 }
 
 crate::sql::shared_store!(

@@ -42,11 +42,19 @@ fn backend(e: sqlx::Error) -> StoreError {
             return StoreError::Conflict(db.message().to_owned());
         }
     }
+    crate::count_failure(crate::failure_kind(&e));
     StoreError::Backend(e.to_string())
 }
 
 fn corrupt(what: &str) -> StoreError {
+    crate::count_failure("unreadable");
     StoreError::Backend(format!("unreadable {what} in the database"))
+}
+
+/// Commits in a task of its own: once a use-case reaches its commit, the commit happens and its
+/// outcome is settled even if the caller is dropped at this `.await` (see `crate::detached`).
+async fn commit(tx: sqlx::Transaction<'static, $db>) -> StoreResult<()> {
+    crate::detached(tx.commit()).await.map_err(backend)
 }
 
 fn parse_ts(raw: &str) -> StoreResult<Timestamp> {
@@ -325,6 +333,19 @@ impl Store for $store {
         Ok(())
     }
 
+    async fn probe_write(&self, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO write_probe (id, checked_at) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+        )
+        .bind(ts(&now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        commit(tx).await
+    }
+
     async fn setting_or_init(&self, name: &str, initial: &str) -> StoreResult<String> {
         let mut tx = self.begin().await?;
         sqlx::query(
@@ -340,7 +361,7 @@ impl Store for $store {
             .fetch_one(&mut *tx)
             .await
             .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(value)
     }
 
@@ -356,7 +377,7 @@ impl Store for $store {
             .await
             .map_err(backend)?;
         }
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn create_account(&self, account: &Account, owner_key: &ApiKey) -> StoreResult<()> {
@@ -375,7 +396,7 @@ impl Store for $store {
         .await
         .map_err(backend)?;
         insert_key(&mut tx, owner_key).await?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
@@ -400,7 +421,7 @@ impl Store for $store {
     async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         insert_key(&mut tx, key).await?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn find_api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKey>> {
@@ -436,7 +457,7 @@ impl Store for $store {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -447,7 +468,7 @@ impl Store for $store {
     ) -> StoreResult<LedgerEntry> {
         let mut tx = self.begin().await?;
         let entry = apply_movement(&mut tx, movement, now).await?;
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(entry)
     }
 
@@ -482,7 +503,7 @@ impl Store for $store {
     async fn insert_quote(&self, q: &Quote) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         insert_quote_row(&mut tx, q).await?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn get_quote(&self, id: &QuoteId) -> StoreResult<Option<Quote>> {
@@ -558,7 +579,7 @@ impl Store for $store {
                 }
             }
         };
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(outcome)
     }
 
@@ -568,7 +589,7 @@ impl Store for $store {
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         complete_key(&mut tx, completion).await?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn release_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<()> {
@@ -580,7 +601,7 @@ impl Store for $store {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn unlock_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<()> {
@@ -593,7 +614,7 @@ impl Store for $store {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<bool> {
@@ -630,7 +651,7 @@ impl Store for $store {
         if let Some(c) = new.completes {
             complete_key(&mut tx, c).await?;
         }
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(true)
     }
 
@@ -699,7 +720,7 @@ impl Store for $store {
         if let Some(c) = change.completes {
             complete_key(&mut tx, c).await?;
         }
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(true)
     }
 
@@ -801,7 +822,7 @@ impl Store for $store {
     async fn enqueue_job(&self, job: &Job) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         insert_job_row(&mut tx, job).await?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn claim_job(
@@ -832,7 +853,7 @@ impl Store for $store {
         }
         let mut tx = self.begin().await?;
         let row = query.fetch_optional(&mut *tx).await.map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
@@ -849,7 +870,7 @@ impl Store for $store {
         .map_err(backend)?
         .rows_affected()
             == 1;
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(held)
     }
 
@@ -879,14 +900,14 @@ impl Store for $store {
         .map_err(backend)?
         .rows_affected()
             == 1;
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(held)
     }
 
     async fn insert_payment(&self, payment: &Payment) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         insert_payment_row(&mut tx, payment).await?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn get_payment(&self, id: &PaymentId) -> StoreResult<Option<Payment>> {
@@ -926,7 +947,7 @@ impl Store for $store {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn get_agent(&self, id: &AgentId) -> StoreResult<Option<Agent>> {
@@ -966,7 +987,7 @@ impl Store for $store {
         .await
         .map_err(backend)?
         .rows_affected();
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(done == 1)
     }
 
@@ -985,7 +1006,7 @@ impl Store for $store {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(done == 1)
     }
 
@@ -1008,7 +1029,7 @@ impl Store for $store {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn list_rules(&self, agent: &AgentId) -> StoreResult<Vec<AgentRule>> {
@@ -1036,7 +1057,7 @@ impl Store for $store {
         .await
         .map_err(backend)?
         .rows_affected();
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(done == 1)
     }
 
@@ -1049,7 +1070,7 @@ impl Store for $store {
             .await
             .map_err(backend)?
             .rows_affected();
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(done == 1)
     }
 
@@ -1074,7 +1095,7 @@ impl Store for $store {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn find_device_grant(&self, hash: &str) -> StoreResult<Option<DeviceGrant>> {
@@ -1102,7 +1123,7 @@ impl Store for $store {
         .await
         .map_err(backend)?
         .rows_affected();
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(done == 1)
     }
 
@@ -1123,7 +1144,7 @@ impl Store for $store {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn list_audit(&self, account: &AccountId, agent: Option<&AgentId>, after: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEvent>> {
@@ -1182,7 +1203,7 @@ impl Store for $store {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn get_checkout(&self, id: &CheckoutId) -> StoreResult<Option<Checkout>> {
@@ -1270,7 +1291,7 @@ impl Store for $store {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn find_login_code(&self, code_hash: &str) -> StoreResult<Option<LoginCode>> {
@@ -1286,7 +1307,7 @@ impl Store for $store {
             .await
             .map_err(backend)?
             .rows_affected();
-        tx.commit().await.map_err(backend)?;
+        commit(tx).await?;
         Ok(done == 1)
     }
 
@@ -1304,7 +1325,7 @@ impl Store for $store {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 
     async fn find_dashboard_session(&self, secret_hash: &str) -> StoreResult<Option<DashboardSession>> {
@@ -1319,7 +1340,7 @@ impl Store for $store {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        commit(tx).await
     }
 }
 

@@ -5,10 +5,17 @@
 //! read-then-write transaction can never fail to upgrade its lock. Other processes (the
 //! `admin` commands while a server runs) wait on the busy timeout. Reads use a separate pool
 //! and see the last committed state (WAL snapshots).
+//!
+//! The one write connection is precious: if it were ever handed out inside a transaction, every
+//! write would fail until a restart. So transactions open in a task of their own
+//! ([`crate::detached`]), and the pool checks the connection each time it comes back and before
+//! it goes out: one still inside a transaction is closed (rolling it back) and replaced.
 
 use crate::OpenError;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -33,6 +40,12 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
+            // Cheap on the way out (sqlx's own count); thorough on the way back, where an
+            // interrupted caller leaves its traces.
+            .before_acquire(|conn, _| {
+                Box::pin(async move { Ok(!left_in_transaction(conn, "before_acquire")) })
+            })
+            .after_release(|conn, _| Box::pin(async move { is_clean(conn).await }))
             .connect_with(options.clone())
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
@@ -49,8 +62,8 @@ impl SqliteStore {
     }
 
     async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
+        let writer = self.writer.clone();
+        crate::detached(async move { writer.begin_with("BEGIN IMMEDIATE").await })
             .await
             .map_err(backend)
     }
@@ -58,6 +71,39 @@ impl SqliteStore {
     fn reader(&self) -> &SqlitePool {
         &self.reader
     }
+}
+
+/// Whether sqlx counts the connection as inside a transaction; if so, says so.
+fn left_in_transaction(conn: &SqliteConnection, when: &'static str) -> bool {
+    let open = conn.is_in_transaction();
+    if open {
+        crate::discard_unclean_connection(when);
+    }
+    open
+}
+
+/// Whether a returned write connection may be used again: neither sqlx's transaction count nor
+/// SQLite itself (its autocommit flag) says it is inside a transaction.
+async fn is_clean(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    if left_in_transaction(conn, "after_release") {
+        return Ok(false);
+    }
+    let autocommit = {
+        let mut handle = conn.lock_handle().await?;
+        in_autocommit(handle.as_raw_handle())
+    };
+    if !autocommit {
+        crate::discard_unclean_connection("after_release");
+    }
+    Ok(autocommit)
+}
+
+/// SQLite's own answer to "is this connection outside any transaction?".
+#[allow(unsafe_code)]
+fn in_autocommit(handle: std::ptr::NonNull<libsqlite3_sys::sqlite3>) -> bool {
+    // SAFETY: the handle comes from a `LockedSqliteHandle`, so the connection is open and no
+    // other thread uses it during the call; sqlite3_get_autocommit only reads a flag of it.
+    unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_ptr()) != 0 }
 }
 
 crate::sql::shared_store!(

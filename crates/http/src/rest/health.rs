@@ -17,8 +17,9 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the database answers. Also says which provisioners can deliver here and, for
-/// those that cannot, why (they do not make the process unready: other products still sell).
+/// Ready when the database answers reads and takes a write (`App::readiness`); otherwise `503`
+/// with the reason. Also says which provisioners can deliver here and, for those that cannot,
+/// why (they do not make the process unready: other products still sell).
 async fn readyz(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>) {
     let provisioners: serde_json::Map<String, serde_json::Value> = app
         .provisioner_status()
@@ -30,14 +31,18 @@ async fn readyz(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>)
             )
         })
         .collect();
-    match app.ready().await {
+    match app.readiness().await {
         Ok(()) => (
             StatusCode::OK,
             Json(json!({ "status": "ready", "provisioners": provisioners })),
         ),
-        Err(_) => (
+        Err(not_ready) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "database unavailable", "provisioners": provisioners })),
+            Json(json!({
+                "status": "database unavailable",
+                "reason": not_ready.reason,
+                "provisioners": provisioners,
+            })),
         ),
     }
 }
