@@ -73,3 +73,64 @@ crate::sql::shared_store!(
     "FOR UPDATE SKIP LOCKED",
     "FOR UPDATE"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storefront_app::ports::Store;
+
+    /// A connection returned to the pool inside a transaction nothing will end (a caller dropped
+    /// at the wrong moment) is closed instead of being handed out again.
+    #[tokio::test]
+    async fn a_connection_left_inside_a_transaction_is_not_reused() {
+        let Some(admin_url) = std::env::var("STOREFRONT_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!("skipped on PostgreSQL: set STOREFRONT_TEST_POSTGRES_URL to run it");
+            return;
+        };
+        // A database of its own (named like the server tests' so `.ci/run` drops it).
+        let name = format!(
+            "sf_test_store_{}_{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_micros()
+        );
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => unreachable!("a PostgreSQL URL names a database"),
+        };
+        let store = PgStore::open(&url).await.unwrap();
+
+        // Hold every connection of the pool, each left inside a transaction with no guard.
+        let mut held = Vec::new();
+        for _ in 0..POOL_SIZE {
+            let mut conn = store.pool.acquire().await.unwrap();
+            std::mem::forget(conn.begin().await.unwrap());
+            held.push(conn);
+        }
+        drop(held);
+        // Every later write gets a clean connection and commits. (Reusing a connection left in
+        // a transaction would hang here on the row lock that transaction keeps; the limit
+        // bounds that failure, it is not a timing assumption.)
+        for _ in 0..POOL_SIZE {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                store.probe_write(chrono::Utc::now()),
+            )
+            .await
+            .expect("no write waits on a transaction left open")
+            .expect("writes work");
+        }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM write_probe")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 1, "the probe's row is there, committed");
+    }
+}

@@ -114,3 +114,38 @@ crate::sql::shared_store!(
     "",
     ""
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storefront_app::ports::Store;
+
+    /// The state the outage left behind — the one write connection back in the pool inside a
+    /// transaction nothing will end — no longer stops writes: the pool replaces the connection.
+    #[tokio::test]
+    async fn a_write_connection_left_inside_a_transaction_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let now = chrono::Utc::now();
+
+        // As sqlx's `begin_with` leaves it when dropped after `BEGIN`: a transaction sqlx counts
+        // and SQLite has open, with no guard left to end it.
+        {
+            let mut conn = store.writer.acquire().await.unwrap();
+            let guard = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            std::mem::forget(guard);
+        }
+        store.probe_write(now).await.expect("writes work again");
+
+        // A transaction SQLite has open but sqlx never counted (a raw `BEGIN`).
+        {
+            let mut conn = store.writer.acquire().await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        store.probe_write(now).await.expect("writes work again");
+    }
+}
