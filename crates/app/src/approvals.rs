@@ -553,9 +553,16 @@ fn already_decided(a: &Approval) -> DomainError {
             "The order was canceled; the agent can order again.",
         );
     }
+    // The decision's reason (the owner's, or that the order was canceled) is the real answer
+    // to "why can I not decide this?".
+    let why = a
+        .decision_reason
+        .as_deref()
+        .map(|r| format!(" Reason: {r}"))
+        .unwrap_or_default();
     DomainError::new(
         ErrorCode::InvalidState,
-        format!("Approval {} is already {}.", a.id, a.status.as_str()),
+        format!("Approval {} is already {}.{why}", a.id, a.status.as_str()),
         "An approval is decided once; read it with GET /api/v1/approvals.",
     )
 }

@@ -19,6 +19,7 @@ use crate::quotes::QuoteRequest;
 use crate::views::{status_path, OrderOutcome, OrderView};
 use serde::Serialize;
 use storefront_domain::account::parse_email;
+use storefront_domain::agent::ApprovalStatus;
 use storefront_domain::catalog::{Product, ProductKind};
 use storefront_domain::ids::OrderId;
 use storefront_domain::ledger::{LedgerKind, LedgerMovement};
@@ -909,6 +910,11 @@ impl App {
         if !order.status.is_cancelable() || (is_instant && order.status == OrderStatus::Paid) {
             return Err(invalid_state_for_cancel(&order));
         }
+        if order.status == OrderStatus::AwaitingApproval {
+            if let Some(canceled) = self.cancel_awaiting_approval(&order).await? {
+                return Ok(self.order_view(&canceled));
+            }
+        }
         let expected = order.status;
         let now = self.clock.now();
         let (movement, refund_job) = self.refund_for(&order, "refund: order canceled", now);
@@ -934,7 +940,40 @@ impl App {
         tracing::info!(order_id = %order.id, "order canceled");
         Ok(self.order_view(&order))
     }
+
+    /// Cancels an order that waits for the owner's approval together with that approval (denied,
+    /// saying why), in one transaction, so the owner is not left an approval that nothing can
+    /// decide. `None` when the order has no pending approval (the caller cancels it alone).
+    async fn cancel_awaiting_approval(&self, order: &Order) -> Result<Option<Order>, DomainError> {
+        let approval = self
+            .store
+            .find_approval_for_order(&order.id)
+            .await
+            .map_err(store_failure)?;
+        let Some(approval) = approval.filter(|a| a.status == ApprovalStatus::Pending) else {
+            return Ok(None);
+        };
+        let closed = self
+            .close(
+                approval,
+                ApprovalStatus::Denied,
+                Some(ORDER_CANCELED_REASON.to_owned()),
+            )
+            .await?;
+        let current = self.load_order(&order.id).await?;
+        match closed {
+            Some(_) => {
+                tracing::info!(order_id = %order.id, "order canceled with its approval");
+                Ok(Some(current))
+            }
+            // Decided meanwhile (approved, denied or expired): say what the order is now.
+            None => Err(invalid_state_for_cancel(&current)),
+        }
+    }
 }
+
+/// The reason an approval carries when its order was canceled before the owner decided.
+const ORDER_CANCELED_REASON: &str = "The order was canceled before a decision.";
 
 /// `402 insufficient_credits`, naming the balance and the price.
 pub(crate) fn insufficient_credits(

@@ -71,13 +71,113 @@ async fn read_json<S: Send + Sync>(
             "Send the header 'Content-Type: application/json'.",
         )));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError(DomainError::new(
+    parse_json_without_duplicates(&bytes).map_err(ApiError)
+}
+
+/// Parses JSON text, refusing a member name that appears twice in one object: serde_json keeps
+/// the last silently, so `{"region": "a", "region": "b"}` would buy something other than what a
+/// reader of the request sees.
+pub fn parse_json_without_duplicates(bytes: &[u8]) -> Result<Value, DomainError> {
+    let malformed = |e: &serde_json::Error| {
+        DomainError::new(
             ErrorCode::MalformedJson,
             format!("The body is not valid JSON: {e}."),
             "Fix the JSON syntax (quotes, commas, braces) and send it again.",
-        ))
-    })
+        )
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = match serde_path_to_error::deserialize::<_, UniqueKeys>(&mut deserializer) {
+        Ok(UniqueKeys(value)) => value,
+        Err(e) => {
+            let message = e.inner().to_string();
+            let Some(key) = message
+                .strip_prefix(DUPLICATE_PREFIX)
+                .and_then(|rest| rest.split('`').next())
+            else {
+                return Err(malformed(e.inner()));
+            };
+            let parent = e.path().to_string();
+            let param = if parent == "." || parent.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{parent}.{key}")
+            };
+            return Err(DomainError::validation(
+                param.clone(),
+                format!("'{param}' appears more than once in the body."),
+                format!("Send '{key}' once, with the value you mean."),
+            ));
+        }
+    };
+    deserializer.end().map_err(|e| malformed(&e))?;
+    Ok(value)
+}
+
+const DUPLICATE_PREFIX: &str = "duplicate member `";
+
+/// A JSON value whose objects have unique member names (see [`parse_json_without_duplicates`]).
+struct UniqueKeys(Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "{DUPLICATE_PREFIX}{key}`"
+                )));
+            }
+            let UniqueKeys(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// Deserializes a JSON value into `T`, turning serde's complaint into a validation error whose
@@ -245,6 +345,13 @@ pub fn idempotency_key(
     headers: &HeaderMap,
     request_id: Option<String>,
 ) -> Result<Option<IdempotencyKey>, DomainError> {
+    if headers.get_all("idempotency-key").iter().nth(1).is_some() {
+        return Err(DomainError::validation(
+            "Idempotency-Key",
+            "The request has more than one Idempotency-Key header.",
+            "Send exactly one Idempotency-Key header.",
+        ));
+    }
     let (raw, param) = match headers.get("idempotency-key") {
         Some(v) => (
             Some(

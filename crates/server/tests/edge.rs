@@ -119,3 +119,88 @@ async fn metrics_count_requests_by_route_template(backend: Backend) {
         "raw paths (which carry ids) are not labels"
     );
 }
+
+dual_test!(ambiguous_requests_are_refused_before_anything_is_bought);
+async fn ambiguous_requests_are_refused_before_anything_is_bought(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (_, owner) = s.account(10_000).await;
+    let order = |body: &'static str| {
+        s.client
+            .post(s.url("/api/v1/orders"))
+            .bearer_auth(&owner)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let search = r#"{"product_id": "web-search", "configuration": {"query": "x"}}"#;
+
+    // Two idempotency keys: which one would a retry use?
+    let r = s
+        .send(
+            order(search)
+                .header("Idempotency-Key", "first")
+                .header("Idempotency-Key", "second"),
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "validation_error"));
+    assert_eq!(r.param(), "Idempotency-Key");
+
+    // A member twice: the last one would win silently, inside the configuration or at the top.
+    let r = s
+        .send(
+            order(r#"{"product_id": "web-search", "configuration": {"query": "cheap", "query": "dear"}}"#)
+                .header("Idempotency-Key", "dup-1"),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (400, "validation_error"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.param(), "configuration.query");
+    let r = s
+        .send(
+            order(r#"{"product_id": "web-search", "product_id": "bare-linux-machine", "configuration": {}}"#)
+                .header("Idempotency-Key", "dup-2"),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (400, "validation_error"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.param(), "product_id");
+    // Equal names in different objects, and in arrays of objects, are fine.
+    let r = s
+        .send(
+            s.client
+                .post(s.url("/api/v1/quotes"))
+                .header("content-type", "application/json")
+                .body(r#"{"product_id": "web-search", "configuration": {"query": "product_id"}}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+
+    assert_eq!(s.balance(&owner).await, 10_000, "nothing was bought");
+    let orders = s.get("/api/v1/orders", Some(&owner)).await;
+    assert_eq!(orders.body["data"]["orders"], json!([]));
+}
+
+dual_test!(the_kill_switch_asks_for_a_key_before_reading_the_body);
+async fn the_kill_switch_asks_for_a_key_before_reading_the_body(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    for path in [
+        "/api/v1/agent/kill-switch",
+        "/api/v1/agents/agt_x/kill-switch",
+    ] {
+        for body in [json!({}), json!({"confirm": "yes"}), json!([])] {
+            let r = s.post(path, None, &body).await;
+            assert_eq!(
+                (r.status.as_u16(), r.code()),
+                (401, "unauthorized"),
+                "{path} {body}"
+            );
+        }
+    }
+}

@@ -317,6 +317,67 @@ async fn a_hundred_concurrent_orders_never_exceed_a_daily_budget(backend: Backen
     assert_eq!(s.balance(&key).await, 100_000 - charged);
 }
 
+dual_test!(canceling_an_order_that_waits_for_approval_closes_the_approval);
+async fn canceling_an_order_that_waits_for_approval_closes_the_approval(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (owner, id, key) = agent(&s, 500).await;
+    rule(
+        &s,
+        &owner,
+        &id,
+        json!({"kind": "category", "action": "escalate", "name": "ask me", "params": {"deny": ["search"]}}),
+    )
+    .await;
+    for (n, canceler) in [(1, &owner), (2, &key)] {
+        let waiting = s.order(Some(&key), &format!("c{n}"), &search("one")).await;
+        assert_eq!(waiting.status, 202, "{:?}", waiting.body);
+        let order_id = waiting.body["data"]["order"]["id"].as_str().unwrap();
+        let approval_id = waiting.body["data"]["order"]["approval"]["approval_id"]
+            .as_str()
+            .unwrap();
+
+        let canceled = s
+            .post(
+                &format!("/api/v1/orders/{order_id}/cancel"),
+                Some(canceler),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(canceled.status, 200, "{:?}", canceled.body);
+        assert_eq!(canceled.body["data"]["order"]["status"], "canceled");
+
+        // The approval is closed with the order, saying why; nothing is left pending.
+        let pending = s
+            .get("/api/v1/approvals?status=pending", Some(&owner))
+            .await;
+        assert_eq!(pending.body["data"]["approvals"], json!([]));
+        let polled = s
+            .get(&format!("/api/v1/agent/approval/{approval_id}"), Some(&key))
+            .await;
+        assert_eq!(
+            polled.body["data"]["approval"]["status"], "denied",
+            "{:?}",
+            polled.body
+        );
+        for decision in ["approve", "deny"] {
+            let late = s
+                .post(
+                    &format!("/api/v1/approvals/{approval_id}/{decision}"),
+                    Some(&owner),
+                    &json!({}),
+                )
+                .await;
+            assert_eq!((late.status.as_u16(), late.code()), (400, "invalid_state"));
+            let message = late.body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("already denied") && message.contains("order was canceled"),
+                "the real reason: {message}"
+            );
+        }
+    }
+    assert_eq!(s.balance(&owner).await, 500, "nothing was charged");
+}
+
 dual_test!(escalated_orders_wait_for_the_owner_who_approves_denies_or_lets_them_expire);
 async fn escalated_orders_wait_for_the_owner_who_approves_denies_or_lets_them_expire(
     backend: Backend,

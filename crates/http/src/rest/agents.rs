@@ -140,8 +140,11 @@ fn confirmed(body: &KillSwitchBody) -> Result<(), DomainError> {
 async fn kill_switch(
     State(app): State<App>,
     Caller(principal): Caller,
-    body: ApiJson<KillSwitchBody>,
+    body: Result<ApiJson<KillSwitchBody>, ApiError>,
 ) -> Result<Success, ApiError> {
+    // Who asks comes before what they sent: without a key, 401 whatever the body.
+    principal.require_account()?;
+    let body = body?;
     confirmed(&body.body)?;
     let (agent, canceled) = app.kill_switch(&principal, None, body.body.reason).await?;
     Ok(ok(KillSwitchResult {
@@ -176,8 +179,10 @@ async fn owner_kill_switch(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-    body: ApiJson<KillSwitchBody>,
+    body: Result<ApiJson<KillSwitchBody>, ApiError>,
 ) -> Result<Success, ApiError> {
+    principal.require_account()?;
+    let body = body?;
     confirmed(&body.body)?;
     let (agent, _) = app
         .kill_switch(&principal, Some(&id), body.body.reason)
