@@ -12,6 +12,7 @@
 mod common;
 
 use common::binary::{admin_account, database, get_json, poll_order, start, GUARD};
+use common::ledger::{assert_ledger_consistent, count, order_statuses};
 use common::machines::image_dir;
 use common::Backend;
 use rand::Rng;
@@ -195,15 +196,6 @@ fn kill(child: &tokio::process::Child) {
         .success());
 }
 
-/// The `n` a counting query answers.
-async fn count(pool: &sqlx::AnyPool, sql: &str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-        .get::<i64, _>("n")
-}
-
 async fn database_url(dir: &Path, db: &Option<String>) -> String {
     db.clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.join("data/storefront.db").display()))
@@ -381,32 +373,8 @@ async fn invariants_hold_after_fifty_kills(backend: Backend) {
 
     // The ledger: sums to the balance; at most one charge per order; failed and canceled orders
     // end with their charge refunded (or never charged).
-    let rows = sqlx::query(
-        "SELECT a.id, a.balance_minor, CAST((SELECT COALESCE(SUM(amount_minor), 0) FROM ledger_entries l WHERE l.account_id = a.id) AS BIGINT) AS total FROM accounts a",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    for r in &rows {
-        assert_eq!(
-            r.get::<i64, _>("balance_minor"),
-            r.get::<i64, _>("total"),
-            "account {} ledger = balance",
-            r.get::<String, _>("id")
-        );
-    }
-    let doubles: i64 = count(&pool, "SELECT COUNT(*) AS n FROM (SELECT order_id FROM ledger_entries WHERE kind = 'charge' AND order_id IS NOT NULL GROUP BY order_id HAVING COUNT(*) > 1) d").await;
-    assert_eq!(doubles, 0, "no order charged twice");
-    let unrefunded: i64 = count(&pool, "SELECT COUNT(*) AS n FROM orders o WHERE o.status IN ('failed', 'canceled')
-           AND CAST((SELECT COALESCE(SUM(amount_minor), 0) FROM ledger_entries l WHERE l.order_id = o.id) AS BIGINT) <> 0").await;
-    assert_eq!(unrefunded, 0, "failed and canceled orders cost nothing");
-    let statuses: Vec<String> = sqlx::query("SELECT DISTINCT status FROM orders")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get("status"))
-        .collect();
+    assert_ledger_consistent(&pool, "after the kills").await;
+    let statuses = order_statuses(&pool).await;
     eprintln!(
         "{KILLS} kills, {} acknowledged orders, order states seen: {statuses:?}",
         acknowledged.len()

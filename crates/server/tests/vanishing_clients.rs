@@ -9,10 +9,10 @@
 
 mod common;
 
+use common::ledger::{assert_ledger_consistent, count, order_statuses};
 use common::{Backend, TestServer};
 use rand::Rng;
 use serde_json::Value;
-use sqlx::Row;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -169,35 +169,6 @@ fn curl_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The `n` a counting query answers.
-async fn count(pool: &sqlx::AnyPool, sql: &str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-        .get::<i64, _>("n")
-}
-
-/// The ledger sums to every balance, and no order is charged twice.
-async fn assert_ledger_consistent(pool: &sqlx::AnyPool, round: usize) {
-    let rows = sqlx::query(
-        "SELECT a.id, a.balance_minor, CAST((SELECT COALESCE(SUM(amount_minor), 0) FROM ledger_entries l WHERE l.account_id = a.id) AS BIGINT) AS total FROM accounts a",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    for r in &rows {
-        assert_eq!(
-            r.get::<i64, _>("balance_minor"),
-            r.get::<i64, _>("total"),
-            "round {round}: the ledger of {} sums to its balance",
-            r.get::<String, _>("id")
-        );
-    }
-    let doubles = count(pool, "SELECT COUNT(*) AS n FROM (SELECT order_id FROM ledger_entries WHERE kind = 'charge' AND order_id IS NOT NULL GROUP BY order_id HAVING COUNT(*) > 1) d").await;
-    assert_eq!(doubles, 0, "round {round}: no order charged twice");
-}
-
 dual_test!(writes_survive_clients_that_vanish);
 async fn writes_survive_clients_that_vanish(backend: Backend) {
     let s = TestServer::start_with(&backend, |c| {
@@ -247,7 +218,7 @@ async fn writes_survive_clients_that_vanish(backend: Backend) {
         assert_eq!(order.body["data"]["order"]["status"], "fulfilled");
         let ready = s.get("/readyz", None).await;
         assert_eq!(ready.status, 200, "round {round}: ready: {}", ready.body);
-        assert_ledger_consistent(&pool, round).await;
+        assert_ledger_consistent(&pool, &format!("round {round}")).await;
     }
 
     // Orders whose clients vanished were carried through: once every request has ended (as at
@@ -262,14 +233,8 @@ async fn writes_survive_clients_that_vanish(backend: Backend) {
     )
     .await;
     assert_eq!(paid, 0, "no order stays charged and undelivered");
-    assert_ledger_consistent(&pool, rounds).await;
+    assert_ledger_consistent(&pool, "at the end").await;
     let orders = count(&pool, "SELECT COUNT(*) AS n FROM orders").await;
-    let statuses: Vec<String> = sqlx::query("SELECT DISTINCT status FROM orders")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get("status"))
-        .collect();
+    let statuses = order_statuses(&pool).await;
     eprintln!("{rounds} rounds, {orders} orders, order states seen: {statuses:?}");
 }

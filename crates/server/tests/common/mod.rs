@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod ledger;
 pub mod machines;
 pub mod payments;
 
