@@ -36,6 +36,9 @@ pub struct AppSettings {
     /// Requests a minute per API key, and per client address without a key (0: no limit).
     pub rate_limit_per_minute: u32,
     pub public_rate_limit_per_minute: u32,
+    /// Failed authentications a minute per client address before its keyed requests are refused
+    /// for a while (0: no limit).
+    pub failed_auth_per_minute: u32,
     /// Open connections at most, how long a client gets to send its headers, and how long a
     /// request may take (the HTTP server's limits).
     pub max_connections: usize,
@@ -60,6 +63,7 @@ impl Default for AppSettings {
             mcp_allowed_hosts: Vec::new(),
             rate_limit_per_minute: 1200,
             public_rate_limit_per_minute: 600,
+            failed_auth_per_minute: 60,
             max_connections: 4096,
             header_read_timeout: std::time::Duration::from_secs(10),
             request_timeout: std::time::Duration::from_secs(30),

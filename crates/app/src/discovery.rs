@@ -173,6 +173,7 @@ impl App {
             "rate_limits": {
                 "per_api_key_per_minute": self.settings.rate_limit_per_minute,
                 "per_address_per_minute_without_key": self.settings.public_rate_limit_per_minute,
+                "failed_authentications_per_address_per_minute": self.settings.failed_auth_per_minute,
                 "unlimited_when": 0,
                 "on_limit": "429 rate_limited with Retry-After; every answer carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset",
             },

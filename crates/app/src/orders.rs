@@ -718,6 +718,11 @@ impl App {
         signature: Option<(Option<&str>, Option<&str>)>,
     ) -> Result<Order, DomainError> {
         match signature {
+            // Neither a key nor a signature: no credential at all (a wrong signature stays
+            // `invalid_signature`).
+            Some((None, None)) if matches!(principal, Principal::Public) => {
+                Err(DomainError::unauthorized())
+            }
             Some((expires, sig)) if principal.account_id().is_none() => {
                 self.signer
                     .verify(method, path, expires, sig, self.clock.now())?;

@@ -5,7 +5,7 @@
 //! ("defaulted down, not clamped up") and reported; unknown fields are dropped and reported. An
 //! enum value outside its list is always an error that lists the allowed values.
 
-use crate::catalog::{check_value, FieldSpec, FieldType, Product};
+use crate::catalog::{check_value, FieldSpec, FieldType, Product, StringFormat};
 use crate::error::{DomainError, DomainResult};
 use crate::money::MAX_AMOUNT_MINOR;
 use serde::{Deserialize, Serialize};
@@ -105,6 +105,18 @@ pub fn normalize(
                         f.name
                     ),
                     format!("Use one of: {}.", f.values.join(", ")),
+                ));
+            }
+            // A key the buyer sent is plainly meant to be theirs: dropping it with a warning
+            // would deliver a machine their key cannot reach.
+            Err(_) if f.format == Some(StringFormat::SshPublicKey) => {
+                return Err(DomainError::validation(
+                    param,
+                    format!("'{}' is not an OpenSSH public key.", f.name),
+                    format!(
+                        "Send '{}' as the one line of a .pub file ('ssh-ed25519 AAAA... comment'), or leave it out to get a generated key.",
+                        f.name
+                    ),
                 ));
             }
             Err(wrong_type) if f.required => {
@@ -332,6 +344,31 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_malformed_ssh_public_key_is_an_error_naming_the_field_not_a_warning() {
+        let c = catalog();
+        let p = c.get("bare-linux-machine").unwrap();
+        for key in [json!("not a key"), json!("ssh-ed25519"), json!(42)] {
+            let e = normalize(
+                &p.fields,
+                &obj(json!({"ssh_public_key": key})),
+                "configuration",
+            )
+            .unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("configuration.ssh_public_key"));
+        }
+        let good =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me";
+        let n = normalize(
+            &p.fields,
+            &obj(json!({"ssh_public_key": good})),
+            "configuration",
+        )
+        .unwrap();
+        assert_eq!(n.configuration["ssh_public_key"], json!(good));
+        assert!(n.warnings.is_empty());
     }
 
     #[test]

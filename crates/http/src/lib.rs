@@ -46,6 +46,7 @@ pub fn router(app: App, doors: Router) -> Router {
     let limits = ratelimit::Limits::new(
         app.settings().rate_limit_per_minute,
         app.settings().public_rate_limit_per_minute,
+        app.settings().failed_auth_per_minute,
     );
     rest::routes()
         .merge(dashboard::routes())
@@ -65,9 +66,40 @@ pub fn router(app: App, doors: Router) -> Router {
             time_limit,
         ))
         .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(axum::middleware::from_fn(one_host))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host` header, and no request carries
+/// two — which one would count? (The answer matters: `/mcp` allows only listed hosts.) HTTP/2
+/// names its authority in the request line; HTTP/1.0 may omit `Host`.
+async fn one_host(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let hosts = request
+        .headers()
+        .get_all(axum::http::header::HOST)
+        .iter()
+        .count();
+    let missing = hosts == 0 && request.version() == axum::http::Version::HTTP_11;
+    if hosts > 1 || missing {
+        let message = if missing {
+            "An HTTP/1.1 request needs a Host header."
+        } else {
+            "The request has more than one Host header."
+        };
+        return error::ApiError(storefront_domain::DomainError::validation(
+            "Host",
+            message,
+            "Send exactly one Host header naming this server.",
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Requests that may write (every method but GET, HEAD, OPTIONS and TRACE) run to completion in

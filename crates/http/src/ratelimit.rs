@@ -3,6 +3,12 @@
 //! answer carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a refused one
 //! is `429 rate_limited` with `Retry-After`. Health and metrics are never limited.
 //!
+//! Failed authentication is throttled per client address too: a caller that keeps presenting
+//! unknown, revoked or malformed keys (guessing, or a misconfigured client) gets
+//! `failed_auth_per_minute` failures, then `429` for every keyed request from that address until
+//! the bucket refills — the next key is not even looked up. Each key's own bucket cannot do this:
+//! every random key is a fresh bucket.
+//!
 //! The buckets live in the process: behind a load balancer each replica enforces its share.
 
 use crate::error::ApiError;
@@ -15,9 +21,11 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use storefront_domain::{DomainError, ErrorCode};
 
 type Keyed =
@@ -28,6 +36,49 @@ type Keyed =
 pub struct Limits {
     keys: Option<(Arc<Keyed>, u32)>,
     public: Option<(Arc<Keyed>, u32)>,
+    failed_auth: Option<Arc<FailedAuth>>,
+}
+
+/// Failed authentications per client address, and the addresses refused for now.
+struct FailedAuth {
+    bucket: Arc<Keyed>,
+    per_minute: u32,
+    refused_until: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl FailedAuth {
+    /// How long `address` is still refused, if it is.
+    fn refused_for(&self, address: IpAddr) -> Option<Duration> {
+        let mut refused = self.refused_until.lock().unwrap_or_else(|e| e.into_inner());
+        let until = *refused.get(&address)?;
+        match until.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Some(left),
+            _ => {
+                refused.remove(&address);
+                None
+            }
+        }
+    }
+
+    /// Counts a failure of `address`; the one that empties its bucket starts a refusal that
+    /// lasts until the bucket has room again.
+    fn record(&self, address: IpAddr) {
+        let exhausted = match self.bucket.check_key(&address.to_string()) {
+            Ok(state) => state.remaining_burst_capacity() == 0,
+            Err(_) => true,
+        };
+        if !exhausted {
+            return;
+        }
+        let refill = Duration::from_secs(60) / self.per_minute.max(1);
+        let mut refused = self.refused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if refused.len() > 100_000 {
+            let now = Instant::now();
+            refused.retain(|_, until| *until > now);
+            self.bucket.retain_recent();
+        }
+        refused.insert(address, Instant::now() + refill);
+    }
 }
 
 fn limiter(per_minute: u32) -> Option<(Arc<Keyed>, u32)> {
@@ -43,16 +94,36 @@ fn limiter(per_minute: u32) -> Option<(Arc<Keyed>, u32)> {
 }
 
 impl Limits {
-    pub fn new(per_key_per_minute: u32, public_per_minute: u32) -> Self {
+    /// Requests a minute per key and per address without a key, and failed authentications a
+    /// minute per address; `0` turns a limit off.
+    pub fn new(
+        per_key_per_minute: u32,
+        public_per_minute: u32,
+        failed_auth_per_minute: u32,
+    ) -> Self {
         Self {
             keys: limiter(per_key_per_minute),
             public: limiter(public_per_minute),
+            failed_auth: limiter(failed_auth_per_minute).map(|(bucket, per_minute)| {
+                Arc::new(FailedAuth {
+                    bucket,
+                    per_minute,
+                    refused_until: Mutex::new(HashMap::new()),
+                })
+            }),
         }
     }
 }
 
 fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+fn peer_address(request: &Request) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// The bucket a request draws from: a hash of its bearer credential (the secret itself is never
@@ -74,11 +145,7 @@ fn bucket(request: &Request) -> (bool, String) {
             ),
         ),
         None => {
-            let addr = request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
-                .unwrap_or_else(|| "unknown".into());
+            let addr = peer_address(request).map_or_else(|| "unknown".into(), |a| a.to_string());
             (false, format!("ip:{addr}"))
         }
     }
@@ -95,6 +162,48 @@ pub async fn limit(State(limits): State<Limits>, request: Request, next: Next) -
         return next.run(request).await;
     }
     let (keyed, key) = bucket(&request);
+    let failed_auth = limits
+        .failed_auth
+        .as_ref()
+        .filter(|_| keyed)
+        .zip(peer_address(&request));
+    if let Some((failed, address)) = failed_auth {
+        if let Some(left) = failed.refused_for(address) {
+            return too_many_failed_authentications(failed.per_minute, left);
+        }
+    }
+    let response = draw(&limits, keyed, &key, request, next).await;
+    if let Some((failed, address)) = failed_auth {
+        if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+            failed.record(address);
+        }
+    }
+    response
+}
+
+/// `429` for an address that failed authentication too often.
+fn too_many_failed_authentications(per_minute: u32, left: Duration) -> Response {
+    let wait = left.as_secs().max(1);
+    let mut response = ApiError(
+        DomainError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "More than {per_minute} requests a minute from this address with unknown, revoked or malformed API keys."
+            ),
+            "Check the key you send (it is shown once, when it is created); wait Retry-After seconds before trying again.",
+        )
+        .with_retry_after(wait),
+    )
+    .into_response();
+    set(&mut response, "ratelimit-limit", u64::from(per_minute));
+    set(&mut response, "ratelimit-remaining", 0);
+    set(&mut response, "ratelimit-reset", wait);
+    response
+}
+
+/// Draws from the request's own bucket (its key's, or its address's without a key) and runs it,
+/// or refuses it.
+async fn draw(limits: &Limits, keyed: bool, key: &str, request: Request, next: Next) -> Response {
     let Some((limiter, quota)) = (if keyed { &limits.keys } else { &limits.public }).clone() else {
         return next.run(request).await;
     };
@@ -102,7 +211,7 @@ pub async fn limit(State(limits): State<Limits>, request: Request, next: Next) -
     if limiter.len() > 100_000 {
         limiter.retain_recent();
     }
-    match limiter.check_key(&key) {
+    match limiter.check_key(&key.to_owned()) {
         Ok(state) => {
             let mut response = next.run(request).await;
             set(&mut response, "ratelimit-limit", u64::from(quota));

@@ -59,7 +59,7 @@ pub struct SearchInput {
 #[serde(deny_unknown_fields)]
 pub struct ProductInput {
     /// The product id, like `bare-linux-machine`.
-    #[serde(alias = "productId")]
+    #[serde(alias = "productId", alias = "catalogItemId")]
     pub product_id: String,
 }
 
@@ -68,7 +68,7 @@ pub struct ProductInput {
 #[serde(deny_unknown_fields)]
 pub struct QuoteInput {
     /// The product id, like `bare-linux-machine`.
-    #[serde(alias = "productId")]
+    #[serde(alias = "productId", alias = "catalogItemId")]
     pub product_id: String,
     /// How many units (default 1).
     #[serde(default)]

@@ -235,7 +235,7 @@ fn money(minor: &Value, currency: &Value) -> String {
 }
 
 fn print_order(order: &Value) {
-    println!(
+    crate::say!(
         "order {}  {}  {}  {}",
         order["id"].as_str().unwrap_or("?"),
         order["product_id"].as_str().unwrap_or("?"),
@@ -243,28 +243,28 @@ fn print_order(order: &Value) {
         money(&order["total_minor"], &order["currency"])
     );
     if let Some(service) = order["service_id"].as_str() {
-        println!("  service {service}");
+        crate::say!("  service {service}");
     }
     if let Some(result) = order.get("result").filter(|r| !r.is_null()) {
-        println!("  result {result}");
+        crate::say!("  result {result}");
     }
 }
 
 fn print_credentials(data: &Value) {
     let c = &data["credentials"];
-    println!(
+    crate::say!(
         "ssh {}@{} -p {}",
         c["username"].as_str().unwrap_or("root"),
         c["host"].as_str().unwrap_or("?"),
         c["port"]
     );
-    println!(
+    crate::say!(
         "host key {}",
         c["host_key_fingerprint"].as_str().unwrap_or("?")
     );
     match c["private_key"].as_str() {
-        Some(key) => println!("{key}"),
-        None => println!("(the machine trusts the public key sent with the order)"),
+        Some(key) => crate::say!("{key}"),
+        None => crate::say!("(the machine trusts the public key sent with the order)"),
     }
 }
 
@@ -333,7 +333,7 @@ fn report(failure: Failure, json_output: bool) -> Outcome {
     match failure {
         Failure::Refused(error) => {
             if json_output {
-                println!("{}", json!({ "error": error }));
+                crate::say!("{}", json!({ "error": error }));
             } else {
                 eprintln!(
                     "error {}: {}",
@@ -369,7 +369,7 @@ pub async fn run(conn: Connection, command: AgentCommand) -> Outcome {
 async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Failure> {
     let json_output = client.conn.json;
     let print =
-        |data: &Value| println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
+        |data: &Value| crate::say!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
     let usage = |why: String| {
         eprintln!("error: {why}");
         Ok(Outcome::Usage)
@@ -385,7 +385,7 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
                 print(&data);
             } else {
                 for p in data["products"].as_array().into_iter().flatten() {
-                    println!(
+                    crate::say!(
                         "{:<28} {:<10} {:<7} {}{}",
                         p["id"].as_str().unwrap_or("?"),
                         p["category"].as_str().unwrap_or(""),
@@ -420,14 +420,14 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
                 print(&data);
             } else {
                 let q = &data["quote"];
-                println!(
+                crate::say!(
                     "quote {}  {}  valid until {}",
                     q["id"].as_str().unwrap_or("?"),
                     money(&q["total_minor"], &q["currency"]),
                     q["expires_at"].as_str().unwrap_or("?")
                 );
                 for w in q["configuration_warnings"].as_array().into_iter().flatten() {
-                    println!("  note: {}", w["message"].as_str().unwrap_or(""));
+                    crate::say!("  note: {}", w["message"].as_str().unwrap_or(""));
                 }
             }
         }
@@ -455,7 +455,7 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
                 print_order(&order);
                 eprintln!("  idempotency key {key} (reuse it to retry safely)");
                 if let Some(tokens) = order.get("management_tokens").filter(|t| !t.is_null()) {
-                    println!("  management tokens (shown once): {tokens}");
+                    crate::say!("  management tokens (shown once): {tokens}");
                 }
             }
             if wait {
@@ -506,7 +506,7 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
                 print(&data);
             } else {
                 for s in data["services"].as_array().into_iter().flatten() {
-                    println!(
+                    crate::say!(
                         "service {}  {}  {}  expires {}",
                         s["id"].as_str().unwrap_or("?"),
                         s["product_id"].as_str().unwrap_or("?"),
@@ -585,7 +585,7 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
             if json_output {
                 print(&data);
             } else {
-                println!("{}", money(&data["balance_minor"], &data["currency"]));
+                crate::say!("{}", money(&data["balance_minor"], &data["currency"]));
             }
         }
     }
@@ -594,10 +594,10 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
 
 fn show_service(data: &Value, json_output: bool) {
     if json_output {
-        println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
+        crate::say!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
     } else {
         let s = &data["service"];
-        println!(
+        crate::say!(
             "service {}  {}",
             s["id"].as_str().unwrap_or("?"),
             s["status"].as_str().unwrap_or("?")

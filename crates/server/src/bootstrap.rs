@@ -169,6 +169,7 @@ pub async fn build_app(
         base_url_configured: config.base_url.is_some(),
         rate_limit_per_minute: config.rate_limit_per_minute,
         public_rate_limit_per_minute: config.public_rate_limit_per_minute,
+        failed_auth_per_minute: config.failed_auth_per_minute,
         max_connections: config.max_connections.max(1),
         header_read_timeout: std::time::Duration::from_secs(
             config.header_read_timeout_seconds.clamp(1, 3600),

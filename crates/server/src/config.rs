@@ -23,6 +23,9 @@ fn default_key_rate() -> u32 {
 fn default_public_rate() -> u32 {
     600
 }
+fn default_failed_auth_rate() -> u32 {
+    60
+}
 fn default_max_connections() -> usize {
     4096
 }
@@ -92,6 +95,10 @@ pub struct Config {
     /// Requests a minute per client address for calls without a key; 0 turns it off.
     #[serde(default = "default_public_rate")]
     pub public_rate_limit_per_minute: u32,
+    /// Failed authentications (unknown, revoked, malformed keys) a minute per client address;
+    /// beyond it that address's keyed requests get `429` for a while. 0 turns it off.
+    #[serde(default = "default_failed_auth_rate")]
+    pub failed_auth_per_minute: u32,
     /// Open connections at most; beyond it new connections wait in the kernel's backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -273,6 +280,10 @@ impl Config {
             self.public_rate_limit_per_minute =
                 number("STOREFRONT_PUBLIC_RATE_LIMIT_PER_MINUTE", v)?.min(u64::from(u32::MAX))
                     as u32;
+        }
+        if let Some(v) = env("STOREFRONT_FAILED_AUTH_PER_MINUTE") {
+            self.failed_auth_per_minute =
+                number("STOREFRONT_FAILED_AUTH_PER_MINUTE", v)?.min(u64::from(u32::MAX)) as u32;
         }
         if let Some(v) = env("STOREFRONT_MAX_CONNECTIONS") {
             self.max_connections = number("STOREFRONT_MAX_CONNECTIONS", v)? as usize;

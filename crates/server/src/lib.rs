@@ -4,5 +4,6 @@
 pub mod agent;
 pub mod bootstrap;
 pub mod config;
+pub mod output;
 pub mod serve;
 pub mod telemetry;

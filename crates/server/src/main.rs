@@ -229,7 +229,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Migrate => {
             open_store(&config).await?;
-            println!(
+            storefront::say!(
                 "migrations applied to {}",
                 storefront_store::redact_url(&config.database_url())
             );
@@ -246,15 +246,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 ImageCommand::Build { image } => {
                     let path = images
                         .build(&image, config.image_mirror.as_deref(), |line| {
-                            println!("  {line}")
+                            storefront::say!("  {line}")
                         })
                         .await
                         .map_err(std::io::Error::other)?;
-                    println!("{image}: {}", path.display());
+                    storefront::say!("{image}: {}", path.display());
                 }
                 ImageCommand::List => {
                     for image in images.available() {
-                        println!("{image}");
+                        storefront::say!("{image}");
                     }
                 }
             }
@@ -333,7 +333,7 @@ async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
 
     if let Some(listener) = listener {
         tracing::info!(listen = %listener.local_addr()?, database = %storefront_store::redact_url(&config.database_url()), "storefront listening");
-        println!("Storefront is serving on {base_url}");
+        storefront::say!("Storefront is serving on {base_url}");
         if config.demo_account {
             if let Some(demo) = app.ensure_demo_account().await? {
                 print_demo(&base_url, &demo);
@@ -352,23 +352,23 @@ async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
 /// a purchase to paste.
 fn print_demo(base_url: &str, demo: &storefront_app::accounts::DemoAccount) {
     let a = &demo.account;
-    println!();
-    println!(
+    storefront::say!();
+    storefront::say!(
         "Created a demo account {} ({}) with {} in credits.",
         a.id,
         a.email,
         display_minor(a.balance_minor, &a.currency)
     );
-    println!("Its API key is shown only this once:");
-    println!();
-    println!("  export STOREFRONT_API_KEY={}", demo.api_key);
-    println!();
-    println!("Buy a web search with it:");
-    println!();
-    println!(
+    storefront::say!("Its API key is shown only this once:");
+    storefront::say!();
+    storefront::say!("  export STOREFRONT_API_KEY={}", demo.api_key);
+    storefront::say!();
+    storefront::say!("Buy a web search with it:");
+    storefront::say!();
+    storefront::say!(
         "  curl -s {base_url}/api/v1/orders -H \"Authorization: Bearer $STOREFRONT_API_KEY\" \\\n    -H 'Content-Type: application/json' -H \"Idempotency-Key: first-purchase-1\" \\\n    -d '{{\"product_id\": \"web-search\", \"configuration\": {{\"query\": \"linux machine\"}}}}'"
     );
-    println!();
+    storefront::say!();
 }
 
 async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
@@ -376,14 +376,15 @@ async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
         AdminCommand::CreateAccount { email, name, json } => {
             let (account, key) = app.admin_create_account(&email, &name).await?;
             if json {
-                println!(
+                storefront::say!(
                     "{}",
                     json!({ "account_id": account.id, "api_key": key.api_key })
                 );
             } else {
-                println!(
+                storefront::say!(
                     "account: {}\nowner key (shown once): {}",
-                    account.id, key.api_key
+                    account.id,
+                    key.api_key
                 );
             }
         }
@@ -398,12 +399,12 @@ async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
                 .await?;
             let currency = app.settings().account_currency.clone();
             if json {
-                println!(
+                storefront::say!(
                     "{}",
                     json!({ "balance_minor": entry.balance_after_minor, "currency": currency })
                 );
             } else {
-                println!(
+                storefront::say!(
                     "balance: {} ({} minor units)",
                     display_minor(entry.balance_after_minor, &currency),
                     entry.balance_after_minor
@@ -421,24 +422,24 @@ async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
                 .admin_create_key(&account, role, agent.as_deref())
                 .await?;
             if json {
-                println!(
+                storefront::say!(
                     "{}",
                     json!({ "key_id": key.key_id, "api_key": key.api_key })
                 );
             } else {
-                println!("key: {}\nsecret (shown once): {}", key.key_id, key.api_key);
+                storefront::say!("key: {}\nsecret (shown once): {}", key.key_id, key.api_key);
             }
         }
         AdminCommand::LoginCode { account, json } => {
             let issued = app.admin_login_code(&account).await?;
             let expires_at = storefront_domain::timestamp::format(&issued.expires_at);
             if json {
-                println!(
+                storefront::say!(
                     "{}",
                     json!({ "login_code": issued.code, "expires_at": expires_at })
                 );
             } else {
-                println!(
+                storefront::say!(
                     "login code (one use, until {expires_at}): {}\nsign in at {}/dashboard/login",
                     issued.code,
                     app.settings().base_url
@@ -447,7 +448,7 @@ async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
         }
         AdminCommand::RotateSigningKey => {
             app.rotate_signing_key().await?;
-            println!("signing key rotated; restart the servers to sign with it (URLs signed before stay valid)");
+            storefront::say!("signing key rotated; restart the servers to sign with it (URLs signed before stay valid)");
         }
         AdminCommand::ListAccounts { json } => {
             let accounts = app.admin_list_accounts().await?;
@@ -456,12 +457,12 @@ async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
                     .iter()
                     .map(|a| json!({ "account_id": a.id, "email": a.email, "name": a.name, "balance_minor": a.balance_minor, "currency": a.currency, "created_at": storefront_domain::timestamp::format(&a.created_at) }))
                     .collect();
-                println!("{}", serde_json::Value::Array(list));
+                storefront::say!("{}", serde_json::Value::Array(list));
             } else if accounts.is_empty() {
-                println!("no accounts");
+                storefront::say!("no accounts");
             } else {
                 for a in accounts {
-                    println!(
+                    storefront::say!(
                         "{}  {:<30} {:>14}  {}",
                         a.id,
                         a.email,

@@ -116,3 +116,23 @@ async fn exit_codes_say_refused_unreachable_and_usage(backend: Backend) {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
 }
+
+dual_test!(a_reader_that_goes_away_ends_the_command_quietly);
+async fn a_reader_that_goes_away_ends_the_command_quietly(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    // `storefront products | head -0`: the pipe is closed before anything is written.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
+        .env_clear()
+        .env("STOREFRONT_URL", &s.base)
+        .arg("products")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -204,3 +204,81 @@ async fn the_kill_switch_asks_for_a_key_before_reading_the_body(backend: Backend
         }
     }
 }
+
+/// Sends `raw` on a connection of its own and reads the whole answer (the request asks the server
+/// to close the connection after it).
+async fn raw_exchange(s: &TestServer, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+dual_test!(an_http_1_1_request_needs_exactly_one_host);
+async fn an_http_1_1_request_needs_exactly_one_host(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let mcp = |first: &str, second: &str| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {first}\r\nHost: {second}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        )
+    };
+    let refusals = [
+        "GET /api/v1/products HTTP/1.1\r\nConnection: close\r\n\r\n".to_owned(),
+        "GET /api/v1/products HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+        // Two hosts cannot smuggle a foreign one past /mcp's allow-list, in either order.
+        mcp("evil.example", "127.0.0.1"),
+        mcp("127.0.0.1", "evil.example"),
+    ];
+    for raw in &refusals {
+        let answer = raw_exchange(&s, raw).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{raw:?} → {answer}");
+        assert!(
+            answer.contains("\"param\":\"Host\"") && answer.contains("validation_error"),
+            "the envelope names Host: {answer}"
+        );
+    }
+    // HTTP/1.0 may omit it; one Host is fine.
+    let answer = raw_exchange(&s, "GET /api/v1/products HTTP/1.0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    let answer = raw_exchange(
+        &s,
+        "GET /api/v1/products HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+dual_test!(credentials_without_a_key_or_a_signature_are_unauthorized);
+async fn credentials_without_a_key_or_a_signature_are_unauthorized(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (_, owner) = s.account(10_000).await;
+    let order = s
+        .order(
+            Some(&owner),
+            "creds-1",
+            &json!({"product_id": "web-search", "configuration": {"query": "x"}}),
+        )
+        .await;
+    let id = order.body["data"]["order"]["id"].as_str().unwrap();
+    let path = format!("/api/v1/orders/{id}/credentials");
+    let r = s.get(&path, None).await;
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (401, "unauthorized"),
+        "{:?}",
+        r.body
+    );
+    // A signature that is there but wrong stays a signature error.
+    let r = s
+        .get(&format!("{path}?expires=4102444800&sig=AAAA"), None)
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, "invalid_signature"));
+}

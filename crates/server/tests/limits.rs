@@ -197,3 +197,47 @@ async fn a_flood_is_rate_limited_and_leaves_the_server_serving() {
         200
     );
 }
+
+dual_test!(an_address_that_keeps_failing_authentication_is_refused_before_keys_are_looked_up);
+async fn an_address_that_keeps_failing_authentication_is_refused_before_keys_are_looked_up(
+    backend: Backend,
+) {
+    let s = TestServer::start_with(&backend, |c| c.failed_auth_per_minute = 5).await;
+    let (_, key) = s.account(0).await;
+    // Valid keys never count as failures.
+    for _ in 0..20 {
+        assert_eq!(
+            s.get("/api/v1/account/balance", Some(&key)).await.status,
+            200
+        );
+    }
+    // Guessed keys: each is a fresh bucket of its own, so only the address can stop them.
+    for n in 0..5 {
+        let guess = format!("sf_live_guess{n:04}");
+        let r = s.get("/api/v1/account/balance", Some(&guess)).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (401, "unauthorized"),
+            "guess {n}"
+        );
+    }
+    let refused = s
+        .get("/api/v1/account/balance", Some("sf_live_guess-next"))
+        .await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.code()),
+        (429, "rate_limited")
+    );
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=12).contains(&retry), "Retry-After {retry}");
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown, revoked or malformed API keys"));
+    // While refused, no key from this address is looked up, a valid one included; calls
+    // without a key and health go on.
+    let valid = s.get("/api/v1/account/balance", Some(&key)).await;
+    assert_eq!(valid.status, 429);
+    assert_eq!(s.get("/api/v1/products", None).await.status, 200);
+    assert_eq!(s.get("/healthz", None).await.status, 200);
+}

@@ -68,12 +68,12 @@ async def flow(client):
     # 1. catalog_search
     found = data(await client.call_tool("catalog_search", {"category": "compute", "q": "linux"}), "catalog_search")
     expect(any(p["id"] == "bare-linux-machine" for p in found["products"]), "search finds the machine")
-    # 2. catalog_checkout_requirements (camelCase input, as seed 001 sends it)
-    reqs = data(await client.call_tool("catalog_checkout_requirements", {"productId": "bare-linux-machine"}), "requirements")
+    # 2. catalog_checkout_requirements (seed 001's spelling: catalogItemId)
+    reqs = data(await client.call_tool("catalog_checkout_requirements", {"catalogItemId": "bare-linux-machine"}), "requirements")
     expect(reqs["product_id"] == "bare-linux-machine", "requirements name the product")
     # 3. quote_create
     quote = data(await client.call_tool("quote_create", {
-        "productId": "bare-linux-machine", "configuration": {"durationMinutes": 30, "image": "debian-12"},
+        "catalogItemId": "bare-linux-machine", "configuration": {"durationMinutes": 30, "image": "debian-12"},
     }), "quote_create")["quote"]
     # 4. purchase_create
     key = str(uuid.uuid4())
