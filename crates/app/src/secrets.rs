@@ -156,16 +156,19 @@ impl UrlSigner {
         sig: Option<&str>,
         now: Timestamp,
     ) -> Result<(), DomainError> {
-        let invalid = || {
-            DomainError::new(
-                ErrorCode::InvalidSignature,
-                "The URL's signature is missing or does not match.",
-                "Use the signed URL exactly as the API returned it.",
-            )
-        };
-        let expires: i64 = expires.and_then(|e| e.parse().ok()).ok_or_else(invalid)?;
+        let invalid = invalid_signature;
+        // Exactly the spellings `sign` writes: a decimal `expires` without sign, leading zeros
+        // or exponent, and unpadded base64url that re-encodes to itself.
+        let expires: i64 = expires
+            .and_then(|e| e.parse::<i64>().ok().filter(|n| n.to_string() == e))
+            .ok_or_else(invalid)?;
         let sig = sig
-            .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+            .and_then(|s| {
+                URL_SAFE_NO_PAD
+                    .decode(s)
+                    .ok()
+                    .filter(|raw| URL_SAFE_NO_PAD.encode(raw) == s)
+            })
             .ok_or_else(invalid)?;
         let valid = self.keys.iter().any(|k| {
             Self::mac(k, method, path, expires)
@@ -184,6 +187,15 @@ impl UrlSigner {
         }
         Ok(())
     }
+}
+
+/// `403 invalid_signature`: a signed URL that is not exactly as it was handed out.
+pub fn invalid_signature() -> DomainError {
+    DomainError::new(
+        ErrorCode::InvalidSignature,
+        "The URL's signature is missing or does not match.",
+        "Use the signed URL exactly as the API returned it.",
+    )
 }
 
 /// The path of an absolute or relative URL: from the first `/` after the authority to the query.

@@ -282,3 +282,45 @@ async fn credentials_without_a_key_or_a_signature_are_unauthorized(backend: Back
         .await;
     assert_eq!((r.status.as_u16(), r.code()), (403, "invalid_signature"));
 }
+
+dual_test!(signed_urls_are_accepted_in_their_one_canonical_form);
+async fn signed_urls_are_accepted_in_their_one_canonical_form(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (_, owner) = s.account(10_000).await;
+    let order = s
+        .order(
+            Some(&owner),
+            "signed-1",
+            &json!({"product_id": "web-search", "configuration": {"query": "x"}}),
+        )
+        .await;
+    let status_url = order.body["data"]["order"]["status_url"].as_str().unwrap();
+    let (path, query) = status_url.split_once('?').unwrap();
+    let (expires, sig) = query.split_once('&').unwrap();
+    let (expires, sig) = (
+        expires.strip_prefix("expires=").unwrap(),
+        sig.strip_prefix("sig=").unwrap(),
+    );
+    assert_eq!(s.get(status_url, None).await.status, 200, "as handed out");
+    let spelled_otherwise = [
+        format!("{path}?expires={expires}&sig={sig}&sig={sig}"),
+        format!("{path}?expires={expires}&sig=AAAA&sig={sig}"),
+        format!("{path}?sig={sig}&expires={expires}"),
+        format!("{path}?expires=0{expires}&sig={sig}"),
+        format!(
+            "{path}?expires=%3{}{}&sig={sig}",
+            &expires[..1],
+            &expires[1..]
+        ),
+        format!("{path}?expires={expires}&sig={sig}&extra=1"),
+        format!("{path}?expires={expires}"),
+    ];
+    for url in &spelled_otherwise {
+        let r = s.get(url, None).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (403, "invalid_signature"),
+            "{url}"
+        );
+    }
+}

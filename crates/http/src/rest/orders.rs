@@ -346,13 +346,50 @@ async fn show(
     Ok(with_retry_after(ok(OrderData { order }), retry_after))
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct SignedQuery {
     /// Expiry of a signed URL (unix seconds), as handed out.
     expires: Option<String>,
     /// Signature of a signed URL, as handed out.
     sig: Option<String>,
+}
+
+/// A signed URL's query is accepted in exactly the one form the API hands out,
+/// `expires=<unix seconds>&sig=<base64url>`: no second `sig` (which one would count?), no
+/// percent-encoding, no reordering, no other parameter. Anything else that mentions `expires`
+/// or `sig` is `403 invalid_signature`; a query without them is no signature at all.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SignedQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(&str, &str)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .collect();
+        if !pairs.iter().any(|(k, _)| *k == "expires" || *k == "sig") {
+            return Ok(Self {
+                expires: None,
+                sig: None,
+            });
+        }
+        match pairs.as_slice() {
+            [("expires", expires), ("sig", sig)]
+                if !expires.contains('%') && !sig.contains('%') =>
+            {
+                Ok(Self {
+                    expires: Some((*expires).to_owned()),
+                    sig: Some((*sig).to_owned()),
+                })
+            }
+            _ => Err(ApiError(storefront_app::secrets::invalid_signature())),
+        }
+    }
 }
 
 impl SignedQuery {
@@ -380,7 +417,7 @@ impl SignedQuery {
 async fn status(
     State(app): State<App>,
     Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<SignedQuery>,
+    q: SignedQuery,
 ) -> Result<Response, ApiError> {
     let (order, retry_after) = app
         .order_status(&id, q.expires.as_deref(), q.sig.as_deref())
@@ -423,7 +460,7 @@ async fn credentials(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<SignedQuery>,
+    q: SignedQuery,
 ) -> Result<Success, ApiError> {
     let signature = q.signature(&principal);
     Ok(ok(app
@@ -454,7 +491,7 @@ async fn install(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<SignedQuery>,
+    q: SignedQuery,
     body: ApiJson<InstallBody>,
 ) -> Result<(StatusCode, Success), ApiError> {
     let signature = q.signature(&principal);
