@@ -248,6 +248,10 @@ impl App {
         id: &str,
         scope: Option<TokenScope>,
     ) -> Result<Service, DomainError> {
+        // Without any credential the answer is 401 whatever the id (and whether it exists).
+        if matches!(principal, Principal::Public) {
+            return Err(DomainError::unauthorized());
+        }
         let not_found = || DomainError::not_found("service", id);
         let sid = ServiceId::parse(id).ok_or_else(not_found)?;
         if let Principal::Resource {
