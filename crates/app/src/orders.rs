@@ -859,7 +859,9 @@ impl App {
         self.credentials_of(&service)
     }
 
-    /// `GET <status_url>`: the signature is the credential; the view carries no secrets.
+    /// `GET <status_url>`: the signature is the credential. The view keeps `credentials_action`
+    /// (handed to the same holder with the status URL, and the only way to the machine for an
+    /// agent that kept just this URL) but no management tokens.
     pub async fn order_status(
         &self,
         id: &str,
@@ -871,7 +873,6 @@ impl App {
         let order_id = OrderId::parse(id).ok_or_else(|| DomainError::not_found("order", id))?;
         let order = self.load_order(&order_id).await?;
         let (mut view, retry) = self.full_view(order).await?;
-        view.credentials_action = None;
         view.management_tokens = None;
         Ok((view, retry))
     }

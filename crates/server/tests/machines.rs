@@ -55,6 +55,18 @@ async fn a_bought_machine_can_be_used_restarted_reinstalled_and_terminated(backe
         })
         .await;
     assert_eq!(done["data"]["order"]["status"], "fulfilled");
+    // An agent that kept only the signed status_url reaches the credentials from it too (but
+    // gets no management tokens there).
+    let by_status = s
+        .get(order["status_url"].as_str().unwrap(), None)
+        .await
+        .body;
+    assert_eq!(by_status["data"]["order"]["credentials_available"], true);
+    assert_eq!(
+        by_status["data"]["order"]["credentials_action"]["url"],
+        creds_url.as_str()
+    );
+    assert!(by_status["data"]["order"]["management_tokens"].is_null());
 
     // The signed URL works without a key; the key works without the signature.
     let signed = s.get(&creds_url, None).await;
