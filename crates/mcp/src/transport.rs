@@ -22,7 +22,24 @@ pub fn router(app: App, allowed_hosts: &[String]) -> axum::Router {
         LocalSessionManager::default().into(),
         config,
     );
-    axum::Router::new().nest_service("/mcp", service)
+    axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(session_end_status))
+}
+
+/// Ending a session (`DELETE /mcp`) answers `204 No Content`: rmcp says `202 Accepted`, which
+/// clients such as the Python SDK report as a failed termination, though the session is gone.
+async fn session_end_status(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let ending = request.method() == axum::http::Method::DELETE;
+    let mut response = next.run(request).await;
+    if ending && response.status() == axum::http::StatusCode::ACCEPTED {
+        *response.status_mut() = axum::http::StatusCode::NO_CONTENT;
+        *response.body_mut() = axum::body::Body::empty();
+    }
+    response
 }
 
 /// Serves the tools on stdin/stdout for one principal until the client closes the stream.

@@ -230,3 +230,47 @@ async fn mcp_refuses_hosts_outside_its_allow_list(backend: Backend) {
     let local = post("localhost").send().await.unwrap();
     assert!(local.status().is_success(), "{}", local.status());
 }
+
+dual_test!(ending_an_mcp_session_answers_no_content);
+async fn ending_an_mcp_session_answers_no_content(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"}}});
+    let opened = s
+        .client
+        .post(s.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert!(opened.status().is_success(), "{}", opened.status());
+    let session = opened
+        .headers()
+        .get("mcp-session-id")
+        .expect("a session id")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // Clients (the Python SDK among them) take 200 or 204 as a terminated session.
+    let ended = s
+        .client
+        .delete(s.url("/mcp"))
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 204);
+    // The session is gone.
+    let after = s
+        .client
+        .post(s.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(after.status().is_client_error(), "{}", after.status());
+}
