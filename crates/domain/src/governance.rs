@@ -296,22 +296,24 @@ impl RuleKind {
             }
             Self::PerTransactionCap { max_minor } => (tx.amount_minor > *max_minor).then(|| {
                 format!(
-                    "{} exceeds the per-transaction cap of {max_minor}",
-                    tx.amount_minor
+                    "Transaction amount {} exceeds the per-transaction limit of {}",
+                    tx.money(tx.amount_minor),
+                    tx.money(*max_minor)
                 )
             }),
             Self::Budget { period, max_minor } => {
                 let spent = ctx.spent_minor(*period);
                 (spent.saturating_add(tx.amount_minor) > *max_minor).then(|| {
                     format!(
-                        "{} would bring the {} spend to {} of a {max_minor} budget",
-                        tx.amount_minor,
+                        "Transaction amount {} would bring the {} spend to {}, over the budget of {}",
+                        tx.money(tx.amount_minor),
                         match period {
                             Period::Day => "day's",
                             Period::Week => "week's",
                             Period::Month => "month's",
                         },
-                        spent.saturating_add(tx.amount_minor)
+                        tx.money(spent.saturating_add(tx.amount_minor)),
+                        tx.money(*max_minor)
                     )
                 })
             }
@@ -332,8 +334,9 @@ impl RuleKind {
             Self::EscalateAbove { amount_minor, .. } => {
                 (tx.amount_minor > *amount_minor).then(|| {
                     format!(
-                        "{} is above {amount_minor}, which needs approval",
-                        tx.amount_minor
+                        "Transaction amount {} is above {}, which needs approval",
+                        tx.money(tx.amount_minor),
+                        tx.money(*amount_minor)
                     )
                 })
             }
@@ -362,6 +365,13 @@ pub struct Transaction {
     pub merchant_domain: Option<String>,
     pub category: Option<String>,
     pub product_id: Option<String>,
+}
+
+impl Transaction {
+    /// An amount in this transaction's currency, as a reason states it (`$49.99`).
+    fn money(&self, amount_minor: i64) -> String {
+        crate::money::display_amount(amount_minor, &self.currency)
+    }
 }
 
 /// What the engine needs to know besides the rules: the agent's spend (completed and pending,
@@ -478,10 +488,30 @@ pub fn evaluate(rules: &[Rule], tx: &Transaction, ctx: &Context) -> Decision {
         result,
         reason: hit
             .map(|(_, why)| why.clone())
-            .unwrap_or_else(|| "no rule objects".to_owned()),
+            .unwrap_or_else(|| allowed_reason(&enabled, tx)),
         rule: hit.map(|(r, _)| (*r).clone()),
         approval,
         evaluated_rules: enabled.len(),
+    }
+}
+
+/// Why nothing objected, in seed 003's words where an amount limit was checked ("Transaction
+/// amount $49.99 is within limit of $500.00", naming the tightest limit).
+fn allowed_reason(enabled: &[&Rule], tx: &Transaction) -> String {
+    let tightest = enabled
+        .iter()
+        .filter_map(|r| match r.kind {
+            RuleKind::PerTransactionCap { max_minor } => Some(max_minor),
+            _ => None,
+        })
+        .min();
+    match tightest {
+        Some(limit) => format!(
+            "Transaction amount {} is within limit of {}",
+            tx.money(tx.amount_minor),
+            tx.money(limit)
+        ),
+        None => "No rule objects to this transaction".to_owned(),
     }
 }
 
@@ -522,6 +552,42 @@ mod tests {
             product_id: Some("bare-linux-machine".into()),
             ..Transaction::default()
         }
+    }
+
+    #[test]
+    fn reasons_state_amounts_as_money_the_way_seed_003_does() {
+        let cap = rule(
+            "1",
+            RuleAction::Deny,
+            RuleKind::PerTransactionCap { max_minor: 50_000 },
+        );
+        let allowed = evaluate(std::slice::from_ref(&cap), &tx(4_999), &ctx());
+        assert_eq!(
+            allowed.reason,
+            "Transaction amount $49.99 is within limit of $500.00"
+        );
+        let denied = evaluate(&[cap], &tx(50_001), &ctx());
+        assert_eq!(
+            denied.reason,
+            "Transaction amount $500.01 exceeds the per-transaction limit of $500.00"
+        );
+        let above = rule(
+            "2",
+            RuleAction::Escalate,
+            RuleKind::EscalateAbove {
+                amount_minor: 3_000,
+                tier: "owner".into(),
+                timeout_seconds: 300,
+            },
+        );
+        let euros = Transaction {
+            currency: "eur".into(),
+            ..tx(4_999)
+        };
+        assert_eq!(
+            evaluate(&[above], &euros, &ctx()).reason,
+            "Transaction amount €49.99 is above €30.00, which needs approval"
+        );
     }
 
     #[test]

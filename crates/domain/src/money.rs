@@ -70,6 +70,26 @@ pub fn display_minor_in(amount_minor: i64, currency: &str) -> String {
     )
 }
 
+/// An amount as people write it in a sentence: `$49.99`, `€5.00`, `£1.20`, and for other
+/// currencies `49.99 CHF` (seed 003's governance reasons read "Transaction amount $49.99 is within
+/// limit of $500.00").
+pub fn display_amount(amount_minor: i64, currency: &str) -> String {
+    let symbol = match currency.to_ascii_lowercase().as_str() {
+        "usd" => Some("$"),
+        "eur" => Some("€"),
+        "gbp" => Some("£"),
+        _ => None,
+    };
+    match symbol {
+        Some(symbol) => {
+            let sign = if amount_minor < 0 { "-" } else { "" };
+            let abs = amount_minor.unsigned_abs();
+            format!("{sign}{symbol}{}.{:02}", abs / 100, abs % 100)
+        }
+        None => display_minor_in(amount_minor, currency),
+    }
+}
+
 /// The largest single amount the storefront accepts anywhere (one billion major units). Keeps
 /// every sum of a bounded number of amounts far from `i64` overflow.
 pub const MAX_AMOUNT_MINOR: i64 = 100_000_000_000;
