@@ -297,17 +297,31 @@ impl App {
         agent: Option<&str>,
     ) -> Result<CreatedKey, DomainError> {
         let account_id = self.existing_account(account).await?;
-        if let Some(agent) = agent {
-            // Agents arrive with governance; until then an agent key acts for the account as a
-            // whole, and naming a specific agent is refused rather than silently ignored.
-            return Err(DomainError::validation(
+        match (role, agent) {
+            // An agent key belongs to an agent: it acts within that agent's rules.
+            (KeyRole::Agent, None) => Err(DomainError::validation(
                 "agent",
-                format!("There is no agent '{agent}'."),
-                "Omit --agent to create an account-wide agent key.",
-            ));
+                "An agent key belongs to an agent.",
+                "Name the agent with --agent AGENT_ID (create one in the dashboard or with POST /api/v1/agents).",
+            )),
+            (KeyRole::Agent, Some(agent)) => {
+                let agent_id = storefront_domain::ids::AgentId::parse(agent).ok_or_else(|| {
+                    DomainError::not_found("agent", agent).with_param("agent")
+                })?;
+                self.mint_agent_key(&account_id, &agent_id)
+                    .await
+                    .map_err(|e| e.with_param("agent"))
+            }
+            (_, Some(_)) => Err(DomainError::validation(
+                "agent",
+                "Only agent keys name an agent.",
+                "Omit --agent for an owner key, or pass --role agent.",
+            )),
+            (_, None) => {
+                self.issue_key(&account_id, role, None, Some(role.as_str().to_owned()))
+                    .await
+            }
         }
-        self.issue_key(&account_id, role, None, Some(role.as_str().to_owned()))
-            .await
     }
 
     pub async fn admin_list_accounts(&self) -> Result<Vec<Account>, DomainError> {

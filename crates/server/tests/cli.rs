@@ -144,7 +144,7 @@ async fn admin_commands_print_the_documented_json_and_fail_loudly(backend: Backe
             "--account",
             &account,
             "--role",
-            "agent",
+            "owner",
             "--json",
         ],
     )
@@ -152,6 +152,32 @@ async fn admin_commands_print_the_documented_json_and_fail_loudly(backend: Backe
     assert!(ok);
     let key: Value = serde_json::from_str(out.trim()).unwrap();
     assert!(key["key_id"].as_str().unwrap().starts_with("key_"));
+    // An agent key belongs to an agent: without one, or with one that does not exist, refused.
+    let (ok, _, err) = admin(
+        d,
+        db,
+        &["create-key", "--account", &account, "--role", "agent"],
+    )
+    .await;
+    assert!(!ok && err.contains("--agent"), "{err}");
+    let (ok, _, err) = admin(
+        d,
+        db,
+        &[
+            "create-key",
+            "--account",
+            &account,
+            "--role",
+            "agent",
+            "--agent",
+            "agt_01a238c5e61071c9bd6cc7ec8100f332",
+        ],
+    )
+    .await;
+    assert!(
+        !ok && err.contains("agt_01a238c5e61071c9bd6cc7ec8100f332"),
+        "{err}"
+    );
 
     let (ok, out, _) = admin(d, db, &["list-accounts", "--json"]).await;
     assert!(ok);
