@@ -106,8 +106,9 @@ pub struct CheckResult {
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalRequirement {
-    pub tier: String,
-    /// How the owner is asked.
+    /// Who approves: 1 is the account's owner (seed 003's numbering).
+    pub tier: u8,
+    /// How the approver is asked (seed 003's word: `notification`).
     pub method: String,
     /// Seconds the owner has to decide.
     pub timeout: u32,
@@ -815,8 +816,7 @@ impl App {
             Verdict::Escalate => {
                 let (tier, timeout_seconds) = decision
                     .approval
-                    .clone()
-                    .unwrap_or_else(|| ("owner".into(), 3600));
+                    .unwrap_or((storefront_domain::governance::DEFAULT_TIER, 3600));
                 Ok(Gate::Escalate(Escalation {
                     guard,
                     agent_id: agent.id.clone(),
@@ -846,7 +846,7 @@ pub(crate) enum Gate {
 pub(crate) struct Escalation {
     pub guard: Option<BudgetGuard>,
     pub agent_id: AgentId,
-    pub tier: String,
+    pub tier: u8,
     pub timeout_seconds: u32,
     pub rule_code: String,
     pub reason: String,
@@ -899,8 +899,8 @@ fn check_result(d: &Decision, now: storefront_domain::timestamp::Timestamp) -> C
             .approval
             .as_ref()
             .map(|(tier, timeout)| ApprovalRequirement {
-                tier: tier.clone(),
-                method: "dashboard".into(),
+                tier: *tier,
+                method: storefront_domain::agent::APPROVAL_METHOD.into(),
                 timeout: *timeout,
             }),
         evaluated_rules: d.evaluated_rules,

@@ -11,6 +11,7 @@ use crate::ports::{Change, IdempotencyCompletion, IdempotencyRef, NewOrder, Stor
 use crate::principal::Principal;
 use crate::views::OrderOutcome;
 use async_trait::async_trait;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use storefront_domain::agent::{Approval, ApprovalStatus};
@@ -32,6 +33,42 @@ fn approval_view(a: &Approval) -> Value {
         "tier": a.tier,
         "expires_at": format(&a.expires_at),
     })
+}
+
+/// Seed 003's answer to an agent polling its approval (`GET /api/v1/agent/approval/{id}`), flat.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentApprovalView {
+    pub approval_id: String,
+    pub status: ApprovalStatus,
+    /// The checkout session waiting for it, for a purchase elsewhere.
+    pub checkout_id: Option<String>,
+    /// The storefront order waiting for it (the seed knows checkouts only).
+    pub order_id: Option<String>,
+    /// Who approves: 1 is the account's owner.
+    pub tier: u8,
+    /// How the approver is asked (`notification`).
+    pub method: String,
+    /// Why it was decided so: the owner's reason on deny, or that the order was canceled.
+    pub reason: Option<String>,
+    pub decided_at: Option<String>,
+    pub expires_at: String,
+}
+
+impl AgentApprovalView {
+    fn of(a: &Approval) -> Self {
+        Self {
+            approval_id: a.id.to_string(),
+            status: a.status,
+            checkout_id: a.checkout_id.as_ref().map(ToString::to_string),
+            order_id: a.order_id.as_ref().map(ToString::to_string),
+            tier: a.tier,
+            method: storefront_domain::agent::APPROVAL_METHOD.into(),
+            reason: a.decision_reason.clone(),
+            decided_at: a.decided_at.as_ref().map(format),
+            expires_at: format(&a.expires_at),
+        }
+    }
 }
 
 impl App {
@@ -80,7 +117,7 @@ impl App {
             order_id: Some(order.id.clone()),
             checkout_id: None,
             status: ApprovalStatus::Pending,
-            tier: escalation.tier.clone(),
+            tier: escalation.tier,
             rule_code: escalation.rule_code.clone(),
             reason: escalation.reason.clone(),
             amount_minor: order.total_minor,
@@ -161,6 +198,16 @@ impl App {
 
     /// `GET /api/v1/agent/approval/{id}`: the agent polls an approval of its own.
     pub async fn agent_approval(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<AgentApprovalView, DomainError> {
+        self.current_agent_approval(principal, id)
+            .await
+            .map(|a| AgentApprovalView::of(&a))
+    }
+
+    async fn current_agent_approval(
         &self,
         principal: &Principal,
         id: &str,

@@ -125,7 +125,7 @@ impl App {
                     json!({
                         "approval_id": a.id,
                         "tier": a.tier,
-                        "method": "dashboard",
+                        "method": storefront_domain::agent::APPROVAL_METHOD,
                         "timeout": (a.expires_at - a.created_at).num_seconds(),
                         "status": a.status,
                     })
@@ -450,7 +450,9 @@ impl App {
                 Ok(self.response(&checkout, None))
             }
             Verdict::Escalate => {
-                let (tier, timeout) = decision.approval.unwrap_or_else(|| ("owner".into(), 3600));
+                let (tier, timeout) = decision
+                    .approval
+                    .unwrap_or((storefront_domain::governance::DEFAULT_TIER, 3600));
                 let approval = Approval {
                     id: ApprovalId::generate(),
                     account_id: checkout.account_id.clone(),

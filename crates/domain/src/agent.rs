@@ -89,6 +89,10 @@ impl ApprovalStatus {
     }
 }
 
+/// How the approver is asked (seed 003's word): the approval appears on the owner's dashboard
+/// and in `GET /api/v1/approvals`.
+pub const APPROVAL_METHOD: &str = "notification";
+
 /// An escalated purchase waiting for (or decided by) the owner.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -102,8 +106,8 @@ pub struct Approval {
     /// Or the checkout session (a purchase elsewhere) waiting for it.
     pub checkout_id: Option<crate::ids::CheckoutId>,
     pub status: ApprovalStatus,
-    /// Who must approve (from the rule).
-    pub tier: String,
+    /// Who must approve (from the rule), as seed 003 numbers it: 1 is the owner.
+    pub tier: u8,
     /// The rule that escalated, `SF-001` style, and why.
     pub rule_code: String,
     pub reason: String,

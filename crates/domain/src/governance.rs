@@ -101,7 +101,9 @@ pub enum RuleKind {
     },
     EscalateAbove {
         amount_minor: i64,
-        tier: String,
+        /// Who approves, as seed 003 numbers it: 1 is the account's owner; higher tiers are
+        /// further up an approval chain.
+        tier: u8,
         timeout_seconds: u32,
     },
 }
@@ -171,7 +173,7 @@ impl RuleKind {
             "per_transaction_cap" => r#"{"max_minor": 5000}"#,
             "budget" => r#"{"period": "day", "max_minor": 10000}"#,
             "rate" => r#"{"max_transactions": 10, "per_seconds": 3600}"#,
-            _ => r#"{"amount_minor": 2000, "tier": "owner", "timeout_seconds": 3600}"#,
+            _ => r#"{"amount_minor": 2000, "tier": 1, "timeout_seconds": 3600}"#,
         };
         format!("Send params like {example}.")
     }
@@ -240,11 +242,11 @@ impl RuleKind {
                 timeout_seconds,
             } => {
                 amount("amount_minor", *amount_minor)?;
-                if tier.trim().is_empty() || tier.len() > 50 {
+                if !(1..=MAX_TIER).contains(tier) {
                     return Err(DomainError::validation(
                         "params.tier",
-                        "tier must be 1-50 characters.",
-                        "Use a label such as \"owner\".",
+                        format!("tier must be a whole number from 1 to {MAX_TIER}."),
+                        "Use 1 for the account's owner.",
                     ));
                 }
                 if !(60..=7 * 86_400).contains(timeout_seconds) {
@@ -413,7 +415,7 @@ pub struct Decision {
     pub rule: Option<Rule>,
     pub reason: String,
     /// For escalations: who approves and how long they have.
-    pub approval: Option<(String, u32)>,
+    pub approval: Option<(u8, u32)>,
     pub evaluated_rules: usize,
 }
 
@@ -441,8 +443,11 @@ impl Decision {
     }
 }
 
-/// Approval defaults for an escalating rule that names none (every rule but escalate_above).
-const DEFAULT_TIER: &str = "owner";
+/// Approval defaults for an escalating rule that names none (every rule but escalate_above):
+/// the owner.
+pub const DEFAULT_TIER: u8 = 1;
+/// The highest approval tier a rule may name.
+pub const MAX_TIER: u8 = 9;
 const DEFAULT_TIMEOUT_SECONDS: u32 = 3600;
 
 /// Evaluates every enabled rule against the transaction.
@@ -481,8 +486,8 @@ pub fn evaluate(rules: &[Rule], tx: &Transaction, ctx: &Context) -> Decision {
                 tier,
                 timeout_seconds,
                 ..
-            } => (tier.clone(), *timeout_seconds),
-            _ => (DEFAULT_TIER.to_owned(), DEFAULT_TIMEOUT_SECONDS),
+            } => (*tier, *timeout_seconds),
+            _ => (DEFAULT_TIER, DEFAULT_TIMEOUT_SECONDS),
         });
     Decision {
         result,
@@ -576,7 +581,7 @@ mod tests {
             RuleAction::Escalate,
             RuleKind::EscalateAbove {
                 amount_minor: 3_000,
-                tier: "owner".into(),
+                tier: 1,
                 timeout_seconds: 300,
             },
         );
@@ -657,7 +662,7 @@ mod tests {
             (
                 RuleKind::EscalateAbove {
                     amount_minor: 100,
-                    tier: "owner".into(),
+                    tier: 1,
                     timeout_seconds: 600,
                 },
                 tx(100),
@@ -741,7 +746,7 @@ mod tests {
         assert_eq!(d.evaluated_rules, 2);
         let d = evaluate(&rules, &tx(20), &ctx());
         assert_eq!(d.result, Verdict::Escalate);
-        assert_eq!(d.approval, Some(("owner".into(), 3600)));
+        assert_eq!(d.approval, Some((1, 3600)));
     }
 
     #[test]
@@ -805,7 +810,7 @@ mod tests {
             }),
             (1i64..1000).prop_map(|a| RuleKind::EscalateAbove {
                 amount_minor: a,
-                tier: "owner".into(),
+                tier: 1,
                 timeout_seconds: 600
             }),
             any::<bool>().prop_map(|t| RuleKind::Merchant { trusted_only: t }),

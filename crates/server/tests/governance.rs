@@ -62,7 +62,7 @@ async fn owners_manage_agents_and_rules_and_agents_cannot(backend: Backend) {
     .await;
     assert_eq!(first["code"], "SF-001");
     assert_eq!(first["action"], "deny");
-    let second = rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 100, "tier": "owner", "timeout_seconds": 600}})).await;
+    let second = rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 100, "tier": 1, "timeout_seconds": 600}})).await;
     assert_eq!(second["code"], "SF-002");
     assert_eq!(second["action"], "escalate");
 
@@ -77,7 +77,7 @@ async fn owners_manage_agents_and_rules_and_agents_cannot(backend: Backend) {
             "params.deny",
         ),
         (
-            json!({"kind": "escalate_above", "action": "deny", "params": {"amount_minor": 5, "tier": "o", "timeout_seconds": 600}}),
+            json!({"kind": "escalate_above", "action": "deny", "params": {"amount_minor": 5, "tier": 1, "timeout_seconds": 600}}),
             "action",
         ),
         (
@@ -154,7 +154,7 @@ async fn the_check_endpoint_allows_denies_and_escalates_with_seed_003_spellings(
         json!({"kind": "merchant", "params": {"trusted_only": true}}),
     )
     .await;
-    rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 5000, "tier": "owner", "timeout_seconds": 3600}})).await;
+    rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 5000, "tier": 1, "timeout_seconds": 3600}})).await;
     let stores = s
         .send(
             s.client
@@ -185,7 +185,11 @@ async fn the_check_endpoint_allows_denies_and_escalates_with_seed_003_spellings(
     assert_eq!(denied.body["data"]["rule_id"], "SF-001");
     let escalated = check(json!({"amount_minor": 9000, "merchant_domain": "shop.example"})).await;
     assert_eq!(escalated.body["data"]["result"], "escalate");
-    assert_eq!(escalated.body["data"]["approval_required"]["tier"], "owner");
+    assert_eq!(escalated.body["data"]["approval_required"]["tier"], 1);
+    assert_eq!(
+        escalated.body["data"]["approval_required"]["method"],
+        "notification"
+    );
     assert_eq!(escalated.body["data"]["approval_required"]["timeout"], 3600);
 
     let bad = check(json!({"amount": 1.234, "merchant_domain": "shop.example"})).await;
@@ -354,11 +358,18 @@ async fn canceling_an_order_that_waits_for_approval_closes_the_approval(backend:
         let polled = s
             .get(&format!("/api/v1/agent/approval/{approval_id}"), Some(&key))
             .await;
+        // Seed 003's flat shape, with the reason for the decision.
+        let polled = &polled.body["data"];
+        assert_eq!(polled["approval_id"], approval_id, "{polled:?}");
+        assert_eq!(polled["status"], "denied");
+        assert_eq!(polled["order_id"], order_id);
+        assert_eq!(polled["tier"], 1);
+        assert_eq!(polled["method"], "notification");
         assert_eq!(
-            polled.body["data"]["approval"]["status"], "denied",
-            "{:?}",
-            polled.body
+            polled["reason"],
+            "The order was canceled before a decision."
         );
+        assert!(polled["decided_at"].is_string() && polled["expires_at"].is_string());
         for decision in ["approve", "deny"] {
             let late = s
                 .post(
@@ -402,7 +413,7 @@ async fn escalated_orders_wait_for_the_owner_who_approves_denies_or_lets_them_ex
     assert_eq!(order["status"], "awaiting_approval");
     assert_eq!(order["payment_status"], "unpaid");
     assert_eq!(order["approval"]["status"], "pending");
-    assert_eq!(order["approval"]["tier"], "owner");
+    assert_eq!(order["approval"]["tier"], 1);
     assert_eq!(s.balance(&owner).await, 500);
     let approval_id = order["approval"]["approval_id"]
         .as_str()
@@ -685,10 +696,11 @@ async fn agents_connect_read_their_boundaries_and_poll_their_approvals(backend: 
         .get(&format!("/api/v1/agent/approval/{approval_id}"), Some(&key))
         .await;
     assert_eq!(
-        polled.body["data"]["approval"]["status"], "pending",
+        polled.body["data"]["status"], "pending",
         "{:?}",
         polled.body
     );
+    assert!(polled.body["data"]["reason"].is_null() && polled.body["data"]["decided_at"].is_null());
     let (_, _, other_key) = agent(&s, 0).await;
     let hidden = s
         .get(
@@ -701,7 +713,7 @@ async fn agents_connect_read_their_boundaries_and_poll_their_approvals(backend: 
     let expired = s
         .get(&format!("/api/v1/agent/approval/{approval_id}"), Some(&key))
         .await;
-    assert_eq!(expired.body["data"]["approval"]["status"], "expired");
+    assert_eq!(expired.body["data"]["status"], "expired");
 
     // An agent that needs confirmation waits after its first connection.
     let careful = s
@@ -754,7 +766,7 @@ async fn seed_003_flow_connect_check_checkout_update_complete_escalate_approve_r
 ) {
     let s = TestServer::start(&backend).await;
     let (owner, id, key) = agent(&s, 0).await;
-    rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 10000, "tier": "owner", "timeout_seconds": 600}})).await;
+    rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 10000, "tier": 1, "timeout_seconds": 600}})).await;
     rule(
         &s,
         &owner,
@@ -872,7 +884,12 @@ async fn seed_003_flow_connect_check_checkout_update_complete_escalate_approve_r
     let polled = s
         .get(&format!("/api/v1/agent/approval/{approval_id}"), Some(&key))
         .await;
-    assert_eq!(polled.body["data"]["approval"]["status"], "pending");
+    assert_eq!(polled.body["data"]["status"], "pending");
+    assert_eq!(polled.body["data"]["checkout_id"], big_id.as_str());
+    assert_eq!(
+        (approval["tier"].clone(), approval["method"].clone()),
+        (json!(1), json!("notification"))
+    );
     let approved = s
         .post(
             &format!("/api/v1/approvals/{approval_id}/approve"),
@@ -951,7 +968,7 @@ async fn seed_003_flow_connect_check_checkout_update_complete_escalate_approve_r
             Some(&key),
         )
         .await;
-    assert_eq!(polled_denied.body["data"]["approval"]["status"], "denied");
+    assert_eq!(polled_denied.body["data"]["status"], "denied");
     let missing = s
         .get(
             "/api/v1/agent/approval/apr_00000000000000000000000000000000",
@@ -1357,7 +1374,7 @@ async fn an_agents_lease_extension_waits_for_approval_and_is_applied_when_approv
         b["data"]["order"]["credentials_available"] == true
     })
     .await;
-    rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 10, "tier": "owner", "timeout_seconds": 600}})).await;
+    rule(&s, &owner, &id, json!({"kind": "escalate_above", "params": {"amount_minor": 10, "tier": 1, "timeout_seconds": 600}})).await;
     let before = s
         .get(&format!("/api/v1/services/{service_id}"), Some(&owner))
         .await;
@@ -1452,7 +1469,7 @@ async fn every_rule_kind_allows_denies_and_escalates_through_the_check_endpoint(
         ),
         (
             "escalate_above",
-            json!({"amount_minor": 500, "tier": "owner", "timeout_seconds": 600}),
+            json!({"amount_minor": 500, "tier": 1, "timeout_seconds": 600}),
             json!({"amount_minor": 500}),
             json!({"amount_minor": 501}),
         ),

@@ -1456,7 +1456,11 @@ fn approval_from_row(r: &$row) -> StoreResult<Approval> {
         order_id: r.get::<Option<String>, _>("order_id").map(OrderId::from_trusted),
         checkout_id: r.get::<Option<String>, _>("checkout_id").map(CheckoutId::from_trusted),
         status: ApprovalStatus::parse(r.get("status")).ok_or_else(|| corrupt("approval status"))?,
-        tier: r.get("tier"),
+        // A tier is stored as its digits (TEXT, as it was when tiers were labels).
+        tier: r
+            .get::<&str, _>("tier")
+            .parse()
+            .map_err(|_| corrupt("approval tier"))?,
         rule_code: r.get("rule_code"),
         reason: r.get("reason"),
         amount_minor: r.get("amount_minor"),
@@ -1479,7 +1483,7 @@ async fn insert_approval_row(conn: &mut $conn, a: &Approval) -> StoreResult<()> 
     .bind(a.agent_id.as_str())
     .bind(a.order_id.as_ref().map(|o| o.as_str().to_owned()))
     .bind(a.status.as_str())
-    .bind(&a.tier)
+    .bind(a.tier.to_string())
     .bind(&a.rule_code)
     .bind(&a.reason)
     .bind(a.amount_minor)

@@ -325,15 +325,14 @@ impl RuleForm {
             ("timeout_seconds", &self.timeout_seconds),
             ("max_transactions", &self.max_transactions),
             ("per_seconds", &self.per_seconds),
+            ("tier", &self.tier),
         ] {
             if !raw.trim().is_empty() {
                 params.insert(name.into(), number(raw));
             }
         }
-        for (name, raw) in [("period", &self.period), ("tier", &self.tier)] {
-            if !raw.trim().is_empty() {
-                params.insert(name.into(), Value::from(raw.trim()));
-            }
+        if !self.period.trim().is_empty() {
+            params.insert("period".into(), Value::from(self.period.trim()));
         }
         for (name, raw) in [("allow", &self.allow), ("deny", &self.deny)] {
             if !raw.trim().is_empty() {
@@ -483,7 +482,7 @@ pub struct ApprovalRow {
     pub amount: String,
     pub rule: String,
     pub reason: String,
-    pub tier: String,
+    pub tier: u8,
     pub status: String,
     pub pending: bool,
     pub created: String,
@@ -535,7 +534,7 @@ async fn approvals_page(
                 amount: money(a.amount_minor, &a.currency),
                 rule: a.rule_code.clone(),
                 reason: a.reason.clone(),
-                tier: a.tier.clone(),
+                tier: a.tier,
                 status: a.status.as_str().to_owned(),
                 pending: a.status == ApprovalStatus::Pending,
                 created: when(&storefront_domain::timestamp::format(&a.created_at)),

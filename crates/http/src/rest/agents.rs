@@ -428,7 +428,7 @@ async fn own_stores(
     params(("approval_id" = String, Path, description = "An approval id (apr_...)")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "The approval", body = Envelope<ApprovalData>),
+        (status = 200, description = "The approval, in seed 003's flat shape", body = Envelope<storefront_app::approvals::AgentApprovalView>),
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
         (status = 403, description = "Not an agent key; pending or suspended", body = ErrorEnvelope),
         (status = 404, description = "No such approval of this agent", body = ErrorEnvelope),
@@ -438,8 +438,7 @@ async fn own_approval(
     Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Success, ApiError> {
-    let approval = app.agent_approval(&principal, &id).await?;
-    Ok(ok(ApprovalData { approval }))
+    Ok(ok(app.agent_approval(&principal, &id).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
