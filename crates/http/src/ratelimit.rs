@@ -183,19 +183,23 @@ pub async fn limit(State(limits): State<Limits>, request: Request, next: Next) -
 
 /// `429` for an address that failed authentication too often.
 fn too_many_failed_authentications(per_minute: u32, left: Duration) -> Response {
-    let wait = left.as_secs().max(1);
+    refused(
+        per_minute,
+        left.as_secs().max(1),
+        format!(
+            "More than {per_minute} requests a minute from this address with unknown, revoked or malformed API keys."
+        ),
+        "Check the key you send (it is shown once, when it is created); wait Retry-After seconds before trying again.",
+    )
+}
+
+/// `429 rate_limited` with `Retry-After` and the `RateLimit-*` headers of an empty bucket.
+fn refused(quota: u32, wait: u64, message: String, suggestion: &str) -> Response {
     let mut response = ApiError(
-        DomainError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "More than {per_minute} requests a minute from this address with unknown, revoked or malformed API keys."
-            ),
-            "Check the key you send (it is shown once, when it is created); wait Retry-After seconds before trying again.",
-        )
-        .with_retry_after(wait),
+        DomainError::new(ErrorCode::RateLimited, message, suggestion).with_retry_after(wait),
     )
     .into_response();
-    set(&mut response, "ratelimit-limit", u64::from(per_minute));
+    set(&mut response, "ratelimit-limit", u64::from(quota));
     set(&mut response, "ratelimit-remaining", 0);
     set(&mut response, "ratelimit-reset", wait);
     response
@@ -228,19 +232,12 @@ async fn draw(limits: &Limits, keyed: bool, key: &str, request: Request, next: N
                 .wait_time_from(DefaultClock::default().now())
                 .as_secs()
                 .max(1);
-            let mut response = ApiError(
-                DomainError::new(
-                    ErrorCode::RateLimited,
-                    format!("More than {quota} requests a minute."),
-                    "Wait Retry-After seconds, then retry; spread requests out.",
-                )
-                .with_retry_after(wait),
+            refused(
+                quota,
+                wait,
+                format!("More than {quota} requests a minute."),
+                "Wait Retry-After seconds, then retry; spread requests out.",
             )
-            .into_response();
-            set(&mut response, "ratelimit-limit", u64::from(quota));
-            set(&mut response, "ratelimit-remaining", 0);
-            set(&mut response, "ratelimit-reset", wait);
-            response
         }
     }
 }
