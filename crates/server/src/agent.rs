@@ -149,6 +149,7 @@ impl Client {
         } else {
             format!("{}{path}", self.conn.url.trim_end_matches('/'))
         };
+        let retry_safe = method == reqwest::Method::GET;
         let mut req = self.http.request(method, url).query(query);
         if let Some(key) = &self.conn.api_key {
             req = req.bearer_auth(key);
@@ -159,10 +160,20 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Failure::Unreachable(format!("cannot reach {}: {e}", self.conn.url)))?;
+        let unreachable = |e: reqwest::Error| {
+            Failure::Unreachable(format!("cannot reach {}: {e}", self.conn.url))
+        };
+        // A read is sent again once if the connection failed under it (a server closing an idle
+        // connection just as it is reused); writes carry idempotency keys and are the caller's
+        // to retry.
+        let retry = if retry_safe { req.try_clone() } else { None };
+        let resp = match (req.send().await, retry) {
+            (Ok(resp), _) => resp,
+            (Err(e), Some(again)) if e.is_connect() || e.is_request() => {
+                again.send().await.map_err(unreachable)?
+            }
+            (Err(e), _) => return Err(unreachable(e)),
+        };
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -356,10 +367,13 @@ fn report(failure: Failure, json_output: bool) -> Outcome {
 /// Runs one agent command.
 pub async fn run(conn: Connection, command: AgentCommand) -> Outcome {
     let json_output = conn.json;
-    let client = Client {
-        conn,
-        http: reqwest::Client::new(),
-    };
+    // Idle connections are dropped well before the server's header read timeout (10 s by
+    // default) would close them under a request, as `--wait` pauses up to 10 s between polls.
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let client = Client { conn, http };
     match execute(&client, command).await {
         Ok(outcome) => outcome,
         Err(f) => report(f, json_output),
