@@ -40,7 +40,43 @@ pub struct DemoAccount {
 pub const DEMO_EMAIL: &str = "demo@example.com";
 pub const DEMO_CREDITS: i64 = 10_000;
 
+/// The account that owns purchases made without a key is found under this setting.
+const PUBLIC_ACCOUNT_SETTING: &str = "public_account_id";
+const PUBLIC_ACCOUNT_EMAIL: &str = "public-purchases@storefront.invalid";
+
 impl App {
+    /// The account that owns purchases made without an API key (its services, its orders).
+    /// Made on first use, once per database however many processes race to make it.
+    pub(crate) async fn public_account(&self) -> Result<AccountId, DomainError> {
+        if let Some(id) = self.public_account.get() {
+            return Ok(id.clone());
+        }
+        let candidate = AccountId::generate();
+        let id = self
+            .store
+            .setting_or_init(PUBLIC_ACCOUNT_SETTING, candidate.as_str())
+            .await
+            .map_err(store_failure)?;
+        let id = AccountId::parse(&id).ok_or_else(DomainError::internal)?;
+        let now = self.clock.now();
+        let account = Account {
+            id: id.clone(),
+            email: PUBLIC_ACCOUNT_EMAIL.into(),
+            name: "Purchases without an API key".into(),
+            currency: self.settings.account_currency.clone(),
+            balance_minor: 0,
+            created_at: now,
+        };
+        // An owner key nobody holds: the operator can issue a real one with `admin create-key`.
+        let (key, _) = new_key(&id, KeyRole::Owner, None, "owner".into(), now);
+        match self.store.create_account(&account, &key).await {
+            Ok(()) | Err(crate::ports::StoreError::Conflict(_)) => {}
+            Err(e) => return Err(store_failure(e)),
+        }
+        let _ = self.public_account.set(id.clone());
+        Ok(id)
+    }
+
     /// Turns a bearer secret into a principal. Unknown and revoked keys are `unauthorized`.
     pub async fn authenticate(&self, secret: &str) -> Result<Principal, DomainError> {
         if secret.starts_with(crate::secrets::RESOURCE_TOKEN_PREFIX) && secret.len() <= 200 {

@@ -245,6 +245,30 @@ impl App {
     }
 }
 
+impl App {
+    pub(crate) async fn load_order(
+        &self,
+        id: &storefront_domain::ids::OrderId,
+    ) -> Result<storefront_domain::order::Order, DomainError> {
+        self.store
+            .get_order(id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(|| DomainError::not_found("order", id.as_str()))
+    }
+
+    pub(crate) async fn load_service(
+        &self,
+        id: &storefront_domain::ids::ServiceId,
+    ) -> Result<storefront_domain::service::Service, DomainError> {
+        self.store
+            .get_service(id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(|| DomainError::not_found("service", id.as_str()))
+    }
+}
+
 /// Translates a storage failure the caller cannot act on into `internal_error`, logging the
 /// cause (which may name tables or SQL) instead of returning it.
 pub(crate) fn store_failure(e: StoreError) -> DomainError {

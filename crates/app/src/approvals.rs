@@ -6,25 +6,21 @@
 
 use crate::agents::Escalation;
 use crate::app::{store_failure, App};
-use crate::jobs::{JobError, JobHandler, Worker};
-use crate::ports::{Change, IdempotencyCompletion, IdempotencyRef, NewOrder, StoreError};
+use crate::jobs::kinds::ExpireApproval;
+use crate::jobs::{JobError, JobKind};
+use crate::lifecycle::{refused, Rail};
+use crate::ports::{Change, IdempotencyCompletion, IdempotencyRef, NewOrder};
 use crate::principal::Principal;
 use crate::views::OrderOutcome;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use storefront_domain::agent::{Approval, ApprovalStatus};
-use storefront_domain::catalog::ProductKind;
 use storefront_domain::ids::ApprovalId;
 use storefront_domain::job::Job;
-use storefront_domain::ledger::{LedgerKind, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
 use storefront_domain::timestamp::format;
 use storefront_domain::{DomainError, ErrorCode};
-
-/// Expires an approval when its time is up.
-pub const EXPIRE_JOB: &str = "approval.expire";
 
 fn approval_view(a: &Approval) -> Value {
     json!({
@@ -127,41 +123,26 @@ impl App {
             expires_at: now + chrono::Duration::seconds(i64::from(escalation.timeout_seconds)),
             decided_at: None,
         };
-        let mut expire = Job::new(EXPIRE_JOB, json!({ "approval_id": approval.id }), 5, now);
-        expire.run_at = approval.expires_at;
+        let expire = ExpireApproval {
+            approval_id: approval.id.clone(),
+        }
+        .due_at(approval.expires_at, now);
         let mut view = self.order_view(&order);
         view.approval = Some(approval_view(&approval));
         let remembered = outcome(&view);
         let inserted = self
             .store
             .insert_order(&NewOrder {
-                order: &order,
-                quote: None,
                 idempotency: Some(key_ref),
-                charge: None,
-                service: None,
                 jobs: std::slice::from_ref(&expire),
-                resource_tokens: &[],
-                updates_service: None,
                 completes: Some(&IdempotencyCompletion::new(key_ref.clone(), remembered)),
-                payment: None,
                 budget: escalation.guard.as_ref(),
                 approval: Some(&approval),
+                ..NewOrder::of(&order)
             })
             .await;
-        match inserted {
-            Ok(_) => {}
-            Err(StoreError::BudgetExceeded {
-                spent_minor,
-                max_minor,
-            }) => {
-                return Err(DomainError::new(
-                    ErrorCode::SpendingCapExceeded,
-                    format!("This order would exceed the agent's budget: {spent_minor} already spent or waiting of {max_minor}."),
-                    "Ask the account owner to raise the budget, or wait for the next period.",
-                ))
-            }
-            Err(e) => return Err(store_failure(e)),
+        if let Err(e) = inserted {
+            return Err(refused(e, &order));
         }
         tracing::info!(order_id = %order.id, approval_id = %approval.id, "order waits for the owner's approval");
         Ok(view)
@@ -308,160 +289,32 @@ impl App {
             .order_id
             .clone()
             .ok_or_else(DomainError::internal)?;
-        let mut order = self.load_order(&order_id).await?;
-        if let Some(service_id) = order
-            .configuration
-            .get("extends_service_id")
-            .and_then(Value::as_str)
-            .and_then(storefront_domain::ids::ServiceId::parse)
-        {
-            return self
-                .approve_extension(principal, id, approval, order, &service_id)
-                .await;
-        }
+        let order = self.load_order(&order_id).await?;
         let product = self
             .catalog
             .get(&order.product_id)
             .ok_or_else(|| crate::catalog::unknown_product(&order.product_id))?;
-        order.payment_status = storefront_domain::order::PaymentStatus::Paid;
-        order.updated_at = now;
-        order.status = match (product.kind, product.requires_install_configuration) {
-            (ProductKind::Instant, _) => OrderStatus::Paid,
-            (ProductKind::Async, true) => OrderStatus::AwaitingInstallConfiguration,
-            (ProductKind::Async, false) => OrderStatus::Processing,
-        };
-        let delivery = (!product.requires_install_configuration)
-            .then(|| self.machine_delivery(product, &mut order, now))
-            .flatten();
-        let mut jobs = delivery
-            .as_ref()
-            .map(|d| d.jobs.clone())
-            .unwrap_or_default();
-        if product.kind == ProductKind::Instant {
-            jobs.push(Job::new(
-                crate::payments::FULFILL_JOB,
-                json!({ "order_id": order.id }),
-                5,
-                now,
-            ));
-        }
-        let charge = (order.total_minor > 0).then(|| LedgerMovement {
-            account_id: approval.account_id.clone(),
-            kind: LedgerKind::Charge,
-            amount_minor: -order.total_minor,
-            order_id: Some(order.id.clone()),
-            description: format!("{} ({}), approved", product.name, order.id),
-        });
+        let paid = self.mark_paid(order, product, Rail::Approval).await?;
         approval.status = ApprovalStatus::Approved;
         approval.decided_at = Some(now);
         let applied = self
             .store
             .apply_change(&Change {
-                order: Some((&order, &[OrderStatus::AwaitingApproval])),
                 approval: Some((&approval, &[ApprovalStatus::Pending])),
-                movement: charge.as_ref(),
-                new_service: delivery.as_ref().map(|d| &d.service),
-                resource_tokens: delivery.as_ref().map_or(&[][..], |d| &d.stored_tokens),
-                jobs: &jobs,
-                ..Change::default()
+                ..paid.change(&[OrderStatus::AwaitingApproval])
             })
             .await;
-        tracing::info!(approval_id = %approval.id, order_id = %order.id, "approving; the order proceeds");
-        self.finish_approval(principal, id, approval, &order, applied)
-            .await
-    }
-
-    /// What an approval's transaction came to: audited and returned, already decided by
-    /// someone else, or refused for want of credit (nothing written).
-    async fn finish_approval(
-        &self,
-        principal: &Principal,
-        id: &str,
-        approval: Approval,
-        order: &Order,
-        applied: Result<bool, StoreError>,
-    ) -> Result<Approval, DomainError> {
         match applied {
             Ok(true) => {
+                tracing::info!(approval_id = %approval.id, order_id = %paid.order.id, "approved; the order proceeds");
+                self.paid_committed(paid, Rail::Approval, None, None)
+                    .await?;
                 self.audit_approval(&approval).await?;
                 Ok(approval)
             }
             Ok(false) => Err(already_decided(&self.owned_approval(principal, id).await?)),
-            Err(StoreError::InsufficientCredits { balance_minor }) => {
-                Err(crate::orders::insufficient_credits(
-                    balance_minor,
-                    order.total_minor,
-                    &order.currency,
-                ))
-            }
-            Err(e) => Err(store_failure(e)),
+            Err(e) => Err(refused(e, &paid.order)),
         }
-    }
-
-    /// An approved lease extension: charged and applied to the lease in one transaction.
-    async fn approve_extension(
-        &self,
-        principal: &Principal,
-        id: &str,
-        mut approval: Approval,
-        mut order: Order,
-        service_id: &storefront_domain::ids::ServiceId,
-    ) -> Result<Approval, DomainError> {
-        use storefront_domain::service::ServiceStatus;
-        let now = self.clock.now();
-        let mut service = self.load_service(service_id).await?;
-        let added = order
-            .configuration
-            .get("added_seconds")
-            .and_then(Value::as_i64)
-            .ok_or_else(DomainError::internal)?;
-        let from = service.status;
-        service.lease_seconds += added;
-        service.expires_at = service
-            .expires_at
-            .map(|at| at + chrono::Duration::seconds(added));
-        service.updated_at = now;
-        order.status = OrderStatus::Fulfilled;
-        order.payment_status = storefront_domain::order::PaymentStatus::Paid;
-        order.result = Some(json!({ "extended_service_id": service.id, "added_seconds": added }));
-        order.updated_at = now;
-        let charge = (order.total_minor > 0).then(|| LedgerMovement {
-            account_id: approval.account_id.clone(),
-            kind: LedgerKind::Charge,
-            amount_minor: -order.total_minor,
-            order_id: Some(order.id.clone()),
-            description: format!("lease extension of {} ({}), approved", service.id, order.id),
-        });
-        approval.status = ApprovalStatus::Approved;
-        approval.decided_at = Some(now);
-        let live = [
-            ServiceStatus::Active,
-            ServiceStatus::Restarting,
-            ServiceStatus::Reinstalling,
-        ];
-        if !live.contains(&from) {
-            return Err(DomainError::new(
-                ErrorCode::InvalidState,
-                format!(
-                    "Service {} is {} and can no longer be extended.",
-                    service.id,
-                    from.as_str()
-                ),
-                "Deny the approval; the lease is over.",
-            ));
-        }
-        let applied = self
-            .store
-            .apply_change(&Change {
-                order: Some((&order, &[OrderStatus::AwaitingApproval])),
-                service: Some((&service, &[from])),
-                approval: Some((&approval, &[ApprovalStatus::Pending])),
-                movement: charge.as_ref(),
-                ..Change::default()
-            })
-            .await;
-        self.finish_approval(principal, id, approval, &order, applied)
-            .await
     }
 
     /// Owner's denial: the order is canceled; nothing was charged.
@@ -585,11 +438,6 @@ impl App {
         )
         .await
     }
-
-    /// Registers the approval job kinds on a worker.
-    pub fn approval_jobs(&self, worker: Worker) -> Worker {
-        worker.handle(EXPIRE_JOB, Arc::new(ApprovalJobs { app: self.clone() }))
-    }
 }
 
 fn already_decided(a: &Approval) -> DomainError {
@@ -614,46 +462,30 @@ fn already_decided(a: &Approval) -> DomainError {
     )
 }
 
-struct ApprovalJobs {
-    app: App,
-}
-
 #[async_trait]
-impl JobHandler for ApprovalJobs {
-    async fn run(&self, job: &Job) -> Result<(), JobError> {
-        let id = job
-            .payload
-            .get("approval_id")
-            .and_then(Value::as_str)
-            .and_then(ApprovalId::parse)
-            .ok_or(JobError {
-                message: "expire job without an approval id".into(),
-                retryable: false,
-            })?;
-        let retry = |e: String| JobError {
-            message: e,
-            retryable: true,
-        };
-        let Some(approval) = self
-            .app
+impl JobKind for ExpireApproval {
+    const KIND: &'static str = "approval.expire";
+    const MAX_ATTEMPTS: i64 = 5;
+
+    async fn run(self, app: &App, _job: &Job) -> Result<(), JobError> {
+        let Some(approval) = app
             .store
-            .get_approval(&id)
+            .get_approval(&self.approval_id)
             .await
-            .map_err(|e| retry(e.to_string()))?
+            .map_err(JobError::retry)?
         else {
             return Ok(());
         };
         if approval.status != ApprovalStatus::Pending {
             return Ok(());
         }
-        if self.app.clock.now() < approval.expires_at {
+        if app.clock.now() < approval.expires_at {
             // Not yet (a clock that runs behind the job's schedule): try again later.
-            return Err(retry("approval not due yet".into()));
+            return Err(JobError::retry("approval not due yet"));
         }
-        self.app
-            .close(approval, ApprovalStatus::Expired, None)
+        app.close(approval, ApprovalStatus::Expired, None)
             .await
             .map(|_| ())
-            .map_err(|e| retry(e.message))
+            .map_err(|e| JobError::retry(e.message))
     }
 }

@@ -8,13 +8,19 @@
 use crate::app::{store_failure, App};
 use async_trait::async_trait;
 use chrono::Duration;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use storefront_domain::ids::JobId;
 use storefront_domain::job::{backoff, Job, JobOutcome};
+use storefront_domain::timestamp::Timestamp;
 use storefront_domain::DomainError;
+
+pub mod kinds;
 
 /// Why a handler did not finish its job.
 #[derive(Debug, Clone)]
@@ -24,9 +30,71 @@ pub struct JobError {
     pub retryable: bool,
 }
 
+impl JobError {
+    /// A failure worth another attempt later.
+    pub fn retry(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry can fix (a payload that names nothing, say).
+    pub fn fatal(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            retryable: false,
+        }
+    }
+}
+
+/// Runs jobs of one kind, whatever their payload (the worker's own interface; typed kinds go
+/// through [`JobKind`]).
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
     async fn run(&self, job: &Job) -> Result<(), JobError>;
+}
+
+/// A kind of background job: its name in the jobs table, its payload and how to run it. The
+/// payload types live in [`kinds`]; each is run by the module that owns its work, and
+/// [`App::background_jobs`] registers them all.
+#[async_trait]
+pub trait JobKind: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The `kind` column.
+    const KIND: &'static str;
+    /// Attempts before the job fails for good.
+    const MAX_ATTEMPTS: i64;
+
+    async fn run(self, app: &App, job: &Job) -> Result<(), JobError>;
+
+    /// This job, due at `run_at`.
+    fn due_at(&self, run_at: Timestamp, now: Timestamp) -> Job {
+        let payload = serde_json::to_value(self).expect("job payloads are plain data");
+        let mut job = Job::new(Self::KIND, payload, Self::MAX_ATTEMPTS, now);
+        job.run_at = run_at;
+        job
+    }
+
+    /// This job, due now.
+    fn due_now(&self, now: Timestamp) -> Job {
+        self.due_at(now, now)
+    }
+}
+
+/// Adapts a typed [`JobKind`] to the worker: a payload that does not parse fails the job for
+/// good instead of being retried.
+struct Typed<K> {
+    app: App,
+    kind: PhantomData<fn() -> K>,
+}
+
+#[async_trait]
+impl<K: JobKind> JobHandler for Typed<K> {
+    async fn run(&self, job: &Job) -> Result<(), JobError> {
+        let payload: K = serde_json::from_value(job.payload.clone())
+            .map_err(|e| JobError::fatal(format!("unreadable {} payload: {e}", K::KIND)))?;
+        payload.run(&self.app, job).await
+    }
 }
 
 pub struct Worker {
@@ -53,6 +121,20 @@ impl App {
     pub async fn job(&self, id: &JobId) -> Result<Option<Job>, DomainError> {
         self.store.get_job(id).await.map_err(store_failure)
     }
+
+    /// Registers every background job kind on a worker: the one list of them.
+    pub fn background_jobs(&self, worker: Worker) -> Worker {
+        use kinds::*;
+        worker
+            .register::<ProvisionMachine>()
+            .register::<RestartMachine>()
+            .register::<ReinstallMachine>()
+            .register::<TerminateMachine>()
+            .register::<ExpireLease>()
+            .register::<FulfillOrder>()
+            .register::<RefundPayment>()
+            .register::<ExpireApproval>()
+    }
 }
 
 impl Worker {
@@ -70,6 +152,15 @@ impl Worker {
     pub fn handle(mut self, kind: &str, handler: Arc<dyn JobHandler>) -> Self {
         self.handlers.insert(kind.to_owned(), handler);
         self
+    }
+
+    /// Runs jobs of the typed kind `K`.
+    pub fn register<K: JobKind>(self) -> Self {
+        let handler = Arc::new(Typed::<K> {
+            app: self.app.clone(),
+            kind: PhantomData,
+        });
+        self.handle(K::KIND, handler)
     }
 
     pub fn with_lease(mut self, lease: Duration) -> Self {

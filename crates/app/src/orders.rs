@@ -1,19 +1,17 @@
-//! Orders: validate, place (idempotently, on any rail), read, list, cancel. The card and MPP
-//! steps live in `payments.rs`.
+//! Orders: validate, place (idempotently, on any rail), read, list, cancel. What happens once
+//! an order is paid lives in `lifecycle.rs`; the card and MPP steps in `payments`.
 //!
-//! Idempotency follows `API.md` §5: the key is claimed first (so a concurrent duplicate sees
-//! `idempotency_in_progress`), the charge and the order commit in one transaction, and the
-//! outcome is recorded with the final state change so a replay returns the original response.
-//! Errors that did not act release the key.
+//! Placing follows the idempotency state machine of `idempotency.rs`: the key is claimed first
+//! (so a concurrent duplicate sees `idempotency_in_progress`), the charge and the order commit in
+//! one transaction with the request's answer, and errors that did not act release the key.
 
 use crate::agents::Gate;
 use crate::app::{store_failure, App};
 use crate::catalog::unknown_product;
+use crate::idempotency::{fingerprint, remembered, Claim};
+use crate::lifecycle::{refused, Rail};
 use crate::page::{Page, PageRequest};
-use crate::payments::MppAttempt;
-use crate::ports::{
-    Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, StoreError,
-};
+use crate::ports::{Change, IdempotencyCompletion, IdempotencyRef, OrderFilter};
 use crate::principal::Principal;
 use crate::quotes::QuoteRequest;
 use crate::views::{status_path, OrderOutcome, OrderView};
@@ -21,16 +19,16 @@ use serde::Serialize;
 use storefront_domain::account::parse_email;
 use storefront_domain::agent::ApprovalStatus;
 use storefront_domain::catalog::{Product, ProductKind};
+use storefront_domain::idempotency::IdempotencyKey;
 use storefront_domain::ids::OrderId;
-use storefront_domain::ledger::{LedgerKind, LedgerMovement};
-use storefront_domain::money::display_minor;
-use storefront_domain::order::{Failure, Order, OrderStatus, PaymentMethod, PaymentStatus};
+use storefront_domain::order::{Order, OrderStatus, PaymentMethod, PaymentStatus};
 use storefront_domain::quote::Quote;
 use storefront_domain::{DomainError, ErrorCode};
 
 pub const ORDER_ROUTE: &str = "POST /api/v1/orders";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OrderSource {
     /// Order a stored quote at its quoted price.
     Quote(String),
@@ -38,8 +36,8 @@ pub enum OrderSource {
     Configure(QuoteRequest),
 }
 
-/// Billing details for card payments (seed 000: never guessed, all required).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Billing details for card payments (never guessed, all required: see docs/api.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct BillingDetails {
     pub customer_email: Option<String>,
     pub billing_name: Option<String>,
@@ -49,11 +47,20 @@ pub struct BillingDetails {
     pub billing_country: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// An order as parsed from any door. Its canonical JSON is the idempotency fingerprint and the
+/// body an MPP challenge binds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OrderRequest {
     pub source: OrderSource,
     pub payment_method: Option<PaymentMethod>,
     pub billing: BillingDetails,
+}
+
+impl OrderRequest {
+    /// What identifies this request under an idempotency key.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -200,35 +207,31 @@ impl App {
 
     /// Places an order exactly once per idempotency key. `fingerprint` identifies the request
     /// body (canonical JSON hash) so a reused key with another body is refused.
+    /// Places an order exactly once per idempotency key. `mpp_credential` is the
+    /// `Authorization: Payment` credential of an MPP order's paid retry.
     pub async fn place_order(
         &self,
         principal: &Principal,
-        key: &str,
-        fingerprint: &str,
+        key: &IdempotencyKey,
         req: &OrderRequest,
-        attempt: MppAttempt<'_>,
+        mpp_credential: Option<&str>,
     ) -> Result<PlacedOrder, DomainError> {
-        let key_ref = IdempotencyRef {
-            scope: principal.idempotency_scope(),
-            route: ORDER_ROUTE.to_owned(),
-            key: key.to_owned(),
+        let key = IdempotencyRef::new(principal, ORDER_ROUTE, key);
+        let key = match self.claim(key, &req.fingerprint()).await? {
+            Claim::Replay(stored) => {
+                return Ok(PlacedOrder {
+                    outcome: remembered(stored)?,
+                    replayed: true,
+                })
+            }
+            Claim::Held(key) => key,
         };
-        if let Some(stored) = self.claim_idempotency(&key_ref, fingerprint).await? {
-            let outcome: OrderOutcome = serde_json::from_value(stored).map_err(|e| {
-                tracing::error!(error = %e, "stored idempotent outcome is unreadable");
-                DomainError::internal()
-            })?;
-            return Ok(PlacedOrder {
-                outcome,
-                replayed: true,
-            });
-        }
 
         // A previous holder of this key may have crashed after its order committed: finish that
         // order instead of creating a second one.
         if let Some(existing) = self
             .store
-            .find_order_by_idempotency_key(&key_ref)
+            .find_order_by_idempotency_key(&key)
             .await
             .map_err(store_failure)?
         {
@@ -236,13 +239,15 @@ impl App {
             if existing.status == OrderStatus::PendingPayment
                 && existing.payment_method == PaymentMethod::Mpp
             {
-                let outcome = self.pay_mpp_order(existing, &key_ref, attempt).await?;
+                let outcome = self
+                    .pay_mpp_order(existing, &key, req, mpp_credential)
+                    .await?;
                 return Ok(PlacedOrder {
                     outcome,
                     replayed: false,
                 });
             }
-            let outcome = self.resume_order(existing, &key_ref).await?;
+            let outcome = self.resume_order(existing, &key).await?;
             return Ok(PlacedOrder {
                 outcome,
                 replayed: true,
@@ -250,7 +255,7 @@ impl App {
         }
 
         match self
-            .charge_and_create(principal, &key_ref, req, attempt)
+            .charge_and_create(principal, &key, req, mpp_credential)
             .await
         {
             Ok(outcome) => Ok(PlacedOrder {
@@ -263,67 +268,23 @@ impl App {
                 // to its body.
                 let order_exists = self
                     .store
-                    .find_order_by_idempotency_key(&key_ref)
+                    .find_order_by_idempotency_key(&key)
                     .await
                     .map_or(true, |o| o.is_some());
                 if !order_exists {
-                    self.release_idempotency(&key_ref).await;
+                    self.release(&key).await;
                 }
                 Err(e)
             }
         }
     }
 
-    /// Claims an idempotency key for a request with this fingerprint. `Ok(None)`: the caller now
-    /// holds the key and must complete or release it. `Ok(Some(outcome))`: the request was
-    /// already done, here is what it answered. Errors: the key is in flight (`409`) or was used
-    /// with another body (`422`).
-    pub(crate) async fn claim_idempotency(
-        &self,
-        key_ref: &IdempotencyRef,
-        fingerprint: &str,
-    ) -> Result<Option<serde_json::Value>, DomainError> {
-        let now = self.clock.now();
-        let stale_before = now - self.settings.idempotency_lock_timeout;
-        match self
-            .store
-            .claim_idempotency_key(key_ref, fingerprint, now, stale_before)
-            .await
-            .map_err(store_failure)?
-        {
-            ClaimOutcome::Existing { fingerprint: original, .. } if original != fingerprint => Err(DomainError::new(
-                ErrorCode::IdempotencyKeyReused,
-                "This Idempotency-Key was already used with a different request body.",
-                "Send the identical body to get the original result, or use a new key for a new request.",
-            )
-            .with_param("Idempotency-Key")),
-            ClaimOutcome::Existing { outcome: Some(mut stored), .. } => {
-                self.signer.resign(&mut stored);
-                Ok(Some(stored))
-            }
-            ClaimOutcome::Existing { outcome: None, .. } => Err(DomainError::new(
-                ErrorCode::IdempotencyInProgress,
-                "A request with this Idempotency-Key is still being processed.",
-                "Retry the identical request after the Retry-After delay to get its result.",
-            )
-            .with_retry_after(1)),
-            ClaimOutcome::Acquired => Ok(None),
-        }
-    }
-
-    /// Frees a key whose request did not act.
-    pub(crate) async fn release_idempotency(&self, key_ref: &IdempotencyRef) {
-        if let Err(e) = self.store.release_idempotency_key(key_ref).await {
-            tracing::error!(error = %e, "could not release an idempotency key");
-        }
-    }
-
     async fn charge_and_create(
         &self,
         principal: &Principal,
-        key_ref: &IdempotencyRef,
+        key: &IdempotencyRef,
         req: &OrderRequest,
-        attempt: MppAttempt<'_>,
+        mpp_credential: Option<&str>,
     ) -> Result<OrderOutcome, DomainError> {
         let (quote, product, method) = self.prepare_order(principal, req).await?;
         let account_id = match method {
@@ -334,17 +295,12 @@ impl App {
             },
         };
         let now = self.clock.now();
-        let status = match (product.kind, product.requires_install_configuration) {
-            (ProductKind::Instant, _) => OrderStatus::Paid,
-            (ProductKind::Async, true) => OrderStatus::AwaitingInstallConfiguration,
-            (ProductKind::Async, false) => OrderStatus::Processing,
-        };
-        let mut order = Order {
+        let order = Order {
             id: OrderId::generate(),
-            account_id: Some(account_id.clone()),
+            account_id: Some(account_id),
             agent_id: principal.agent_id().cloned(),
-            status,
-            payment_status: PaymentStatus::Paid,
+            status: OrderStatus::PendingPayment,
+            payment_status: PaymentStatus::Unpaid,
             payment_method: method,
             product_id: product.id.clone(),
             quantity: quote.quantity,
@@ -354,7 +310,7 @@ impl App {
             total_minor: quote.total_minor,
             currency: quote.currency.clone(),
             quote_id: quote.id.clone(),
-            idempotency_key: key_ref.key.clone(),
+            idempotency_key: key.key.clone(),
             created_at: now,
             updated_at: now,
             provisioning_estimate: self.provisioning_estimate(product).await,
@@ -363,6 +319,8 @@ impl App {
             result: None,
             failure: None,
         };
+        // A quote made for this order alone is stored with it.
+        let own_quote = matches!(req.source, OrderSource::Configure(_)).then_some(&quote);
         // An agent key's order passes its owner's rules first; its budgets are re-checked in
         // the order's own transaction.
         let budget = match self
@@ -376,13 +334,13 @@ impl App {
         {
             Gate::Proceed(guard) => guard,
             Gate::Escalate(escalation) if method == PaymentMethod::Credit => {
-                if matches!(req.source, OrderSource::Configure(_)) {
+                if let Some(quote) = own_quote {
                     self.store
-                        .insert_quote(&quote)
+                        .insert_quote(quote)
                         .await
                         .map_err(store_failure)?;
                 }
-                return self.await_approval(order, escalation, key_ref).await;
+                return self.await_approval(order, escalation, key).await;
             }
             Gate::Escalate(escalation) => {
                 return Err(DomainError::new(
@@ -395,267 +353,43 @@ impl App {
                 ))
             }
         };
-        if matches!(req.source, OrderSource::Configure(_)) && method != PaymentMethod::Credit {
-            self.store
-                .insert_quote(&quote)
-                .await
-                .map_err(store_failure)?;
+        if method != PaymentMethod::Credit {
+            if let Some(quote) = own_quote {
+                self.store
+                    .insert_quote(quote)
+                    .await
+                    .map_err(store_failure)?;
+            }
         }
         match method {
             PaymentMethod::Card => {
                 return self
-                    .place_card_order(order, req.billing.customer_email.clone(), product, key_ref)
+                    .place_card_order(order, req.billing.customer_email.clone(), product, key)
                     .await
             }
-            PaymentMethod::Mpp => return self.place_mpp_order(order, key_ref, attempt).await,
+            PaymentMethod::Mpp => {
+                return self.place_mpp_order(order, key, req, mpp_credential).await
+            }
             PaymentMethod::Credit => {}
         }
-        // A machine product gets its service, its provisioning job and its resource tokens in
-        // the order's own transaction (outbox): a paid order never lacks what delivers it.
-        let delivery = (!product.requires_install_configuration)
-            .then(|| self.machine_delivery(product, &mut order, now))
-            .flatten();
-        let charge = (order.total_minor > 0).then(|| LedgerMovement {
-            account_id: account_id.clone(),
-            kind: LedgerKind::Charge,
-            amount_minor: -order.total_minor,
-            order_id: Some(order.id.clone()),
-            description: format!("{} ({})", product.name, order.id),
-        });
-        // Async orders are finished for this request once they are stored: record the outcome
-        // in the same transaction. Instant orders record theirs after fulfillment.
-        let accepted = (product.kind == ProductKind::Async).then(|| self.outcome_of(&order));
-        // An instant order is fulfilled inline after this commit. Should this process die
-        // before it records the result, the order must not stay paid and undelivered: a job
-        // commits with it that fulfils it once its request counts as dead (a no-op when the
-        // request finished).
-        let mut jobs = delivery.as_ref().map_or_else(Vec::new, |d| d.jobs.clone());
-        if accepted.is_none() {
-            let mut recovery = storefront_domain::job::Job::new(
-                crate::payments::FULFILL_JOB,
-                serde_json::json!({ "order_id": order.id }),
-                5,
-                now,
-            );
-            recovery.run_at = now + self.settings.idempotency_lock_timeout;
-            jobs.push(recovery);
-        }
-        let completion = accepted
-            .as_ref()
-            .map(|o| IdempotencyCompletion::new(key_ref.clone(), o.to_value()));
-        let own_quote = matches!(req.source, OrderSource::Configure(_)).then_some(&quote);
-        match self
-            .store
-            .insert_order(&NewOrder {
-                order: &order,
+        let paid = self.mark_paid(order, product, Rail::Credit).await?;
+        let completion = self
+            .answer_at_commit(&paid, None)
+            .map(|answer| IdempotencyCompletion::new(key.clone(), answer.to_value()));
+        self.store
+            .insert_order(&crate::ports::NewOrder {
                 quote: own_quote,
-                idempotency: Some(key_ref),
-                charge: charge.as_ref(),
-                service: delivery.as_ref().map(|d| &d.service),
-                jobs: &jobs,
-                resource_tokens: delivery.as_ref().map_or(&[][..], |d| &d.stored_tokens),
-                updates_service: None,
+                idempotency: Some(key),
                 completes: completion.as_ref(),
-                payment: None,
                 budget: budget.as_ref(),
-                approval: None,
+                ..paid.new_order()
             })
             .await
-        {
-            // No service update rides along, so the insert cannot be refused.
-            Ok(_) => {}
-            Err(StoreError::BudgetExceeded {
-                spent_minor,
-                max_minor,
-            }) => {
-                return Err(DomainError::new(
-                    ErrorCode::SpendingCapExceeded,
-                    format!(
-                        "This order of {} would exceed the agent's budget: {} already spent of {}.",
-                        display_minor(order.total_minor, &order.currency),
-                        display_minor(spent_minor, &order.currency),
-                        display_minor(max_minor, &order.currency)
-                    ),
-                    "Ask the account owner to raise the budget, or wait for the next period.",
-                ))
-            }
-            Err(StoreError::InsufficientCredits { balance_minor }) => {
-                return Err(insufficient_credits(
-                    balance_minor,
-                    order.total_minor,
-                    &order.currency,
-                ))
-            }
-            Err(e) => return Err(store_failure(e)),
-        }
-        tracing::info!(order_id = %order.id, product_id = %order.product_id, total_minor = order.total_minor, "order placed");
-        metrics::counter!("storefront_orders_total", "product" => order.product_id.clone())
-            .increment(1);
-        match accepted {
-            Some(OrderOutcome::Accepted {
-                mut order,
-                retry_after_seconds,
-                payment_receipt,
-            }) if delivery.is_some() => {
-                order.management_tokens = delivery.map(|d| d.tokens_view());
-                Ok(OrderOutcome::Accepted {
-                    order,
-                    retry_after_seconds,
-                    payment_receipt,
-                })
-            }
-            Some(outcome) => Ok(outcome),
-            None => self.fulfill_instant(order, key_ref).await,
-        }
-    }
-
-    /// Runs the fulfiller of a paid instant order, then records fulfilled or failed-and-refunded
-    /// together with the key's outcome.
-    pub(crate) async fn fulfill_instant(
-        &self,
-        order: Order,
-        key_ref: &IdempotencyRef,
-    ) -> Result<OrderOutcome, DomainError> {
-        self.fulfill_paid(order, Some(key_ref)).await
-    }
-
-    /// Runs the fulfiller of a paid instant order and records the result (and the outcome of
-    /// the request's key, when a request is waiting for it).
-    pub(crate) async fn fulfill_paid(
-        &self,
-        mut order: Order,
-        key_ref: Option<&IdempotencyRef>,
-    ) -> Result<OrderOutcome, DomainError> {
-        let product = self
-            .catalog
-            .get(&order.product_id)
-            .ok_or_else(|| unknown_product(&order.product_id))?;
-        let fulfiller = self.fulfillers.get(&product.fulfiller);
-        let result = match fulfiller {
-            Some(f) => {
-                f.fulfill(product, &order.configuration, order.quantity)
-                    .await
-            }
-            None => Err(crate::ports::FulfillmentError {
-                message: "The product's fulfiller is not configured.".into(),
-                detail: format!("no fulfiller named '{}'", product.fulfiller),
-            }),
-        };
-        order.updated_at = self.clock.now();
-        let mut refund = (None, None);
-        match result {
-            Ok(value) => {
-                order.status = OrderStatus::Fulfilled;
-                order.result = Some(value);
-            }
-            Err(e) => {
-                tracing::warn!(order_id = %order.id, detail = %e.detail, "fulfillment failed; refunding");
-                order.status = OrderStatus::Failed;
-                order.failure = Some(Failure {
-                    code: ErrorCode::FulfillmentFailed.as_str().into(),
-                    message: e.message,
-                });
-                refund = self.refund_for(&order, "refund: fulfillment failed", order.updated_at);
-                if order.payment_status == PaymentStatus::Paid {
-                    order.payment_status = PaymentStatus::Refunded;
-                }
-            }
-        }
-        let outcome = self.outcome_of(&order);
-        let completion =
-            key_ref.map(|key| IdempotencyCompletion::new(key.clone(), outcome.to_value()));
-        let (movement, refund_job) = refund;
-        let moved = self
-            .store
-            .apply_change(&Change {
-                order: Some((&order, &[OrderStatus::Paid])),
-                movement: movement.as_ref(),
-                jobs: refund_job.as_slice(),
-                completes: completion.as_ref(),
-                ..Change::default()
-            })
-            .await
-            .map_err(store_failure)?;
-        match (moved, key_ref) {
-            (true, _) => Ok(outcome),
-            // Another process finished this order first (crash recovery racing a slow holder):
-            // report what it recorded.
-            (false, Some(key_ref)) => {
-                let current = self.load_order(&order.id).await?;
-                self.record_outcome(&current, key_ref).await
-            }
-            (false, None) => Ok(self.outcome_of(&self.load_order(&order.id).await?)),
-        }
-    }
-
-    /// Builds (and records) the outcome of an order whose request was interrupted.
-    async fn resume_order(
-        &self,
-        order: Order,
-        key_ref: &IdempotencyRef,
-    ) -> Result<OrderOutcome, DomainError> {
-        let is_instant = self
-            .catalog
-            .get(&order.product_id)
-            .is_some_and(|p| p.kind == ProductKind::Instant);
-        if order.status == OrderStatus::Paid && is_instant {
-            return self.fulfill_instant(order, key_ref).await;
-        }
-        self.record_outcome(&order, key_ref).await
-    }
-
-    async fn record_outcome(
-        &self,
-        order: &Order,
-        key_ref: &IdempotencyRef,
-    ) -> Result<OrderOutcome, DomainError> {
-        let outcome = self.outcome_of(order);
-        self.store
-            .complete_idempotency_key(&IdempotencyCompletion::new(
-                key_ref.clone(),
-                outcome.to_value(),
-            ))
-            .await
-            .map_err(store_failure)?;
-        Ok(outcome)
-    }
-
-    fn outcome_of(&self, order: &Order) -> OrderOutcome {
-        match order.status {
-            OrderStatus::Fulfilled => OrderOutcome::Created {
-                order: self.order_view(order),
-                payment_receipt: None,
-            },
-            OrderStatus::Failed => OrderOutcome::Failed {
-                error: DomainError::new(
-                    ErrorCode::FulfillmentFailed,
-                    format!(
-                        "Order {} failed: {} Nothing was charged (the payment was refunded).",
-                        order.id,
-                        order
-                            .failure
-                            .as_ref()
-                            .map(|f| f.message.as_str())
-                            .unwrap_or("the provider failed.")
-                    ),
-                    "Retry with a new Idempotency-Key.",
-                ),
-            },
-            // The service is still being provisioned: the credentials URL, not yet the credentials.
-            _ => OrderOutcome::Accepted {
-                order: self.with_service(self.order_view(order), order, None),
-                retry_after_seconds: order.retry_after_seconds(),
-                payment_receipt: None,
-            },
-        }
-    }
-
-    pub(crate) async fn load_order(&self, id: &OrderId) -> Result<Order, DomainError> {
-        self.store
-            .get_order(id)
-            .await
-            .map_err(store_failure)?
-            .ok_or_else(|| DomainError::not_found("order", id.as_str()))
+            .map_err(|e| refused(e, &paid.order))?;
+        let answer = self
+            .paid_committed(paid, Rail::Credit, Some(key), None)
+            .await?;
+        answer.ok_or_else(DomainError::internal)
     }
 
     /// An order of the principal's account; other accounts' orders do not exist for it.
@@ -923,7 +657,7 @@ impl App {
         }
         let expected = order.status;
         let now = self.clock.now();
-        let (movement, refund_job) = self.refund_for(&order, "refund: order canceled", now);
+        let refund = self.refund_for(&order, "refund: order canceled", now);
         order.status = OrderStatus::Canceled;
         if order.payment_status == PaymentStatus::Paid {
             order.payment_status = PaymentStatus::Refunded;
@@ -933,8 +667,8 @@ impl App {
             .store
             .apply_change(&Change {
                 order: Some((&order, &[expected])),
-                movement: movement.as_ref(),
-                jobs: refund_job.as_slice(),
+                movement: refund.movement.as_ref(),
+                jobs: refund.job.as_slice(),
                 ..Change::default()
             })
             .await
@@ -980,23 +714,6 @@ impl App {
 
 /// The reason an approval carries when its order was canceled before the owner decided.
 const ORDER_CANCELED_REASON: &str = "The order was canceled before a decision.";
-
-/// `402 insufficient_credits`, naming the balance and the price.
-pub(crate) fn insufficient_credits(
-    balance_minor: i64,
-    total_minor: i64,
-    currency: &storefront_domain::money::Currency,
-) -> DomainError {
-    DomainError::new(
-        ErrorCode::InsufficientCredits,
-        format!(
-            "The balance is {} but this costs {}.",
-            display_minor(balance_minor, currency),
-            display_minor(total_minor, currency)
-        ),
-        "Top up the account's credits, or buy something smaller.",
-    )
-}
 
 fn invalid_state_for_cancel(order: &Order) -> DomainError {
     DomainError::new(

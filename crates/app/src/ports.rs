@@ -115,6 +115,26 @@ pub struct NewOrder<'a> {
     pub approval: Option<&'a Approval>,
 }
 
+impl<'a> NewOrder<'a> {
+    /// The order alone; callers add what commits with it.
+    pub fn of(order: &'a Order) -> Self {
+        Self {
+            order,
+            quote: None,
+            idempotency: None,
+            charge: None,
+            service: None,
+            jobs: &[],
+            resource_tokens: &[],
+            updates_service: None,
+            completes: None,
+            payment: None,
+            budget: None,
+            approval: None,
+        }
+    }
+}
+
 /// An agent's budgets, re-checked atomically with the order: the sum of the agent's live orders
 /// since each limit's start, plus this order, must not exceed the limit.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,7 +10,7 @@ use storefront_domain::quote::Quote;
 use storefront_domain::{DomainError, ErrorCode};
 
 /// A request for a price, already parsed from the wire.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct QuoteRequest {
     pub product_id: String,
     pub quantity: Option<i64>,

@@ -39,6 +39,16 @@ pub enum PricingModel {
 }
 
 impl PricingModel {
+    /// How long one billing unit lasts; `None` for a per-use price, which buys no time.
+    pub fn unit_seconds(self) -> Option<i64> {
+        match self {
+            Self::PerUse => None,
+            Self::PerMinute => Some(60),
+            Self::PerHour => Some(3_600),
+            Self::PerMonth => Some(30 * 86_400),
+        }
+    }
+
     pub fn unit_label(self, units: i64) -> &'static str {
         match (self, units == 1) {
             (Self::PerUse, true) => "use",

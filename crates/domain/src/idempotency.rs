@@ -19,6 +19,17 @@ impl IdempotencyKey {
         .then(|| Self(raw.to_owned()))
     }
 
+    /// The key sent as `param`, or an error naming that field.
+    pub fn parse_param(raw: &str, param: &str) -> Result<Self, crate::DomainError> {
+        Self::parse(raw).ok_or_else(|| {
+            crate::DomainError::validation(
+                param,
+                format!("The idempotency key must be 1-{MAX_KEY_LEN} printable ASCII characters."),
+                "Use a UUID or another unique string per purchase.",
+            )
+        })
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -6,7 +6,7 @@
 //!        └──▶ canceled ◀─────┘             └──────────────────────────────────────────┴──▶ failed (refunded)
 //! ```
 
-use crate::catalog::ProvisioningEstimate;
+use crate::catalog::{Product, ProductKind, ProvisioningEstimate};
 use crate::ids::{AccountId, AgentId, OrderId, QuoteId, ServiceId};
 use crate::money::Currency;
 use crate::pricing::{ConfigurationWarning, LineItem};
@@ -169,7 +169,55 @@ pub struct Order {
     pub failure: Option<Failure>,
 }
 
+/// The configuration field of a lease extension's order that names the service it extends.
+pub const EXTENDS_SERVICE_FIELD: &str = "extends_service_id";
+/// The configuration field of a lease extension's order that says how much it adds.
+pub const ADDED_SECONDS_FIELD: &str = "added_seconds";
+
 impl Order {
+    /// The status an order of `product` moves to once its money is secured: an instant product
+    /// stays `paid` until its fulfiller answers, a product that needs install configuration
+    /// waits for it, a machine starts provisioning.
+    pub fn status_once_paid(product: &Product) -> OrderStatus {
+        match (product.kind, product.requires_install_configuration) {
+            (ProductKind::Instant, _) => OrderStatus::Paid,
+            (ProductKind::Async, true) => OrderStatus::AwaitingInstallConfiguration,
+            (ProductKind::Async, false) => OrderStatus::Processing,
+        }
+    }
+
+    /// The service whose lease this order extends, and by how many seconds; `None` for any
+    /// other order.
+    pub fn lease_extension(&self) -> Option<(ServiceId, i64)> {
+        let service = self
+            .configuration
+            .get(EXTENDS_SERVICE_FIELD)
+            .and_then(Value::as_str)
+            .and_then(ServiceId::parse)?;
+        let added = self
+            .configuration
+            .get(ADDED_SECONDS_FIELD)
+            .and_then(Value::as_i64)?;
+        Some((service, added))
+    }
+
+    /// Money for this order is secured. A lease extension is delivered by that alone (its lease
+    /// grows in the same transaction); any other order moves to [`Order::status_once_paid`].
+    pub fn mark_paid(&mut self, product: &Product, now: Timestamp) {
+        self.payment_status = PaymentStatus::Paid;
+        self.updated_at = now;
+        self.status = match self.lease_extension() {
+            Some((service, added)) => {
+                self.result = Some(serde_json::json!({
+                    "extended_service_id": service,
+                    "added_seconds": added,
+                }));
+                OrderStatus::Fulfilled
+            }
+            None => Self::status_once_paid(product),
+        };
+    }
+
     /// Seconds an agent should wait before polling again, from the provisioning estimate
     /// (about a third of the expected time, between 1 and 60 seconds, as seed 000 and 002 advise
     /// patient polling). `None` once the order is terminal.

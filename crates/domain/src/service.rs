@@ -89,3 +89,19 @@ pub struct Service {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
+
+impl ServiceStatus {
+    /// States in which a machine runs (or is on its way back up) and its lease can grow.
+    pub const LIVE: [ServiceStatus; 3] = [Self::Active, Self::Restarting, Self::Reinstalling];
+}
+
+impl Service {
+    /// Lengthens the lease by `seconds` (its expiry too, once it has one).
+    pub fn extend_lease(&mut self, seconds: i64, now: Timestamp) {
+        self.lease_seconds += seconds;
+        self.expires_at = self
+            .expires_at
+            .map(|at| at + chrono::Duration::seconds(seconds));
+        self.updated_at = now;
+    }
+}

@@ -10,13 +10,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use storefront_app::{App, Principal};
-use storefront_domain::idempotency::{IdempotencyKey, MAX_KEY_LEN};
+use storefront_domain::idempotency::IdempotencyKey;
 use storefront_domain::{DomainError, ErrorCode};
 
-/// A JSON body deserialized into `T`, plus the raw value (for idempotency fingerprints).
+/// A JSON object body deserialized into `T` (duplicate members and non-objects refused).
 pub struct ApiJson<T> {
     pub body: T,
-    pub raw: Value,
 }
 
 fn payload_too_large() -> DomainError {
@@ -250,8 +249,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "Send a JSON object: {...}.",
             )));
         }
-        let body = from_value(&raw)?;
-        Ok(Self { body, raw })
+        Ok(Self {
+            body: from_value(&raw)?,
+        })
     }
 }
 
@@ -352,27 +352,15 @@ pub fn idempotency_key(
             "Send exactly one Idempotency-Key header.",
         ));
     }
-    let (raw, param) = match headers.get("idempotency-key") {
-        Some(v) => (
-            Some(
-                v.to_str()
-                    .map(str::to_owned)
-                    .map_err(|_| bad_key("Idempotency-Key"))?,
-            ),
-            "Idempotency-Key",
-        ),
-        None => (request_id, "request_id"),
-    };
-    raw.map(|k| IdempotencyKey::parse(&k).ok_or_else(|| bad_key(param)))
-        .transpose()
-}
-
-fn bad_key(param: &str) -> DomainError {
-    DomainError::validation(
-        param,
-        format!("The idempotency key must be 1-{MAX_KEY_LEN} printable ASCII characters."),
-        "Use a UUID or another unique string per purchase.",
-    )
+    match headers.get("idempotency-key") {
+        // A header that is not even text is refused with the same message as a bad key.
+        Some(v) => {
+            IdempotencyKey::parse_param(v.to_str().unwrap_or_default(), "Idempotency-Key").map(Some)
+        }
+        None => request_id
+            .map(|k| IdempotencyKey::parse_param(&k, "request_id"))
+            .transpose(),
+    }
 }
 
 /// The key a retry-safe action needs: the header (or `request_id`), required.

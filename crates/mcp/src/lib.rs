@@ -20,7 +20,7 @@ use storefront_app::page::PageRequest;
 use storefront_app::quotes::QuoteRequest;
 use storefront_app::views::OrderOutcome;
 use storefront_app::{App, Principal};
-use storefront_domain::idempotency::fingerprint;
+use storefront_domain::idempotency::IdempotencyKey;
 use storefront_domain::order::PaymentMethod;
 use storefront_domain::DomainError;
 
@@ -291,41 +291,10 @@ impl StorefrontTools {
                 billing_country: input.billing_country.clone(),
             },
         };
-        let key = storefront_domain::idempotency::IdempotencyKey::parse(&input.idempotency_key)
-            .ok_or_else(|| {
-                DomainError::validation(
-                    "idempotency_key",
-                    "The idempotency key must be 1-255 printable ASCII characters.",
-                    "Use a UUID per purchase.",
-                )
-            })?;
-        // The same body REST would fingerprint, so a key means one purchase on either door.
-        let body = json!({
-            "quote_id": input.quote_id,
-            "payment_method": input.payment_method,
-            "customer_email": input.customer_email,
-            "billing_name": input.billing_name,
-            "billing_street": input.billing_street,
-            "billing_city": input.billing_city,
-            "billing_postal_code": input.billing_postal_code,
-            "billing_country": input.billing_country,
-        });
-        let body: Map<String, Value> = body
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let key = IdempotencyKey::parse_param(&input.idempotency_key, "idempotency_key")?;
         let placed = self
             .app
-            .place_order(
-                principal,
-                key.as_str(),
-                &fingerprint(&Value::Object(body)),
-                &request,
-                Default::default(),
-            )
+            .place_order(principal, &key, &request, None)
             .await?;
         match placed.outcome {
             OrderOutcome::Created { order, .. } | OrderOutcome::Accepted { order, .. } => {
@@ -487,15 +456,14 @@ impl StorefrontTools {
     ) -> CallToolResult {
         let result = async {
             let principal = self.principal(&extensions).await?;
-            let body = json!({"additional_minutes": input.additional_minutes});
+            let key = IdempotencyKey::parse_param(&input.idempotency_key, "idempotency_key")?;
             let (extension, replayed) = self
                 .app
                 .extend_service(
                     &principal,
                     &input.service_id,
                     input.additional_minutes,
-                    &input.idempotency_key,
-                    &fingerprint(&body),
+                    &key,
                 )
                 .await?;
             Ok(json!({ "extension": extension, "replayed": replayed }))

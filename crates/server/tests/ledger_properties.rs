@@ -208,16 +208,10 @@ async fn order(
         payment_method: None,
         billing: BillingDetails::default(),
     };
-    let fingerprint = format!("f{i}");
-    app.place_order(
-        principal,
-        &format!("key-{i}"),
-        &fingerprint,
-        &request,
-        Default::default(),
-    )
-    .await
-    .map(|p| p.outcome)
+    let key = storefront_domain::idempotency::IdempotencyKey::parse(&format!("key-{i}")).unwrap();
+    app.place_order(principal, &key, &request, None)
+        .await
+        .map(|p| p.outcome)
 }
 
 fn check(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {

@@ -546,7 +546,19 @@ async fn a_key_held_by_a_crashed_request_is_taken_over_after_the_lock_timeout(ba
         route: "POST /api/v1/orders".into(),
         key: "crashed".into(),
     };
-    let fp = storefront_domain::idempotency::fingerprint(&body);
+    // The fingerprint is that of the parsed request, as every door computes it.
+    let fp = storefront_app::orders::OrderRequest {
+        source: storefront_app::orders::OrderSource::Configure(
+            storefront_app::quotes::QuoteRequest {
+                product_id: "vps-micro".into(),
+                quantity: None,
+                configuration: vps_config().as_object().unwrap().clone(),
+            },
+        ),
+        payment_method: None,
+        billing: Default::default(),
+    }
+    .fingerprint();
     let now = s.app.clock().now();
     assert_eq!(
         s.store

@@ -9,17 +9,16 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use storefront_app::machines::Credentials;
 use storefront_app::orders::{BillingDetails, OrderRequest, OrderSource};
 use storefront_app::page::PageRequest;
-use storefront_app::payments::MppAttempt;
 use storefront_app::ports::OrderFilter;
 use storefront_app::quotes::QuoteRequest;
 use storefront_app::views::{OrderOutcome, OrderView};
 use storefront_app::App;
 use storefront_domain::catalog::{FieldSpec, FieldType, Product};
-use storefront_domain::idempotency::fingerprint;
+use storefront_domain::idempotency::IdempotencyKey;
 use storefront_domain::order::{OrderStatus, PaymentMethod};
 use storefront_domain::quote::Quote;
 use storefront_domain::service::ServiceStatus;
@@ -341,20 +340,14 @@ pub async fn buy(State(app): State<App>, form: Form<BuyForm>) -> PageResult {
         quote_id,
         idempotency_key,
     } = form.data;
-    let body = json!({"quote_id": quote_id, "payment_method": PaymentMethod::Credit.as_str()});
+    let key = IdempotencyKey::parse_param(&idempotency_key, "idempotency_key")?;
     let request = OrderRequest {
         source: OrderSource::Quote(quote_id),
         payment_method: Some(PaymentMethod::Credit),
         billing: BillingDetails::default(),
     };
     let placed = app
-        .place_order(
-            session.principal(),
-            &idempotency_key,
-            &fingerprint(&body),
-            &request,
-            MppAttempt::default(),
-        )
+        .place_order(session.principal(), &key, &request, None)
         .await?;
     let order = match placed.outcome {
         OrderOutcome::Created { order, .. } | OrderOutcome::Accepted { order, .. } => order,
@@ -689,16 +682,13 @@ pub async fn extend(
     let raw = form.data.additional_minutes.trim().to_owned();
     let result = match raw.parse::<i64>() {
         Ok(minutes) => {
-            let body = json!({"additional_minutes": minutes});
-            app.extend_service(
-                session.principal(),
-                &id,
-                minutes,
-                &form.data.idempotency_key,
-                &fingerprint(&body),
-            )
-            .await
-            .map(|_| ())
+            match IdempotencyKey::parse_param(&form.data.idempotency_key, "idempotency_key") {
+                Ok(key) => app
+                    .extend_service(session.principal(), &id, minutes, &key)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            }
         }
         Err(_) => Err(storefront_domain::DomainError::validation(
             "additional_minutes",
@@ -721,6 +711,7 @@ pub async fn terminate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn field(name: &str, field_type: FieldType) -> FieldSpec {
         FieldSpec {

@@ -16,13 +16,11 @@ use storefront_app::machines::Credentials;
 use storefront_app::orders::ValidatedOrder;
 use storefront_app::orders::{BillingDetails, OrderRequest, OrderSource};
 use storefront_app::page::PageRequest;
-use storefront_app::payments::MppAttempt;
 use storefront_app::ports::OrderFilter;
 use storefront_app::quotes::QuoteRequest;
 use storefront_app::views::OrderOutcome;
 use storefront_app::views::OrderView;
 use storefront_app::App;
-use storefront_domain::idempotency::{canonical_json, fingerprint};
 use storefront_domain::order::{OrderStatus, PaymentMethod};
 use storefront_domain::DomainError;
 use utoipa::{IntoParams, ToSchema};
@@ -191,16 +189,10 @@ async fn create(
     headers: HeaderMap,
     body: ApiJson<OrderBody>,
 ) -> Result<Response, ApiError> {
-    let fingerprint = fingerprint(&body.raw);
-    let canonical = canonical_json(&body.raw);
     let (request, request_id) = body.body.into_request()?;
     let key = required_idempotency_key(&headers, request_id)?;
-    let attempt = MppAttempt {
-        credential: payment_credential(&headers),
-        body: canonical.as_bytes(),
-    };
     let placed = app
-        .place_order(&principal, key.as_str(), &fingerprint, &request, attempt)
+        .place_order(&principal, &key, &request, payment_credential(&headers))
         .await?;
     let receipt = match &placed.outcome {
         OrderOutcome::Created {

@@ -11,11 +11,11 @@ use axum::http::StatusCode;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use storefront_app::leases::Extension;
+use storefront_app::machines::Credentials;
 use storefront_app::machines::ServiceView;
-use storefront_app::machines::{Credentials, Extension};
 use storefront_app::page::PageRequest;
 use storefront_app::App;
-use storefront_domain::idempotency::fingerprint;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -259,16 +259,9 @@ async fn extend(
     headers: HeaderMap,
     body: ApiJson<ExtendBody>,
 ) -> Result<Response, ApiError> {
-    let fingerprint = fingerprint(&body.raw);
     let key = required_idempotency_key(&headers, body.body.request_id)?;
     let (extension, replayed) = app
-        .extend_service(
-            &principal,
-            &id,
-            body.body.additional_minutes,
-            key.as_str(),
-            &fingerprint,
-        )
+        .extend_service(&principal, &id, body.body.additional_minutes, &key)
         .await?;
     let mut response = (StatusCode::ACCEPTED, ok(extension)).into_response();
     if replayed {

@@ -1,0 +1,476 @@
+//! Machines: the services async orders deliver, their management actions, and the background
+//! jobs that carry them out through a `Provisioner`.
+//!
+//! The database is the source of truth. A user-facing action only records the target state
+//! (`restarting`, `terminating`, ...) and enqueues a job in the same transaction; the job drives
+//! the machine there and records the result, retrying on failure. A service becomes `active` only
+//! after an SSH handshake with it presented the expected host key.
+
+mod jobs;
+
+use crate::app::{store_failure, App};
+use crate::jobs::kinds::{ReinstallMachine, RestartMachine, TerminateMachine};
+use crate::jobs::JobKind;
+use crate::page::{Page, PageRequest};
+use crate::ports::{Change, MachineSpec, Provisioner};
+use crate::principal::{Principal, TokenScope};
+use serde::Serialize;
+use std::sync::Arc;
+use storefront_domain::ids::ServiceId;
+use storefront_domain::job::Job;
+use storefront_domain::service::{Service, ServiceStatus};
+use storefront_domain::timestamp::format;
+use storefront_domain::{DomainError, ErrorCode};
+
+/// A service as the doors show it (`API.md` §7).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceView {
+    pub id: String,
+    pub order_id: String,
+    pub product_id: String,
+    pub status: ServiceStatus,
+    pub display_name: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    /// Where the machine is; `null` once it is gone.
+    pub server: Option<ServerView>,
+    pub management_capabilities: Vec<String>,
+}
+
+/// The machine behind a service.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerView {
+    pub host: Option<String>,
+    /// Local machines have no public address.
+    pub public_ipv4: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub ssh_username: String,
+    pub image: String,
+    pub region: String,
+    /// `on`, `off`, `starting` or `stopping`.
+    pub power_state: &'static str,
+    /// `SHA256:...` of the machine's SSH host key.
+    pub host_key_fingerprint: Option<String>,
+}
+
+impl ServiceView {
+    /// While the machine is on its way somewhere, when to poll again (seconds).
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        matches!(
+            self.status,
+            ServiceStatus::Provisioning
+                | ServiceStatus::Restarting
+                | ServiceStatus::Reinstalling
+                | ServiceStatus::Terminating
+        )
+        .then_some(2)
+    }
+}
+
+impl From<&Service> for ServiceView {
+    fn from(s: &Service) -> Self {
+        let server = (!s.status.is_terminal()).then(|| ServerView {
+            host: s.host.clone(),
+            public_ipv4: None,
+            ssh_port: s.ssh_port,
+            ssh_username: s.ssh_username.clone(),
+            image: s.image.clone(),
+            region: s.region.clone(),
+            power_state: s.status.power_state(),
+            host_key_fingerprint: s.host_key_fingerprint.clone(),
+        });
+        Self {
+            id: s.id.to_string(),
+            order_id: s.order_id.to_string(),
+            product_id: s.product_id.clone(),
+            status: s.status,
+            display_name: s.display_name.clone(),
+            created_at: format(&s.created_at),
+            expires_at: s.expires_at.as_ref().map(format),
+            server,
+            management_capabilities: s.management_capabilities.clone(),
+        }
+    }
+}
+
+/// What `GET .../credentials` returns: handoff material, shown to the key holder.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Credentials {
+    /// Always `ssh` for machines.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub credentials: SshCredentials,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SshCredentials {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub username: String,
+    /// The generated OpenSSH private key; `null` when the order sent its own public key.
+    pub private_key: Option<String>,
+    /// `SHA256:...` of the machine's host key (seed 000's name for it).
+    pub public_key_fingerprint: Option<String>,
+    /// The same fingerprint under its usual name.
+    pub host_key_fingerprint: Option<String>,
+}
+
+fn not_ready(service: &Service) -> DomainError {
+    DomainError::new(
+        ErrorCode::NotReady,
+        format!(
+            "Service {} is {}; credentials are handed over once it is active.",
+            service.id,
+            service.status.as_str()
+        ),
+        "Poll the order or service and fetch the credentials when its status is \"active\".",
+    )
+    .with_retry_after(2)
+}
+
+pub(crate) fn invalid_state(service: &Service, action: &str) -> DomainError {
+    DomainError::new(
+        ErrorCode::InvalidState,
+        format!(
+            "Service {} is {} and cannot {action} now.",
+            service.id,
+            service.status.as_str()
+        ),
+        "Check the service's status; actions need an active service.",
+    )
+}
+
+impl App {
+    pub(crate) fn provisioner_of(
+        &self,
+        service: &Service,
+    ) -> Result<&Arc<dyn Provisioner>, DomainError> {
+        let product = self
+            .catalog
+            .get(&service.product_id)
+            .ok_or_else(DomainError::internal)?;
+        self.provisioner(&product.fulfiller).ok_or_else(|| {
+            DomainError::service_unavailable(
+                "The provider of this service is not configured.",
+                "Try again later.",
+            )
+        })
+    }
+
+    /// The service if the principal may act on it with `scope`: a key of its account may do
+    /// anything; a resource token only its own scope on its own service (`None`: keys only).
+    pub(crate) async fn owned_service(
+        &self,
+        principal: &Principal,
+        id: &str,
+        scope: Option<TokenScope>,
+    ) -> Result<Service, DomainError> {
+        // Without any credential the answer is 401 whatever the id (and whether it exists).
+        if matches!(principal, Principal::Public) {
+            return Err(DomainError::unauthorized());
+        }
+        let not_found = || DomainError::not_found("service", id);
+        let sid = ServiceId::parse(id).ok_or_else(not_found)?;
+        if let Principal::Resource {
+            service_id,
+            scope: held,
+        } = principal
+        {
+            if service_id != &sid {
+                return Err(not_found());
+            }
+            if scope != Some(*held) {
+                return Err(DomainError::forbidden(format!(
+                    "This {} token cannot do that; each resource token allows one action.",
+                    held.as_str()
+                )));
+            }
+        }
+        let service = self
+            .store
+            .get_service(&sid)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(not_found)?;
+        match principal {
+            Principal::Resource { .. } => Ok(service),
+            _ if principal.require_account()? == &service.account_id => Ok(service),
+            _ => Err(not_found()),
+        }
+    }
+
+    pub async fn get_service(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<ServiceView, DomainError> {
+        Ok(ServiceView::from(
+            &self
+                .owned_service(principal, id, Some(TokenScope::Read))
+                .await?,
+        ))
+    }
+
+    pub async fn list_services(
+        &self,
+        principal: &Principal,
+        page: &PageRequest,
+    ) -> Result<Page<ServiceView>, DomainError> {
+        let account = principal.require_account()?;
+        if let Some(c) = &page.cursor {
+            if ServiceId::parse(c).is_none() {
+                return Err(PageRequest::invalid_cursor());
+            }
+        }
+        let services = self
+            .store
+            .list_services(account, page)
+            .await
+            .map_err(store_failure)?;
+        let views = services.iter().map(ServiceView::from).collect();
+        Ok(Page::from_fetched(views, page.limit, |v: &ServiceView| {
+            v.id.clone()
+        }))
+    }
+
+    /// Records a target state and enqueues the job that reaches it, if the service is active.
+    async fn request_action(
+        &self,
+        principal: &Principal,
+        id: &str,
+        target: ServiceStatus,
+        job: impl FnOnce(&Service) -> Job,
+        update: impl FnOnce(&mut Service),
+    ) -> Result<ServiceView, DomainError> {
+        let token_scope = (target == ServiceStatus::Terminating).then_some(TokenScope::Terminate);
+        let mut service = self.owned_service(principal, id, token_scope).await?;
+        let verb = match target {
+            ServiceStatus::Restarting => "restart",
+            ServiceStatus::Reinstalling => "reinstall",
+            _ => "terminate",
+        };
+        let capability = match target {
+            ServiceStatus::Restarting => Some("server:restart"),
+            ServiceStatus::Reinstalling => Some("server:reinstall"),
+            _ => None,
+        };
+        if let Some(cap) = capability {
+            if !service.management_capabilities.iter().any(|c| c == cap) {
+                return Err(DomainError::new(
+                    ErrorCode::InvalidState,
+                    format!("This service does not support {verb}."),
+                    format!(
+                        "See management_capabilities: {}.",
+                        service.management_capabilities.join(", ")
+                    ),
+                ));
+            }
+        }
+        let allowed: &[ServiceStatus] = match target {
+            ServiceStatus::Terminating => &[
+                ServiceStatus::Active,
+                ServiceStatus::Provisioning,
+                ServiceStatus::Restarting,
+                ServiceStatus::Reinstalling,
+            ],
+            _ => &[ServiceStatus::Active],
+        };
+        if !allowed.contains(&service.status) {
+            return Err(invalid_state(&service, verb));
+        }
+        let from = service.status;
+        let now = self.clock.now();
+        service.status = target;
+        service.updated_at = now;
+        update(&mut service);
+        let job = job(&service);
+        let moved = self
+            .store
+            .apply_change(&Change {
+                service: Some((&service, &[from])),
+                jobs: std::slice::from_ref(&job),
+                ..Change::default()
+            })
+            .await
+            .map_err(store_failure)?;
+        if !moved {
+            let current = self.load_service(&service.id).await?;
+            return Err(invalid_state(&current, verb));
+        }
+        tracing::info!(service_id = %service.id, action = verb, "service action accepted");
+        Ok(ServiceView::from(&service))
+    }
+
+    pub async fn restart_service(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<ServiceView, DomainError> {
+        self.request_action(
+            principal,
+            id,
+            ServiceStatus::Restarting,
+            |s| {
+                RestartMachine {
+                    service_id: s.id.clone(),
+                }
+                .due_now(s.updated_at)
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    pub async fn reinstall_service(
+        &self,
+        principal: &Principal,
+        id: &str,
+        image: &str,
+    ) -> Result<ServiceView, DomainError> {
+        let service = self.owned_service(principal, id, None).await?;
+        let product = self
+            .catalog
+            .get(&service.product_id)
+            .ok_or_else(DomainError::internal)?;
+        let offered: Vec<String> = product
+            .field("image")
+            .map(|f| f.values.clone())
+            .unwrap_or_default();
+        if !offered.iter().any(|i| i == image) {
+            return Err(DomainError::validation(
+                "image",
+                format!("'{image}' is not an image of {}.", product.id),
+                format!("Use one of: {}.", offered.join(", ")),
+            ));
+        }
+        let image = image.to_owned();
+        self.request_action(
+            principal,
+            id,
+            ServiceStatus::Reinstalling,
+            |s| {
+                ReinstallMachine {
+                    service_id: s.id.clone(),
+                    image: s.image.clone(),
+                }
+                .due_now(s.updated_at)
+            },
+            move |s| s.image = image,
+        )
+        .await
+    }
+
+    pub async fn terminate_service(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<ServiceView, DomainError> {
+        self.request_action(
+            principal,
+            id,
+            ServiceStatus::Terminating,
+            |s| {
+                TerminateMachine {
+                    service_id: s.id.clone(),
+                }
+                .due_now(s.updated_at)
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    pub async fn service_credentials(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<Credentials, DomainError> {
+        let service = self.owned_service(principal, id, None).await?;
+        self.credentials_of(&service)
+    }
+
+    pub(crate) fn credentials_of(&self, service: &Service) -> Result<Credentials, DomainError> {
+        if service.status != ServiceStatus::Active {
+            return Err(not_ready(service));
+        }
+        let private_key = match &service.private_key_sealed {
+            Some(sealed) => Some(self.secret_box.open(sealed).ok_or_else(|| {
+                tracing::error!(service_id = %service.id, "sealed credentials do not open with the configured key");
+                DomainError::internal()
+            })?),
+            None => None,
+        };
+        Ok(Credentials {
+            kind: "ssh",
+            credentials: SshCredentials {
+                host: service.host.clone(),
+                port: service.ssh_port,
+                username: service.ssh_username.clone(),
+                private_key,
+                public_key_fingerprint: service.host_key_fingerprint.clone(),
+                host_key_fingerprint: service.host_key_fingerprint.clone(),
+            },
+        })
+    }
+
+    /// (a lease does not outlive the process that ran it; its files do), and machines the
+    /// database does not know as live are removed.
+    pub async fn reconcile_machines(&self) -> Result<(), DomainError> {
+        let live = [
+            ServiceStatus::Active,
+            ServiceStatus::Restarting,
+            ServiceStatus::Reinstalling,
+        ];
+        let services = self.store.services_in(&live).await.map_err(store_failure)?;
+        for service in &services {
+            let Ok(provisioner) = self.provisioner_of(service) else {
+                continue;
+            };
+            match provisioner.create(&spec_of(service)).await {
+                Ok(_) => {
+                    tracing::info!(service_id = %service.id, "machine running again after start")
+                }
+                Err(e) => {
+                    tracing::error!(service_id = %service.id, error = %e, "could not start a machine again")
+                }
+            }
+        }
+        let keep = [
+            ServiceStatus::Provisioning,
+            ServiceStatus::Active,
+            ServiceStatus::Restarting,
+            ServiceStatus::Reinstalling,
+            ServiceStatus::Terminating,
+        ];
+        let known: Vec<String> = self
+            .store
+            .services_in(&keep)
+            .await
+            .map_err(store_failure)?
+            .iter()
+            .map(|s| s.id.to_string())
+            .collect();
+        for provisioner in self.provisioners.values() {
+            for id in provisioner.list_owned().await.unwrap_or_default() {
+                if !known.contains(&id) {
+                    tracing::warn!(machine = %id, "removing a machine no live service owns");
+                    let _ = provisioner.terminate(&id).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spec_of(service: &Service) -> MachineSpec {
+    MachineSpec {
+        id: service.id.to_string(),
+        image: service.image.clone(),
+        hostname: service.display_name.clone(),
+        authorized_key: service.authorized_key.clone(),
+    }
+}

@@ -1,0 +1,76 @@
+//! Refunds through the provider that took the money (card and MPP; credit is refunded in the
+//! ledger by the lifecycle).
+
+use crate::app::App;
+use crate::jobs::kinds::RefundPayment;
+use crate::jobs::{JobError, JobKind};
+use crate::ports::Change;
+use async_trait::async_trait;
+use storefront_domain::job::Job;
+use storefront_domain::payment::{Payment, PaymentState};
+use storefront_domain::timestamp::Timestamp;
+
+impl RefundPayment {
+    /// The refund of a payment that arrived for an order that no longer waited for it.
+    pub(crate) fn orphaned(payment: &Payment, now: Timestamp) -> Job {
+        Self {
+            payment_id: Some(payment.id.clone()),
+            order_id: payment.order_id.clone(),
+            reason: "paid for an order that no longer waited".into(),
+        }
+        .due_now(now)
+    }
+}
+
+#[async_trait]
+impl JobKind for RefundPayment {
+    const KIND: &'static str = "payment.refund";
+    const MAX_ATTEMPTS: i64 = 10;
+
+    /// Pays a payment back through its provider; the refund's idempotency key is the payment's
+    /// id, so a retried job never refunds twice.
+    async fn run(self, app: &App, _job: &Job) -> Result<(), JobError> {
+        let payment = match (&self.payment_id, &self.order_id) {
+            (Some(id), _) => app.store.get_payment(id).await,
+            (None, Some(order)) => app.store.find_payment_for_order(order).await,
+            (None, None) => return Err(JobError::fatal("refund job without an order or payment")),
+        }
+        .map_err(JobError::retry)?;
+        let Some(mut payment) = payment else {
+            // An orphaned MPP settlement has no row: nothing to look up, the job says it all.
+            return Err(JobError::fatal("no payment to refund"));
+        };
+        if payment.status == PaymentState::Refunded {
+            return Ok(());
+        }
+        let Some(reference) = payment.payment_reference.clone() else {
+            return Err(JobError::fatal(format!(
+                "payment {} has no provider reference",
+                payment.id
+            )));
+        };
+        let card = app
+            .card
+            .clone()
+            .ok_or_else(|| JobError::retry("card gateway not configured; cannot refund yet"))?;
+        let refund_id = card
+            .refund(
+                &reference,
+                payment.amount_minor,
+                &format!("refund_{}", payment.id),
+            )
+            .await
+            .map_err(|e| JobError::retry(e.detail))?;
+        payment.status = PaymentState::Refunded;
+        payment.updated_at = app.clock.now();
+        app.store
+            .apply_change(&Change {
+                payment: Some((&payment, &[PaymentState::Succeeded, PaymentState::Pending])),
+                ..Change::default()
+            })
+            .await
+            .map_err(JobError::retry)?;
+        tracing::info!(payment_id = %payment.id, %refund_id, reason = %self.reason, "payment refunded");
+        Ok(())
+    }
+}
