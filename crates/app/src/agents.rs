@@ -1,6 +1,6 @@
-//! Agents and their rules (`API.md` §8): the owner creates agents, gives them keys and rules;
-//! an agent key asks `check` before spending elsewhere, and the storefront's own orders placed
-//! with an agent key pass the same rules engine (`storefront_domain::governance`).
+//! Agents and their rules (docs/api.md, "Governance"): the owner creates agents, gives them keys
+//! and rules; an agent key asks `check` before spending elsewhere, and the storefront's own orders
+//! placed with an agent key pass the same rules engine (`storefront_domain::governance`).
 
 use crate::accounts::{new_key, CreatedKey};
 use crate::app::{store_failure, App};
@@ -28,7 +28,7 @@ pub struct AgentInput {
     pub requires_confirmation: Option<bool>,
 }
 
-/// What an agent says of itself on `POST /api/v1/agent/connect` (seed 003).
+/// What an agent says of itself on `POST /api/v1/agent/connect` (docs/api.md, "Agents").
 #[derive(Debug, Clone, Default)]
 pub struct ConnectInput {
     pub agent_name: Option<String>,

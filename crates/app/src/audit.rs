@@ -1,6 +1,6 @@
-//! The governance audit (`API.md` §8): every check, decision, approval and kill switch is an
-//! append-only record naming the rule that decided; owners read it with
-//! `GET /api/v1/audit?agent_id=&after=`.
+//! The governance audit (docs/api.md, "Audit"): every check, decision, approval and kill switch is
+//! an append-only record naming the rule that decided; owners read it with `GET
+//! /api/v1/audit?agent_id=&after=`.
 
 use crate::app::{store_failure, App};
 use crate::page::{Page, PageRequest};

@@ -1,6 +1,7 @@
-//! Checkout sessions for purchases an agent makes elsewhere (seed 003): create (rules run),
-//! update, complete (approved, or escalated to the owner), receipt (completed; the amount must
-//! match), cancel; expiry after an hour. The storefront governs; the agent pays with its own means.
+//! Checkout sessions for purchases an agent makes elsewhere (docs/api.md, "Checkout sessions"):
+//! create (rules run), update, complete (approved, or escalated to the owner), receipt (completed;
+//! the amount must match), cancel; expiry after an hour. The storefront governs; the agent pays
+//! with its own means.
 
 use crate::app::{store_failure, App};
 use crate::ports::Change;
@@ -20,7 +21,7 @@ use storefront_domain::{DomainError, ErrorCode};
 /// How long a checkout session lives.
 const CHECKOUT_TTL_MINUTES: i64 = 60;
 
-/// Create or update input (seed 003's body).
+/// Create or update input (the governance API's body; docs/api.md, "Checkout sessions").
 #[derive(Debug, Clone, Default)]
 pub struct CheckoutInput {
     pub items: Option<Vec<Item>>,

@@ -1,8 +1,8 @@
-//! Customer-agent tokens (`API.md` §9): the OAuth 2.0 Device Authorization Grant (RFC 8628).
-//! An agent asks for access to a customer's account by e-mail; the account's owner approves the
-//! short user code (dashboard, or the owner endpoint); the agent's polling then receives an agent
-//! key for a new agent with default rules. Polling faster than `interval` is `slow_down` (and
-//! the interval grows by five seconds, as the RFC says).
+//! Customer-agent tokens (docs/api.md, "Customer-agent tokens"): the OAuth 2.0 Device Authorization
+//! Grant (RFC 8628). An agent asks for access to a customer's account by e-mail; the account's
+//! owner approves the short user code (dashboard, or the owner endpoint); the agent's polling then
+//! receives an agent key for a new agent with default rules. Polling faster than `interval` is
+//! `slow_down` (and the interval grows by five seconds, as the RFC says).
 
 use crate::accounts::CreatedKey;
 use crate::agents::{AgentInput, RuleInput};

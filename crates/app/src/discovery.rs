@@ -1,13 +1,13 @@
-//! Discovery documents (`API.md` §2): what an agent reads first to learn what is for sale and how
-//! to buy it. Generated from the live catalog and settings on every request, so they cannot drift
-//! from what the API really does.
+//! Discovery documents (docs/api.md, "Discovery"): what an agent reads first to learn what is for
+//! sale and how to buy it. Generated from the live catalog and settings on every request, so they
+//! cannot drift from what the API really does.
 
 use crate::app::App;
 use serde_json::{json, Value};
 use storefront_domain::catalog::{PricingModel, Product, ProductKind};
 use storefront_domain::money::display_minor;
 
-/// What agents may not do with what they buy here (seed 004).
+/// What agents may not do with what they buy here (docs/api.md, "Discovery").
 const PROHIBITED_USES: &[&str] = &[
     "Spam, unsolicited bulk messaging, phishing, credential harvesting, or impersonation.",
     "Network scanning, vulnerability probing, exploitation, denial-of-service activity, or traffic amplification against systems you do not own or have explicit permission to test.",
@@ -18,7 +18,7 @@ const PROHIBITED_USES: &[&str] = &[
     "Processing highly sensitive data without appropriate authorization, safeguards, and legal basis.",
 ];
 
-/// The recommended workflow, step by step (seeds 000 and 004).
+/// The recommended workflow, step by step (docs/api.md, "Discovery").
 const WORKFLOW: &[(&str, &str)] = &[
     ("discover", "GET /api/v1/products (filter with ?q= and ?category=); pick a product with \"available\": true."),
     ("requirements", "GET /api/v1/products/{product_id}/requirements for the fields its configuration needs."),
@@ -155,7 +155,7 @@ impl App {
         )
     }
 
-    /// `GET /agent-policy.json` (seed 000): what agents may and may not do here.
+    /// `GET /agent-policy.json` (docs/api.md, "Discovery"): what agents may and may not do here.
     pub fn agent_policy(&self, base: &str) -> Value {
         json!({
             "allowed": [
@@ -181,7 +181,7 @@ impl App {
         })
     }
 
-    /// `GET /acceptable-use`, Markdown (seed 004).
+    /// `GET /acceptable-use`, Markdown (docs/api.md, "Discovery").
     pub fn acceptable_use(&self) -> String {
         let mut text = String::from("# Acceptable use\n\nUse what you buy here only for lawful, authorized development, automation, testing, debugging and compute tasks.\n\n## Not allowed\n\n");
         for rule in PROHIBITED_USES {

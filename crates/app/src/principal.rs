@@ -27,7 +27,7 @@ pub enum Principal {
     Public,
 }
 
-/// What a resource token allows on its service (seed 004).
+/// What a resource token allows on its service (docs/api.md, "Resource tokens").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenScope {
     Read,

@@ -1,5 +1,5 @@
 //! Agents: the software an account lets spend on its behalf, within the owner's rules
-//! (`API.md` §8).
+//! (docs/api.md, "Governance").
 
 use crate::ids::{AccountId, AgentId};
 use crate::timestamp::{rfc3339, Timestamp};
@@ -89,8 +89,8 @@ impl ApprovalStatus {
     }
 }
 
-/// How the approver is asked (seed 003's word): the approval appears on the owner's dashboard
-/// and in `GET /api/v1/approvals`.
+/// How the approver is asked (the governance API's word; docs/api.md, "Approvals"): the
+/// approval appears on the owner's dashboard and in `GET /api/v1/approvals`.
 pub const APPROVAL_METHOD: &str = "notification";
 
 /// An escalated purchase waiting for (or decided by) the owner.

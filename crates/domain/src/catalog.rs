@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
 
-/// The built-in catalog: every product of the seed documents.
+/// The built-in catalog: the products of the reference APIs (docs/api.md, "Catalog").
 pub const DEFAULT_CATALOG_TOML: &str = include_str!("default_catalog.toml");
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,6 +1,6 @@
-//! Checkout sessions for purchases an agent makes elsewhere (seed 003): the storefront evaluates
-//! the owner's rules, asks for approval when a rule escalates, and records the receipt the agent
-//! reports after paying with its own means. No money moves here.
+//! Checkout sessions for purchases an agent makes elsewhere (docs/api.md, "Checkout sessions"): the
+//! storefront evaluates the owner's rules, asks for approval when a rule escalates, and records the
+//! receipt the agent reports after paying with its own means. No money moves here.
 //!
 //! ```text
 //! not_ready_for_payment ──(update items)──▶ ready_for_payment ──(complete)──▶ approved ──(receipt)──▶ completed
@@ -13,7 +13,7 @@ use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Seed 003's limits.
+/// The governance API's limits (docs/api.md, "Checkout sessions").
 pub const MAX_NAME: usize = 200;
 pub const MAX_UNIT_AMOUNT: i64 = 99_999_999;
 pub const MAX_QUANTITY: i64 = 10_000;
@@ -87,7 +87,8 @@ impl Line {
     }
 }
 
-/// Checks the items against seed 003's limits and returns the total, naming the field at fault.
+/// Checks the items against the governance API's limits and returns the total, naming the field
+/// at fault.
 pub fn validate_items(items: &[Item]) -> Result<i64, DomainError> {
     if items.len() > MAX_ITEMS {
         return Err(DomainError::validation(

@@ -26,7 +26,7 @@ pub enum ErrorCode {
     InternalError,
     FulfillmentFailed,
     ServiceUnavailable,
-    /// The agent's rules refuse this (`API.md` §8).
+    /// The agent's rules refuse this (docs/api.md, "Rules").
     RulesDenied,
     /// A per-transaction cap or a budget refuses this.
     SpendingCapExceeded,
@@ -34,7 +34,7 @@ pub enum ErrorCode {
     KillSwitchActive,
     /// The owner did not decide in time; the order was canceled.
     ApprovalExpired,
-    /// Seed 003's checkout errors.
+    /// The governance API's checkout errors (docs/api.md, "Checkout sessions").
     CheckoutNotFound,
     CheckoutExpired,
     CheckoutNotReady,
@@ -186,14 +186,14 @@ pub struct DomainError {
     pub payment: Option<Box<PaymentDemand>>,
 }
 
-/// An HTTP 402 payment demand (seed 004): the order waiting for payment, the challenges that
-/// would pay it, and — when a credential was presented and refused — why.
+/// An HTTP 402 payment demand (docs/api.md, "MPP (HTTP 402)"): the order waiting for payment, the
+/// challenges that would pay it, and — when a credential was presented and refused — why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentDemand {
     pub order_id: String,
     /// `WWW-Authenticate: Payment ...` values, one per accepted method.
     pub challenges: Vec<String>,
-    /// Whether a credential was refused (seed 004's `credential_status: "rejected"`).
+    /// Whether a credential was refused (`credential_status: "rejected"`).
     pub credential_rejected: bool,
     pub reason: Option<String>,
 }
@@ -272,7 +272,7 @@ impl DomainError {
 
     /// Whether a request that ended in this error acted (and so consumes its idempotency key).
     /// Validation, insufficient credits, payment challenges, rate limits and errors before any
-    /// effect leave the key free for a corrected retry (`API.md` §5).
+    /// effect leave the key free for a corrected retry (docs/api.md, "Idempotency").
     pub fn consumes_idempotency_key(&self) -> bool {
         matches!(self.code, ErrorCode::FulfillmentFailed)
     }

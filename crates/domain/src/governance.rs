@@ -1,4 +1,4 @@
-//! The owner's rules over an agent's spending (`API.md` §8, seed 003), as a pure function:
+//! The owner's rules over an agent's spending (docs/api.md, "Rules"), as a pure function:
 //! rules + a transaction + what the agent already spent → allow, deny or escalate.
 //!
 //! Evaluation is deterministic and independent of the order in which rules were created:
@@ -101,8 +101,8 @@ pub enum RuleKind {
     },
     EscalateAbove {
         amount_minor: i64,
-        /// Who approves, as seed 003 numbers it: 1 is the account's owner; higher tiers are
-        /// further up an approval chain.
+        /// Who approves, numbered as the governance API does (docs/api.md, "Approvals"): 1 is
+        /// the account's owner; higher tiers are further up an approval chain.
         tier: u8,
         timeout_seconds: u32,
     },
@@ -407,7 +407,7 @@ pub enum Verdict {
     Escalate,
 }
 
-/// The decision, reported as seed 003 reports it.
+/// The decision, reported as the governance API reports it (docs/api.md, "Rules").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub result: Verdict,
@@ -500,8 +500,8 @@ pub fn evaluate(rules: &[Rule], tx: &Transaction, ctx: &Context) -> Decision {
     }
 }
 
-/// Why nothing objected, in seed 003's words where an amount limit was checked ("Transaction
-/// amount $49.99 is within limit of $500.00", naming the tightest limit).
+/// Why nothing objected, in the governance API's words where an amount limit was checked
+/// ("Transaction amount $49.99 is within limit of $500.00", naming the tightest limit).
 fn allowed_reason(enabled: &[&Rule], tx: &Transaction) -> String {
     let tightest = enabled
         .iter()

@@ -1,6 +1,6 @@
-//! Idempotency keys (IETF draft-ietf-httpapi-idempotency-key-header, Stripe, seed 002): a key
-//! is scoped to a principal and a route, and remembers a fingerprint of the request it first
-//! came with.
+//! Idempotency keys (docs/api.md, "Idempotency"; IETF draft-ietf-httpapi-idempotency-key-header,
+//! Stripe): a key is scoped to a principal and a route, and remembers a fingerprint of the request
+//! it first came with.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};

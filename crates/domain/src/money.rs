@@ -71,8 +71,8 @@ pub fn display_minor_in(amount_minor: i64, currency: &str) -> String {
 }
 
 /// An amount as people write it in a sentence: `$49.99`, `€5.00`, `£1.20`, and for other
-/// currencies `49.99 CHF` (seed 003's governance reasons read "Transaction amount $49.99 is within
-/// limit of $500.00").
+/// currencies `49.99 CHF` (governance reasons read "Transaction amount $49.99 is within limit of
+/// $500.00"; docs/api.md, "Rules").
 pub fn display_amount(amount_minor: i64, currency: &str) -> String {
     let symbol = match currency.to_ascii_lowercase().as_str() {
         "usd" => Some("$"),

@@ -1,4 +1,4 @@
-//! Orders and their state machine (`API.md` §5).
+//! Orders and their state machine (docs/api.md, "Order states").
 //!
 //! ```text
 //! pending_payment ─▶ awaiting_approval ─▶ paid ─▶ awaiting_install_configuration ─▶ processing ─▶ fulfilled
@@ -219,8 +219,8 @@ impl Order {
     }
 
     /// Seconds an agent should wait before polling again, from the provisioning estimate
-    /// (about a third of the expected time, between 1 and 60 seconds, as seed 000 and 002 advise
-    /// patient polling). `None` once the order is terminal.
+    /// (about a third of the expected time, between 1 and 60 seconds: patient polling, see
+    /// docs/api.md, "Polling"). `None` once the order is terminal.
     pub fn retry_after_seconds(&self) -> Option<u64> {
         if self.status.is_terminal() {
             return None;

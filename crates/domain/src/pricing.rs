@@ -1,9 +1,9 @@
 //! Configuration normalization and deterministic pricing.
 //!
-//! Normalization follows seed 000: a required field that is missing or of the wrong type is an
-//! error; an optional value that is out of range or invalid is replaced by the field's default
-//! ("defaulted down, not clamped up") and reported; unknown fields are dropped and reported. An
-//! enum value outside its list is always an error that lists the allowed values.
+//! Normalization follows docs/api.md, "Normalization": a required field that is missing or of the
+//! wrong type is an error; an optional value that is out of range or invalid is replaced by the
+//! field's default ("defaulted down, not clamped up") and reported; unknown fields are dropped and
+//! reported. An enum value outside its list is always an error that lists the allowed values.
 
 use crate::catalog::{check_value, FieldSpec, FieldType, Product, StringFormat};
 use crate::error::{DomainError, DomainResult};
@@ -37,7 +37,8 @@ pub struct Normalized {
     pub warnings: Vec<ConfigurationWarning>,
 }
 
-/// `billing_term_months` → `billingTermMonths`: seed 001 sends camelCase spellings.
+/// `billing_term_months` → `billingTermMonths`: the MCP store we follow spells fields in camelCase
+/// (docs/api.md, "Normalization").
 fn camel_case(snake: &str) -> String {
     let mut out = String::with_capacity(snake.len());
     let mut upper = false;

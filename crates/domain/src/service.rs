@@ -1,5 +1,5 @@
 //! Services: what an async order delivers (a machine lease), with its own state machine
-//! (`API.md` §7).
+//! (docs/api.md, "Services").
 
 use crate::ids::{AccountId, OrderId, ServiceId};
 use crate::timestamp::Timestamp;

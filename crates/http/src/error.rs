@@ -73,7 +73,8 @@ pub fn envelope(e: &DomainError) -> serde_json::Value {
         error["param"] = json!(p);
     }
     let mut body = json!({ "ok": false, "error": error });
-    // Seed 004: a 402 names the order waiting for payment and, after a refused credential, why.
+    // A 402 names the order waiting for payment and, after a refused credential, why
+    // (docs/api.md, "MPP (HTTP 402)").
     if let Some(demand) = &e.payment {
         body["order_id"] = json!(demand.order_id);
         body["status"] = json!("unpaid");

@@ -327,7 +327,8 @@ impl FromRequestParts<App> for Caller {
             return Ok(Self(Principal::Public));
         }
         let principal = app.authenticate(secret.trim()).await?;
-        // A suspended agent may still read its rules (API.md §1); everything else is refused.
+        // A suspended agent may still read its rules (docs/api.md, "Principals"); everything else
+        // is refused.
         // Nested routers see a stripped path; the original one is in the request's extensions.
         let path = parts
             .extensions

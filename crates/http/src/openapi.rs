@@ -84,7 +84,7 @@ impl Modify for Security {
 
 /// What holds for every operation once the routes are in: each can be rate limited.
 pub fn finish(openapi: &mut OpenApi) {
-    // API.md §12: every operation can answer 429.
+    // Every operation can answer 429 (docs/api.md, "Error codes").
     let limited = utoipa::openapi::ResponseBuilder::new()
         .description("rate_limited: wait Retry-After seconds (RateLimit-* headers tell the quota)")
         .content(

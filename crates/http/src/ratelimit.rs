@@ -1,7 +1,7 @@
-//! Rate limits (`API.md` §12): per API key, and per client address for calls without one, as
-//! a GCRA token bucket (`governor`) whose burst equals the per-minute quota. Every limited
-//! answer carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a refused one
-//! is `429 rate_limited` with `Retry-After`. Health and metrics are never limited.
+//! Rate limits (docs/api.md, "Error codes"): per API key, and per client address for calls without
+//! one, as a GCRA token bucket (`governor`) whose burst equals the per-minute quota. Every limited
+//! answer carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a refused one is
+//! `429 rate_limited` with `Retry-After`. Health and metrics are never limited.
 //!
 //! Failed authentication is throttled per client address too: a caller that keeps presenting
 //! unknown, revoked or malformed keys (guessing, or a misconfigured client) gets

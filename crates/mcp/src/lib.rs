@@ -1,7 +1,7 @@
-//! The MCP door (`API.md` §10): seed 001's tools over the official `rmcp` SDK, served as
-//! streamable HTTP at `/mcp` and over stdio (`storefront mcp`) from one tool router.
+//! The MCP door (docs/api.md, "MCP"): the MCP store's tools over the official `rmcp` SDK,
+//! served as streamable HTTP at `/mcp` and over stdio (`storefront mcp`) from one tool router.
 //!
-//! Tools are thin: each parses its input (seed 001's camelCase spellings accepted as aliases),
+//! Tools are thin: each parses its input (the MCP store's camelCase spellings accepted as aliases),
 //! calls the same `App` use-case as REST, and returns the same JSON the REST `data` field carries.
 //! A `DomainError` becomes a tool result with `isError: true` whose content is the REST error
 //! object (`code`, `message`, `suggestion`, `param`), so an agent reads one vocabulary everywhere.

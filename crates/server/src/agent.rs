@@ -1,7 +1,7 @@
-//! The agent command line: the REST API from a shell (`API.md` §3–§7), for agents that speak
-//! commands rather than HTTP. It talks to a running storefront at `STOREFRONT_URL` with
-//! `STOREFRONT_API_KEY`, prints people-readable text by default and the API's `data` as JSON with
-//! `--json`.
+//! The agent command line: the REST API from a shell (docs/api.md, "Catalog" to "Services"), for
+//! agents that speak commands rather than HTTP. It talks to a running storefront at
+//! `STOREFRONT_URL` with `STOREFRONT_API_KEY`, prints people-readable text by default and the API's
+//! `data` as JSON with `--json`.
 //!
 //! Exit codes: 0 success; 1 the storefront refused the request (its error code and suggestion are
 //! printed); 2 wrong usage; 3 the storefront could not be reached or failed (5xx); 4 `--wait` gave

@@ -1,4 +1,5 @@
-//! `API.md` §1, §6 and §9: the account, balance, ledger and API keys.
+//! The account, balance, ledger and API keys (docs/api.md, "Principals", "Credit ledger",
+//! "Accounts and keys").
 
 mod common;
 

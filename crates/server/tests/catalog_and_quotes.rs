@@ -1,4 +1,4 @@
-//! `API.md` §3 and §4 over real HTTP.
+//! The catalog and quotes (docs/api.md, "Catalog" and "Quotes") over real HTTP.
 
 mod common;
 

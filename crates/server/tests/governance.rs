@@ -1,5 +1,6 @@
-//! `API.md` §8 (so far): agents, agent keys, rules, the agent's pre-action check, and the same
-//! rules gating the storefront's own orders — with budgets that hold under concurrency.
+//! Governance (docs/api.md, "Governance"; so far): agents, agent keys, rules, the agent's
+//! pre-action check, and the same rules gating the storefront's own orders — with budgets that hold
+//! under concurrency.
 
 mod common;
 
@@ -358,7 +359,8 @@ async fn canceling_an_order_that_waits_for_approval_closes_the_approval(backend:
         let polled = s
             .get(&format!("/api/v1/agent/approval/{approval_id}"), Some(&key))
             .await;
-        // Seed 003's flat shape, with the reason for the decision.
+        // The flat shape of the governance API we follow (docs/api.md, "Approvals"), with the
+        // reason for the decision.
         let polled = &polled.body["data"];
         assert_eq!(polled["approval_id"], approval_id, "{polled:?}");
         assert_eq!(polled["status"], "denied");

@@ -1,6 +1,7 @@
-//! The MCP door with a real client: the Python `mcp` SDK connects over streamable HTTP (`/mcp`
-//! with a bearer key) and over stdio (`storefront mcp`), lists the tools and performs seed 001's
-//! seven-step flow on a real machine. Also a raw JSON-RPC exchange, which needs no client.
+//! The MCP door with a real client: the Python `mcp` SDK connects over streamable HTTP (`/mcp` with
+//! a bearer key) and over stdio (`storefront mcp`), lists the tools and performs the MCP store's
+//! seven-step flow (docs/api.md, "MCP") on a real machine. Also a raw JSON-RPC exchange, which
+//! needs no client.
 //!
 //! The client comes from `tests/clients/requirements.txt`; `.ci/run` installs it. Without it (or
 //! without a machine image) the client tests are skipped with a message, unless

@@ -1,4 +1,5 @@
-//! `API.md` §5 on the credit rail: create, idempotency, get, list, cancel, signed status URLs.
+//! Orders on the credit rail (docs/api.md, "Orders" and "Idempotency"): create, idempotency,
+//! get, list, cancel, signed status URLs.
 
 mod common;
 

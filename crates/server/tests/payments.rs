@@ -1,5 +1,6 @@
-//! `API.md` §6: card orders through Stripe Checkout and signed webhooks, credit top-ups, and
-//! HTTP 402 Machine Payments Protocol orders — all against the Stripe stand-in over HTTP.
+//! Payments (docs/api.md, "Payments"): card orders through Stripe Checkout and signed webhooks,
+//! credit top-ups, and HTTP 402 Machine Payments Protocol orders — all against the Stripe stand-in
+//! over HTTP.
 
 mod common;
 

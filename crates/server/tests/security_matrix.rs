@@ -1,7 +1,7 @@
 //! The security matrix (OWASP API Security Top 10, 2023: broken object- and function-level
 //! authorization, broken authentication): every operation of the live `/openapi.json` — read
-//! from there, so a new route cannot escape — is called as every principal kind of `API.md` §1
-//! against account A's objects, and each answer must be one the contract allows:
+//! from there, so a new route cannot escape — is called as every principal kind (docs/api.md,
+//! "Principals") against account A's objects, and each answer must be one the contract allows:
 //!
 //! - nobody ever gets a 5xx;
 //! - without a key, routes that need one answer `401`, and A's objects are never shown;

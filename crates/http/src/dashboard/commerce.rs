@@ -1,6 +1,7 @@
-//! The owner buys too (seed 001's website checkout): the catalog, a quote form generated from
-//! each product's configuration fields, the purchase with credits through the same quote and
-//! order use-cases the agents use; then orders and machines.
+//! The owner buys too (the MCP store's website checkout; docs/api.md, "Where the design comes
+//! from"): the catalog, a quote form generated from each product's configuration fields, the
+//! purchase with credits through the same quote and order use-cases the agents use; then orders and
+//! machines.
 
 use super::account::{order_rows, Empty, OrderRow};
 use super::render::{html, html_with_status, money, when, Chrome, Notice};

@@ -1,4 +1,5 @@
-//! `API.md` §6 and §9: the account, its balance, ledger and API keys.
+//! The account, its balance, ledger and API keys (docs/api.md, "Credit ledger" and "Accounts
+//! and keys").
 
 use super::{ok, Success};
 use crate::error::ApiError;

@@ -1,5 +1,5 @@
-//! `API.md` §8: agents and their rules (owner keys), and the agent's own endpoints of seed 003
-//! (`check`, `rules`).
+//! Agents and their rules (owner keys), and the agent's own endpoints (`check`, `rules`) of the
+//! governance API we follow (docs/api.md, "Governance").
 
 use super::{ok, Success};
 use crate::error::ApiError;

@@ -1,5 +1,5 @@
-//! Seed 003's checkout sessions for purchases an agent makes elsewhere (`API.md` §8). Every
-//! endpoint answers the CheckoutResponse as `data`.
+//! Checkout sessions for purchases an agent makes elsewhere (docs/api.md, "Checkout sessions").
+//! Every endpoint answers the CheckoutResponse as `data`.
 
 use super::{ok, Success};
 use crate::error::ApiError;

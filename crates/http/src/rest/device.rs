@@ -1,4 +1,5 @@
-//! `API.md` §9: customer-agent tokens through the Device Authorization Grant (RFC 8628).
+//! Customer-agent tokens through the Device Authorization Grant (RFC 8628; docs/api.md,
+//! "Customer-agent tokens").
 
 use super::{ok, Success};
 use crate::error::ApiError;

@@ -1,4 +1,5 @@
-//! Discovery documents (`API.md` §2), outside the envelope: generated from the live catalog.
+//! Discovery documents (docs/api.md, "Discovery"), outside the envelope: generated from the live
+//! catalog.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap};

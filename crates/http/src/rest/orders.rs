@@ -1,4 +1,4 @@
-//! `API.md` §5: orders.
+//! Orders (docs/api.md, "Orders" and "Idempotency").
 
 use super::{ok, with_retry_after, Success};
 use crate::error::{envelope, status_of, ApiError};

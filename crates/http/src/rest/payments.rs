@@ -1,4 +1,4 @@
-//! `API.md` §6: Stripe's webhook and credit top-ups.
+//! Stripe's webhook and credit top-ups (docs/api.md, "Card payments").
 
 use super::{ok, Success};
 use crate::error::ApiError;

@@ -1,4 +1,4 @@
-//! `API.md` §3: the catalog.
+//! The catalog (docs/api.md, "Catalog").
 
 use super::{ok, Success};
 use crate::error::ApiError;

@@ -1,4 +1,4 @@
-//! `API.md` §4: quotes.
+//! Quotes (docs/api.md, "Quotes").
 
 use super::{ok, Success};
 use crate::error::ApiError;

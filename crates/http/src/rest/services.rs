@@ -1,4 +1,4 @@
-//! `API.md` §7: services (provisioned machines) and their management actions.
+//! Services (provisioned machines) and their management actions (docs/api.md, "Services").
 
 use super::{ok, with_retry_after, Success};
 use crate::error::ApiError;

@@ -1,6 +1,6 @@
-"""The Python MCP SDK performs seed 001's flow against the storefront, over streamable HTTP and
-over stdio: catalog_search -> catalog_checkout_requirements -> quote_create -> purchase_create
--> service_get -> server_restart -> server_reinstall.
+"""The Python MCP SDK performs the MCP store's flow (docs/api.md, "MCP") against the storefront,
+over streamable HTTP and over stdio: catalog_search -> catalog_checkout_requirements ->
+quote_create -> purchase_create -> service_get -> server_restart -> server_reinstall.
 
 Driven by tests/mcp_clients.rs. Reads STOREFRONT_URL, STOREFRONT_API_KEY, TRANSPORT (http or
 stdio) and, for stdio, STOREFRONT_BIN plus the storefront's own environment (database, data
@@ -68,7 +68,7 @@ async def flow(client):
     # 1. catalog_search
     found = data(await client.call_tool("catalog_search", {"category": "compute", "q": "linux"}), "catalog_search")
     expect(any(p["id"] == "bare-linux-machine" for p in found["products"]), "search finds the machine")
-    # 2. catalog_checkout_requirements (seed 001's spelling: catalogItemId)
+    # 2. catalog_checkout_requirements (the MCP store's spelling: catalogItemId)
     reqs = data(await client.call_tool("catalog_checkout_requirements", {"catalogItemId": "bare-linux-machine"}), "requirements")
     expect(reqs["product_id"] == "bare-linux-machine", "requirements name the product")
     # 3. quote_create
