@@ -18,7 +18,7 @@ pub struct AppSettings {
     /// Whether the operator set `base_url` (otherwise discovery documents follow the request's
     /// `Host`).
     pub base_url_configured: bool,
-    /// How long a quote can be ordered (`API.md` §4: 15 minutes by default).
+    /// How long a quote can be ordered (15 minutes by default; docs/api.md, "Quote lifetime").
     pub quote_ttl: Duration,
     /// How long a signed `status_url` stays valid.
     pub status_url_ttl: Duration,

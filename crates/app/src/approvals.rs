@@ -1,4 +1,4 @@
-//! Approvals (`API.md` §8): an agent-key order that a rule escalates waits in
+//! Approvals (docs/api.md, "Approvals"): an agent-key order that a rule escalates waits in
 //! `awaiting_approval` with nothing charged; the owner approves it (then it is charged and
 //! delivered, in one transaction) or denies it, or it expires on the clock (then it is
 //! canceled). Every decision is conditional on the approval still being pending, so it is taken
@@ -31,7 +31,8 @@ fn approval_view(a: &Approval) -> Value {
     })
 }
 
-/// Seed 003's answer to an agent polling its approval (`GET /api/v1/agent/approval/{id}`), flat.
+/// The answer to an agent polling its approval (`GET /api/v1/agent/approval/{id}`), flat.
+// The governance API's flat shape (docs/api.md, "Approvals").
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentApprovalView {
@@ -39,7 +40,7 @@ pub struct AgentApprovalView {
     pub status: ApprovalStatus,
     /// The checkout session waiting for it, for a purchase elsewhere.
     pub checkout_id: Option<String>,
-    /// The storefront order waiting for it (the seed knows checkouts only).
+    /// The storefront order waiting for it (the governance API's shape knows checkouts only).
     pub order_id: Option<String>,
     /// Who approves: 1 is the account's owner.
     pub tier: u8,

@@ -4,8 +4,7 @@
 
 use crate::app::App;
 use serde_json::{json, Value};
-use storefront_domain::catalog::{PricingModel, Product, ProductKind};
-use storefront_domain::money::display_minor;
+use storefront_domain::catalog::{Product, ProductKind};
 
 /// What agents may not do with what they buy here (docs/api.md, "Discovery").
 const PROHIBITED_USES: &[&str] = &[
@@ -30,38 +29,6 @@ const WORKFLOW: &[(&str, &str)] = &[
     ("use", "Fetch credentials from credentials_action.url once credentials_available is true; manage the service with /api/v1/services/{id} (restart, reinstall, extend, terminate)."),
     ("finish", "Terminate machines when done; leases also end at expires_at."),
 ];
-
-fn price_summary(p: &Product) -> String {
-    let pricing = &p.pricing;
-    let unit = match pricing.model {
-        PricingModel::PerUse => "use",
-        PricingModel::PerMinute => "minute",
-        PricingModel::PerHour => "hour",
-        PricingModel::PerMonth => "month",
-    };
-    let per_unit = match &pricing.unit_minor_by {
-        Some(by) => {
-            let prices: Vec<String> = by
-                .prices
-                .iter()
-                .map(|(k, v)| format!("{k} {}", display_minor(*v, &pricing.currency)))
-                .collect();
-            format!("{} per {unit} by {}", prices.join(", "), by.field)
-        }
-        None => format!(
-            "{} per {unit}",
-            display_minor(pricing.unit_minor, &pricing.currency)
-        ),
-    };
-    if pricing.base_minor > 0 {
-        format!(
-            "{} + {per_unit}",
-            display_minor(pricing.base_minor, &pricing.currency)
-        )
-    } else {
-        per_unit
-    }
-}
 
 impl App {
     /// `GET /.well-known/agent-storefront.json`.
@@ -93,7 +60,7 @@ impl App {
             .map(|p| {
                 json!({
                     "id": p.id, "name": p.name, "category": p.category, "kind": p.kind,
-                    "price_summary": price_summary(p), "available": p.available,
+                    "price_summary": p.pricing.summary(), "available": p.available,
                     "unavailable_reason": p.unavailable_reason,
                     "url": format!("{base}/api/v1/products/{}", p.id),
                 })
@@ -252,7 +219,7 @@ impl App {
                 "- {} ({}, {kind}): {} — {}{availability}\n",
                 p.id,
                 p.name,
-                price_summary(p),
+                p.pricing.summary(),
                 p.description
             ));
         }

@@ -1,7 +1,8 @@
 //! Orders: validate, place (idempotently, on any rail), read, list, cancel. What happens once
 //! an order is paid lives in `lifecycle.rs`; the card and MPP steps in `payments`.
 //!
-//! Placing follows the idempotency state machine of `idempotency.rs`: the key is claimed first
+//! Placing follows the idempotency state machine of `idempotency.rs` (docs/api.md,
+//! "Idempotency"): the key is claimed first
 //! (so a concurrent duplicate sees `idempotency_in_progress`), the charge and the order commit in
 //! one transaction with the request's answer, and errors that did not act release the key.
 
@@ -36,7 +37,7 @@ pub enum OrderSource {
     Configure(QuoteRequest),
 }
 
-/// Billing details for card payments (never guessed, all required: see docs/api.md).
+/// Billing details for card payments (never guessed, all required; docs/api.md, "Orders").
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct BillingDetails {
     pub customer_email: Option<String>,
@@ -189,7 +190,7 @@ impl App {
         Ok((quote, product, method))
     }
 
-    /// `POST /api/v1/orders/validate`: the preflight of seed 004; creates nothing.
+    /// `POST /api/v1/orders/validate`: the preflight (docs/api.md, "Validate before ordering"); creates nothing.
     pub async fn validate_order(
         &self,
         principal: &Principal,
@@ -493,7 +494,8 @@ impl App {
         }
     }
 
-    /// Seed 000's install step: the configuration a product needs after payment, validated
+    /// The install step (docs/api.md, "Install configuration"): the configuration a product needs
+    /// after payment, validated
     /// against its install schema; then delivery starts. Accepted from a key of the order's
     /// account or through the signed `install_action.url`.
     pub async fn submit_install_configuration(

@@ -124,7 +124,7 @@ impl App {
             payment_action: None,
             provisioning_estimate: order.provisioning_estimate,
             requires_install_configuration: order.requires_install_configuration,
-            // Seed 000: after payment, install configuration goes to a signed URL.
+            // After payment, install configuration goes to a signed URL (docs/api.md, "Install configuration").
             install_action: (order.status == OrderStatus::AwaitingInstallConfiguration).then(
                 || {
                     let path = install_path(order.id.as_str());

@@ -105,6 +105,31 @@ pub struct Pricing {
     pub addons: Vec<Addon>,
 }
 
+impl Pricing {
+    /// The price in one line, as listings show it: `0.99 USD + 0.05 USD per minute`, or with
+    /// per-variant prices `micro 0.02 USD, small 0.04 USD per hour by size`.
+    pub fn summary(&self) -> String {
+        let money = |minor| crate::money::display_minor(minor, &self.currency);
+        let unit = self.model.unit_label(1);
+        let per_unit = match &self.unit_minor_by {
+            Some(by) => {
+                let prices: Vec<String> = by
+                    .prices
+                    .iter()
+                    .map(|(variant, minor)| format!("{variant} {}", money(*minor)))
+                    .collect();
+                format!("{} per {unit} by {}", prices.join(", "), by.field)
+            }
+            None => format!("{} per {unit}", money(self.unit_minor)),
+        };
+        if self.base_minor > 0 {
+            format!("{} + {per_unit}", money(self.base_minor))
+        } else {
+            per_unit
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {

@@ -236,12 +236,9 @@ fn new_key() -> String {
 }
 
 fn money(minor: &Value, currency: &Value) -> String {
-    let amount = minor.as_i64().unwrap_or(0);
-    format!(
-        "{}.{:02} {}",
-        amount / 100,
-        (amount % 100).abs(),
-        currency.as_str().unwrap_or("").to_uppercase()
+    storefront_domain::money::display_minor_in(
+        minor.as_i64().unwrap_or(0),
+        currency.as_str().unwrap_or(""),
     )
 }
 

@@ -22,7 +22,8 @@ use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::format;
 use storefront_domain::{DomainError, ErrorCode};
 
-/// A service as the doors show it (`API.md` §7).
+/// A service as the doors show it.
+// docs/api.md, "Services".
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceView {
@@ -113,7 +114,7 @@ pub struct SshCredentials {
     pub username: String,
     /// The generated OpenSSH private key; `null` when the order sent its own public key.
     pub private_key: Option<String>,
-    /// `SHA256:...` of the machine's host key (seed 000's name for it).
+    /// `SHA256:...` of the machine's host key (the contract's name for it).
     pub public_key_fingerprint: Option<String>,
     /// The same fingerprint under its usual name.
     pub host_key_fingerprint: Option<String>,

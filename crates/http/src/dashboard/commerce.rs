@@ -46,20 +46,6 @@ pub struct CatalogPage {
     pub products: Vec<ProductRow>,
 }
 
-fn price_of(product: &Product) -> String {
-    let p = &product.pricing;
-    let unit = format!(
-        "{} / {}",
-        money(p.unit_minor, p.currency.as_str()),
-        p.model.unit_label(1)
-    );
-    if p.base_minor > 0 {
-        format!("{} + {unit}", money(p.base_minor, p.currency.as_str()))
-    } else {
-        unit
-    }
-}
-
 pub async fn catalog(State(app): State<App>, session: Session) -> PageResult {
     let all = PageRequest {
         limit: 1000,
@@ -74,7 +60,7 @@ pub async fn catalog(State(app): State<App>, session: Session) -> PageResult {
             name: p.name.clone(),
             category: p.category.clone(),
             description: p.description.clone(),
-            price: price_of(p),
+            price: p.pricing.summary(),
             available: p.available,
             unavailable_reason: p.unavailable_reason.clone().unwrap_or_default(),
         })
@@ -182,7 +168,7 @@ fn product_page(
         chrome: Chrome::new(product.name.clone(), "catalog", session.csrf()).with_notice(notice),
         id: product.id.clone(),
         description: product.description.clone(),
-        price: price_of(product),
+        price: product.pricing.summary(),
         available: product.available,
         unavailable_reason: product.unavailable_reason.clone().unwrap_or_default(),
         fields: field_inputs(&product.fields, entered),
