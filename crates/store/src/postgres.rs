@@ -77,7 +77,7 @@ crate::sql::shared_store!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use storefront_app::ports::Store;
+    use storefront_app::ports::SettingsStore;
 
     /// A connection returned to the pool inside a transaction nothing will end (a caller dropped
     /// at the wrong moment) is closed instead of being handed out again.

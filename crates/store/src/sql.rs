@@ -20,7 +20,7 @@ macro_rules! shared_store {
         use sqlx::Row;
         use storefront_app::page::PageRequest;
         use storefront_app::ports::{
-            AgentRule, BudgetGuard, Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, ResourceToken, Store, StoreError, StoreResult,
+            AccountStore, AgentRule, BudgetGuard, Change, ClaimOutcome, GovernanceStore, IdempotencyCompletion, IdempotencyRef, IdempotencyStore, JobStore, NewOrder, OrderFilter, OrderStore, PaymentStore, QuoteStore, ResourceToken, ServiceStore, SettingsStore, StoreError, StoreResult,
         };
         use storefront_domain::account::{Account, ApiKey, DashboardSession, KeyRole, LoginCode};
         use storefront_domain::ids::{AccountId, AgentId, ApprovalId, AuditId, CheckoutId, JobId, KeyId, LedgerEntryId, OrderId, PaymentId, QuoteId, ServiceId};
@@ -324,7 +324,7 @@ impl $store {
 }
 
 #[async_trait]
-impl Store for $store {
+impl SettingsStore for $store {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(self.reader())
@@ -379,7 +379,10 @@ impl Store for $store {
         }
         commit(tx).await
     }
+}
 
+#[async_trait]
+impl AccountStore for $store {
     async fn create_account(&self, account: &Account, owner_key: &ApiKey) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let created = ts(&account.created_at);
@@ -461,45 +464,124 @@ impl Store for $store {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn record_movement(
-        &self,
-        movement: &LedgerMovement,
-        now: Timestamp,
-    ) -> StoreResult<LedgerEntry> {
+    async fn insert_device_grant(&self, g: &DeviceGrant) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let entry = apply_movement(&mut tx, movement, now).await?;
-        commit(tx).await?;
-        Ok(entry)
-    }
-
-    async fn list_ledger(
-        &self,
-        account: &AccountId,
-        page: &PageRequest,
-    ) -> StoreResult<Vec<LedgerEntry>> {
-        let rows = sqlx::query(
-            "SELECT * FROM ledger_entries WHERE account_id = $1 AND ($2 IS NULL OR id < $2)
-             ORDER BY id DESC LIMIT $3",
+        sqlx::query(
+            "INSERT INTO device_grants (device_code_hash, user_code, customer_email, agent_name, status, account_id, agent_id,
+                                        interval_seconds, last_polled_at, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .bind(account.as_str())
-        .bind(page.cursor.as_deref())
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(self.reader())
+        .bind(&g.device_code_hash)
+        .bind(&g.user_code)
+        .bind(&g.customer_email)
+        .bind(&g.agent_name)
+        .bind(&g.status)
+        .bind(g.account_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(g.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(g.interval_seconds)
+        .bind(g.last_polled_at.as_ref().map(ts))
+        .bind(ts(&g.created_at))
+        .bind(ts(&g.expires_at))
+        .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        rows.iter().map(ledger_from_row).collect()
+        commit(tx).await
     }
 
-    async fn ledger_sum(&self, account: &AccountId) -> StoreResult<i64> {
-        sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM ledger_entries WHERE account_id = $1",
+    async fn find_device_grant(&self, hash: &str) -> StoreResult<Option<DeviceGrant>> {
+        self.find_one("SELECT * FROM device_grants WHERE device_code_hash = $1", hash, device_grant_from_row).await
+    }
+
+    async fn find_device_grant_by_user_code(&self, user_code: &str) -> StoreResult<Option<DeviceGrant>> {
+        self.find_one("SELECT * FROM device_grants WHERE user_code = $1", user_code, device_grant_from_row).await
+    }
+
+    async fn update_device_grant(&self, g: &DeviceGrant, expected_status: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE device_grants SET status = $1, account_id = $2, agent_id = $3, interval_seconds = $4, last_polled_at = $5
+             WHERE device_code_hash = $6 AND status = $7",
         )
-        .bind(account.as_str())
-        .fetch_one(self.reader())
+        .bind(&g.status)
+        .bind(g.account_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(g.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(g.interval_seconds)
+        .bind(g.last_polled_at.as_ref().map(ts))
+        .bind(&g.device_code_hash)
+        .bind(expected_status)
+        .execute(&mut *tx)
         .await
-        .map_err(backend)
+        .map_err(backend)?
+        .rows_affected();
+        commit(tx).await?;
+        Ok(done == 1)
     }
 
+    async fn insert_login_code(&self, c: &LoginCode) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO login_codes (code_hash, account_id, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, NULL)")
+            .bind(&c.code_hash)
+            .bind(c.account_id.as_str())
+            .bind(ts(&c.created_at))
+            .bind(ts(&c.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        commit(tx).await
+    }
+
+    async fn find_login_code(&self, code_hash: &str) -> StoreResult<Option<LoginCode>> {
+        self.find_one("SELECT * FROM login_codes WHERE code_hash = $1", code_hash, login_code_from_row).await
+    }
+
+    async fn use_login_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE login_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
+            .bind(ts(&now))
+            .bind(code_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        commit(tx).await?;
+        Ok(done == 1)
+    }
+
+    async fn insert_dashboard_session(&self, d: &DashboardSession) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO dashboard_sessions (secret_hash, account_id, key_id, created_at, expires_at, ended_at)
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(&d.secret_hash)
+        .bind(d.account_id.as_str())
+        .bind(d.key_id.as_ref().map(|k| k.as_str().to_owned()))
+        .bind(ts(&d.created_at))
+        .bind(ts(&d.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        commit(tx).await
+    }
+
+    async fn find_dashboard_session(&self, secret_hash: &str) -> StoreResult<Option<DashboardSession>> {
+        self.find_one("SELECT * FROM dashboard_sessions WHERE secret_hash = $1", secret_hash, dashboard_session_from_row).await
+    }
+
+    async fn end_dashboard_session(&self, secret_hash: &str, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE dashboard_sessions SET ended_at = $1 WHERE secret_hash = $2 AND ended_at IS NULL")
+            .bind(ts(&now))
+            .bind(secret_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        commit(tx).await
+    }
+}
+
+#[async_trait]
+impl QuoteStore for $store {
     async fn insert_quote(&self, q: &Quote) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         insert_quote_row(&mut tx, q).await?;
@@ -509,7 +591,10 @@ impl Store for $store {
     async fn get_quote(&self, id: &QuoteId) -> StoreResult<Option<Quote>> {
         self.find_one("SELECT * FROM quotes WHERE id = $1", id.as_str(), quote_from_row).await
     }
+}
 
+#[async_trait]
+impl IdempotencyStore for $store {
     async fn claim_idempotency_key(
         &self,
         key: &IdempotencyRef,
@@ -615,6 +700,48 @@ impl Store for $store {
             .await
             .map_err(backend)?;
         commit(tx).await
+    }
+}
+
+#[async_trait]
+impl OrderStore for $store {
+    async fn record_movement(
+        &self,
+        movement: &LedgerMovement,
+        now: Timestamp,
+    ) -> StoreResult<LedgerEntry> {
+        let mut tx = self.begin().await?;
+        let entry = apply_movement(&mut tx, movement, now).await?;
+        commit(tx).await?;
+        Ok(entry)
+    }
+
+    async fn list_ledger(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM ledger_entries WHERE account_id = $1 AND ($2 IS NULL OR id < $2)
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(account.as_str())
+        .bind(page.cursor.as_deref())
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        rows.iter().map(ledger_from_row).collect()
+    }
+
+    async fn ledger_sum(&self, account: &AccountId) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM ledger_entries WHERE account_id = $1",
+        )
+        .bind(account.as_str())
+        .fetch_one(self.reader())
+        .await
+        .map_err(backend)
     }
 
     async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<bool> {
@@ -760,17 +887,12 @@ impl Store for $store {
         .map_err(backend)?;
         rows.iter().map(order_from_row).collect()
     }
+}
 
-    async fn find_resource_token(&self, token_hash: &str) -> StoreResult<Option<ResourceToken>> {
-        self.find_one("SELECT * FROM resource_tokens WHERE token_hash = $1", token_hash, |r| {
-            Ok(ResourceToken {
-                token_hash: r.get("token_hash"),
-                service_id: ServiceId::from_trusted(r.get("service_id")),
-                scope: r.get("scope"),
-                created_at: parse_ts(r.get("created_at"))?,
-            })
-        })
-        .await
+#[async_trait]
+impl ServiceStore for $store {
+    async fn get_service(&self, id: &ServiceId) -> StoreResult<Option<Service>> {
+        self.find_one("SELECT * FROM services WHERE id = $1", id.as_str(), service_from_row).await
     }
 
     async fn recent_provisioning_seconds(&self, product_id: &str, limit: u32) -> StoreResult<Vec<i64>> {
@@ -788,8 +910,16 @@ impl Store for $store {
             .collect()
     }
 
-    async fn get_service(&self, id: &ServiceId) -> StoreResult<Option<Service>> {
-        self.find_one("SELECT * FROM services WHERE id = $1", id.as_str(), service_from_row).await
+    async fn find_resource_token(&self, token_hash: &str) -> StoreResult<Option<ResourceToken>> {
+        self.find_one("SELECT * FROM resource_tokens WHERE token_hash = $1", token_hash, |r| {
+            Ok(ResourceToken {
+                token_hash: r.get("token_hash"),
+                service_id: ServiceId::from_trusted(r.get("service_id")),
+                scope: r.get("scope"),
+                created_at: parse_ts(r.get("created_at"))?,
+            })
+        })
+        .await
     }
 
     async fn list_services(&self, account: &AccountId, page: &PageRequest) -> StoreResult<Vec<Service>> {
@@ -818,7 +948,10 @@ impl Store for $store {
         let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
         rows.iter().map(service_from_row).collect()
     }
+}
 
+#[async_trait]
+impl JobStore for $store {
     async fn enqueue_job(&self, job: &Job) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         insert_job_row(&mut tx, job).await?;
@@ -904,6 +1037,13 @@ impl Store for $store {
         Ok(held)
     }
 
+    async fn get_job(&self, id: &JobId) -> StoreResult<Option<Job>> {
+        self.find_one("SELECT * FROM jobs WHERE id = $1", id.as_str(), job_from_row).await
+    }
+}
+
+#[async_trait]
+impl PaymentStore for $store {
     async fn insert_payment(&self, payment: &Payment) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         insert_payment_row(&mut tx, payment).await?;
@@ -921,7 +1061,10 @@ impl Store for $store {
     async fn find_payment_for_order(&self, order_id: &OrderId) -> StoreResult<Option<Payment>> {
         self.find_one("SELECT * FROM payments WHERE order_id = $1", order_id.as_str(), payment_from_row).await
     }
+}
 
+#[async_trait]
+impl GovernanceStore for $store {
     async fn insert_agent(&self, a: &Agent) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
@@ -1070,59 +1213,6 @@ impl Store for $store {
             .await
             .map_err(backend)?
             .rows_affected();
-        commit(tx).await?;
-        Ok(done == 1)
-    }
-
-    async fn insert_device_grant(&self, g: &DeviceGrant) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO device_grants (device_code_hash, user_code, customer_email, agent_name, status, account_id, agent_id,
-                                        interval_seconds, last_polled_at, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&g.device_code_hash)
-        .bind(&g.user_code)
-        .bind(&g.customer_email)
-        .bind(&g.agent_name)
-        .bind(&g.status)
-        .bind(g.account_id.as_ref().map(|a| a.as_str().to_owned()))
-        .bind(g.agent_id.as_ref().map(|a| a.as_str().to_owned()))
-        .bind(g.interval_seconds)
-        .bind(g.last_polled_at.as_ref().map(ts))
-        .bind(ts(&g.created_at))
-        .bind(ts(&g.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        commit(tx).await
-    }
-
-    async fn find_device_grant(&self, hash: &str) -> StoreResult<Option<DeviceGrant>> {
-        self.find_one("SELECT * FROM device_grants WHERE device_code_hash = $1", hash, device_grant_from_row).await
-    }
-
-    async fn find_device_grant_by_user_code(&self, user_code: &str) -> StoreResult<Option<DeviceGrant>> {
-        self.find_one("SELECT * FROM device_grants WHERE user_code = $1", user_code, device_grant_from_row).await
-    }
-
-    async fn update_device_grant(&self, g: &DeviceGrant, expected_status: &str) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE device_grants SET status = $1, account_id = $2, agent_id = $3, interval_seconds = $4, last_polled_at = $5
-             WHERE device_code_hash = $6 AND status = $7",
-        )
-        .bind(&g.status)
-        .bind(g.account_id.as_ref().map(|a| a.as_str().to_owned()))
-        .bind(g.agent_id.as_ref().map(|a| a.as_str().to_owned()))
-        .bind(g.interval_seconds)
-        .bind(g.last_polled_at.as_ref().map(ts))
-        .bind(&g.device_code_hash)
-        .bind(expected_status)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected();
         commit(tx).await?;
         Ok(done == 1)
     }
@@ -1276,71 +1366,6 @@ impl Store for $store {
         rows.iter()
             .map(|r| Ok((parse_ts(r.get("created_at"))?, r.get::<i64, _>("total_minor"))))
             .collect()
-    }
-
-    async fn get_job(&self, id: &JobId) -> StoreResult<Option<Job>> {
-        self.find_one("SELECT * FROM jobs WHERE id = $1", id.as_str(), job_from_row).await
-    }
-    async fn insert_login_code(&self, c: &LoginCode) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO login_codes (code_hash, account_id, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, NULL)")
-            .bind(&c.code_hash)
-            .bind(c.account_id.as_str())
-            .bind(ts(&c.created_at))
-            .bind(ts(&c.expires_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        commit(tx).await
-    }
-
-    async fn find_login_code(&self, code_hash: &str) -> StoreResult<Option<LoginCode>> {
-        self.find_one("SELECT * FROM login_codes WHERE code_hash = $1", code_hash, login_code_from_row).await
-    }
-
-    async fn use_login_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query("UPDATE login_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
-            .bind(ts(&now))
-            .bind(code_hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-        commit(tx).await?;
-        Ok(done == 1)
-    }
-
-    async fn insert_dashboard_session(&self, d: &DashboardSession) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO dashboard_sessions (secret_hash, account_id, key_id, created_at, expires_at, ended_at)
-             VALUES ($1, $2, $3, $4, $5, NULL)",
-        )
-        .bind(&d.secret_hash)
-        .bind(d.account_id.as_str())
-        .bind(d.key_id.as_ref().map(|k| k.as_str().to_owned()))
-        .bind(ts(&d.created_at))
-        .bind(ts(&d.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        commit(tx).await
-    }
-
-    async fn find_dashboard_session(&self, secret_hash: &str) -> StoreResult<Option<DashboardSession>> {
-        self.find_one("SELECT * FROM dashboard_sessions WHERE secret_hash = $1", secret_hash, dashboard_session_from_row).await
-    }
-
-    async fn end_dashboard_session(&self, secret_hash: &str, now: Timestamp) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE dashboard_sessions SET ended_at = $1 WHERE secret_hash = $2 AND ended_at IS NULL")
-            .bind(ts(&now))
-            .bind(secret_hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        commit(tx).await
     }
 }
 

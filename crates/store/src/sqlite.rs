@@ -118,7 +118,7 @@ crate::sql::shared_store!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use storefront_app::ports::Store;
+    use storefront_app::ports::SettingsStore;
 
     /// The state the outage left behind — the one write connection back in the pool inside a
     /// transaction nothing will end — no longer stops writes: the pool replaces the connection.
