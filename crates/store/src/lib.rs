@@ -1,9 +1,8 @@
 //! sqlx adapters of the store port: SQLite (the embedded default) and PostgreSQL (several
 //! replicas on one database). The database URL selects the adapter; both run the same SQL
-//! (`sql.rs`).
+//! (`shared/`, compiled into each adapter's module).
 
 pub mod postgres;
-mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -1,15 +1,17 @@
 //! The PostgreSQL adapter, for several API replicas and workers on one database.
 //!
 //! Transactions are READ COMMITTED; correctness under concurrency comes from conditional
-//! statements (see `sql.rs`) and unique constraints, which PostgreSQL enforces across processes
+//! statements (see `shared/mod.rs`) and unique constraints, which PostgreSQL enforces across processes
 //! with row locks. Migrations run under sqlx's advisory lock, so replicas starting together
 //! migrate once.
 
 use crate::OpenError;
+use shared::backend;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
+use storefront_app::ports::StoreResult;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -65,19 +67,29 @@ fn is_clean(conn: &sqlx::PgConnection, when: &'static str) -> bool {
     !open
 }
 
-crate::sql::shared_store!(
-    PgStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    sqlx::PgConnection,
-    "FOR UPDATE SKIP LOCKED",
-    "FOR UPDATE"
-);
+/// What the shared SQL (`shared/`) needs to know about this backend.
+mod db {
+    pub(super) type Adapter = super::PgStore;
+    pub(super) type Database = sqlx::Postgres;
+    pub(super) type Row = sqlx::postgres::PgRow;
+    pub(super) type Connection = sqlx::PgConnection;
+    /// Appended to the subquery that picks the next job to claim: a claimer skips a job another
+    /// transaction is claiming instead of waiting for it, so no job is held by two workers.
+    pub(super) const JOB_CLAIM_LOCK: &str = "FOR UPDATE SKIP LOCKED";
+    /// Appended to the read of an agent before its budgets are checked: locks the agent's row,
+    /// so the budget checks of one agent's concurrent orders run one after another.
+    pub(super) const ROW_LOCK: &str = "FOR UPDATE";
+}
+
+// Compiled once per backend on purpose: the same SQL over this backend's `db` types.
+#[allow(clippy::duplicate_mod)]
+#[path = "shared/mod.rs"]
+mod shared;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use storefront_app::ports::Store;
+    use storefront_app::ports::SettingsStore;
 
     /// A connection returned to the pool inside a transaction nothing will end (a caller dropped
     /// at the wrong moment) is closed instead of being handed out again.

@@ -12,12 +12,14 @@
 //! it goes out: one still inside a transaction is closed (rolling it back) and replaced.
 
 use crate::OpenError;
+use shared::backend;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
+use storefront_app::ports::StoreResult;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -106,19 +108,29 @@ fn in_autocommit(handle: std::ptr::NonNull<libsqlite3_sys::sqlite3>) -> bool {
     unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_ptr()) != 0 }
 }
 
-crate::sql::shared_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    sqlx::SqliteConnection,
-    "",
-    ""
-);
+/// What the shared SQL (`shared/`) needs to know about this backend.
+mod db {
+    pub(super) type Adapter = super::SqliteStore;
+    pub(super) type Database = sqlx::Sqlite;
+    pub(super) type Row = sqlx::sqlite::SqliteRow;
+    pub(super) type Connection = sqlx::SqliteConnection;
+    /// Appended to the subquery that picks the next job to claim: nothing, the one write
+    /// connection already serializes claims.
+    pub(super) const JOB_CLAIM_LOCK: &str = "";
+    /// Appended to the read of an agent before its budgets are checked: nothing, the one write
+    /// connection already serializes budget checks.
+    pub(super) const ROW_LOCK: &str = "";
+}
+
+// Compiled once per backend on purpose: the same SQL over this backend's `db` types.
+#[allow(clippy::duplicate_mod)]
+#[path = "shared/mod.rs"]
+mod shared;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use storefront_app::ports::Store;
+    use storefront_app::ports::SettingsStore;
 
     /// The state the outage left behind — the one write connection back in the pool inside a
     /// transaction nothing will end — no longer stops writes: the pool replaces the connection.

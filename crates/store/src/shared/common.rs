@@ -1,0 +1,62 @@
+//! Helpers every aggregate uses: error mapping, commits, column conversions, and the
+//! one-row lookup.
+
+use serde::de::DeserializeOwned;
+use storefront_app::ports::{StoreError, StoreResult};
+use storefront_domain::timestamp::Timestamp;
+
+use super::db;
+
+/// A failed statement as the port reports it: a unique violation is a `Conflict` the use-case
+/// answers; anything else is counted by kind and reported as `Backend`.
+pub(crate) fn backend(e: sqlx::Error) -> StoreError {
+    if let Some(db) = e.as_database_error() {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(db.message().to_owned());
+        }
+    }
+    crate::count_failure(crate::failure_kind(&e));
+    StoreError::Backend(e.to_string())
+}
+
+pub(super) fn corrupt(what: &str) -> StoreError {
+    crate::count_failure("unreadable");
+    StoreError::Backend(format!("unreadable {what} in the database"))
+}
+
+/// Commits in a task of its own: once a use-case reaches its commit, the commit happens and its
+/// outcome is settled even if the caller is dropped at this `.await` (see `crate::detached`).
+pub(super) async fn commit(tx: sqlx::Transaction<'static, db::Database>) -> StoreResult<()> {
+    crate::detached(tx.commit()).await.map_err(backend)
+}
+
+pub(super) fn parse_ts(raw: &str) -> StoreResult<Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| corrupt("timestamp"))
+}
+
+pub(super) fn parse_json<T: DeserializeOwned>(raw: &str) -> StoreResult<T> {
+    serde_json::from_str(raw).map_err(|_| corrupt("JSON column"))
+}
+
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
+}
+
+impl db::Adapter {
+    /// The one row `sql` finds for `key` (its only parameter), mapped.
+    pub(super) async fn find_one<T>(
+        &self,
+        sql: &str,
+        key: &str,
+        map: fn(&db::Row) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let row = sqlx::query(sql)
+            .bind(key)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(map).transpose()
+    }
+}

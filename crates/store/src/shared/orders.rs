@@ -1,0 +1,374 @@
+//! Orders, the conditional changes that move them, and the ledger.
+
+use async_trait::async_trait;
+use storefront_app::page::PageRequest;
+use storefront_app::ports::{
+    Change, IdempotencyRef, NewOrder, OrderFilter, OrderStore, StoreError, StoreResult,
+};
+use storefront_domain::ids::{AccountId, LedgerEntryId, OrderId};
+use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
+use storefront_domain::order::{Order, OrderStatus};
+use storefront_domain::timestamp::{format as ts, Timestamp};
+
+use super::common::{backend, commit, to_json};
+use super::db;
+use super::governance::{
+    check_budget, insert_approval_row, update_approval_row, update_checkout_row,
+};
+use super::idempotency::complete_key;
+use super::jobs::insert_job_row;
+use super::payments::{insert_payment_row, update_payment_row};
+use super::quotes::insert_quote_row;
+use super::rows::{ledger_from_row, order_from_row};
+use super::services::{insert_service_row, insert_token_rows, update_service_row};
+
+#[async_trait]
+impl OrderStore for db::Adapter {
+    async fn record_movement(
+        &self,
+        movement: &LedgerMovement,
+        now: Timestamp,
+    ) -> StoreResult<LedgerEntry> {
+        let mut tx = self.begin().await?;
+        let entry = apply_movement(&mut tx, movement, now).await?;
+        commit(tx).await?;
+        Ok(entry)
+    }
+
+    async fn list_ledger(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM ledger_entries WHERE account_id = $1 AND ($2 IS NULL OR id < $2)
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(account.as_str())
+        .bind(page.cursor.as_deref())
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        rows.iter().map(ledger_from_row).collect()
+    }
+
+    async fn ledger_sum(&self, account: &AccountId) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM ledger_entries WHERE account_id = $1",
+        )
+        .bind(account.as_str())
+        .fetch_one(self.reader())
+        .await
+        .map_err(backend)
+    }
+
+    async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<bool> {
+        let o = new.order;
+        let mut tx = self.begin().await?;
+        if let Some(guard) = new.budget {
+            check_budget(&mut tx, guard).await?;
+        }
+        if let Some((service, expected)) = new.updates_service {
+            if !update_service_row(&mut tx, service, expected).await? {
+                return Ok(false);
+            }
+        }
+        if let Some(charge) = new.charge {
+            apply_movement(&mut tx, charge, o.created_at).await?;
+        }
+        if let Some(quote) = new.quote {
+            insert_quote_row(&mut tx, quote).await?;
+        }
+        insert_order_row(&mut tx, o, new.idempotency).await?;
+        if let Some(service) = new.service {
+            insert_service_row(&mut tx, service).await?;
+        }
+        for job in new.jobs {
+            insert_job_row(&mut tx, job).await?;
+        }
+        insert_token_rows(&mut tx, new.resource_tokens).await?;
+        if let Some(approval) = new.approval {
+            insert_approval_row(&mut tx, approval).await?;
+        }
+        if let Some(payment) = new.payment {
+            insert_payment_row(&mut tx, payment).await?;
+        }
+        if let Some(c) = new.completes {
+            complete_key(&mut tx, c).await?;
+        }
+        commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn apply_change(&self, change: &Change<'_>) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        if let Some((id, kind)) = change.webhook_event {
+            let at = change
+                .payment
+                .map(|(p, _)| p.updated_at)
+                .unwrap_or_else(chrono::Utc::now);
+            let inserted = sqlx::query("INSERT INTO webhook_events (id, kind, received_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+                .bind(id)
+                .bind(kind)
+                .bind(ts(&at))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+            if inserted == 0 {
+                return Ok(false);
+            }
+        }
+        if let Some((payment, expected)) = change.payment {
+            if !update_payment_row(&mut tx, payment, expected).await? {
+                return Ok(false);
+            }
+        }
+        if let Some(payment) = change.new_payment {
+            insert_payment_row(&mut tx, payment).await?;
+        }
+        if let Some((approval, expected)) = change.approval {
+            if !update_approval_row(&mut tx, approval, expected).await? {
+                return Ok(false);
+            }
+        }
+        if let Some((checkout, expected)) = change.checkout {
+            if !update_checkout_row(&mut tx, checkout, expected).await? {
+                return Ok(false);
+            }
+        }
+        if let Some(approval) = change.new_approval {
+            insert_approval_row(&mut tx, approval).await?;
+        }
+        if let Some((order, expected)) = change.order {
+            if !update_order_row(&mut tx, order, expected).await? {
+                return Ok(false);
+            }
+        }
+        if let Some((service, expected)) = change.service {
+            if !update_service_row(&mut tx, service, expected).await? {
+                return Ok(false);
+            }
+        }
+        if let Some(m) = change.movement {
+            let at = change
+                .order
+                .map(|(o, _)| o.updated_at)
+                .or(change.service.map(|(s, _)| s.updated_at))
+                .or(change.payment.map(|(p, _)| p.updated_at));
+            apply_movement(&mut tx, m, at.unwrap_or_else(chrono::Utc::now)).await?;
+        }
+        if let Some(service) = change.new_service {
+            insert_service_row(&mut tx, service).await?;
+        }
+        insert_token_rows(&mut tx, change.resource_tokens).await?;
+        for job in change.jobs {
+            insert_job_row(&mut tx, job).await?;
+        }
+        if let Some(c) = change.completes {
+            complete_key(&mut tx, c).await?;
+        }
+        commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn get_order(&self, id: &OrderId) -> StoreResult<Option<Order>> {
+        self.find_one(
+            "SELECT * FROM orders WHERE id = $1",
+            id.as_str(),
+            order_from_row,
+        )
+        .await
+    }
+
+    async fn find_order_by_idempotency_key(
+        &self,
+        key: &IdempotencyRef,
+    ) -> StoreResult<Option<Order>> {
+        let row = sqlx::query(
+            "SELECT * FROM orders WHERE idempotency_scope = $1 AND idempotency_route = $2 AND idempotency_key = $3",
+        )
+        .bind(&key.scope)
+        .bind(&key.route)
+        .bind(&key.key)
+        .fetch_optional(self.reader())
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(order_from_row).transpose()
+    }
+
+    async fn list_orders(&self, account: &AccountId, f: &OrderFilter) -> StoreResult<Vec<Order>> {
+        let rows = sqlx::query(
+            "SELECT * FROM orders WHERE account_id = $1
+               AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR product_id = $3) AND ($4 IS NULL OR id < $4)
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(account.as_str())
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(f.product_id.as_deref())
+        .bind(f.page.cursor.as_deref())
+        .bind(i64::from(f.page.limit) + 1)
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        rows.iter().map(order_from_row).collect()
+    }
+}
+
+/// Applies a ledger movement inside the caller's transaction: the conditional update refuses an
+/// overdraft atomically, then the entry records the balance it produced.
+async fn apply_movement(
+    conn: &mut db::Connection,
+    m: &LedgerMovement,
+    now: Timestamp,
+) -> StoreResult<LedgerEntry> {
+    let now_s = ts(&now);
+    let updated: Option<i64> = sqlx::query_scalar(
+        "UPDATE accounts SET balance_minor = balance_minor + $1, updated_at = $2
+         WHERE id = $3 AND balance_minor + $1 >= 0 RETURNING balance_minor",
+    )
+    .bind(m.amount_minor)
+    .bind(&now_s)
+    .bind(m.account_id.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let Some(balance_after) = updated else {
+        let balance: Option<i64> =
+            sqlx::query_scalar("SELECT balance_minor FROM accounts WHERE id = $1")
+                .bind(m.account_id.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(backend)?;
+        return Err(match balance {
+            Some(balance_minor) => StoreError::InsufficientCredits { balance_minor },
+            None => StoreError::NotFound(format!("account {}", m.account_id)),
+        });
+    };
+    let entry = LedgerEntry {
+        id: LedgerEntryId::generate(),
+        account_id: m.account_id.clone(),
+        kind: m.kind,
+        amount_minor: m.amount_minor,
+        balance_after_minor: balance_after,
+        order_id: m.order_id.clone(),
+        description: m.description.clone(),
+        created_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO ledger_entries (id, account_id, kind, amount_minor, balance_after_minor, order_id, description, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(entry.id.as_str())
+    .bind(entry.account_id.as_str())
+    .bind(entry.kind.as_str())
+    .bind(entry.amount_minor)
+    .bind(entry.balance_after_minor)
+    .bind(entry.order_id.as_ref().map(|o| o.as_str().to_owned()))
+    .bind(&entry.description)
+    .bind(&now_s)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(entry)
+}
+
+/// Inserts an order row. Orders without a key get a unique per-order scope so the uniqueness
+/// constraint on keys still holds.
+async fn insert_order_row(
+    conn: &mut db::Connection,
+    o: &Order,
+    idempotency: Option<&IdempotencyRef>,
+) -> StoreResult<()> {
+    let (scope, route, key) = match idempotency {
+        Some(k) => (k.scope.clone(), k.route.clone(), k.key.clone()),
+        None => (o.id.to_string(), String::new(), o.id.to_string()),
+    };
+    sqlx::query(
+        "INSERT INTO orders (id, account_id, status, payment_status, payment_method, product_id, quantity,
+                             configuration, configuration_warnings, line_items, total_minor, currency, quote_id,
+                             idempotency_scope, idempotency_route, idempotency_key,
+                             provisioning_estimate, requires_install_configuration, service_id, result, failure,
+                             created_at, updated_at, agent_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+    )
+    .bind(o.id.as_str())
+    .bind(o.account_id.as_ref().map(|a| a.as_str().to_owned()))
+    .bind(o.status.as_str())
+    .bind(o.payment_status.as_str())
+    .bind(o.payment_method.as_str())
+    .bind(&o.product_id)
+    .bind(o.quantity)
+    .bind(to_json(&o.configuration))
+    .bind(to_json(&o.configuration_warnings))
+    .bind(to_json(&o.line_items))
+    .bind(o.total_minor)
+    .bind(o.currency.as_str())
+    .bind(o.quote_id.as_str())
+    .bind(scope)
+    .bind(route)
+    .bind(key)
+    .bind(o.provisioning_estimate.as_ref().map(to_json))
+    .bind(o.requires_install_configuration)
+    .bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
+    .bind(o.result.as_ref().map(to_json))
+    .bind(o.failure.as_ref().map(to_json))
+    .bind(ts(&o.created_at))
+    .bind(ts(&o.updated_at))
+    .bind(o.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// The status check is part of the UPDATE, so two concurrent transitions (even from two
+/// processes) cannot both succeed: the second re-evaluates the WHERE after the first commits
+/// and matches nothing. `Ok(false)` when the order was not in an expected state.
+async fn update_order_row(
+    conn: &mut db::Connection,
+    o: &Order,
+    expected: &[OrderStatus],
+) -> StoreResult<bool> {
+    if expected.is_empty() {
+        return Ok(false);
+    }
+    let placeholders: Vec<String> = (9..9 + expected.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "UPDATE orders SET status = $1, payment_status = $2, service_id = $3, result = $4, failure = $5, updated_at = $6,
+                           configuration = $8
+         WHERE id = $7 AND status IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(o.status.as_str())
+        .bind(o.payment_status.as_str())
+        .bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
+        .bind(o.result.as_ref().map(to_json))
+        .bind(o.failure.as_ref().map(to_json))
+        .bind(ts(&o.updated_at))
+        .bind(o.id.as_str())
+        .bind(to_json(&o.configuration));
+    for status in expected {
+        query = query.bind(status.as_str());
+    }
+    let moved = query
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+        == 1;
+    if !moved {
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM orders WHERE id = $1")
+            .bind(o.id.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+        return match exists {
+            Some(_) => Ok(false),
+            None => Err(StoreError::NotFound(format!("order {}", o.id))),
+        };
+    }
+    Ok(true)
+}

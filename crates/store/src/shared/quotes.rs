@@ -1,0 +1,54 @@
+//! Quotes.
+
+use async_trait::async_trait;
+use storefront_app::ports::{QuoteStore, StoreResult};
+use storefront_domain::ids::QuoteId;
+use storefront_domain::quote::Quote;
+use storefront_domain::timestamp::format as ts;
+
+use super::common::{backend, commit, to_json};
+use super::db;
+use super::rows::quote_from_row;
+
+#[async_trait]
+impl QuoteStore for db::Adapter {
+    async fn insert_quote(&self, q: &Quote) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_quote_row(&mut tx, q).await?;
+        commit(tx).await
+    }
+
+    async fn get_quote(&self, id: &QuoteId) -> StoreResult<Option<Quote>> {
+        self.find_one(
+            "SELECT * FROM quotes WHERE id = $1",
+            id.as_str(),
+            quote_from_row,
+        )
+        .await
+    }
+}
+
+pub(super) async fn insert_quote_row(conn: &mut db::Connection, q: &Quote) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO quotes (id, account_id, product_id, quantity, configuration, warnings, line_items,
+                             total_minor, currency, catalog_version, management_capabilities, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(q.id.as_str())
+    .bind(q.account_id.as_ref().map(|a| a.as_str().to_owned()))
+    .bind(&q.product_id)
+    .bind(q.quantity)
+    .bind(to_json(&q.configuration_normalized))
+    .bind(to_json(&q.configuration_warnings))
+    .bind(to_json(&q.line_items))
+    .bind(q.total_minor)
+    .bind(q.currency.as_str())
+    .bind(&q.catalog_version)
+    .bind(to_json(&q.management_capabilities))
+    .bind(ts(&q.created_at))
+    .bind(ts(&q.expires_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
