@@ -512,14 +512,15 @@ pub(crate) struct CheckBody {
 fn amount_minor(t: &CheckTransaction) -> Result<i64, DomainError> {
     match (t.amount_minor, t.amount) {
         (Some(minor), _) => Ok(minor),
-        (None, Some(major)) => storefront_domain::money::Money::minor_from_major(major)
-            .ok_or_else(|| {
+        (None, Some(major)) => {
+            storefront_domain::money::Money::minor_from_major(major).ok_or_else(|| {
                 DomainError::validation(
                     "transaction.amount",
                     "amount has more than two decimals, is not a finite number, or is too large.",
                     "Send amount_minor as an integer (1999 for 19.99).",
                 )
-            }),
+            })
+        }
         (None, None) => Err(DomainError::validation(
             "transaction.amount_minor",
             "The transaction needs an amount.",
