@@ -67,7 +67,7 @@ pub(crate) struct Paid {
     pub delivery: Option<Delivery>,
     /// A lease extension: the service with its longer lease, and the status it was read in
     /// (the change commits only if the service still has it).
-    pub extended: Option<(Service, [ServiceStatus; 1])>,
+    pub extended: Option<(Service, ServiceStatus)>,
     pub jobs: Vec<Job>,
     fulfil_inline: bool,
 }
@@ -80,7 +80,10 @@ impl Paid {
             service: self.delivery.as_ref().map(|d| &d.service),
             jobs: &self.jobs,
             resource_tokens: self.delivery.as_ref().map_or(&[], |d| &d.stored_tokens),
-            updates_service: self.extended.as_ref().map(|(s, from)| (s, &from[..])),
+            updates_service: self
+                .extended
+                .as_ref()
+                .map(|(s, from)| (s, std::slice::from_ref(from))),
             ..NewOrder::of(&self.order)
         }
     }
@@ -92,7 +95,10 @@ impl Paid {
             movement: self.charge.as_ref(),
             new_service: self.delivery.as_ref().map(|d| &d.service),
             resource_tokens: self.delivery.as_ref().map_or(&[], |d| &d.stored_tokens),
-            service: self.extended.as_ref().map(|(s, from)| (s, &from[..])),
+            service: self
+                .extended
+                .as_ref()
+                .map(|(s, from)| (s, std::slice::from_ref(from))),
             jobs: &self.jobs,
             ..Change::default()
         }
@@ -148,7 +154,7 @@ impl App {
                 return Err(lease_over(&service));
             }
             service.extend_lease(added, now);
-            extended = Some((service, [from]));
+            extended = Some((service, from));
         } else if !product.requires_install_configuration {
             delivery = self.machine_delivery(product, &mut order, now);
         }
@@ -168,26 +174,25 @@ impl App {
             };
             jobs.push(fulfil.due_at(due, now));
         }
-        let charge = (rail.charges_credit() && order.total_minor > 0)
-            .then(|| {
-                let what = match &extended {
-                    Some((service, _)) => format!("lease extension of {}", service.id),
-                    None => product.name.clone(),
-                };
-                let approved = if rail == Rail::Approval {
-                    ", approved"
-                } else {
-                    ""
-                };
-                Some(LedgerMovement {
-                    account_id: order.account_id.clone()?,
-                    kind: LedgerKind::Charge,
-                    amount_minor: -order.total_minor,
-                    order_id: Some(order.id.clone()),
-                    description: format!("{what} ({}){approved}", order.id),
-                })
-            })
-            .flatten();
+        let mut charge = None;
+        if rail.charges_credit() && order.total_minor > 0 {
+            let what = match &extended {
+                Some((service, _)) => format!("lease extension of {}", service.id),
+                None => product.name.clone(),
+            };
+            let approved = if rail == Rail::Approval {
+                ", approved"
+            } else {
+                ""
+            };
+            charge = Some(LedgerMovement {
+                account_id: order.account_id.clone().ok_or_else(DomainError::internal)?,
+                kind: LedgerKind::Charge,
+                amount_minor: -order.total_minor,
+                order_id: Some(order.id.clone()),
+                description: format!("{what} ({}){approved}", order.id),
+            });
+        }
         Ok(Paid {
             order,
             charge,

@@ -2,9 +2,9 @@
 //! an order is paid lives in `lifecycle.rs`; the card and MPP steps in `payments`.
 //!
 //! Placing follows the idempotency state machine of `idempotency.rs` (docs/api.md,
-//! "Idempotency"): the key is claimed first
-//! (so a concurrent duplicate sees `idempotency_in_progress`), the charge and the order commit in
-//! one transaction with the request's answer, and errors that did not act release the key.
+//! "Idempotency"): the key is claimed first (so a concurrent duplicate sees
+//! `idempotency_in_progress`), the charge and the order commit in one transaction with the
+//! request's answer, and errors that did not act release the key.
 
 use crate::agents::Gate;
 use crate::app::{store_failure, App};
@@ -190,7 +190,8 @@ impl App {
         Ok((quote, product, method))
     }
 
-    /// `POST /api/v1/orders/validate`: the preflight (docs/api.md, "Validate before ordering"); creates nothing.
+    /// `POST /api/v1/orders/validate`: the preflight (docs/api.md, "Validate before ordering");
+    /// creates nothing.
     pub async fn validate_order(
         &self,
         principal: &Principal,
@@ -206,8 +207,6 @@ impl App {
         })
     }
 
-    /// Places an order exactly once per idempotency key. `fingerprint` identifies the request
-    /// body (canonical JSON hash) so a reused key with another body is refused.
     /// Places an order exactly once per idempotency key. `mpp_credential` is the
     /// `Authorization: Payment` credential of an MPP order's paid retry.
     pub async fn place_order(

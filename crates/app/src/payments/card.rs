@@ -15,7 +15,7 @@ use serde::Serialize;
 use storefront_domain::catalog::Product;
 use storefront_domain::ids::PaymentId;
 use storefront_domain::ledger::{LedgerKind, LedgerMovement};
-use storefront_domain::order::{Order, OrderStatus, PaymentMethod, PaymentStatus};
+use storefront_domain::order::{Order, OrderStatus, PaymentMethod};
 use storefront_domain::payment::{Payment, PaymentPurpose, PaymentState};
 use storefront_domain::DomainError;
 
@@ -29,10 +29,11 @@ pub struct WebhookAck {
 }
 
 impl App {
-    /// Opens the checkout of a card order and stores the order, waiting for payment, with it.
+    /// Opens the checkout of a card order and stores the order (`pending_payment`, as it comes)
+    /// with it.
     pub(crate) async fn place_card_order(
         &self,
-        mut order: Order,
+        order: Order,
         customer_email: Option<String>,
         product: &Product,
         key_ref: &IdempotencyRef,
@@ -46,8 +47,6 @@ impl App {
             ));
         }
         let now = self.clock.now();
-        order.status = OrderStatus::PendingPayment;
-        order.payment_status = PaymentStatus::Unpaid;
         let status_url = self.order_view(&order).status_url;
         let session = card
             .create_checkout(&CheckoutRequest {

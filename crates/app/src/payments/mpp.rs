@@ -16,7 +16,7 @@ use crate::ports::{
 };
 use crate::views::OrderOutcome;
 use storefront_domain::ids::PaymentId;
-use storefront_domain::order::{Order, OrderStatus, PaymentMethod, PaymentStatus};
+use storefront_domain::order::{Order, OrderStatus, PaymentMethod};
 use storefront_domain::payment::{Payment, PaymentPurpose, PaymentState};
 use storefront_domain::{DomainError, ErrorCode, PaymentDemand};
 
@@ -25,7 +25,7 @@ impl App {
     /// answered (a challenge when no credential came with it).
     pub(crate) async fn place_mpp_order(
         &self,
-        mut order: Order,
+        order: Order,
         key_ref: &IdempotencyRef,
         request: &OrderRequest,
         credential: Option<&str>,
@@ -42,11 +42,6 @@ impl App {
                 "This order costs nothing, so there is nothing to pay with MPP.",
                 "Order it with payment_method \"credit\" (with an API key).",
             ));
-        }
-        order.status = OrderStatus::PendingPayment;
-        order.payment_status = PaymentStatus::Unpaid;
-        if order.account_id.is_none() {
-            order.account_id = Some(self.public_account().await?);
         }
         self.store
             .insert_order(&NewOrder {

@@ -669,13 +669,14 @@ pub async fn extend(
     let raw = form.data.additional_minutes.trim().to_owned();
     let result = match raw.parse::<i64>() {
         Ok(minutes) => {
-            match IdempotencyKey::parse_param(&form.data.idempotency_key, "idempotency_key") {
-                Ok(key) => app
-                    .extend_service(session.principal(), &id, minutes, &key)
+            let extend = async {
+                let key =
+                    IdempotencyKey::parse_param(&form.data.idempotency_key, "idempotency_key")?;
+                app.extend_service(session.principal(), &id, minutes, &key)
                     .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            }
+                    .map(|_| ())
+            };
+            extend.await
         }
         Err(_) => Err(storefront_domain::DomainError::validation(
             "additional_minutes",
