@@ -2,6 +2,7 @@
 
 use crate::app::{store_failure, App};
 use crate::page::{Page, PageRequest};
+use crate::ports::Refusal;
 use crate::principal::Principal;
 use crate::secrets::{
     constant_time_eq, display_prefix, hash_secret, new_api_key_secret, API_KEY_PREFIX,
@@ -10,7 +11,7 @@ use serde::Serialize;
 use storefront_domain::account::{parse_email, Account, ApiKey, KeyRole};
 use storefront_domain::ids::{AccountId, AgentId, KeyId, LedgerEntryId};
 use storefront_domain::ledger::{LedgerEntry, LedgerKind, LedgerMovement};
-use storefront_domain::money::MAX_AMOUNT_MINOR;
+use storefront_domain::money::{display_minor, MAX_AMOUNT_MINOR};
 use storefront_domain::{DomainError, ErrorCode};
 
 /// A key as created: the secret is in here exactly once.
@@ -282,7 +283,7 @@ impl App {
         amount_minor: i64,
         reason: &str,
     ) -> Result<LedgerEntry, DomainError> {
-        let account_id = self.existing_account(account).await?;
+        let account = self.existing_account(account).await?;
         if amount_minor == 0 || amount_minor.abs() > MAX_AMOUNT_MINOR {
             return Err(DomainError::validation(
                 "amount_minor",
@@ -299,7 +300,7 @@ impl App {
             ));
         }
         let movement = LedgerMovement {
-            account_id,
+            account_id: account.id,
             kind: if amount_minor > 0 {
                 LedgerKind::TopUp
             } else {
@@ -312,17 +313,18 @@ impl App {
         self.store
             .record_movement(&movement, self.clock.now())
             .await
-            .map_err(|e| match e {
-                crate::ports::StoreError::InsufficientCredits { balance_minor } => {
-                    DomainError::new(
-                        ErrorCode::InsufficientCredits,
-                        format!(
-                        "The balance is {balance_minor}; the adjustment would take it below zero."
+            .map_err(store_failure)?
+            .map_err(|refused| match refused {
+                Refusal::InsufficientCredits { balance_minor } => DomainError::new(
+                    ErrorCode::InsufficientCredits,
+                    format!(
+                        "The balance is {}; the adjustment would take it below zero.",
+                        display_minor(balance_minor, &account.currency)
                     ),
-                        "Use a smaller adjustment.",
-                    )
-                }
-                other => store_failure(other),
+                    "Use a smaller adjustment.",
+                ),
+                // A grant or adjustment is not an agent's purchase: no budget applies.
+                Refusal::BudgetExceeded { .. } => DomainError::internal(),
             })
     }
 
@@ -332,7 +334,7 @@ impl App {
         role: KeyRole,
         agent: Option<&str>,
     ) -> Result<CreatedKey, DomainError> {
-        let account_id = self.existing_account(account).await?;
+        let account_id = self.existing_account(account).await?.id;
         match (role, agent) {
             // An agent key belongs to an agent: it acts within that agent's rules.
             (KeyRole::Agent, None) => Err(DomainError::validation(
@@ -364,15 +366,14 @@ impl App {
         self.store.list_accounts().await.map_err(store_failure)
     }
 
-    async fn existing_account(&self, raw: &str) -> Result<AccountId, DomainError> {
+    async fn existing_account(&self, raw: &str) -> Result<Account, DomainError> {
         let not_found = || DomainError::not_found("account", raw).with_param("account");
         let id = AccountId::parse(raw).ok_or_else(not_found)?;
         self.store
             .get_account(&id)
             .await
             .map_err(store_failure)?
-            .ok_or_else(not_found)?;
-        Ok(id)
+            .ok_or_else(not_found)
     }
 
     /// On the very first start (no accounts at all), creates a demo account with credits so the

@@ -4,7 +4,7 @@
 
 use crate::accounts::{new_key, CreatedKey};
 use crate::app::{store_failure, App};
-use crate::ports::{AgentRule, BudgetGuard, StoreError};
+use crate::ports::{AgentRule, Applied, BudgetGuard, StoreError};
 use crate::principal::Principal;
 use serde::Serialize;
 use serde_json::Value;
@@ -89,7 +89,7 @@ impl From<&AgentRule> for RuleView {
     }
 }
 
-/// The answer of `POST /api/v1/agent/check` (seed 003).
+/// The answer of `POST /api/v1/agent/check`: allow, deny or escalate.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckResult {
@@ -106,9 +106,9 @@ pub struct CheckResult {
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalRequirement {
-    /// Who approves: 1 is the account's owner (seed 003's numbering).
+    /// Who approves, numbered from 1, the account's owner.
     pub tier: u8,
-    /// How the approver is asked (seed 003's word: `notification`).
+    /// How the approver is asked: `notification`.
     pub method: String,
     /// Seconds the owner has to decide.
     pub timeout: u32,
@@ -561,6 +561,7 @@ impl App {
                             ..crate::ports::Change::default()
                         })
                         .await
+                        .and_then(Applied::without_charge)
                         .map_err(store_failure)?;
                 }
             }

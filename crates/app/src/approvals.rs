@@ -8,8 +8,8 @@ use crate::agents::Escalation;
 use crate::app::{store_failure, App};
 use crate::jobs::kinds::ExpireApproval;
 use crate::jobs::{JobError, JobKind};
-use crate::lifecycle::{refused, Rail};
-use crate::ports::{Change, IdempotencyCompletion, IdempotencyRef, NewOrder};
+use crate::lifecycle::{charged, Rail};
+use crate::ports::{Applied, Change, IdempotencyCompletion, IdempotencyRef, NewOrder};
 use crate::principal::Principal;
 use crate::views::OrderOutcome;
 use async_trait::async_trait;
@@ -142,9 +142,8 @@ impl App {
                 ..NewOrder::of(&order)
             })
             .await;
-        if let Err(e) = inserted {
-            return Err(refused(e, &order));
-        }
+        // A new order updates no service, so it is never stale.
+        charged(inserted, &order)?;
         tracing::info!(order_id = %order.id, approval_id = %approval.id, "order waits for the owner's approval");
         Ok(view)
     }
@@ -278,6 +277,7 @@ impl App {
                     ..Change::default()
                 })
                 .await
+                .and_then(Applied::without_charge)
                 .map_err(store_failure)?;
             return if applied {
                 self.audit_approval(&approval).await?;
@@ -305,17 +305,14 @@ impl App {
                 ..paid.change(&[OrderStatus::AwaitingApproval])
             })
             .await;
-        match applied {
-            Ok(true) => {
-                tracing::info!(approval_id = %approval.id, order_id = %paid.order.id, "approved; the order proceeds");
-                self.paid_committed(paid, Rail::Approval, None, None)
-                    .await?;
-                self.audit_approval(&approval).await?;
-                Ok(approval)
-            }
-            Ok(false) => Err(already_decided(&self.owned_approval(principal, id).await?)),
-            Err(e) => Err(refused(e, &paid.order)),
+        if !charged(applied, &paid.order)? {
+            return Err(already_decided(&self.owned_approval(principal, id).await?));
         }
+        tracing::info!(approval_id = %approval.id, order_id = %paid.order.id, "approved; the order proceeds");
+        self.paid_committed(paid, Rail::Approval, None, None)
+            .await?;
+        self.audit_approval(&approval).await?;
+        Ok(approval)
     }
 
     /// Owner's denial: the order is canceled; nothing was charged.
@@ -420,6 +417,7 @@ impl App {
                 ..Change::default()
             })
             .await
+            .and_then(Applied::without_charge)
             .map_err(store_failure)?;
         if applied {
             tracing::info!(approval_id = %approval.id, status = status.as_str(), "approval closed; order canceled");

@@ -4,7 +4,7 @@
 //! with its own means.
 
 use crate::app::{store_failure, App};
-use crate::ports::Change;
+use crate::ports::{Applied, Change};
 use crate::principal::Principal;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -170,6 +170,7 @@ impl App {
                     ..Change::default()
                 })
                 .await
+                .and_then(Applied::without_charge)
                 .map_err(store_failure)?;
             return Err(checkout_error(
                 ErrorCode::CheckoutExpired,
@@ -378,6 +379,7 @@ impl App {
                 ..Change::default()
             })
             .await
+            .and_then(Applied::without_charge)
             .map_err(store_failure)?;
         if applied {
             Ok(())
@@ -623,6 +625,7 @@ impl App {
                 ..Change::default()
             })
             .await
+            .and_then(Applied::without_charge)
             .map_err(store_failure)?;
         Ok(self.response(&checkout, None))
     }

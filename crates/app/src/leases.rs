@@ -5,7 +5,7 @@
 use crate::agents::Gate;
 use crate::app::App;
 use crate::idempotency::{fingerprint, remembered, Claim};
-use crate::lifecycle::{lease_over, refused, Paid, Rail};
+use crate::lifecycle::{charged, lease_over, Paid, Rail};
 use crate::machines::ServiceView;
 use crate::ports::{IdempotencyCompletion, IdempotencyRef};
 use crate::principal::{Principal, TokenScope};
@@ -142,9 +142,8 @@ impl App {
                 budget: budget.as_ref(),
                 ..paid.new_order()
             })
-            .await
-            .map_err(|e| refused(e, &paid.order))?;
-        if !applied {
+            .await;
+        if !charged(applied, &paid.order)? {
             let current = self.load_service(&service.id).await?;
             return Err(lease_over(&current));
         }

@@ -20,7 +20,8 @@ use crate::delivery::Delivery;
 use crate::jobs::kinds::{FulfillOrder, RefundPayment};
 use crate::jobs::{JobError, JobKind};
 use crate::ports::{
-    Change, FulfillmentError, IdempotencyCompletion, IdempotencyRef, NewOrder, StoreError,
+    Applied, Change, FulfillmentError, IdempotencyCompletion, IdempotencyRef, NewOrder, Refusal,
+    StoreResult,
 };
 use crate::views::OrderOutcome;
 use async_trait::async_trait;
@@ -92,7 +93,8 @@ impl Paid {
     pub fn change<'a>(&'a self, from: &'a [OrderStatus]) -> Change<'a> {
         Change {
             order: Some((&self.order, from)),
-            movement: self.charge.as_ref(),
+            // Charged when the order was marked paid.
+            movement: self.charge.as_ref().map(|c| (c, self.order.updated_at)),
             new_service: self.delivery.as_ref().map(|d| &d.service),
             resource_tokens: self.delivery.as_ref().map_or(&[], |d| &d.stored_tokens),
             service: self
@@ -131,8 +133,16 @@ impl Paid {
 /// for card and MPP. Empty for an order that paid nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Refund {
-    pub movement: Option<LedgerMovement>,
+    /// The ledger refund and when it happens.
+    pub movement: Option<(LedgerMovement, Timestamp)>,
     pub job: Option<Job>,
+}
+
+impl Refund {
+    /// The ledger movement as a [`Change`] takes it.
+    pub fn movement(&self) -> Option<(&LedgerMovement, Timestamp)> {
+        self.movement.as_ref().map(|(movement, at)| (movement, *at))
+    }
 }
 
 impl App {
@@ -289,12 +299,13 @@ impl App {
             .store
             .apply_change(&Change {
                 order: Some((&order, &[OrderStatus::Paid])),
-                movement: refund.movement.as_ref(),
+                movement: refund.movement(),
                 jobs: refund.job.as_slice(),
                 completes: completion.as_ref(),
                 ..Change::default()
             })
             .await
+            .and_then(Applied::without_charge)
             .map_err(store_failure)?;
         match (moved, key) {
             (true, _) => Ok(outcome),
@@ -397,12 +408,15 @@ impl App {
         }
         match order.payment_method {
             PaymentMethod::Credit => Refund {
-                movement: order.account_id.clone().map(|account_id| LedgerMovement {
-                    account_id,
-                    kind: LedgerKind::Refund,
-                    amount_minor: order.total_minor,
-                    order_id: Some(order.id.clone()),
-                    description: format!("{why} ({})", order.id),
+                movement: order.account_id.clone().map(|account_id| {
+                    let movement = LedgerMovement {
+                        account_id,
+                        kind: LedgerKind::Refund,
+                        amount_minor: order.total_minor,
+                        order_id: Some(order.id.clone()),
+                        description: format!("{why} ({})", order.id),
+                    };
+                    (movement, now)
                 }),
                 job: None,
             },
@@ -421,20 +435,30 @@ impl App {
     }
 }
 
+/// What a unit that charges `order` (or holds it against a budget) did: written (`true`),
+/// stale (`false`: someone else won the race), or refused in the buyer's words.
+pub(crate) fn charged(applied: StoreResult<Applied>, order: &Order) -> Result<bool, DomainError> {
+    match applied.map_err(store_failure)? {
+        Applied::Done => Ok(true),
+        Applied::Stale => Ok(false),
+        Applied::Refused(refusal) => Err(refused(refusal, order)),
+    }
+}
+
 /// Translates what the store refused when an order was to be charged or held: the balance, or
-/// a budget of the agent. Other failures are internal.
-pub(crate) fn refused(e: StoreError, order: &Order) -> DomainError {
+/// a budget of the agent.
+fn refused(refusal: Refusal, order: &Order) -> DomainError {
     let what = if order.lease_extension().is_some() {
         "extension"
     } else {
         "order"
     };
     let money = |minor| display_minor(minor, &order.currency);
-    match e {
-        StoreError::InsufficientCredits { balance_minor } => {
+    match refusal {
+        Refusal::InsufficientCredits { balance_minor } => {
             insufficient_credits(balance_minor, order.total_minor, &order.currency)
         }
-        StoreError::BudgetExceeded {
+        Refusal::BudgetExceeded {
             spent_minor,
             max_minor,
         } => DomainError::new(
@@ -447,7 +471,6 @@ pub(crate) fn refused(e: StoreError, order: &Order) -> DomainError {
             ),
             "Ask the account owner to raise the budget, or wait for the next period.",
         ),
-        other => store_failure(other),
     }
 }
 

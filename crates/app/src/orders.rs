@@ -10,9 +10,9 @@ use crate::agents::Gate;
 use crate::app::{store_failure, App};
 use crate::catalog::unknown_product;
 use crate::idempotency::{fingerprint, remembered, Claim};
-use crate::lifecycle::{refused, Rail};
+use crate::lifecycle::{charged, Rail};
 use crate::page::{Page, PageRequest};
-use crate::ports::{Change, IdempotencyCompletion, IdempotencyRef, OrderFilter};
+use crate::ports::{Applied, Change, IdempotencyCompletion, IdempotencyRef, OrderFilter};
 use crate::principal::Principal;
 use crate::quotes::QuoteRequest;
 use crate::views::{status_path, OrderOutcome, OrderView};
@@ -376,7 +376,8 @@ impl App {
         let completion = self
             .answer_at_commit(&paid, None)
             .map(|answer| IdempotencyCompletion::new(key.clone(), answer.to_value()));
-        self.store
+        let inserted = self
+            .store
             .insert_order(&crate::ports::NewOrder {
                 quote: own_quote,
                 idempotency: Some(key),
@@ -384,8 +385,9 @@ impl App {
                 budget: budget.as_ref(),
                 ..paid.new_order()
             })
-            .await
-            .map_err(|e| refused(e, &paid.order))?;
+            .await;
+        // A new order updates no service, so it is never stale.
+        charged(inserted, &paid.order)?;
         let answer = self
             .paid_committed(paid, Rail::Credit, Some(key), None)
             .await?;
@@ -551,6 +553,7 @@ impl App {
                 ..Change::default()
             })
             .await
+            .and_then(Applied::without_charge)
             .map_err(store_failure)?;
         if !moved {
             return Err(invalid(&self.load_order(&order.id).await?));
@@ -668,11 +671,12 @@ impl App {
             .store
             .apply_change(&Change {
                 order: Some((&order, &[expected])),
-                movement: refund.movement.as_ref(),
+                movement: refund.movement(),
                 jobs: refund.job.as_slice(),
                 ..Change::default()
             })
             .await
+            .and_then(Applied::without_charge)
             .map_err(store_failure)?;
         if !moved {
             let current = self.load_order(&order.id).await?;

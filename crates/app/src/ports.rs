@@ -22,14 +22,10 @@ use storefront_domain::timestamp::Timestamp;
 
 use crate::page::PageRequest;
 
+/// A failure of the store: the write did not happen and the caller cannot fix it by asking
+/// differently. Business answers ([`Refusal`], a stale state) are results, not errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A debit would take the balance below zero; nothing was written.
-    #[error("insufficient credits: balance {balance_minor}")]
-    InsufficientCredits { balance_minor: i64 },
-    /// A budget of the agent would be exceeded; nothing was written.
-    #[error("budget exceeded: {spent_minor} spent of {max_minor}")]
-    BudgetExceeded { spent_minor: i64, max_minor: i64 },
     /// A uniqueness rule was violated (duplicate id, e-mail, or idempotency key).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -42,6 +38,43 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Why the data refused a write that takes money: an answer for the buyer, not a failure.
+/// Nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A debit would take the balance below zero.
+    InsufficientCredits { balance_minor: i64 },
+    /// A budget of the agent would be exceeded.
+    BudgetExceeded { spent_minor: i64, max_minor: i64 },
+}
+
+/// What a conditional unit of work ([`NewOrder`], [`Change`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Applied {
+    /// Everything was written, in one transaction.
+    Done,
+    /// An order, service, payment, approval or checkout was no longer in an expected state, or
+    /// the webhook event was handled before: someone else won the race. Nothing was written.
+    Stale,
+    /// The balance or a budget refused it. Nothing was written.
+    Refused(Refusal),
+}
+
+impl Applied {
+    /// For units that take no money (state moves, refunds): written or stale. Such a unit is
+    /// never refused; if it were, that is a fault of the caller, reported as a failure.
+    pub fn without_charge(self) -> StoreResult<bool> {
+        match self {
+            Applied::Done => Ok(true),
+            Applied::Stale => Ok(false),
+            Applied::Refused(refusal) => Err(StoreError::Backend(format!(
+                "a change that takes no money was refused: {refusal:?}"
+            ))),
+        }
+    }
+}
 
 /// Where an idempotency key lives: the principal's scope, the route, and the key itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +201,8 @@ pub struct Change<'a> {
     pub order: Option<(&'a Order, &'a [OrderStatus])>,
     /// The new state of a service, if its current status is one of the listed.
     pub service: Option<(&'a Service, &'a [ServiceStatus])>,
-    pub movement: Option<&'a LedgerMovement>,
+    /// A movement of the balance and when it happens (its ledger entry's time).
+    pub movement: Option<(&'a LedgerMovement, Timestamp)>,
     /// A service to create (delivery starts once install configuration arrives).
     pub new_service: Option<&'a Service>,
     pub resource_tokens: &'a [ResourceToken],
@@ -179,9 +213,9 @@ pub struct Change<'a> {
     /// A payment to record (an MPP settlement). Another payment of the same order or challenge
     /// makes the whole change fail with `Conflict`.
     pub new_payment: Option<&'a Payment>,
-    /// A webhook event `(id, kind)` this change handles: if it was handled before, nothing is
-    /// written and the change reports `false`.
-    pub webhook_event: Option<(&'a str, &'a str)>,
+    /// A webhook event `(id, kind, received_at)` this change handles: if it was handled before,
+    /// nothing is written and the change is [`Applied::Stale`].
+    pub webhook_event: Option<(&'a str, &'a str, Timestamp)>,
     /// The new state of an approval, if its current status is one of the listed.
     pub approval: Option<(&'a Approval, &'a [ApprovalStatus])>,
     /// An approval to create (a checkout escalated on complete).

@@ -41,13 +41,13 @@ pub struct Agent {
     pub name: String,
     pub description: String,
     pub status: AgentStatus,
-    /// The owner's instructions to the agent, Markdown (seed 003's "soul").
+    /// The owner's instructions to the agent, Markdown (its "soul").
     pub soul: String,
     pub trusted_stores: Vec<String>,
     pub blocked_stores: Vec<String>,
     /// Whether its first connection waits for the owner's confirmation.
     pub requires_confirmation: bool,
-    /// What the agent said of itself when it connected (seed 003).
+    /// What the agent said of itself when it connected.
     pub agent_type: Option<String>,
     pub platform: Option<String>,
     pub capabilities: Vec<String>,
@@ -106,7 +106,7 @@ pub struct Approval {
     /// Or the checkout session (a purchase elsewhere) waiting for it.
     pub checkout_id: Option<crate::ids::CheckoutId>,
     pub status: ApprovalStatus,
-    /// Who must approve (from the rule), as seed 003 numbers it: 1 is the owner.
+    /// Who must approve (from the rule), numbered from 1, the owner.
     pub tier: u8,
     /// The rule that escalated, `SF-001` style, and why.
     pub rule_code: String,

@@ -234,7 +234,7 @@ pub struct ProductSpec {
     pub max_quantity: u32,
 }
 
-/// A product as agents see it (`API.md` §3).
+/// A product as agents see it.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Product {

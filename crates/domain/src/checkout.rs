@@ -149,7 +149,7 @@ pub fn validate_items(items: &[Item]) -> Result<i64, DomainError> {
     Ok(total)
 }
 
-/// What completing with a receipt records (seed 003's `order`).
+/// What completing with a receipt records (the checkout's `order`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReceiptOrder {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Stable error codes of the contract (`API.md` §12).
+/// Stable error codes of the contract (docs/api.md, "Error codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -198,7 +198,36 @@ pub struct PaymentDemand {
     pub reason: Option<String>,
 }
 
+// Built once, here, so that REST and MCP cannot drift apart.
+/// The `error` object of every failed answer (in REST's envelope and in MCP's tool result).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// Stable, machine-readable (docs/api.md, "Errors").
+    pub code: ErrorCode,
+    /// What is wrong.
+    pub message: String,
+    /// What to do next.
+    pub suggestion: String,
+    /// The request field concerned, as a JSON path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+}
+
 impl DomainError {
+    /// The error object every door answers with.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code,
+            message: self.message.clone(),
+            suggestion: self.suggestion.clone(),
+            param: self.param.clone(),
+            kind: self.code.error_type(),
+        }
+    }
+
     pub fn new(code: ErrorCode, message: impl Into<String>, suggestion: impl Into<String>) -> Self {
         Self {
             code,

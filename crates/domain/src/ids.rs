@@ -20,6 +20,12 @@ macro_rules! prefixed_id {
                 Self(format!("{}_{}", $prefix, uuid::Uuid::now_v7().simple()))
             }
 
+            /// A fresh id for something that happens at `at` (the injected clock's time, not
+            /// the machine's), for records listed in id order such as ledger entries.
+            pub fn generate_at(at: crate::timestamp::Timestamp) -> Self {
+                Self(format!("{}_{}", $prefix, uuid_at(at).simple()))
+            }
+
             /// Accepts only strings that look like ids of this type; anything else cannot name
             /// an object of this type, so callers answer `not_found`.
             pub fn parse(raw: &str) -> Option<Self> {
@@ -46,6 +52,17 @@ macro_rules! prefixed_id {
     };
 }
 
+/// Ids made at injected times share one counter, so ids made within the same millisecond (or
+/// when the injected clock steps back) still sort in the order they were made.
+static AT_CONTEXT: std::sync::Mutex<std::panic::AssertUnwindSafe<uuid::ContextV7>> =
+    std::sync::Mutex::new(std::panic::AssertUnwindSafe(uuid::ContextV7::new()));
+
+fn uuid_at(at: crate::timestamp::Timestamp) -> uuid::Uuid {
+    let seconds = u64::try_from(at.timestamp()).unwrap_or(0);
+    let timestamp = uuid::Timestamp::from_unix(&AT_CONTEXT, seconds, at.timestamp_subsec_nanos());
+    uuid::Uuid::new_v7(timestamp)
+}
+
 prefixed_id!(/// An account: the unit that owns money, keys and orders.
     AccountId, "acct");
 prefixed_id!(/// An API key (the id, never the secret).
@@ -64,7 +81,7 @@ prefixed_id!(/// A background job.
     JobId, "job");
 prefixed_id!(/// A governance audit record.
     AuditId, "aud");
-prefixed_id!(/// A checkout session for a purchase made elsewhere (seed 003).
+prefixed_id!(/// A checkout session for a purchase made elsewhere.
     CheckoutId, "chk");
 prefixed_id!(/// A line of a checkout session.
     LineItemId, "li");
@@ -91,5 +108,23 @@ mod tests {
             "prefix must match the type"
         );
         assert_eq!(OrderId::parse("ord_../../etc"), None);
+    }
+
+    #[test]
+    fn ids_made_at_injected_times_carry_those_times() {
+        let earlier = chrono::DateTime::from_timestamp(1_900_000_000, 250_000_000).unwrap();
+        let later = earlier + chrono::Duration::days(30);
+        let first = LedgerEntryId::generate_at(earlier);
+        let second = LedgerEntryId::generate_at(later);
+        assert!(first < second, "ids sort by the injected time");
+        let millis = |id: &LedgerEntryId| {
+            let body = id.as_str().strip_prefix("led_").unwrap();
+            let uuid = uuid::Uuid::parse_str(body).unwrap();
+            let (seconds, nanos) = uuid.get_timestamp().unwrap().to_unix();
+            seconds * 1000 + u64::from(nanos) / 1_000_000
+        };
+        assert_eq!(millis(&first), earlier.timestamp_millis() as u64);
+        assert_eq!(millis(&second), later.timestamp_millis() as u64);
+        assert_eq!(LedgerEntryId::parse(second.as_str()), Some(second));
     }
 }

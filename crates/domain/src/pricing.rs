@@ -418,7 +418,7 @@ mod tests {
         assert_eq!(
             total(&items).unwrap(),
             2400,
-            "seed 001 quotes 2400 for a month with backups"
+            "a month of the VPS with backups costs 2400 (the MCP store's price)"
         );
     }
 

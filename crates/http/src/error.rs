@@ -1,10 +1,10 @@
 //! The single translation of `DomainError` into HTTP: status code, envelope, and the headers
 //! that go with some errors (`Retry-After`, `WWW-Authenticate`).
 
+use crate::openapi::ErrorEnvelope;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 use storefront_domain::{DomainError, ErrorCode};
 
 /// A `DomainError` on its way out through REST.
@@ -63,27 +63,19 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 
 /// The error envelope body.
 pub fn envelope(e: &DomainError) -> serde_json::Value {
-    let mut error = json!({
-        "code": e.code.as_str(),
-        "message": e.message,
-        "suggestion": e.suggestion,
-        "type": e.code.error_type(),
-    });
-    if let Some(p) = &e.param {
-        error["param"] = json!(p);
-    }
-    let mut body = json!({ "ok": false, "error": error });
     // A 402 names the order waiting for payment and, after a refused credential, why
     // (docs/api.md, "MPP (HTTP 402)").
-    if let Some(demand) = &e.payment {
-        body["order_id"] = json!(demand.order_id);
-        body["status"] = json!("unpaid");
-        if demand.credential_rejected {
-            body["credential_status"] = json!("rejected");
-            body["reason"] = json!(demand.reason);
-        }
-    }
-    body
+    let demand = e.payment.as_deref();
+    let rejected = demand.filter(|d| d.credential_rejected);
+    let body = ErrorEnvelope {
+        ok: false,
+        error: e.body(),
+        order_id: demand.map(|d| d.order_id.clone()),
+        status: demand.map(|_| "unpaid".to_owned()),
+        credential_status: rejected.map(|_| "rejected".to_owned()),
+        reason: rejected.and_then(|d| d.reason.clone()),
+    };
+    serde_json::to_value(body).unwrap_or_default()
 }
 
 impl IntoResponse for ApiError {

@@ -309,36 +309,45 @@ pub fn int_param(name: &str, raw: Option<&str>) -> Result<Option<i64>, DomainErr
 }
 
 /// The caller: an API key from `Authorization: Bearer`, or the public principal without one.
-/// Other schemes (`Payment` credentials for MPP) are not keys and leave the caller public.
+/// Other schemes (`Payment` credentials for MPP) are not keys and leave the caller public. A
+/// suspended agent is refused (the kill switch); see [`CallerEvenIfSuspended`] for the routes it
+/// may still use.
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Ok(Self(Principal::Public));
-        };
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError(DomainError::unauthorized()))?;
-        let (scheme, secret) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Ok(Self(Principal::Public));
-        }
-        let principal = app.authenticate(secret.trim()).await?;
-        // A suspended agent may still read its rules (docs/api.md, "Principals"); everything else
-        // is refused.
-        // Nested routers see a stripped path; the original one is in the request's extensions.
-        let path = parts
-            .extensions
-            .get::<axum::extract::OriginalUri>()
-            .map_or_else(|| parts.uri.path().to_owned(), |u| u.path().to_owned());
-        if !(parts.method == axum::http::Method::GET && path == "/api/v1/agent/rules") {
-            app.ensure_not_suspended(&principal).await?;
-        }
+        let principal = bearer_principal(parts, app).await?;
+        app.ensure_not_suspended(&principal).await?;
         Ok(Self(principal))
     }
+}
+
+/// The caller of a route a suspended agent may still use: reading its own rules, so it can see
+/// why it was stopped (docs/api.md, "Principals").
+pub struct CallerEvenIfSuspended(pub Principal);
+
+impl FromRequestParts<App> for CallerEvenIfSuspended {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Ok(Self(bearer_principal(parts, app).await?))
+    }
+}
+
+async fn bearer_principal(parts: &Parts, app: &App) -> Result<Principal, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(Principal::Public);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError(DomainError::unauthorized()))?;
+    let (scheme, secret) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Principal::Public);
+    }
+    Ok(app.authenticate(secret.trim()).await?)
 }
 
 /// The key from `Idempotency-Key`, or from `request_id` in the body when the header is absent.

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr};
 use utoipa::{Modify, ToSchema};
 
-/// The success envelope of seed 002: `{"ok": true, "data": ...}`.
+/// The success envelope: `{"ok": true, "data": ...}`.
 #[derive(Serialize, ToSchema)]
 pub struct Envelope<T> {
     /// Always `true` on success.
@@ -20,12 +20,12 @@ pub struct Envelope<T> {
 }
 
 /// The error envelope: `{"ok": false, "error": {...}}`. MPP `402` answers add `order_id`,
-/// `status` and, after a refused credential, `credential_status` and `reason` (seed 004).
+/// `status` and, after a refused credential, `credential_status` and `reason`.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorEnvelope {
     /// Always `false` on errors.
     pub ok: bool,
-    pub error: ErrorBody,
+    pub error: storefront_domain::error::ErrorBody,
     /// MPP `402`: the order waiting for payment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
@@ -38,21 +38,6 @@ pub struct ErrorEnvelope {
     /// MPP `402` after a refused credential: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable, machine-readable (`API.md` §12).
-    pub code: storefront_domain::ErrorCode,
-    /// What is wrong.
-    pub message: String,
-    /// What to do next.
-    pub suggestion: String,
-    /// The request field concerned, as a JSON path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub param: Option<String>,
-    #[serde(rename = "type")]
-    pub kind: storefront_domain::error::ErrorType,
 }
 
 /// A page of a list: the items and the cursor of the next page (`null` on the last).
@@ -125,13 +110,13 @@ pub fn finish(openapi: &mut OpenApi) {
     modifiers(&Security),
     components(schemas(ErrorEnvelope)),
     tags(
-        (name = "catalog", description = "Products and what they need (API.md §3)"),
-        (name = "quotes", description = "Deterministic prices (§4)"),
-        (name = "orders", description = "Idempotent orders on every rail (§5)"),
-        (name = "payments", description = "Card checkout, top-ups and the Stripe webhook (§6)"),
-        (name = "services", description = "Machines and their management (§7)"),
-        (name = "account", description = "Balance, ledger and API keys (§6, §9)"),
-        (name = "governance", description = "Agents, their rules and the agent's pre-action check (§8)"),
+        (name = "catalog", description = "Products and what they need"),
+        (name = "quotes", description = "Deterministic prices"),
+        (name = "orders", description = "Idempotent orders on every rail"),
+        (name = "payments", description = "Card checkout, top-ups and the Stripe webhook"),
+        (name = "services", description = "Machines and their management"),
+        (name = "account", description = "Balance, ledger and API keys"),
+        (name = "governance", description = "Agents, their rules and the agent's pre-action check"),
     )
 )]
 pub struct ApiDoc;

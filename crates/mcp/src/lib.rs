@@ -166,14 +166,8 @@ fn answer<T: Serialize>(result: Result<T, DomainError>) -> CallToolResult {
             r
         }
         Err(e) => {
-            let mut error = json!({
-                "code": e.code.as_str(),
-                "message": e.message,
-                "suggestion": e.suggestion,
-            });
-            if let Some(p) = &e.param {
-                error["param"] = json!(p);
-            }
+            let mut error = serde_json::to_value(e.body()).unwrap_or_default();
+            // What REST says in headers (Retry-After, WWW-Authenticate) travels in the object.
             if let Some(s) = e.retry_after_seconds {
                 error["retry_after_seconds"] = json!(s);
             }

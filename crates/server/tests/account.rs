@@ -52,6 +52,31 @@ async fn the_account_balance_and_ledger_agree(backend: Backend) {
     assert_eq!((bad.status.as_u16(), bad.param()), (400, "cursor"));
 }
 
+dual_test!(an_adjustment_below_zero_is_refused_in_money_and_writes_nothing);
+async fn an_adjustment_below_zero_is_refused_in_money_and_writes_nothing(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (account, key) = s.account(250).await;
+    let refused = s
+        .app
+        .admin_grant_credits(&account, -251, "correction")
+        .await
+        .expect_err("an adjustment cannot take the balance below zero");
+    assert_eq!(refused.code.as_str(), "insufficient_credits");
+    assert!(
+        refused.message.contains("2.50 USD"),
+        "the balance is named in money: {}",
+        refused.message
+    );
+    assert_eq!(s.balance(&key).await, 250);
+    assert_eq!(s.ledger(&key).await.len(), 1, "no entry was written");
+    let entry = s
+        .app
+        .admin_grant_credits(&account, -250, "correction")
+        .await
+        .expect("an adjustment down to zero is allowed");
+    assert_eq!(entry.balance_after_minor, 0);
+}
+
 dual_test!(owner_keys_are_shown_once_listed_without_secrets_and_revocable);
 async fn owner_keys_are_shown_once_listed_without_secrets_and_revocable(backend: Backend) {
     let s = TestServer::start(&backend).await;

@@ -83,7 +83,17 @@ async fn seven_steps(backend: Backend, transport: &str) {
     );
     let report: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("no report ({e}): {stdout}"));
-    assert_eq!(report["error_code"], "not_found");
+    // The same error object as REST answers for the same request.
+    let rest = s
+        .post(
+            "/api/v1/quotes",
+            Some(&key),
+            &json!({"product_id": "no-such-product", "configuration": {}}),
+        )
+        .await;
+    assert_eq!(rest.status, 404, "{:?}", rest.body);
+    assert_eq!(report["error"]["code"], "not_found");
+    assert_eq!(report["error"], rest.body["error"]);
     // The machine the client bought is the account's, and the client terminated it.
     let order_id = report["order_id"].as_str().unwrap();
     let order = s

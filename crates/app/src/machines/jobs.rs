@@ -8,7 +8,7 @@ use crate::jobs::kinds::{
     ExpireLease, ProvisionMachine, ReinstallMachine, RestartMachine, TerminateMachine,
 };
 use crate::jobs::{JobError, JobKind};
-use crate::ports::{Change, Machine, ProvisionError, Provisioner};
+use crate::ports::{Applied, Change, Machine, ProvisionError, Provisioner};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +105,7 @@ impl JobKind for ProvisionMachine {
                         ..Change::default()
                     })
                     .await
+                    .and_then(Applied::without_charge)
                     .map_err(JobError::retry)?;
                 if applied {
                     tracing::info!(service_id = %service.id, port = ?service.ssh_port, "machine active");
@@ -123,11 +124,12 @@ impl JobKind for ProvisionMachine {
                     .apply_change(&Change {
                         order: Some((&order, &[OrderStatus::Processing])),
                         service: Some((&service, &[ServiceStatus::Provisioning])),
-                        movement: refund.movement.as_ref(),
+                        movement: refund.movement(),
                         jobs: refund.job.as_slice(),
                         ..Change::default()
                     })
                     .await
+                    .and_then(Applied::without_charge)
                     .map_err(JobError::retry)?;
                 Ok(())
             }
@@ -168,6 +170,7 @@ async fn bring_back(
             ..Change::default()
         })
         .await
+        .and_then(Applied::without_charge)
         .map_err(JobError::retry)?;
     tracing::info!(service_id = %service.id, status = service.status.as_str(), "service action done");
     Ok(())
@@ -260,6 +263,7 @@ async fn end_machine(
             ..Change::default()
         })
         .await
+        .and_then(Applied::without_charge)
         .map_err(JobError::retry)?;
     tracing::info!(service_id = %service.id, status = ended.as_str(), "machine removed");
     Ok(())

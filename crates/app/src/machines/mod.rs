@@ -12,7 +12,7 @@ use crate::app::{store_failure, App};
 use crate::jobs::kinds::{ReinstallMachine, RestartMachine, TerminateMachine};
 use crate::jobs::JobKind;
 use crate::page::{Page, PageRequest};
-use crate::ports::{Change, MachineSpec, Provisioner};
+use crate::ports::{Applied, Change, MachineSpec, Provisioner};
 use crate::principal::{Principal, TokenScope};
 use serde::Serialize;
 use std::sync::Arc;
@@ -297,6 +297,7 @@ impl App {
                 ..Change::default()
             })
             .await
+            .and_then(Applied::without_charge)
             .map_err(store_failure)?;
         if !moved {
             let current = self.load_service(&service.id).await?;

@@ -8,7 +8,7 @@ use crate::catalog::unknown_product;
 use crate::jobs::kinds::RefundPayment;
 use crate::lifecycle::Rail;
 use crate::ports::{
-    CardEvent, Change, CheckoutRequest, IdempotencyCompletion, IdempotencyRef, NewOrder,
+    Applied, CardEvent, Change, CheckoutRequest, IdempotencyCompletion, IdempotencyRef, NewOrder,
 };
 use crate::views::OrderOutcome;
 use serde::Serialize;
@@ -95,6 +95,7 @@ impl App {
                 ..NewOrder::of(&order)
             })
             .await
+            .and_then(Applied::without_charge)
             .map_err(store_failure)?;
         tracing::info!(order_id = %order.id, "card order waiting for payment");
         Ok(outcome)
@@ -173,7 +174,7 @@ impl App {
         payment.status = PaymentState::Succeeded;
         payment.payment_reference = payment_intent;
         payment.updated_at = now;
-        let event = Some((event_id.as_str(), "checkout.session.completed"));
+        let event = Some((event_id.as_str(), "checkout.session.completed", now));
         let applied = match (payment.purpose, &payment.order_id) {
             (PaymentPurpose::TopUp, _) => {
                 let account_id = payment
@@ -190,11 +191,12 @@ impl App {
                 self.store
                     .apply_change(&Change {
                         payment: Some((&payment, &[PaymentState::Pending])),
-                        movement: Some(&movement),
+                        movement: Some((&movement, now)),
                         webhook_event: event,
                         ..Change::default()
                     })
                     .await
+                    .and_then(Applied::without_charge)
                     .map_err(store_failure)?
             }
             (PaymentPurpose::Order, Some(order_id)) => {
@@ -213,6 +215,7 @@ impl App {
                             ..Change::default()
                         })
                         .await
+                        .and_then(Applied::without_charge)
                         .map_err(store_failure)?
                 } else {
                     let product = self
@@ -228,6 +231,7 @@ impl App {
                             ..paid.change(&[OrderStatus::PendingPayment])
                         })
                         .await
+                        .and_then(Applied::without_charge)
                         .map_err(store_failure)?;
                     if applied {
                         self.paid_committed(paid, Rail::Card, None, None).await?;
@@ -293,10 +297,11 @@ impl App {
                     .as_ref()
                     .map(|o| (o, &[OrderStatus::PendingPayment][..])),
                 payment: Some((&payment, &[PaymentState::Pending])),
-                webhook_event: Some((event_id.as_str(), "checkout.session.expired")),
+                webhook_event: Some((event_id.as_str(), "checkout.session.expired", now)),
                 ..Change::default()
             })
             .await
+            .and_then(Applied::without_charge)
             .map_err(store_failure)?;
         tracing::info!(%event_id, applied, "checkout expired");
         Ok(ack(if applied { "applied" } else { "duplicate" }))

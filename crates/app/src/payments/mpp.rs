@@ -11,8 +11,8 @@ use crate::jobs::kinds::RefundPayment;
 use crate::lifecycle::Rail;
 use crate::orders::OrderRequest;
 use crate::ports::{
-    Change, IdempotencyCompletion, IdempotencyRef, MppCharge, MppProblem, MppRejection, NewOrder,
-    StoreError,
+    Applied, Change, IdempotencyCompletion, IdempotencyRef, MppCharge, MppProblem, MppRejection,
+    NewOrder, StoreError,
 };
 use crate::views::OrderOutcome;
 use storefront_domain::ids::PaymentId;
@@ -49,6 +49,7 @@ impl App {
                 ..NewOrder::of(&order)
             })
             .await
+            .and_then(Applied::without_charge)
             .map_err(store_failure)?;
         tracing::info!(order_id = %order.id, "MPP order waiting for payment");
         self.pay_mpp_order(order, key_ref, request, credential)
@@ -181,7 +182,8 @@ impl App {
                 completes: completion.as_ref(),
                 ..paid.change(&[OrderStatus::PendingPayment])
             })
-            .await;
+            .await
+            .and_then(Applied::without_charge);
         match applied {
             Ok(true) => {}
             Ok(false) | Err(StoreError::Conflict(_)) => {

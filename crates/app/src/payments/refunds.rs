@@ -4,7 +4,7 @@
 use crate::app::App;
 use crate::jobs::kinds::RefundPayment;
 use crate::jobs::{JobError, JobKind};
-use crate::ports::Change;
+use crate::ports::{Applied, Change};
 use async_trait::async_trait;
 use storefront_domain::job::Job;
 use storefront_domain::payment::{Payment, PaymentState};
@@ -69,6 +69,7 @@ impl JobKind for RefundPayment {
                 ..Change::default()
             })
             .await
+            .and_then(Applied::without_charge)
             .map_err(JobError::retry)?;
         tracing::info!(payment_id = %payment.id, %refund_id, reason = %self.reason, "payment refunded");
         Ok(())

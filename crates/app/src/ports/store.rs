@@ -18,8 +18,8 @@ use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::Timestamp;
 
 use super::{
-    AgentRule, Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter,
-    ResourceToken, StoreResult,
+    AgentRule, Applied, Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder,
+    OrderFilter, Refusal, ResourceToken, StoreResult,
 };
 use crate::page::PageRequest;
 
@@ -126,7 +126,7 @@ pub trait OrderStore: Send + Sync {
         &self,
         movement: &LedgerMovement,
         now: Timestamp,
-    ) -> StoreResult<LedgerEntry>;
+    ) -> StoreResult<Result<LedgerEntry, Refusal>>;
     /// Newest first, `limit + 1` rows after the cursor.
     async fn list_ledger(
         &self,
@@ -138,13 +138,13 @@ pub trait OrderStore: Send + Sync {
 
     /// Inserts an order with everything that must commit with it — its charge, the service it
     /// will deliver, the jobs that will deliver it (outbox), its idempotency outcome — in one
-    /// transaction. `InsufficientCredits` leaves nothing behind; so does `Ok(false)`, when the
-    /// service to update was no longer in an expected state.
-    async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<bool>;
-    /// Applies a set of conditional state changes in one transaction. `false` (and nothing
-    /// written) when an order or service was no longer in one of its expected states: someone
-    /// else won the race.
-    async fn apply_change(&self, change: &Change<'_>) -> StoreResult<bool>;
+    /// transaction. A refusal (balance, budget) leaves nothing behind; so does
+    /// [`Applied::Stale`], when the service to update was no longer in an expected state.
+    async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<Applied>;
+    /// Applies a set of conditional state changes in one transaction. [`Applied::Stale`] (and
+    /// nothing written) when an order or service was no longer in one of its expected states:
+    /// someone else won the race.
+    async fn apply_change(&self, change: &Change<'_>) -> StoreResult<Applied>;
     async fn get_order(&self, id: &OrderId) -> StoreResult<Option<Order>>;
     async fn find_order_by_idempotency_key(
         &self,

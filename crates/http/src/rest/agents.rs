@@ -3,7 +3,7 @@
 
 use super::{ok, Success};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, Caller, OptionalJson};
+use crate::extract::{ApiJson, ApiQuery, Caller, CallerEvenIfSuspended, OptionalJson};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -132,7 +132,7 @@ fn confirmed(body: &KillSwitchBody) -> Result<(), DomainError> {
 #[utoipa::path(operation_id = "agent_kill_switch", post, path = "/agent/kill-switch", tag = "governance", request_body = KillSwitchBody,
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Suspended (seed 003's answer)", body = Envelope<KillSwitchResult>),
+        (status = 200, description = "Suspended: the agent, and how many waiting orders were canceled", body = Envelope<KillSwitchResult>),
         (status = 400, description = "confirm is not true", body = ErrorEnvelope),
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
         (status = 403, description = "Not an agent key, or already suspended", body = ErrorEnvelope),
@@ -428,7 +428,7 @@ async fn own_stores(
     params(("approval_id" = String, Path, description = "An approval id (apr_...)")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "The approval, in seed 003's flat shape", body = Envelope<storefront_app::approvals::AgentApprovalView>),
+        (status = 200, description = "The approval, as a flat object", body = Envelope<storefront_app::approvals::AgentApprovalView>),
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
         (status = 403, description = "Not an agent key; pending or suspended", body = ErrorEnvelope),
         (status = 404, description = "No such approval of this agent", body = ErrorEnvelope),
@@ -484,12 +484,12 @@ pub(crate) struct StoresBody {
     blocked: Vec<String>,
 }
 
-/// Seed 003's transaction; `amount` (major units, a number) is accepted as seed 003 sends it.
+/// The transaction to check; `amount` is in major units, a number.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CheckTransaction {
     amount_minor: Option<i64>,
-    /// Major units, like 19.99 (seed 003); at most two decimals.
+    /// Major units, like 19.99; at most two decimals.
     amount: Option<f64>,
     currency: Option<String>,
     #[serde(alias = "merchantName")]
@@ -728,7 +728,7 @@ async fn delete_rule(
     }))
 }
 
-/// The owner's Markdown instructions to the agent (seed 003's soul).
+/// The owner's Markdown instructions to the agent (its "soul").
 #[utoipa::path(operation_id = "set_soul", put, path = "/agents/{agent_id}/soul", tag = "governance", request_body = SoulBody,
     params(("agent_id" = String, Path, description = "An agent id")),
     security(("api_key" = [])),
@@ -820,7 +820,10 @@ async fn check(
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
         (status = 403, description = "Not an agent key", body = ErrorEnvelope),
     ))]
-async fn own_rules(State(app): State<App>, Caller(principal): Caller) -> Result<Success, ApiError> {
+async fn own_rules(
+    State(app): State<App>,
+    CallerEvenIfSuspended(principal): CallerEvenIfSuspended,
+) -> Result<Success, ApiError> {
     let rules = app.own_rules(&principal).await?;
     Ok(ok(RuleList { rules }))
 }

@@ -136,7 +136,7 @@ impl OrderBody {
     }
 }
 
-/// The preflight of seed 004: prices and checks the order body, creates nothing.
+/// The preflight: prices and checks the order body, creates nothing.
 #[utoipa::path(operation_id = "validate_order", post, path = "/orders/validate", tag = "orders", request_body = OrderBody,
     security((), ("api_key" = [])),
     responses(

@@ -28,7 +28,7 @@ pub(crate) struct QuoteBody {
     pub product_id: String,
     /// How many units (default 1, at most the product's max_quantity).
     pub quantity: Option<i64>,
-    /// The product's configuration fields; seed 001's camelCase spellings are accepted.
+    /// The product's configuration fields; camelCase spellings (`billingTermMonths`) are accepted.
     pub configuration: Option<Map<String, Value>>,
 }
 

@@ -42,7 +42,7 @@ pub(crate) struct ServiceList {
     next_cursor: Option<String>,
 }
 
-/// `202 {service_id, status: "accepted", service}` (seed 002).
+/// `202 {service_id, status: "accepted", service}`: the action is queued.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Accepted {
     service_id: String,
@@ -188,7 +188,7 @@ async fn terminate(
     Ok(accepted(app.terminate_service(&principal, &id).await?))
 }
 
-/// Terminate the machine now (seed 004's `DELETE`).
+/// Terminate the machine now (`DELETE` on the service).
 #[utoipa::path(operation_id = "delete_service", delete, path = "/services/{service_id}", tag = "services",
     params(("service_id" = String, Path, description = "A service id")),
     security(("api_key" = [])),

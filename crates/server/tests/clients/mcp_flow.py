@@ -63,7 +63,7 @@ async def flow(client):
     # Errors are tool results with isError and the REST error object.
     bad = await client.call_tool("quote_create", {"productId": "no-such-product", "configuration": {}})
     expect(bad.is_error, "an unknown product is an error result")
-    report["error_code"] = (bad.structured_content or json.loads(bad.content[0].text))["error"]["code"]
+    report["error"] = (bad.structured_content or json.loads(bad.content[0].text))["error"]
 
     # 1. catalog_search
     found = data(await client.call_tool("catalog_search", {"category": "compute", "q": "linux"}), "catalog_search")

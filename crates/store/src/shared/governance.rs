@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use sqlx::Row as _;
-use storefront_app::ports::{AgentRule, BudgetGuard, GovernanceStore, StoreError, StoreResult};
+use storefront_app::ports::{AgentRule, BudgetGuard, GovernanceStore, Refusal, StoreResult};
 use storefront_domain::agent::{Agent, Approval, ApprovalStatus, AuditEvent};
 use storefront_domain::checkout::{Checkout, CheckoutStatus};
 use storefront_domain::ids::{AccountId, AgentId, ApprovalId, AuditId, CheckoutId, OrderId};
@@ -374,7 +374,7 @@ impl GovernanceStore for db::Adapter {
 pub(super) async fn check_budget(
     conn: &mut db::Connection,
     guard: &BudgetGuard,
-) -> StoreResult<()> {
+) -> StoreResult<Result<(), Refusal>> {
     let lock = format!("SELECT id FROM agents WHERE id = $1 {}", db::ROW_LOCK);
     sqlx::query(&lock)
         .bind(guard.agent_id.as_str())
@@ -397,13 +397,13 @@ pub(super) async fn check_budget(
         .await
         .map_err(backend)?;
         if spent.saturating_add(guard.amount_minor) > *max_minor {
-            return Err(StoreError::BudgetExceeded {
+            return Ok(Err(Refusal::BudgetExceeded {
                 spent_minor: spent,
                 max_minor: *max_minor,
-            });
+            }));
         }
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 pub(super) async fn insert_approval_row(

@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use storefront_app::page::PageRequest;
 use storefront_app::ports::{
-    Change, IdempotencyRef, NewOrder, OrderFilter, OrderStore, StoreError, StoreResult,
+    Applied, Change, IdempotencyRef, NewOrder, OrderFilter, OrderStore, Refusal, StoreError,
+    StoreResult,
 };
 use storefront_domain::ids::{AccountId, LedgerEntryId, OrderId};
 use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
@@ -28,10 +29,12 @@ impl OrderStore for db::Adapter {
         &self,
         movement: &LedgerMovement,
         now: Timestamp,
-    ) -> StoreResult<LedgerEntry> {
+    ) -> StoreResult<Result<LedgerEntry, Refusal>> {
         let mut tx = self.begin().await?;
         let entry = apply_movement(&mut tx, movement, now).await?;
-        commit(tx).await?;
+        if entry.is_ok() {
+            commit(tx).await?;
+        }
         Ok(entry)
     }
 
@@ -63,19 +66,25 @@ impl OrderStore for db::Adapter {
         .map_err(backend)
     }
 
-    async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<bool> {
+    // Every early return drops the transaction, which rolls it back: a refused or stale unit
+    // writes nothing.
+    async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<Applied> {
         let o = new.order;
         let mut tx = self.begin().await?;
         if let Some(guard) = new.budget {
-            check_budget(&mut tx, guard).await?;
+            if let Err(refusal) = check_budget(&mut tx, guard).await? {
+                return Ok(Applied::Refused(refusal));
+            }
         }
         if let Some((service, expected)) = new.updates_service {
             if !update_service_row(&mut tx, service, expected).await? {
-                return Ok(false);
+                return Ok(Applied::Stale);
             }
         }
         if let Some(charge) = new.charge {
-            apply_movement(&mut tx, charge, o.created_at).await?;
+            if let Err(refusal) = apply_movement(&mut tx, charge, o.created_at).await? {
+                return Ok(Applied::Refused(refusal));
+            }
         }
         if let Some(quote) = new.quote {
             insert_quote_row(&mut tx, quote).await?;
@@ -98,16 +107,12 @@ impl OrderStore for db::Adapter {
             complete_key(&mut tx, c).await?;
         }
         commit(tx).await?;
-        Ok(true)
+        Ok(Applied::Done)
     }
 
-    async fn apply_change(&self, change: &Change<'_>) -> StoreResult<bool> {
+    async fn apply_change(&self, change: &Change<'_>) -> StoreResult<Applied> {
         let mut tx = self.begin().await?;
-        if let Some((id, kind)) = change.webhook_event {
-            let at = change
-                .payment
-                .map(|(p, _)| p.updated_at)
-                .unwrap_or_else(chrono::Utc::now);
+        if let Some((id, kind, at)) = change.webhook_event {
             let inserted = sqlx::query("INSERT INTO webhook_events (id, kind, received_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
                 .bind(id)
                 .bind(kind)
@@ -117,12 +122,12 @@ impl OrderStore for db::Adapter {
                 .map_err(backend)?
                 .rows_affected();
             if inserted == 0 {
-                return Ok(false);
+                return Ok(Applied::Stale);
             }
         }
         if let Some((payment, expected)) = change.payment {
             if !update_payment_row(&mut tx, payment, expected).await? {
-                return Ok(false);
+                return Ok(Applied::Stale);
             }
         }
         if let Some(payment) = change.new_payment {
@@ -130,12 +135,12 @@ impl OrderStore for db::Adapter {
         }
         if let Some((approval, expected)) = change.approval {
             if !update_approval_row(&mut tx, approval, expected).await? {
-                return Ok(false);
+                return Ok(Applied::Stale);
             }
         }
         if let Some((checkout, expected)) = change.checkout {
             if !update_checkout_row(&mut tx, checkout, expected).await? {
-                return Ok(false);
+                return Ok(Applied::Stale);
             }
         }
         if let Some(approval) = change.new_approval {
@@ -143,21 +148,18 @@ impl OrderStore for db::Adapter {
         }
         if let Some((order, expected)) = change.order {
             if !update_order_row(&mut tx, order, expected).await? {
-                return Ok(false);
+                return Ok(Applied::Stale);
             }
         }
         if let Some((service, expected)) = change.service {
             if !update_service_row(&mut tx, service, expected).await? {
-                return Ok(false);
+                return Ok(Applied::Stale);
             }
         }
-        if let Some(m) = change.movement {
-            let at = change
-                .order
-                .map(|(o, _)| o.updated_at)
-                .or(change.service.map(|(s, _)| s.updated_at))
-                .or(change.payment.map(|(p, _)| p.updated_at));
-            apply_movement(&mut tx, m, at.unwrap_or_else(chrono::Utc::now)).await?;
+        if let Some((m, at)) = change.movement {
+            if let Err(refusal) = apply_movement(&mut tx, m, at).await? {
+                return Ok(Applied::Refused(refusal));
+            }
         }
         if let Some(service) = change.new_service {
             insert_service_row(&mut tx, service).await?;
@@ -170,7 +172,7 @@ impl OrderStore for db::Adapter {
             complete_key(&mut tx, c).await?;
         }
         commit(tx).await?;
-        Ok(true)
+        Ok(Applied::Done)
     }
 
     async fn get_order(&self, id: &OrderId) -> StoreResult<Option<Order>> {
@@ -217,12 +219,13 @@ impl OrderStore for db::Adapter {
 }
 
 /// Applies a ledger movement inside the caller's transaction: the conditional update refuses an
-/// overdraft atomically, then the entry records the balance it produced.
+/// overdraft atomically, then the entry records the balance it produced. On a refusal the
+/// caller must roll back (nothing was written by this function, but the unit is incomplete).
 async fn apply_movement(
     conn: &mut db::Connection,
     m: &LedgerMovement,
     now: Timestamp,
-) -> StoreResult<LedgerEntry> {
+) -> StoreResult<Result<LedgerEntry, Refusal>> {
     let now_s = ts(&now);
     let updated: Option<i64> = sqlx::query_scalar(
         "UPDATE accounts SET balance_minor = balance_minor + $1, updated_at = $2
@@ -241,13 +244,13 @@ async fn apply_movement(
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(backend)?;
-        return Err(match balance {
-            Some(balance_minor) => StoreError::InsufficientCredits { balance_minor },
-            None => StoreError::NotFound(format!("account {}", m.account_id)),
-        });
+        return match balance {
+            Some(balance_minor) => Ok(Err(Refusal::InsufficientCredits { balance_minor })),
+            None => Err(StoreError::NotFound(format!("account {}", m.account_id))),
+        };
     };
     let entry = LedgerEntry {
-        id: LedgerEntryId::generate(),
+        id: LedgerEntryId::generate_at(now),
         account_id: m.account_id.clone(),
         kind: m.kind,
         amount_minor: m.amount_minor,
@@ -271,7 +274,7 @@ async fn apply_movement(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
-    Ok(entry)
+    Ok(Ok(entry))
 }
 
 /// Inserts an order row. Orders without a key get a unique per-order scope so the uniqueness
