@@ -47,6 +47,8 @@ pub struct AppSettings {
     /// How long readiness waits for its write-path check before it reports the database
     /// unavailable.
     pub readiness_timeout: std::time::Duration,
+    /// The SHA-256 of the token `/metrics` requires (`None`: `/metrics` is open).
+    pub metrics_token_hash: Option<String>,
 }
 
 impl Default for AppSettings {
@@ -68,6 +70,7 @@ impl Default for AppSettings {
             header_read_timeout: std::time::Duration::from_secs(10),
             request_timeout: std::time::Duration::from_secs(30),
             readiness_timeout: std::time::Duration::from_secs(2),
+            metrics_token_hash: None,
         }
     }
 }

@@ -38,7 +38,7 @@ pub(crate) fn unknown_product(id: &str) -> DomainError {
     DomainError::new(
         storefront_domain::ErrorCode::NotFound,
         format!("There is no product '{id}'."),
-        "List the products with GET /api/v1/products and use one of their ids.",
+        "List the products and use one of their ids.",
     )
     .with_param("product_id")
 }

@@ -81,8 +81,8 @@ impl App {
                 ..
             } if original != fingerprint => Err(DomainError::new(
                 ErrorCode::IdempotencyKeyReused,
-                "This Idempotency-Key was already used with a different request body.",
-                "Send the identical body to get the original result, or use a new key for a new request.",
+                "This idempotency key was already used for a different request.",
+                "Send the identical request to get the original result, or use a new key for a new request.",
             )
             .with_param("Idempotency-Key")),
             ClaimOutcome::Existing {
@@ -94,8 +94,8 @@ impl App {
             }
             ClaimOutcome::Existing { outcome: None, .. } => Err(DomainError::new(
                 ErrorCode::IdempotencyInProgress,
-                "A request with this Idempotency-Key is still being processed.",
-                "Retry the identical request after the Retry-After delay to get its result.",
+                "A request with this idempotency key is still being processed.",
+                "Retry the identical request in a second to get its result.",
             )
             .with_retry_after(1)),
         }

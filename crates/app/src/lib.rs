@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod leases;
 pub mod lifecycle;
 pub mod machines;
+pub mod operations;
 pub mod orders;
 pub mod page;
 pub mod payments;

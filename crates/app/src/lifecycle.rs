@@ -368,7 +368,7 @@ impl App {
                             .map(|f| f.message.as_str())
                             .unwrap_or("the provider failed.")
                     ),
-                    "Retry with a new Idempotency-Key.",
+                    "Retry with a new idempotency key.",
                 ),
             },
             // The service is still being provisioned: the credentials URL, not yet the credentials.

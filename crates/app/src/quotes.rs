@@ -99,7 +99,7 @@ impl App {
                     quote.id,
                     storefront_domain::timestamp::format(&quote.expires_at)
                 ),
-                "Create a new quote with POST /api/v1/quotes and order that one.",
+                "Create a new quote and order that one.",
             )
             .with_param("quote_id"));
         }

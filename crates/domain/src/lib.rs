@@ -9,6 +9,7 @@ pub mod error;
 pub mod governance;
 pub mod idempotency;
 pub mod ids;
+pub mod input;
 pub mod job;
 pub mod ledger;
 pub mod money;

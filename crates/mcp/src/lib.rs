@@ -7,7 +7,6 @@
 //! object (`code`, `message`, `suggestion`, `param`), so an agent reads one vocabulary everywhere.
 
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolResult, ContentBlock, Extensions, Implementation, ServerCapabilities, ServerConfig,
 };
@@ -24,7 +23,9 @@ use storefront_domain::idempotency::IdempotencyKey;
 use storefront_domain::order::PaymentMethod;
 use storefront_domain::DomainError;
 
+mod parameters;
 mod transport;
+use parameters::Parameters;
 pub use transport::{router, serve_stdio};
 
 /// The tool server. Over HTTP each call authenticates its own `Authorization` header (a revoked
@@ -305,14 +306,14 @@ impl StorefrontTools {
         description = "Search the catalog. Returns products with id, name, category, kind (instant or async), price summary and availability; page with cursor. Start here, then call catalog_checkout_requirements for the product you want."
     )]
     async fn catalog_search(&self, Parameters(input): Parameters<SearchInput>) -> CallToolResult {
-        answer(
+        answer(input.and_then(|input| {
             PageRequest::parse(input.limit, input.cursor).and_then(|page| {
                 let page =
                     self.app
                         .list_products(input.q.as_deref(), input.category.as_deref(), &page)?;
                 Ok(json!({ "products": page.items, "next_cursor": page.next_cursor }))
-            }),
-        )
+            })
+        }))
     }
 
     #[tool(output_schema = shape(&[("product_id", "string")]), 
@@ -322,11 +323,11 @@ impl StorefrontTools {
         &self,
         Parameters(input): Parameters<ProductInput>,
     ) -> CallToolResult {
-        answer(
+        answer(input.and_then(|input| {
             self.app
                 .get_product(&input.product_id)
-                .map(|p| p.requirements()),
-        )
+                .map(|p| p.requirements())
+        }))
     }
 
     #[tool(output_schema = shape(&[("quote", "object")]), 
@@ -339,6 +340,7 @@ impl StorefrontTools {
     ) -> CallToolResult {
         let result = async {
             let principal = self.principal(&extensions).await?;
+            let input = input?;
             let quote = self
                 .app
                 .create_quote(
@@ -365,6 +367,7 @@ impl StorefrontTools {
     ) -> CallToolResult {
         let result = async {
             let principal = self.principal(&extensions).await?;
+            let input = input?;
             self.purchase(&principal, input).await
         };
         answer(result.await)
@@ -380,6 +383,7 @@ impl StorefrontTools {
     ) -> CallToolResult {
         let result = async {
             let principal = self.principal(&extensions).await?;
+            let input = input?;
             let (order, retry) = self.app.get_order(&principal, &input.order_id).await?;
             Ok(json!({ "order": order, "retry_after_seconds": retry }))
         };
@@ -396,6 +400,7 @@ impl StorefrontTools {
     ) -> CallToolResult {
         let result = async {
             let principal = self.principal(&extensions).await?;
+            let input = input?;
             let service = self.app.get_service(&principal, &input.service_id).await?;
             Ok(json!({ "service": service }))
         };
@@ -412,6 +417,7 @@ impl StorefrontTools {
     ) -> CallToolResult {
         let result = async {
             let principal = self.principal(&extensions).await?;
+            let input = input?;
             let service = self
                 .app
                 .restart_service(&principal, &input.service_id)
@@ -431,9 +437,10 @@ impl StorefrontTools {
     ) -> CallToolResult {
         let result = async {
             let principal = self.principal(&extensions).await?;
+            let input = input?;
             let service = self
                 .app
-                .reinstall_service(&principal, &input.service_id, &input.image)
+                .reinstall_service(&principal, &input.service_id, Some(&input.image))
                 .await?;
             Ok(json!({ "service": service }))
         };
@@ -450,6 +457,7 @@ impl StorefrontTools {
     ) -> CallToolResult {
         let result = async {
             let principal = self.principal(&extensions).await?;
+            let input = input?;
             let key = IdempotencyKey::parse_param(&input.idempotency_key, "idempotency_key")?;
             let (extension, replayed) = self
                 .app
@@ -475,6 +483,7 @@ impl StorefrontTools {
     ) -> CallToolResult {
         let result = async {
             let principal = self.principal(&extensions).await?;
+            let input = input?;
             let service = self
                 .app
                 .terminate_service(&principal, &input.service_id)
@@ -494,6 +503,7 @@ impl StorefrontTools {
     ) -> CallToolResult {
         let result = async {
             let principal = self.principal(&extensions).await?;
+            let input = input?;
             self.app
                 .service_credentials(&principal, &input.service_id)
                 .await
@@ -504,11 +514,12 @@ impl StorefrontTools {
     #[tool(output_schema = shape(&[("credits", "integer"), ("balance_minor", "integer"), ("currency", "string")]), description = "The account's credit balance (1 credit = 1 minor unit of its currency).")]
     async fn account_balance(
         &self,
-        Parameters(_): Parameters<NoInput>,
+        Parameters(input): Parameters<NoInput>,
         extensions: Extensions,
     ) -> CallToolResult {
         let result = async {
             let principal = self.principal(&extensions).await?;
+            input?;
             self.app.balance(&principal).await
         };
         answer(result.await)

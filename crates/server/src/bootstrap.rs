@@ -180,6 +180,11 @@ pub async fn build_app(
         readiness_timeout: std::time::Duration::from_secs(
             config.readiness_timeout_seconds.clamp(1, 60),
         ),
+        metrics_token_hash: config
+            .metrics_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(storefront_app::secrets::hash_secret),
         ..AppSettings::default()
     };
     let secret_box = SecretBox::new(&secrets_key(config)?);

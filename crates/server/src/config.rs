@@ -95,6 +95,10 @@ pub struct Config {
     /// Requests a minute per client address for calls without a key; 0 turns it off.
     #[serde(default = "default_public_rate")]
     pub public_rate_limit_per_minute: u32,
+    /// A bearer token `/metrics` requires (`Authorization: Bearer ...`); without it `/metrics` is
+    /// open to whoever reaches the listen address.
+    #[serde(default)]
+    pub metrics_token: Option<String>,
     /// Failed authentications (unknown, revoked, malformed keys) a minute per client address;
     /// beyond it that address's keyed requests get `429` for a while. 0 turns it off.
     #[serde(default = "default_failed_auth_rate")]
@@ -280,6 +284,9 @@ impl Config {
             self.public_rate_limit_per_minute =
                 number("STOREFRONT_PUBLIC_RATE_LIMIT_PER_MINUTE", v)?.min(u64::from(u32::MAX))
                     as u32;
+        }
+        if let Some(v) = env("STOREFRONT_METRICS_TOKEN") {
+            self.metrics_token = Some(v);
         }
         if let Some(v) = env("STOREFRONT_FAILED_AUTH_PER_MINUTE") {
             self.failed_auth_per_minute =

@@ -51,6 +51,7 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// What this process does.
         #[arg(long, value_enum, default_value_t = Role::All)]
         role: Role,
     },
@@ -73,6 +74,7 @@ enum Command {
 enum ImageCommand {
     /// Build (once) and cache a base image, with progress.
     Build {
+        /// The image to build (one of the catalog's machine images).
         #[arg(long, default_value = "debian-12")]
         image: String,
     },
@@ -94,44 +96,58 @@ enum Role {
 enum AdminCommand {
     /// Create an account and its first owner key.
     CreateAccount {
+        /// The owner's e-mail address (unique among accounts).
         #[arg(long)]
         email: String,
+        /// The account's display name.
         #[arg(long)]
         name: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Add credits to an account (a negative amount is an adjustment down).
     GrantCredits {
+        /// The account to credit (`acct_...`; see `admin list-accounts`).
         #[arg(long, value_name = "ACCOUNT_ID")]
         account: String,
+        /// The amount in minor units (cents): 500 is 5.00; negative to adjust down.
         #[arg(long, allow_hyphen_values = true)]
         amount_minor: i64,
+        /// Why, written into the ledger entry the owner sees.
         #[arg(long)]
         reason: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Create an API key for an account.
     CreateKey {
+        /// The account the key acts for (`acct_...`).
         #[arg(long, value_name = "ACCOUNT_ID")]
         account: String,
+        /// `owner` manages the account; `agent` buys within an agent's rules (needs --agent).
         #[arg(long, value_parser = ["owner", "agent"])]
         role: String,
+        /// The agent an agent key belongs to (`agt_...`).
         #[arg(long, value_name = "AGENT_ID")]
         agent: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Print a one-time code that signs the account's owner in to the dashboard (10 minutes).
     LoginCode {
+        /// The account to sign in to (`acct_...`).
         #[arg(long, value_name = "ACCOUNT_ID")]
         account: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List the accounts.
     ListAccounts {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -436,7 +452,11 @@ async fn run_admin(app: &App, cmd: AdminCommand) -> Result<(), CliError> {
             if json {
                 storefront::say!(
                     "{}",
-                    json!({ "login_code": issued.code, "expires_at": expires_at })
+                    json!({
+                        "login_code": issued.code,
+                        "expires_at": expires_at,
+                        "login_url": format!("{}/dashboard/login", app.settings().base_url),
+                    })
                 );
             } else {
                 storefront::say!(

@@ -366,3 +366,62 @@ async fn a_rotated_signing_key_keeps_issued_urls_valid(backend: Backend) {
     );
     assert!(terminate(again).await.success());
 }
+
+#[tokio::test]
+async fn the_login_code_names_the_configured_dashboard_and_every_admin_option_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let (account, _) =
+        common::binary::admin_account(dir.path(), None, "login@example.com", 1).await;
+    for (setting, value, url) in [
+        (
+            "STOREFRONT_LISTEN",
+            "127.0.0.1:9317",
+            "http://127.0.0.1:9317/dashboard/login",
+        ),
+        (
+            "STOREFRONT_BASE_URL",
+            "https://shop.example.com/",
+            "https://shop.example.com/dashboard/login",
+        ),
+    ] {
+        let out = storefront(dir.path(), None)
+            .env(setting, value)
+            .args(["admin", "login-code", "--account", &account, "--json"])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let issued: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(issued["login_url"], url, "{setting}");
+        let text = storefront(dir.path(), None)
+            .env(setting, value)
+            .args(["admin", "login-code", "--account", &account])
+            .output()
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&text.stdout).contains(url));
+    }
+    for command in [
+        "create-account",
+        "grant-credits",
+        "create-key",
+        "login-code",
+        "list-accounts",
+    ] {
+        let out = storefront(dir.path(), None)
+            .args(["admin", command, "--help"])
+            .output()
+            .await
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        // clap prints an option with help as `--name <VALUE>  Help text`; one without help has
+        // nothing after its value name.
+        for line in help.lines().filter(|l| l.trim_start().starts_with("--")) {
+            let described = line.trim().split("  ").filter(|p| !p.is_empty()).count() > 1;
+            assert!(
+                described,
+                "`admin {command}`: an option without help: {line}"
+            );
+        }
+    }
+}

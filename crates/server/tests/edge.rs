@@ -120,6 +120,61 @@ async fn metrics_count_requests_by_route_template(backend: Backend) {
     );
 }
 
+dual_test!(metrics_describe_themselves_and_report_the_backlog);
+async fn metrics_describe_themselves_and_report_the_backlog(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    assert_eq!(s.get("/api/v1/products", None).await.status, 200);
+    // No worker runs in this server: a job due now waits, and waits longer as time passes.
+    s.app
+        .enqueue_job("metrics.probe", json!({}), 1)
+        .await
+        .unwrap();
+    s.clock.advance(chrono::Duration::seconds(90));
+    let text = s.get("/metrics", None).await.body;
+    let text = text.as_str().unwrap();
+    for described in [
+        "storefront_http_requests_total",
+        "storefront_http_request_duration_seconds",
+        "storefront_services",
+        "storefront_jobs_due",
+        "storefront_oldest_due_job_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {described} ")),
+            "no HELP for {described}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("# TYPE {described} ")),
+            "no TYPE for {described}"
+        );
+    }
+    assert!(text.contains("# TYPE storefront_http_request_duration_seconds histogram"));
+    assert!(text.contains("storefront_http_request_duration_seconds_bucket{"));
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+    };
+    assert_eq!(value("storefront_services{status=\"active\"}"), 0.0);
+    assert!(value("storefront_jobs_due ") >= 1.0);
+    assert!(value("storefront_oldest_due_job_seconds ") >= 90.0);
+}
+
+dual_test!(a_metrics_token_closes_metrics_to_everyone_else);
+async fn a_metrics_token_closes_metrics_to_everyone_else(backend: Backend) {
+    let s = TestServer::start_with(&backend, |c| {
+        c.metrics_token = Some("scrape-secret-1".into());
+    })
+    .await;
+    assert_eq!(s.get("/metrics", None).await.status, 401);
+    assert_eq!(s.get("/metrics", Some("wrong")).await.status, 401);
+    let allowed = s.get("/metrics", Some("scrape-secret-1")).await;
+    assert_eq!(allowed.status, 200);
+    assert!(allowed.body.as_str().unwrap().contains("# TYPE "));
+}
+
 dual_test!(ambiguous_requests_are_refused_before_anything_is_bought);
 async fn ambiguous_requests_are_refused_before_anything_is_bought(backend: Backend) {
     let s = TestServer::start(&backend).await;

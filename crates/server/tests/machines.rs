@@ -160,11 +160,12 @@ async fn a_bought_machine_can_be_used_restarted_reinstalled_and_terminated(backe
         )
         .await;
     assert_eq!((bad.status.as_u16(), bad.param()), (400, "image"));
+    // Without `image`, the machine is reinstalled with the image it runs.
     let reinstall = s
         .post(
             &format!("/api/v1/services/{service_id}/reinstall"),
             Some(&key),
-            &json!({"image": "debian-12"}),
+            &json!({}),
         )
         .await;
     assert_eq!(reinstall.status, 202, "{:?}", reinstall.body);
@@ -225,7 +226,17 @@ async fn a_bought_machine_can_be_used_restarted_reinstalled_and_terminated(backe
             Some(&key),
         )
         .await;
-    assert_eq!(gone.code(), "not_ready");
+    assert_eq!(
+        (gone.status.as_u16(), gone.code()),
+        (400, "invalid_state"),
+        "polling cannot help: {:?}",
+        gone.body
+    );
+    assert!(gone.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("credentials are gone"));
+    assert!(gone.headers.get("retry-after").is_none());
 }
 
 dual_test!(a_lease_is_terminated_when_its_time_runs_out);

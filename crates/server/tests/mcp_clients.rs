@@ -94,6 +94,17 @@ async fn seven_steps(backend: Backend, transport: &str) {
     assert_eq!(rest.status, 404, "{:?}", rest.body);
     assert_eq!(report["error"]["code"], "not_found");
     assert_eq!(report["error"], rest.body["error"]);
+    for (tool, param) in [
+        ("server_reinstall", "image"),
+        ("catalog_search", "limit"),
+        ("account_balance", "surprise"),
+    ] {
+        let error = &report["argument_errors"][tool];
+        assert_eq!(error["code"], "validation_error", "{tool}: {error}");
+        assert_eq!(error["type"], "invalid_request", "{tool}: {error}");
+        assert_eq!(error["param"], param, "{tool}: {error}");
+        assert!(error["suggestion"].as_str().is_some_and(|s| !s.is_empty()));
+    }
     // The machine the client bought is the account's, and the client terminated it.
     let order_id = report["order_id"].as_str().unwrap();
     let order = s

@@ -121,6 +121,23 @@ pub struct SshCredentials {
 }
 
 fn not_ready(service: &Service) -> DomainError {
+    if service.status.is_terminal() || service.status == ServiceStatus::Terminating {
+        // Polling would never help: the machine and its keys are gone for good.
+        let how = match service.status {
+            ServiceStatus::Expired => "its lease expired",
+            ServiceStatus::Failed => "it failed to provision",
+            _ => "it was terminated",
+        };
+        return DomainError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "Service {} is {}: {how}, and its credentials are gone.",
+                service.id,
+                service.status.as_str()
+            ),
+            "Order a new machine.",
+        );
+    }
     DomainError::new(
         ErrorCode::NotReady,
         format!(
@@ -331,9 +348,11 @@ impl App {
         &self,
         principal: &Principal,
         id: &str,
-        image: &str,
+        image: Option<&str>,
     ) -> Result<ServiceView, DomainError> {
         let service = self.owned_service(principal, id, None).await?;
+        // Without a choice, the machine is rebuilt from the image it runs.
+        let image = image.unwrap_or(&service.image);
         let product = self
             .catalog
             .get(&service.product_id)

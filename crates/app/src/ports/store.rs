@@ -175,14 +175,33 @@ pub trait ServiceStore: Send + Sync {
         account: &AccountId,
         page: &PageRequest,
     ) -> StoreResult<Vec<Service>>;
+    /// How many services are in each of `statuses` (statuses with none are left out).
+    async fn count_services(
+        &self,
+        statuses: &[ServiceStatus],
+    ) -> StoreResult<Vec<(ServiceStatus, i64)>>;
     /// Services in any of `statuses` (for reconciliation at start).
     async fn services_in(&self, statuses: &[ServiceStatus]) -> StoreResult<Vec<Service>>;
+}
+
+/// What [`JobStore::job_backlog`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobBacklog {
+    /// Queued jobs whose time has come.
+    pub due: i64,
+    /// Jobs a worker holds.
+    pub running: i64,
+    /// When the longest-waiting due job became due.
+    pub oldest_due_at: Option<Timestamp>,
 }
 
 /// The job queue (outbox) and its leases.
 #[async_trait]
 pub trait JobStore: Send + Sync {
     async fn enqueue_job(&self, job: &Job) -> StoreResult<()>;
+    /// The work waiting at `now`: jobs due and not yet taken, jobs held by a worker, and when
+    /// the longest-waiting due job became due.
+    async fn job_backlog(&self, now: Timestamp) -> StoreResult<JobBacklog>;
     /// Claims the next due job of one of `kinds` — queued and due, or running under a lease that
     /// expired (its worker died) — for `worker` until `lease_until`. No job is ever held by two
     /// workers: `FOR UPDATE SKIP LOCKED` on PostgreSQL, the single writer on SQLite.

@@ -142,11 +142,12 @@ async fn restart(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReinstallBody {
-    /// One of the product's images, like `debian-12`.
-    image: String,
+    /// One of the product's images, like `debian-12`; without it, the image the machine runs.
+    #[serde(default)]
+    image: Option<String>,
 }
 
-/// Reinstall the machine from an image (files and host key wiped).
+/// Reinstall the machine from an image (files and host key wiped). The body is optional.
 #[utoipa::path(operation_id = "reinstall_service", post, path = "/services/{service_id}/reinstall", tag = "services", request_body = ReinstallBody,
     params(("service_id" = String, Path, description = "A service id")),
     security(("api_key" = [])),
@@ -161,10 +162,10 @@ async fn reinstall(
     State(app): State<App>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-    body: ApiJson<ReinstallBody>,
+    OptionalJson(body): OptionalJson<ReinstallBody>,
 ) -> Result<(StatusCode, Success), ApiError> {
     Ok(accepted(
-        app.reinstall_service(&principal, &id, &body.body.image)
+        app.reinstall_service(&principal, &id, body.image.as_deref())
             .await?,
     ))
 }

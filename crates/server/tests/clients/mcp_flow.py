@@ -64,6 +64,17 @@ async def flow(client):
     bad = await client.call_tool("quote_create", {"productId": "no-such-product", "configuration": {}})
     expect(bad.is_error, "an unknown product is an error result")
     report["error"] = (bad.structured_content or json.loads(bad.content[0].text))["error"]
+    # Arguments that do not fit the tool's schema get the same error object, naming the field.
+    for tool, arguments in [
+        ("server_reinstall", {"service_id": "svc_0"}),
+        ("catalog_search", {"limit": "ten"}),
+        ("account_balance", {"surprise": 1}),
+    ]:
+        wrong = await client.call_tool(tool, arguments)
+        expect(wrong.is_error, f"{tool} with bad arguments is an error result")
+        report.setdefault("argument_errors", {})[tool] = (
+            wrong.structured_content or json.loads(wrong.content[0].text)
+        )["error"]
 
     # 1. catalog_search
     found = data(await client.call_tool("catalog_search", {"category": "compute", "q": "linux"}), "catalog_search")

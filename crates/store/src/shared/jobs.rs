@@ -1,12 +1,12 @@
 //! The job queue: jobs are claimed under a lease, so a dead worker's job is taken over.
 
 use async_trait::async_trait;
-use storefront_app::ports::{JobStore, StoreResult};
+use storefront_app::ports::{JobBacklog, JobStore, StoreResult};
 use storefront_domain::ids::JobId;
 use storefront_domain::job::{Job, JobOutcome, JobStatus};
 use storefront_domain::timestamp::{format as ts, Timestamp};
 
-use super::common::{backend, commit, to_json};
+use super::common::{backend, commit, parse_ts, to_json};
 use super::db;
 use super::rows::job_from_row;
 
@@ -16,6 +16,26 @@ impl JobStore for db::Adapter {
         let mut tx = self.begin().await?;
         insert_job_row(&mut tx, job).await?;
         commit(tx).await
+    }
+
+    async fn job_backlog(&self, now: Timestamp) -> StoreResult<JobBacklog> {
+        // Both counts walk the (status, run_at) index.
+        let (due, oldest): (i64, Option<String>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(run_at) FROM jobs WHERE status = 'queued' AND run_at <= $1",
+        )
+        .bind(ts(&now))
+        .fetch_one(self.reader())
+        .await
+        .map_err(backend)?;
+        let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
+            .fetch_one(self.reader())
+            .await
+            .map_err(backend)?;
+        Ok(JobBacklog {
+            due,
+            running,
+            oldest_due_at: oldest.as_deref().map(parse_ts).transpose()?,
+        })
     }
 
     async fn claim_job(

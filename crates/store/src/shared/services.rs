@@ -8,7 +8,7 @@ use storefront_domain::ids::{AccountId, ServiceId};
 use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::format as ts;
 
-use super::common::{backend, parse_ts, to_json};
+use super::common::{backend, corrupt, parse_ts, to_json};
 use super::db;
 use super::rows::service_from_row;
 
@@ -78,6 +78,32 @@ impl ServiceStore for db::Adapter {
         .await
         .map_err(backend)?;
         rows.iter().map(service_from_row).collect()
+    }
+
+    async fn count_services(
+        &self,
+        statuses: &[ServiceStatus],
+    ) -> StoreResult<Vec<(ServiceStatus, i64)>> {
+        if statuses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=statuses.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT status, COUNT(*) FROM services WHERE status IN ({}) GROUP BY status",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+        for s in statuses {
+            query = query.bind(s.as_str());
+        }
+        let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
+        rows.into_iter()
+            .map(|(status, n)| {
+                ServiceStatus::parse(&status)
+                    .map(|s| (s, n))
+                    .ok_or_else(|| corrupt("service status"))
+            })
+            .collect()
     }
 
     async fn services_in(&self, statuses: &[ServiceStatus]) -> StoreResult<Vec<Service>> {
