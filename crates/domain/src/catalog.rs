@@ -14,8 +14,36 @@ pub const DEFAULT_CATALOG_TOML: &str = include_str!("default_catalog.toml");
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogSpec {
+    /// Offer the built-in products too; a product of this file with a built-in's id replaces
+    /// that one.
+    #[serde(default)]
+    pub include_builtin: bool,
     #[serde(default)]
     pub products: Vec<ProductSpec>,
+}
+
+impl CatalogSpec {
+    /// The products this specification offers: its own, after the built-in ones when it
+    /// includes them (in the built-in order, a replaced product keeping its place).
+    pub fn over(self, builtin: CatalogSpec) -> CatalogSpec {
+        if !self.include_builtin {
+            return self;
+        }
+        let mut own = self.products;
+        let mut products: Vec<ProductSpec> = builtin
+            .products
+            .into_iter()
+            .map(|b| match own.iter().position(|p| p.id == b.id) {
+                Some(i) => own.remove(i),
+                None => b,
+            })
+            .collect();
+        products.extend(own);
+        CatalogSpec {
+            include_builtin: false,
+            products,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -660,5 +688,52 @@ mod tests {
             );
         }
         assert_eq!(catalog.search(Some("VPS"), Some("compute")).count(), 4);
+    }
+
+    #[test]
+    fn a_catalog_that_includes_the_builtin_one_adds_to_it_and_replaces_by_id() {
+        let builtin: CatalogSpec = toml::from_str(DEFAULT_CATALOG_TOML).unwrap();
+        let ids = |spec: &CatalogSpec| {
+            spec.products
+                .iter()
+                .map(|p| p.id.clone())
+                .collect::<Vec<_>>()
+        };
+        let builtin_ids = ids(&builtin);
+        let web_search = builtin
+            .products
+            .iter()
+            .find(|p| p.id == "web-search")
+            .unwrap();
+        let mut cheaper = web_search.clone();
+        cheaper.name = "Cheaper search".into();
+        let mut extra = web_search.clone();
+        extra.id = "my-search".into();
+        let own = |include_builtin| CatalogSpec {
+            include_builtin,
+            products: vec![extra.clone(), cheaper.clone()],
+        };
+
+        let merged = own(true).over(builtin.clone());
+        let mut expected = builtin_ids.clone();
+        expected.push("my-search".into());
+        assert_eq!(
+            ids(&merged),
+            expected,
+            "built-in order kept, own products after"
+        );
+        assert_eq!(
+            merged
+                .products
+                .iter()
+                .find(|p| p.id == "web-search")
+                .unwrap()
+                .name,
+            "Cheaper search"
+        );
+        Catalog::build(merged, |_| Availability::Available).expect("the merged catalog is valid");
+
+        let alone = own(false).over(builtin);
+        assert_eq!(ids(&alone), ["my-search", "web-search"]);
     }
 }

@@ -36,42 +36,55 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, BootError> {
     Ok(storefront_store::open(&config.database_url()).await?)
 }
 
-fn load_catalog_spec(config: &Config) -> Result<CatalogSpec, BootError> {
-    let (text, origin) = match &config.catalog_file {
-        Some(path) => (
-            std::fs::read_to_string(path).map_err(|e| {
-                BootError::Config(format!("cannot read the catalog {}: {e}", path.display()))
-            })?,
-            path.display().to_string(),
-        ),
-        None => (
-            DEFAULT_CATALOG_TOML.to_owned(),
-            "the built-in catalog".to_owned(),
-        ),
-    };
-    toml::from_str(&text)
-        .map_err(|e| BootError::Config(format!("invalid catalog in {origin}: {e}")))
+/// The catalog a configuration offers, validated, and where it came from (for logs and
+/// `storefront catalog check`).
+pub struct LoadedCatalog {
+    pub catalog: Catalog,
+    pub origin: String,
 }
 
-/// Builds the application over an opened store.
-pub async fn build_app(
-    config: &Config,
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    base_url: String,
-) -> Result<App, BootError> {
-    let spec = load_catalog_spec(config)?;
+fn parse_catalog(text: &str, origin: &str) -> Result<CatalogSpec, BootError> {
+    toml::from_str(text).map_err(|e| BootError::Config(format!("invalid catalog in {origin}: {e}")))
+}
+
+fn load_catalog_spec(config: &Config) -> Result<(CatalogSpec, String), BootError> {
+    let builtin = || parse_catalog(DEFAULT_CATALOG_TOML, "the built-in catalog");
+    match &config.catalog_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                BootError::Config(format!("cannot read the catalog {}: {e}", path.display()))
+            })?;
+            let spec = parse_catalog(&text, &path.display().to_string())?;
+            let origin = if spec.include_builtin {
+                format!("{} with the built-in products", path.display())
+            } else {
+                path.display().to_string()
+            };
+            Ok((spec.over(builtin()?), origin))
+        }
+        None => Ok((builtin()?, "the built-in catalog".to_owned())),
+    }
+}
+
+/// The local provisioner of a configuration (its machines, images and runner).
+pub fn local_provisioner(config: &Config) -> Result<Arc<LocalProvisioner>, BootError> {
     let runner = match &config.lease_runner {
         Some(path) => path.clone(),
         None => std::env::current_exe()
             .map_err(|e| BootError::Config(format!("cannot find this executable: {e}")))?,
     };
-    let local = Arc::new(LocalProvisioner::new(
+    Ok(Arc::new(LocalProvisioner::new(
         &config.data_dir,
         config.image_dir.clone(),
         config.image_mirror.clone(),
         runner,
-    ));
+    )))
+}
+
+/// Loads and validates the configured catalog: its products, the images the local machines
+/// can run, and which products this configuration can deliver.
+pub fn load_catalog(config: &Config, local: &LocalProvisioner) -> Result<LoadedCatalog, BootError> {
+    let (spec, origin) = load_catalog_spec(config)?;
     let local_unavailable = local.unavailable_reason();
     // The catalog may not promise an image the local provisioner cannot deliver.
     let local_images = local.images();
@@ -114,8 +127,26 @@ pub async fn build_app(
             ))
         }
     };
-    let catalog =
-        Catalog::build(spec, availability).map_err(|e| BootError::Config(e.to_string()))?;
+    let catalog = Catalog::build(spec, availability)
+        .map_err(|e| BootError::Config(format!("{origin}: {e}")))?;
+    Ok(LoadedCatalog { catalog, origin })
+}
+
+/// Builds the application over an opened store.
+pub async fn build_app(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    base_url: String,
+) -> Result<App, BootError> {
+    let local = local_provisioner(config)?;
+    let LoadedCatalog { catalog, origin } = load_catalog(config, &local)?;
+    tracing::info!(
+        source = %origin,
+        products = catalog.products().len(),
+        version = catalog.version(),
+        "catalog loaded"
+    );
 
     let mut fulfillers: HashMap<String, Arc<dyn Fulfiller>> = HashMap::new();
     fulfillers.insert(

@@ -63,6 +63,9 @@ enum Command {
     /// Machine images for the local provisioner.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// The product catalog: print the built-in one, check a file before serving it.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
     #[command(flatten)]
     Agent(storefront::agent::AgentCommand),
     /// Serve the MCP tools on stdin/stdout (for agent frameworks that launch a command). Acts
@@ -80,6 +83,20 @@ enum ImageCommand {
     },
     /// List the images built here.
     List,
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Print the built-in catalog (TOML): a starting point for your own `catalog_file`.
+    PrintDefault,
+    /// Validate a catalog file as `serve` would load it, and list its products.
+    Check {
+        /// The catalog file (TOML; format in docs/catalog.md).
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -271,6 +288,46 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 ImageCommand::List => {
                     for image in images.available() {
                         storefront::say!("{image}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Catalog(CatalogCommand::PrintDefault) => {
+            storefront::say!(
+                "{}",
+                storefront_domain::catalog::DEFAULT_CATALOG_TOML.trim_end()
+            );
+            Ok(())
+        }
+        Command::Catalog(CatalogCommand::Check { file, json }) => {
+            let config = Config {
+                catalog_file: Some(file),
+                ..config
+            };
+            let local = storefront::bootstrap::local_provisioner(&config)?;
+            let loaded = storefront::bootstrap::load_catalog(&config, &local)?;
+            let products = loaded.catalog.products();
+            if json {
+                let list: Vec<_> = products
+                    .iter()
+                    .map(|p| json!({"id": p.id, "available": p.available, "unavailable_reason": p.unavailable_reason}))
+                    .collect();
+                storefront::say!(
+                    "{}",
+                    json!({"ok": true, "source": loaded.origin, "version": loaded.catalog.version(), "products": list})
+                );
+            } else {
+                storefront::say!(
+                    "{}: {} products, version {}",
+                    loaded.origin,
+                    products.len(),
+                    loaded.catalog.version()
+                );
+                for p in products {
+                    match &p.unavailable_reason {
+                        Some(why) => storefront::say!("  {}  unavailable here: {why}", p.id),
+                        None => storefront::say!("  {}  {}", p.id, p.pricing.summary()),
                     }
                 }
             }

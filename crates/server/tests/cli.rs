@@ -425,3 +425,61 @@ async fn the_login_code_names_the_configured_dashboard_and_every_admin_option_ha
         }
     }
 }
+
+#[tokio::test]
+async fn a_catalog_file_can_start_from_the_builtin_one_and_is_checked_before_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &'static [&'static str]| {
+        let mut command = storefront(dir.path(), None);
+        command.args(args);
+        command
+    };
+    let printed = run(&["catalog", "print-default"]).output().await.unwrap();
+    assert!(printed.status.success());
+    let builtin = String::from_utf8(printed.stdout).unwrap();
+    assert!(builtin.contains("[[products]]") && builtin.contains("id = \"web-search\""));
+
+    // The built-in products, one replaced and one added.
+    let own = builtin
+        .split("[[products]]")
+        .find(|p| p.contains("id = \"web-search\""))
+        .unwrap()
+        .to_owned();
+    let file = dir.path().join("catalog.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "include_builtin = true\n\n[[products]]{}\n[[products]]{}",
+            own.replace("id = \"web-search\"", "id = \"my-search\""),
+            own.replacen("name = \"", "name = \"Our ", 1)
+        ),
+    )
+    .unwrap();
+    let checked = storefront(dir.path(), None)
+        .args(["catalog", "check", "catalog.toml", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(checked.status.success(), "{checked:?}");
+    let report: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    let ids: Vec<&str> = report["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    let builtin_count = builtin.matches("[[products]]").count();
+    assert_eq!(ids.len(), builtin_count + 1, "{ids:?}");
+    assert!(ids.contains(&"web-search") && ids.contains(&"bare-linux-machine"));
+    assert_eq!(ids.last(), Some(&"my-search"));
+
+    std::fs::write(&file, "[[products]]\nid = \"Not An Id\"\n").unwrap();
+    let refused = storefront(dir.path(), None)
+        .args(["catalog", "check", "catalog.toml"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("catalog.toml"), "the file is named: {why}");
+}
