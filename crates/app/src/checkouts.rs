@@ -45,7 +45,7 @@ pub struct ReceiptInput {
     pub metadata: Option<Value>,
 }
 
-/// Seed 003's CheckoutResponse: the one shape every checkout endpoint answers with.
+/// A checkout session: the one shape every checkout endpoint answers with.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckoutResponse {

@@ -211,6 +211,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
     }
 }
 
+/// Path parameters, like axum's `Path`, but a segment that cannot be read (not UTF-8, say) is
+/// answered in the error envelope like every other bad input.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError(DomainError::validation(
+                "path",
+                format!(
+                    "The request path cannot be read: {}.",
+                    rejection.body_text()
+                ),
+                "Send ids as they were returned (percent-encoded UTF-8).",
+            ))),
+        }
+    }
+}
+
 /// Query parameters deserialized into `T` with the same field-naming errors.
 pub struct ApiQuery<T>(pub T);
 

@@ -6,6 +6,7 @@
 //! external scripts or fonts).
 
 use serde::Serialize;
+use serde_json::json;
 use std::fmt::Write;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr};
@@ -96,6 +97,250 @@ pub fn finish(openapi: &mut OpenApi) {
                 .responses
                 .entry("429".into())
                 .or_insert_with(|| RefOr::T(limited.clone()));
+        }
+    }
+}
+
+/// The id and cursor alphabet: product ids (`a-z`, `0-9`, `-`) and prefixed ids (`ord_...`).
+const CURSOR_PATTERN: &str = "^[a-z0-9][a-z0-9_-]*$";
+
+/// The document as served at `/openapi.json`: what utoipa derived, plus what the server enforces
+/// but the derived schemas cannot say, so a client generated from it sends only what is
+/// accepted:
+/// - a required string of a request body is never empty (`minLength: 1`);
+/// - `Idempotency-Key` is 1-255 characters, never `null`; a cursor is an id;
+/// - an order names a stored quote or a product, exactly one (`oneOf`);
+/// - links from what an answer creates to the operations that read or use it (create order →
+///   get order, order → service, quote → order, agent → key), for stateful clients and tests.
+///
+/// The document is edited as JSON (utoipa's model has no room for some of it, such as `oneOf`
+/// beside an object's properties): these are facts about the wire, not about Rust types.
+pub fn to_json(openapi: &OpenApi) -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi).expect("the document serializes");
+    refine_parameters(&mut doc);
+    let bodies = request_body_schemas(&doc);
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for name in bodies {
+            // An empty soul is how the owner clears it.
+            if name == "SoulBody" {
+                continue;
+            }
+            if let Some(schema) = schemas.get_mut(&name) {
+                require_non_empty_strings(schema);
+            }
+        }
+        if let Some(order) = schemas.get_mut("OrderBody") {
+            order["oneOf"] = json!([
+                {"required": ["quote_id"], "properties": {"quote_id": {"type": "string", "minLength": 1}}},
+                {"required": ["product_id"], "properties": {"product_id": {"type": "string", "minLength": 1}}},
+            ]);
+        }
+    }
+    add_links(&mut doc);
+    doc
+}
+
+fn refine_parameters(doc: &mut serde_json::Value) {
+    let Some(paths) = doc
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut() {
+            let Some(params) = op
+                .get_mut("parameters")
+                .and_then(serde_json::Value::as_array_mut)
+            else {
+                continue;
+            };
+            for param in params {
+                let schema = match (param["name"].as_str(), param["in"].as_str()) {
+                    (Some("Idempotency-Key"), Some("header")) => {
+                        json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"})
+                    }
+                    (Some("cursor"), Some("query")) => {
+                        json!({"type": "string", "minLength": 1, "maxLength": 128, "pattern": CURSOR_PATTERN})
+                    }
+                    _ => continue,
+                };
+                param["schema"] = schema;
+            }
+        }
+    }
+}
+
+/// The component schemas that requests send as their body.
+fn request_body_schemas(doc: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    let operations = doc["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|paths| paths.values())
+        .filter_map(serde_json::Value::as_object)
+        .flat_map(|item| item.values());
+    operations
+        .filter_map(|op| op.pointer("/requestBody/content"))
+        .filter_map(serde_json::Value::as_object)
+        .flat_map(|content| content.values())
+        .filter_map(|media| media.pointer("/schema/$ref")?.as_str())
+        .filter_map(|r| r.strip_prefix("#/components/schemas/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `minLength: 1` on every required property of `schema` that is a plain string.
+fn require_non_empty_strings(schema: &mut serde_json::Value) {
+    let required: Vec<String> = schema["required"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    for name in required {
+        if let Some(property) = properties.get_mut(&name) {
+            let plain = property["type"] == "string"
+                && property.get("enum").is_none()
+                && property.get("format").is_none()
+                && property.get("minLength").is_none();
+            if plain {
+                property["minLength"] = json!(1);
+            }
+        }
+    }
+}
+
+fn add_links(doc: &mut serde_json::Value) {
+    let link = |operation: &str, parameters: serde_json::Value, description: &str| json!({"operationId": operation, "parameters": parameters, "description": description});
+    let order_id = json!({"order_id": "$response.body#/data/order/id"});
+    let agent_id = json!({"agent_id": "$response.body#/data/agent/id"});
+    let first_product = json!({"product_id": "$response.body#/data/products/0/id"});
+    let mut links = vec![
+        (
+            "/api/v1/orders",
+            "post",
+            "201",
+            "GetOrder",
+            link("get_order", order_id.clone(), "The order just created."),
+        ),
+        (
+            "/api/v1/orders",
+            "post",
+            "202",
+            "GetOrder",
+            link("get_order", order_id.clone(), "The order just created."),
+        ),
+        (
+            "/api/v1/orders",
+            "post",
+            "202",
+            "CancelOrder",
+            link(
+                "cancel_order",
+                order_id.clone(),
+                "Cancel it while it waits.",
+            ),
+        ),
+        (
+            "/api/v1/orders/{order_id}",
+            "get",
+            "200",
+            "GetService",
+            link(
+                "get_service",
+                json!({"service_id": "$response.body#/data/order/service_id"}),
+                "The machine this order delivers (orders of machines).",
+            ),
+        ),
+        (
+            "/api/v1/quotes",
+            "post",
+            "201",
+            "GetQuote",
+            link(
+                "get_quote",
+                json!({"quote_id": "$response.body#/data/quote/id"}),
+                "The quote just made.",
+            ),
+        ),
+        (
+            "/api/v1/quotes",
+            "post",
+            "201",
+            "OrderQuote",
+            json!({
+                "operationId": "create_order",
+                "requestBody": {"quote_id": "$response.body#/data/quote/id"},
+                "description": "Order the quote (with an Idempotency-Key of your own).",
+            }),
+        ),
+        (
+            "/api/v1/products",
+            "get",
+            "200",
+            "GetProduct",
+            link(
+                "get_product",
+                first_product.clone(),
+                "The first product listed.",
+            ),
+        ),
+        (
+            "/api/v1/products",
+            "get",
+            "200",
+            "GetRequirements",
+            link(
+                "get_product_requirements",
+                first_product,
+                "What the first product listed needs.",
+            ),
+        ),
+    ];
+    for (name, operation, description) in [
+        ("GetAgent", "get_agent", "The agent just created."),
+        ("CreateAgentKey", "create_agent_key", "A key for the agent."),
+        ("UpdateAgent", "update_agent", "Change the agent."),
+        ("ListRules", "list_rules", "The agent's rules."),
+        ("CreateRule", "create_rule", "Add a rule."),
+        (
+            "SetSoul",
+            "set_soul",
+            "The owner's instructions to the agent.",
+        ),
+        ("SetStores", "set_stores", "Trusted and blocked stores."),
+        ("KillSwitch", "owner_kill_switch", "Suspend the agent."),
+        ("Reactivate", "reactivate_agent", "Lift a suspension."),
+    ] {
+        links.push((
+            "/api/v1/agents",
+            "post",
+            "201",
+            name,
+            link(operation, agent_id.clone(), description),
+        ));
+    }
+    for (path, method, status, name, value) in links {
+        let pointer = format!(
+            "/paths/{}/{method}/responses/{status}",
+            path.replace('~', "~0").replace('/', "~1")
+        );
+        if let Some(response) = doc.pointer_mut(&pointer) {
+            response["links"][name] = value;
         }
     }
 }

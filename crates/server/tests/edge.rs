@@ -308,6 +308,28 @@ async fn an_http_1_1_request_needs_exactly_one_host(backend: Backend) {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+dual_test!(a_path_segment_that_is_not_utf8_is_answered_in_the_envelope);
+async fn a_path_segment_that_is_not_utf8_is_answered_in_the_envelope(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (_, owner) = s.account(0).await;
+    for (path, key) in [
+        ("/api/v1/products/%FF%FE", None),
+        ("/api/v1/orders/ord_%C3%28", Some(owner.as_str())),
+    ] {
+        let r = s.get(path, key).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code(), r.param()),
+            (400, "validation_error", "path"),
+            "{path}: {:?}",
+            r.body
+        );
+        assert!(r
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/json"));
+    }
+}
+
 dual_test!(credentials_without_a_key_or_a_signature_are_unauthorized);
 async fn credentials_without_a_key_or_a_signature_are_unauthorized(backend: Backend) {
     let s = TestServer::start(&backend).await;

@@ -102,7 +102,7 @@ async fn real_openapi_clients_accept_the_document_and_find_no_violations(backend
     // Every operation, fuzzed: no 5xx, every answer's status, content type, headers and body as
     // documented. (Requests the document calls valid but the server refuses for reasons a schema
     // cannot state — an unknown cursor, "quote_id or product_id" — are not counted as failures.)
-    run(
+    let fuzzed = run(
         tokio::process::Command::new(&paths[2])
             .arg("run")
             .arg(s.url("/openapi.json"))
@@ -121,4 +121,14 @@ async fn real_openapi_clients_accept_the_document_and_find_no_violations(backend
         "schemathesis",
     )
     .await;
+    // The document's links drive a stateful phase: create, then read and act on what was made.
+    let stateful = fuzzed
+        .lines()
+        .skip_while(|l| !l.contains("Stateful"))
+        .find_map(|l| l.trim().strip_prefix("Scenarios:"))
+        .and_then(|n| n.trim().parse::<u32>().ok());
+    assert!(
+        stateful.is_some_and(|n| n > 0),
+        "no stateful scenarios ran:\n{fuzzed}"
+    );
 }

@@ -3,9 +3,10 @@
 
 use super::{ok, Success};
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::extract::{int_param, ApiJson, ApiQuery, Caller};
 use crate::openapi::{Envelope, ErrorEnvelope};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use storefront_app::accounts::{Balance, CreatedKey};

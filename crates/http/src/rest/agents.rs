@@ -3,9 +3,10 @@
 
 use super::{ok, Success};
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::extract::{ApiJson, ApiQuery, Caller, CallerEvenIfSuspended, OptionalJson};
 use crate::openapi::{Envelope, ErrorEnvelope};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -127,7 +128,7 @@ fn confirmed(body: &KillSwitchBody) -> Result<(), DomainError> {
     }
 }
 
-/// Seed 003's kill switch, pulled by the agent itself: suspended at once, waiting orders
+/// The kill switch, pulled by the agent itself: suspended at once, waiting orders
 /// canceled, every later call `403 kill_switch_active`.
 #[utoipa::path(operation_id = "agent_kill_switch", post, path = "/agent/kill-switch", tag = "governance", request_body = KillSwitchBody,
     security(("api_key" = [])),
@@ -155,7 +156,7 @@ async fn kill_switch(
     }))
 }
 
-/// Seed 003's kill switch answer.
+/// The kill switch's answer.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct KillSwitchResult {
     success: bool,
@@ -326,7 +327,7 @@ impl From<AgentBody> for AgentInput {
     }
 }
 
-/// Seed 003's connect body (camelCase spellings accepted).
+/// What an agent says of itself when it connects (camelCase spellings accepted).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConnectBody {
@@ -350,7 +351,7 @@ pub(crate) struct StoresData {
     blocked: Vec<String>,
 }
 
-/// Seed 003's connect: the agent introduces itself; `201` the first time (`pending` when the
+/// Connect: the agent introduces itself; `201` the first time (`pending` when the
 /// owner must confirm it), `200` after.
 #[utoipa::path(operation_id = "agent_connect", post, path = "/agent/connect", tag = "governance", request_body = ConnectBody,
     security(("api_key" = [])),
@@ -771,7 +772,7 @@ async fn set_stores(
     Ok(ok(AgentData { agent }))
 }
 
-/// Seed 003's pre-action check: may the agent make this purchase?
+/// The pre-action check: may the agent make this purchase?
 #[utoipa::path(operation_id = "agent_check", post, path = "/agent/check", tag = "governance", request_body = CheckBody,
     security(("api_key" = [])),
     responses(

@@ -47,7 +47,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
 
 pub fn routes() -> Router<App> {
     let (api, document) = api();
-    let json = Arc::new(serde_json::to_value(&document).expect("the document serializes"));
+    let json = Arc::new(crate::openapi::to_json(&document));
     let html = Arc::new(crate::openapi::render_docs(&document));
     Router::new()
         .merge(health::routes())

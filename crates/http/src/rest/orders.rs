@@ -2,11 +2,12 @@
 
 use super::{ok, with_retry_after, Success};
 use crate::error::{envelope, status_of, ApiError};
+use crate::extract::Path;
 use crate::extract::{
     idempotency_key, int_param, required_idempotency_key, ApiJson, ApiQuery, Caller,
 };
 use crate::openapi::{Envelope, ErrorEnvelope};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -62,7 +63,7 @@ pub(crate) struct OrderBody {
     /// `credit` (default with a key), `card` or `mpp` (default without a key).
     #[schema(value_type = Option<PaymentMethod>)]
     payment_method: Option<String>,
-    /// Seed 004: the idempotency key may travel in the body.
+    /// The idempotency key, when not sent as the `Idempotency-Key` header.
     request_id: Option<String>,
     customer_email: Option<String>,
     billing_name: Option<String>,

@@ -2,10 +2,11 @@
 
 use super::{ok, Success};
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::extract::{ApiJson, Caller};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use storefront_app::payments::{TopUpView, WebhookAck};

@@ -2,10 +2,11 @@
 
 use super::{ok, Success};
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::extract::{int_param, ApiQuery};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;

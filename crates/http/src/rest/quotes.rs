@@ -2,9 +2,10 @@
 
 use super::{ok, Success};
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::extract::{ApiJson, Caller};
 use crate::openapi::{Envelope, ErrorEnvelope};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

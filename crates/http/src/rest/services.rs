@@ -2,11 +2,12 @@
 
 use super::{ok, with_retry_after, Success};
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::extract::{
     int_param, required_idempotency_key, ApiJson, ApiQuery, Caller, OptionalJson,
 };
 use crate::openapi::{Envelope, ErrorEnvelope};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
