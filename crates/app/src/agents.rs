@@ -4,6 +4,7 @@
 
 use crate::accounts::{new_key, CreatedKey};
 use crate::app::{store_failure, App};
+use crate::machines::MachinesHeld;
 use crate::ports::{AgentRule, Applied, BudgetGuard, StoreError};
 use crate::principal::Principal;
 use serde::Serialize;
@@ -487,14 +488,18 @@ impl App {
         self.acting_agent(principal).await.map(|_| ())
     }
 
-    /// The kill switch: the agent is suspended at once and its orders still waiting (for
-    /// payment or approval) are canceled. Pulled by the agent's own key, or by the owner.
+    /// The kill switch: the agent is suspended at once, its orders still waiting (for payment
+    /// or approval) are canceled, the resource tokens of its machines stop working and its
+    /// running machines are stopped (files kept; the owner may keep them running with
+    /// `stop_machines: false`). Pulled by the agent's own key, or by the owner. Answers the
+    /// agent, how many open checkouts were canceled, and what happened to its machines.
     pub async fn kill_switch(
         &self,
         principal: &Principal,
         agent_id: Option<&str>,
         reason: Option<String>,
-    ) -> Result<(Agent, usize), DomainError> {
+        stop_machines: bool,
+    ) -> Result<(Agent, usize, MachinesHeld), DomainError> {
         let mut agent = match (principal, agent_id) {
             (Principal::Agent { .. }, None) => self
                 .acting_agent(principal)
@@ -517,9 +522,10 @@ impl App {
             "kill_switch",
             Some("suspended"),
             None,
-            serde_json::json!({"reason": reason, "by": if principal.agent_id().is_some() { "agent" } else { "owner" }}),
+            serde_json::json!({"reason": reason, "by": if principal.agent_id().is_some() { "agent" } else { "owner" }, "stop_machines": stop_machines}),
         )
         .await?;
+        let machines = self.hold_agent_machines(&agent.id, stop_machines).await?;
         let open_checkouts = self
             .store
             .agent_open_checkouts(&agent.id)
@@ -566,7 +572,7 @@ impl App {
                 }
             }
         }
-        Ok((agent, canceled_checkouts))
+        Ok((agent, canceled_checkouts, machines))
     }
 
     /// `POST /api/v1/agent/connect`: the agent introduces itself. The first connection of an
@@ -640,8 +646,15 @@ impl App {
     /// `POST /api/v1/agents/{id}/reactivate`: the only way out of the kill switch.
     pub async fn reactivate(&self, principal: &Principal, id: &str) -> Result<Agent, DomainError> {
         let mut agent = self.owned_agent(principal, id).await?;
+        let was_suspended = agent.status == AgentStatus::Suspended;
         agent.status = AgentStatus::Active;
         let agent = self.save_agent(agent).await?;
+        if was_suspended {
+            let started = self.release_agent_machines(&agent.id).await?;
+            if started > 0 {
+                tracing::info!(agent_id = %agent.id, started, "machines stopped by the kill switch start again");
+            }
+        }
         self.audit(
             &agent.account_id,
             Some(&agent.id),
@@ -652,6 +665,21 @@ impl App {
         )
         .await?;
         Ok(agent)
+    }
+
+    /// `403 kill_switch_active` when the agent is suspended.
+    pub(crate) async fn refuse_if_suspended(&self, agent_id: &AgentId) -> Result<(), DomainError> {
+        match self
+            .store
+            .get_agent(agent_id)
+            .await
+            .map_err(store_failure)?
+        {
+            Some(agent) if agent.status == AgentStatus::Suspended => {
+                Err(kill_switch_active(&agent))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The agent an agent key acts for, refusing a suspended one.

@@ -128,6 +128,7 @@ impl App {
         worker
             .register::<ProvisionMachine>()
             .register::<RestartMachine>()
+            .register::<StopMachine>()
             .register::<ReinstallMachine>()
             .register::<TerminateMachine>()
             .register::<ExpireLease>()

@@ -581,6 +581,13 @@ impl App {
                 signature,
             )
             .await?;
+        // A signed URL is the agent's bearer credential: the kill switch voids it (the
+        // account's own keys still reach the credentials).
+        if principal.account_id().is_none() {
+            if let Some(agent_id) = &order.agent_id {
+                self.refuse_if_suspended(agent_id).await?;
+            }
+        }
         let service_id = order.service_id.as_ref().ok_or_else(|| {
             DomainError::new(
                 ErrorCode::NotFound,

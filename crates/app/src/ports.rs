@@ -303,6 +303,9 @@ pub trait Provisioner: Send + Sync + 'static {
     async fn ready(&self, id: &str) -> Result<bool, ProvisionError>;
     /// Kills every process of the machine and boots it again; its files are kept.
     async fn restart(&self, id: &str) -> Result<Machine, ProvisionError>;
+    /// Halts every process of the machine and leaves it down; its files are kept and
+    /// `restart` boots it again. Stopping a stopped or absent machine succeeds.
+    async fn stop(&self, id: &str) -> Result<(), ProvisionError>;
     /// Wipes the machine (files and host key) and boots it fresh from `spec.image`.
     async fn reinstall(&self, spec: &MachineSpec) -> Result<Machine, ProvisionError>;
     /// Removes the machine and everything of it. Terminating an absent machine succeeds.

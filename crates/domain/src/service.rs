@@ -17,14 +17,18 @@ pub enum ServiceStatus {
     Terminated,
     Expired,
     Failed,
+    /// Halted by the kill switch of the agent that bought it: files kept, processes gone, and
+    /// started again when the owner reactivates the agent.
+    Stopped,
 }
 
 impl ServiceStatus {
-    pub const ALL: [ServiceStatus; 8] = [
+    pub const ALL: [ServiceStatus; 9] = [
         Self::Provisioning,
         Self::Active,
         Self::Restarting,
         Self::Reinstalling,
+        Self::Stopped,
         Self::Terminating,
         Self::Terminated,
         Self::Expired,
@@ -41,6 +45,7 @@ impl ServiceStatus {
             Self::Terminated => "terminated",
             Self::Expired => "expired",
             Self::Failed => "failed",
+            Self::Stopped => "stopped",
         }
     }
 

@@ -582,3 +582,170 @@ async fn a_machine_that_cannot_be_provisioned_fails_its_order_and_refunds(backen
         .await;
     assert_eq!(service.body["data"]["service"]["status"], "failed");
 }
+
+/// An agent with a key of its own, in an account with credits: (owner key, agent id, agent key).
+async fn agent_of(s: &TestServer, credits: i64) -> (String, String, String) {
+    let (_, owner) = s.account(credits).await;
+    let created = s
+        .post("/api/v1/agents", Some(&owner), &json!({"name": "buyer"}))
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["data"]["agent"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = s
+        .post(
+            &format!("/api/v1/agents/{id}/keys"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(key.status, 201, "{:?}", key.body);
+    let key = key.body["data"]["api_key"].as_str().unwrap().to_owned();
+    (owner, id, key)
+}
+
+dual_test!(the_kill_switch_stops_the_agents_machines_and_voids_its_tokens_until_reactivated);
+async fn the_kill_switch_stops_the_agents_machines_and_voids_its_tokens_until_reactivated(
+    backend: Backend,
+) {
+    if image_dir().is_none() {
+        return;
+    }
+    let s = TestServer::start(&backend).await;
+    s.start_worker();
+    let (owner, agent, agent_key) = agent_of(&s, 10_000).await;
+    let mut bought = Vec::new();
+    for n in 0..2 {
+        let r = s
+            .order(
+                Some(&agent_key),
+                &format!("agent-machine-{n}"),
+                &json!({"product_id": "bare-linux-machine", "configuration": {"duration_minutes": 30}}),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        bought.push(r.body["data"]["order"].clone());
+    }
+    let service_of = |order: &Value| order["service_id"].as_str().unwrap().to_owned();
+    let mut machines = Vec::new();
+    for order in &bought {
+        let service_id = service_of(order);
+        s.poll_until(
+            &format!("/api/v1/services/{service_id}"),
+            Some(&owner),
+            status_is("active"),
+        )
+        .await;
+        let creds_url = order["credentials_action"]["url"].as_str().unwrap();
+        let creds = s.get(creds_url, None).await;
+        assert_eq!(creds.status, 200, "{:?}", creds.body);
+        let c = &creds.body["data"]["credentials"];
+        let private_key = c["private_key"].as_str().unwrap().to_owned();
+        let port = c["port"].as_u64().unwrap() as u16;
+        assert_eq!(
+            ssh(&private_key, port, "echo kept > /root/file && echo ok")
+                .await
+                .trim(),
+            "ok"
+        );
+        let read_token = order["management_tokens"]["read_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        machines.push((
+            service_id,
+            creds_url.to_owned(),
+            private_key,
+            port,
+            read_token,
+        ));
+    }
+
+    let kill = s
+        .post(
+            &format!("/api/v1/agents/{agent}/kill-switch"),
+            Some(&owner),
+            &json!({"confirm": true, "reason": "runaway", "stop_machines": true}),
+        )
+        .await;
+    assert_eq!(kill.status, 200, "{:?}", kill.body);
+    for (service_id, creds_url, _, port, read_token) in &machines {
+        let stopped = s
+            .get(&format!("/api/v1/services/{service_id}"), Some(&owner))
+            .await;
+        assert_eq!(stopped.body["data"]["service"]["status"], "stopped");
+        assert_eq!(
+            stopped.body["data"]["service"]["server"]["power_state"],
+            "stopped"
+        );
+        let by_token = s
+            .get(&format!("/api/v1/services/{service_id}"), Some(read_token))
+            .await;
+        assert_eq!(by_token.status, 401, "a voided token: {:?}", by_token.body);
+        let signed = s.get(creds_url, None).await;
+        assert_eq!(
+            (signed.status.as_u16(), signed.code()),
+            (403, "kill_switch_active"),
+            "{:?}",
+            signed.body
+        );
+        // The machine goes down once the worker ran its stop job (a real system settling).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stopped machine still answers on {port}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    let back = s
+        .post(
+            &format!("/api/v1/agents/{agent}/reactivate"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(back.status, 200, "{:?}", back.body);
+    for (service_id, creds_url, private_key, _, _) in &machines {
+        let active = s
+            .poll_until(
+                &format!("/api/v1/services/{service_id}"),
+                Some(&owner),
+                status_is("active"),
+            )
+            .await;
+        let port = active["data"]["service"]["server"]["ssh_port"]
+            .as_u64()
+            .unwrap() as u16;
+        assert_eq!(
+            ssh(private_key, port, "cat /root/file").await.trim(),
+            "kept",
+            "the files survived the stop"
+        );
+        assert_eq!(
+            s.get(creds_url, None).await.status,
+            200,
+            "the signed URL works again"
+        );
+    }
+
+    // Opting out: the machines keep running, their tokens stay void.
+    let kept = s
+        .post(
+            &format!("/api/v1/agents/{agent}/kill-switch"),
+            Some(&owner),
+            &json!({"confirm": true, "stop_machines": false}),
+        )
+        .await;
+    assert_eq!(kept.status, 200, "{:?}", kept.body);
+    for (service_id, ..) in &machines {
+        let running = s
+            .get(&format!("/api/v1/services/{service_id}"), Some(&owner))
+            .await;
+        assert_eq!(running.body["data"]["service"]["status"], "active");
+    }
+}

@@ -21,6 +21,12 @@ pub struct RestartMachine {
     pub service_id: ServiceId,
 }
 
+/// Halts a service's machine, keeping its files (the service is `stopped`: the kill switch).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopMachine {
+    pub service_id: ServiceId,
+}
+
 /// Rebuilds a service's machine from `image` (the service is `reinstalling`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReinstallMachine {

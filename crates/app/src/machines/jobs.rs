@@ -1,11 +1,11 @@
 //! The background jobs that drive machines to the state their service records: provision,
-//! restart, reinstall, terminate, and end a lease at its expiry. Each re-reads its service and
+//! restart, reinstall, stop (the kill switch), terminate, and end a lease at its expiry. Each re-reads its service and
 //! does nothing if the service has moved on, so a job retried or run late is harmless.
 
 use super::spec_of;
 use crate::app::App;
 use crate::jobs::kinds::{
-    ExpireLease, ProvisionMachine, ReinstallMachine, RestartMachine, TerminateMachine,
+    ExpireLease, ProvisionMachine, ReinstallMachine, RestartMachine, StopMachine, TerminateMachine,
 };
 use crate::jobs::{JobError, JobKind};
 use crate::ports::{Applied, Change, Machine, ProvisionError, Provisioner};
@@ -187,6 +187,25 @@ impl JobKind for RestartMachine {
 }
 
 #[async_trait]
+impl JobKind for StopMachine {
+    const KIND: &'static str = "machine.stop";
+    const MAX_ATTEMPTS: i64 = 5;
+
+    async fn run(self, app: &App, _job: &Job) -> Result<(), JobError> {
+        let service = service_of(app, &self.service_id).await?;
+        if service.status != ServiceStatus::Stopped {
+            return Ok(());
+        }
+        provisioner_of(app, &service)?
+            .stop(service.id.as_str())
+            .await
+            .map_err(JobError::retry)?;
+        tracing::info!(service_id = %service.id, "machine stopped (kill switch)");
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl JobKind for ReinstallMachine {
     const KIND: &'static str = "machine.reinstall";
     const MAX_ATTEMPTS: i64 = 5;
@@ -224,7 +243,10 @@ impl JobKind for ExpireLease {
     async fn run(self, app: &App, _job: &Job) -> Result<(), JobError> {
         let service = service_of(app, &self.service_id).await?;
         let now = app.clock.now();
-        if !ServiceStatus::LIVE.contains(&service.status) {
+        // A machine stopped by the kill switch still ends with its lease.
+        if !ServiceStatus::LIVE.contains(&service.status)
+            && service.status != ServiceStatus::Stopped
+        {
             return Ok(());
         }
         if let Some(at) = service.expires_at.filter(|at| *at > now) {

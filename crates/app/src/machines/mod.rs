@@ -9,14 +9,14 @@
 mod jobs;
 
 use crate::app::{store_failure, App};
-use crate::jobs::kinds::{ReinstallMachine, RestartMachine, TerminateMachine};
+use crate::jobs::kinds::{ReinstallMachine, RestartMachine, StopMachine, TerminateMachine};
 use crate::jobs::JobKind;
 use crate::page::{Page, PageRequest};
 use crate::ports::{Applied, Change, MachineSpec, Provisioner};
 use crate::principal::{Principal, TokenScope};
 use serde::Serialize;
 use std::sync::Arc;
-use storefront_domain::ids::ServiceId;
+use storefront_domain::ids::{AgentId, ServiceId};
 use storefront_domain::job::Job;
 use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::format;
@@ -121,6 +121,16 @@ pub struct SshCredentials {
 }
 
 fn not_ready(service: &Service) -> DomainError {
+    if service.status == ServiceStatus::Stopped {
+        return DomainError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "Service {} is stopped: the agent that bought it was suspended (kill switch).",
+                service.id
+            ),
+            "The machine starts again, with its files, when the owner reactivates the agent.",
+        );
+    }
     if service.status.is_terminal() || service.status == ServiceStatus::Terminating {
         // Polling would never help: the machine and its keys are gone for good.
         let how = match service.status {
@@ -294,6 +304,7 @@ impl App {
                 ServiceStatus::Provisioning,
                 ServiceStatus::Restarting,
                 ServiceStatus::Reinstalling,
+                ServiceStatus::Stopped,
             ],
             _ => &[ServiceStatus::Active],
         };
@@ -460,11 +471,13 @@ impl App {
                 }
             }
         }
+        // A stopped machine is kept (not started): the kill switch holds it.
         let keep = [
             ServiceStatus::Provisioning,
             ServiceStatus::Active,
             ServiceStatus::Restarting,
             ServiceStatus::Reinstalling,
+            ServiceStatus::Stopped,
             ServiceStatus::Terminating,
         ];
         let known: Vec<String> = self
@@ -484,6 +497,112 @@ impl App {
             }
         }
         Ok(())
+    }
+}
+
+/// What the kill switch did to the machines of an agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachinesHeld {
+    /// Machines halted (files kept) until the agent is reactivated.
+    pub stopped: usize,
+    /// Services whose resource tokens no longer work.
+    pub tokens_revoked: usize,
+}
+
+impl App {
+    /// The kill switch's hold on the machines an agent bought: every resource token it was
+    /// handed stops working, and — unless the owner keeps them running — running machines are
+    /// stopped (not deleted) until the agent is reactivated.
+    pub(crate) async fn hold_agent_machines(
+        &self,
+        agent: &AgentId,
+        stop_machines: bool,
+    ) -> Result<MachinesHeld, DomainError> {
+        let not_final = [
+            ServiceStatus::Provisioning,
+            ServiceStatus::Active,
+            ServiceStatus::Restarting,
+            ServiceStatus::Reinstalling,
+            ServiceStatus::Stopped,
+            ServiceStatus::Terminating,
+        ];
+        let services = self
+            .store
+            .agent_services(agent, &not_final)
+            .await
+            .map_err(store_failure)?;
+        let mut held = MachinesHeld::default();
+        for mut service in services {
+            if self
+                .store
+                .revoke_resource_tokens(&service.id)
+                .await
+                .map_err(store_failure)?
+                > 0
+            {
+                held.tokens_revoked += 1;
+            }
+            // Only a running machine is stopped; one on its way up is stopped once it runs
+            // only if the switch is pulled again (its owner sees it in the services list).
+            if !stop_machines || service.status != ServiceStatus::Active {
+                continue;
+            }
+            service.status = ServiceStatus::Stopped;
+            service.updated_at = self.clock.now();
+            let job = StopMachine {
+                service_id: service.id.clone(),
+            }
+            .due_now(service.updated_at);
+            let moved = self
+                .store
+                .apply_change(&Change {
+                    service: Some((&service, &[ServiceStatus::Active])),
+                    jobs: std::slice::from_ref(&job),
+                    ..Change::default()
+                })
+                .await
+                .and_then(Applied::without_charge)
+                .map_err(store_failure)?;
+            if moved {
+                held.stopped += 1;
+            }
+        }
+        Ok(held)
+    }
+
+    /// Starts again, files kept, the machines the kill switch stopped; how many.
+    pub(crate) async fn release_agent_machines(
+        &self,
+        agent: &AgentId,
+    ) -> Result<usize, DomainError> {
+        let stopped = self
+            .store
+            .agent_services(agent, &[ServiceStatus::Stopped])
+            .await
+            .map_err(store_failure)?;
+        let mut started = 0;
+        for mut service in stopped {
+            service.status = ServiceStatus::Restarting;
+            service.updated_at = self.clock.now();
+            let job = RestartMachine {
+                service_id: service.id.clone(),
+            }
+            .due_now(service.updated_at);
+            let moved = self
+                .store
+                .apply_change(&Change {
+                    service: Some((&service, &[ServiceStatus::Stopped])),
+                    jobs: std::slice::from_ref(&job),
+                    ..Change::default()
+                })
+                .await
+                .and_then(Applied::without_charge)
+                .map_err(store_failure)?;
+            if moved {
+                started += 1;
+            }
+        }
+        Ok(started)
     }
 }
 

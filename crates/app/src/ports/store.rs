@@ -180,6 +180,14 @@ pub trait ServiceStore: Send + Sync {
         &self,
         statuses: &[ServiceStatus],
     ) -> StoreResult<Vec<(ServiceStatus, i64)>>;
+    /// The services of orders the agent placed that are in any of `statuses`.
+    async fn agent_services(
+        &self,
+        agent: &AgentId,
+        statuses: &[ServiceStatus],
+    ) -> StoreResult<Vec<Service>>;
+    /// Deletes every resource token of the service; how many there were.
+    async fn revoke_resource_tokens(&self, service: &ServiceId) -> StoreResult<u64>;
     /// Services in any of `statuses` (for reconciliation at start).
     async fn services_in(&self, statuses: &[ServiceStatus]) -> StoreResult<Vec<Service>>;
 }

@@ -448,6 +448,9 @@ pub async fn stores(
 pub struct KillForm {
     #[serde(default)]
     reason: String,
+    /// The checkbox "Also stop its running machines": present (checked) or absent.
+    #[serde(default)]
+    stop_machines: Option<String>,
 }
 
 pub async fn kill(
@@ -456,9 +459,11 @@ pub async fn kill(
     form: Form<KillForm>,
 ) -> PageResult {
     let reason = Some(form.data.reason).filter(|r| !r.trim().is_empty());
+    let stop_machines = form.data.stop_machines.is_some();
     let result = app
-        .kill_switch(form.session.principal(), Some(&id), reason)
-        .await;
+        .kill_switch(form.session.principal(), Some(&id), reason, stop_machines)
+        .await
+        .map(|(agent, _, _)| agent);
     act(&app, &form.session, &id, result).await
 }
 

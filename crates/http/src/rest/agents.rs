@@ -114,6 +114,10 @@ pub(crate) struct KillSwitchBody {
     /// Must be `true`: the switch suspends the agent at once.
     confirm: bool,
     reason: Option<String>,
+    /// Whether the agent's running machines are stopped until it is reactivated (default
+    /// `true`); `false` keeps them running. Their resource tokens stop working either way.
+    #[serde(default)]
+    stop_machines: Option<bool>,
 }
 
 fn confirmed(body: &KillSwitchBody) -> Result<(), DomainError> {
@@ -147,11 +151,15 @@ async fn kill_switch(
     principal.require_account()?;
     let body = body?;
     confirmed(&body.body)?;
-    let (agent, canceled) = app.kill_switch(&principal, None, body.body.reason).await?;
+    let stop_machines = body.body.stop_machines.unwrap_or(true);
+    let (agent, canceled, machines) = app
+        .kill_switch(&principal, None, body.body.reason, stop_machines)
+        .await?;
     Ok(ok(KillSwitchResult {
         success: true,
         agent_status: agent.status,
         active_checkouts_canceled: canceled,
+        machines_stopped: machines.stopped,
         timestamp: storefront_domain::timestamp::format(&app.clock().now()),
     }))
 }
@@ -162,6 +170,8 @@ pub(crate) struct KillSwitchResult {
     success: bool,
     agent_status: storefront_domain::agent::AgentStatus,
     active_checkouts_canceled: usize,
+    /// Running machines stopped (files kept) until the agent is reactivated.
+    machines_stopped: usize,
     timestamp: String,
 }
 
@@ -185,8 +195,9 @@ async fn owner_kill_switch(
     principal.require_account()?;
     let body = body?;
     confirmed(&body.body)?;
-    let (agent, _) = app
-        .kill_switch(&principal, Some(&id), body.body.reason)
+    let stop_machines = body.body.stop_machines.unwrap_or(true);
+    let (agent, _, _) = app
+        .kill_switch(&principal, Some(&id), body.body.reason, stop_machines)
         .await?;
     Ok(ok(AgentData { agent }))
 }

@@ -267,7 +267,7 @@ impl LocalProvisioner {
         Ok(())
     }
 
-    async fn stop(&self, id: &str) {
+    async fn halt(&self, id: &str) {
         if let Some(mut child) = self.running.lock().await.remove(id) {
             // Closing the lifeline makes the runner kill the lease and exit once every process
             // of it is gone; a runner that does not is killed.
@@ -395,9 +395,14 @@ impl Provisioner for LocalProvisioner {
         let mut record = self
             .read_record(id)?
             .ok_or_else(|| internal(format!("no lease {id}")))?;
-        self.stop(id).await;
+        self.halt(id).await;
         self.start(id, &mut record).await?;
         Ok(Self::machine(&record, None))
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), ProvisionError> {
+        self.halt(id).await;
+        Ok(())
     }
 
     async fn reinstall(&self, spec: &MachineSpec) -> Result<Machine, ProvisionError> {
@@ -405,7 +410,7 @@ impl Provisioner for LocalProvisioner {
         let mut record = self
             .read_record(&spec.id)?
             .ok_or_else(|| internal(format!("no lease {}", spec.id)))?;
-        self.stop(&spec.id).await;
+        self.halt(&spec.id).await;
         record.image = spec.image.clone();
         self.fresh_layer(&spec.id, &mut record)?;
         self.write_record(&spec.id, &record)?;
@@ -414,7 +419,7 @@ impl Provisioner for LocalProvisioner {
     }
 
     async fn terminate(&self, id: &str) -> Result<(), ProvisionError> {
-        self.stop(id).await;
+        self.halt(id).await;
         let dir = self.dir(id)?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

@@ -4,11 +4,11 @@ use async_trait::async_trait;
 use sqlx::Row as _;
 use storefront_app::page::PageRequest;
 use storefront_app::ports::{ResourceToken, ServiceStore, StoreResult};
-use storefront_domain::ids::{AccountId, ServiceId};
+use storefront_domain::ids::{AccountId, AgentId, ServiceId};
 use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::format as ts;
 
-use super::common::{backend, corrupt, parse_ts, to_json};
+use super::common::{backend, commit, corrupt, parse_ts, to_json};
 use super::db;
 use super::rows::service_from_row;
 
@@ -104,6 +104,40 @@ impl ServiceStore for db::Adapter {
                     .ok_or_else(|| corrupt("service status"))
             })
             .collect()
+    }
+
+    async fn agent_services(
+        &self,
+        agent: &AgentId,
+        statuses: &[ServiceStatus],
+    ) -> StoreResult<Vec<Service>> {
+        if statuses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (2..2 + statuses.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT s.* FROM services s JOIN orders o ON o.id = s.order_id
+             WHERE o.agent_id = $1 AND s.status IN ({}) ORDER BY s.id",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(agent.as_str());
+        for s in statuses {
+            query = query.bind(s.as_str());
+        }
+        let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
+        rows.iter().map(service_from_row).collect()
+    }
+
+    async fn revoke_resource_tokens(&self, service: &ServiceId) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query("DELETE FROM resource_tokens WHERE service_id = $1")
+            .bind(service.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?
+            .rows_affected();
+        commit(tx).await?;
+        Ok(deleted)
     }
 
     async fn services_in(&self, statuses: &[ServiceStatus]) -> StoreResult<Vec<Service>> {
