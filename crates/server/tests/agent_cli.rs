@@ -136,3 +136,126 @@ async fn a_reader_that_goes_away_ends_the_command_quietly(backend: Backend) {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+dual_test!(people_get_tables_warnings_a_strict_mode_and_a_private_key_file);
+async fn people_get_tables_warnings_a_strict_mode_and_a_private_key_file(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    s.start_worker();
+    let (_, key) = s.account(10_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_storefront"));
+        command
+            .env_clear()
+            .env("STOREFRONT_URL", &s.base)
+            .env("STOREFRONT_API_KEY", &key)
+            .current_dir(dir.path())
+            .args(args)
+            .kill_on_drop(true);
+        async move {
+            let out = command.output().await.expect("the binary runs");
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+
+    // A value out of range is normalized: the warning is printed, and --strict buys nothing.
+    let (code, _, stderr) = run(&[
+        "buy",
+        "web-search",
+        "--set",
+        "query=x",
+        "--set",
+        "max_results=99",
+        "--strict",
+    ])
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("warning: max_results"), "{stderr}");
+    assert!(stderr.contains("nothing was bought"), "{stderr}");
+    assert_eq!(s.balance(&key).await, 10_000);
+    let (code, stdout, stderr) = run(&[
+        "buy",
+        "web-search",
+        "--set",
+        "query=x",
+        "--set",
+        "max_results=99",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("warning: max_results"), "{stderr}");
+    let header = stdout.lines().next().unwrap_or_default();
+    for column in ["ID", "PRODUCT", "STATUS", "PRICE"] {
+        assert!(header.contains(column), "a table header: {stdout}");
+    }
+    assert!(
+        !stdout.contains('\u{1b}'),
+        "no colour codes in a pipe: {stdout:?}"
+    );
+
+    let (code, stdout, _) = run(&["orders"]).await;
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID")
+            && lines[1].contains("web-search")
+            && lines[1].contains("fulfilled"),
+        "{stdout}"
+    );
+
+    if image_dir().is_none() {
+        return;
+    }
+    let (code, stdout, stderr) = run(&[
+        "buy",
+        "bare-linux-machine",
+        "--set",
+        "duration_minutes=15",
+        "--wait",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains("PRIVATE KEY"),
+        "the key is not printed: {stdout}"
+    );
+    let saved = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("private key saved to "))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("the key file is named: {stdout}"));
+    let path = dir.path().join(saved);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("OPENSSH PRIVATE KEY"));
+    let service = saved.trim_end_matches(".key");
+
+    let (code, stdout, _) = run(&["services"]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.lines().next().unwrap().starts_with("ID"), "{stdout}");
+    assert!(
+        stdout.contains(service) && stdout.contains("active"),
+        "{stdout}"
+    );
+
+    // Actions wait too: restart until active again, terminate until terminated.
+    let (code, stdout, stderr) = run(&["restart", service, "--wait"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("active"), "{stdout}");
+    let (code, stdout, stderr) = run(&["credentials", service, "--print-key"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("OPENSSH PRIVATE KEY"),
+        "--print-key prints it"
+    );
+    let (code, stdout, stderr) = run(&["terminate", service, "--wait"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("terminated"), "{stdout}");
+}

@@ -8,9 +8,11 @@
 //! up before the order was done.
 
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod view;
+mod wait;
 
 #[derive(Args, Debug, Clone)]
 pub struct Connection {
@@ -35,6 +37,38 @@ pub struct Connection {
     pub json: bool,
 }
 
+/// `--wait` and how long to wait, for commands that start something.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct Waiting {
+    /// Wait until it is done, showing what happens meanwhile.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    timeout: u64,
+}
+
+/// Where a generated private key goes.
+#[derive(Args, Debug, Clone)]
+pub struct KeyChoice {
+    /// Write a generated private key to this file (mode 0600; default: SERVICE_ID.key here).
+    #[arg(long, value_name = "FILE", conflicts_with = "print_key")]
+    key_file: Option<std::path::PathBuf>,
+    /// Print a generated private key instead of writing it to a file.
+    #[arg(long)]
+    print_key: bool,
+}
+
+impl KeyChoice {
+    fn output(&self) -> view::KeyOutput {
+        if self.print_key {
+            view::KeyOutput::Print
+        } else {
+            view::KeyOutput::File(self.key_file.clone())
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
     /// List or search the catalog.
@@ -42,15 +76,18 @@ pub enum AgentCommand {
         /// Free-text search.
         #[arg(long)]
         q: Option<String>,
+        /// Only this category (`compute`, `search`, ...).
         #[arg(long)]
         category: Option<String>,
     },
     /// Price a product's configuration (nothing is bought).
     Quote {
+        /// The product to price.
         product_id: String,
         /// A configuration field, `name=value` (repeatable). Numbers and true/false are typed.
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
+        /// How many (default 1).
         #[arg(long)]
         quantity: Option<i64>,
     },
@@ -58,8 +95,10 @@ pub enum AgentCommand {
     Buy {
         /// The product to buy (omit with --quote).
         product_id: Option<String>,
+        /// A configuration field, `name=value` (repeatable). Numbers and true/false are typed.
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
+        /// How many (default 1).
         #[arg(long)]
         quantity: Option<i64>,
         /// Buy this quote instead of configuring a product.
@@ -68,22 +107,29 @@ pub enum AgentCommand {
         /// The idempotency key (default: a new one). Reuse it to retry without buying twice.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Wait until the order is done (machines: until their credentials are available).
+        /// Refuse to buy when the configuration had to be normalized (the quote carries
+        /// warnings): nothing is bought and the warnings are printed.
         #[arg(long)]
-        wait: bool,
-        /// Give up waiting after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
+        strict: bool,
+        #[command(flatten)]
+        waiting: Waiting,
+        #[command(flatten)]
+        key: KeyChoice,
     },
     /// The account's orders, newest first.
     Orders {
+        /// Only orders in this status (`fulfilled`, `processing`, ...).
         #[arg(long)]
         status: Option<String>,
     },
     /// The account's services (machines), newest first.
     Services,
     /// The SSH credentials of a machine.
-    Credentials { service_id: String },
+    Credentials {
+        service_id: String,
+        #[command(flatten)]
+        key: KeyChoice,
+    },
     /// Open an SSH session on a machine with its handed-off credentials.
     Ssh {
         service_id: String,
@@ -92,23 +138,38 @@ pub enum AgentCommand {
         command: Vec<String>,
     },
     /// Restart a machine (files kept).
-    Restart { service_id: String },
+    Restart {
+        service_id: String,
+        #[command(flatten)]
+        waiting: Waiting,
+    },
     /// Reinstall a machine from an image (files wiped).
     Reinstall {
         service_id: String,
-        #[arg(long, default_value = "debian-12")]
-        image: String,
+        /// The image (default: the one the machine runs).
+        #[arg(long)]
+        image: Option<String>,
+        #[command(flatten)]
+        waiting: Waiting,
     },
     /// Extend a machine's lease.
     Extend {
         service_id: String,
+        /// Minutes to add (rounded up to the product's billing unit).
         #[arg(long)]
         minutes: i64,
+        /// The idempotency key (default: a new one). Reuse it to retry without paying twice.
         #[arg(long)]
         idempotency_key: Option<String>,
+        #[command(flatten)]
+        waiting: Waiting,
     },
     /// Terminate a machine now.
-    Terminate { service_id: String },
+    Terminate {
+        service_id: String,
+        #[command(flatten)]
+        waiting: Waiting,
+    },
     /// The account's credit balance.
     Balance,
 }
@@ -235,108 +296,6 @@ fn new_key() -> String {
     format!("cli-{}", storefront_app::secrets::random_token())
 }
 
-fn money(minor: &Value, currency: &Value) -> String {
-    storefront_domain::money::display_minor_in(
-        minor.as_i64().unwrap_or(0),
-        currency.as_str().unwrap_or(""),
-    )
-}
-
-fn print_order(order: &Value) {
-    crate::say!(
-        "order {}  {}  {}  {}",
-        order["id"].as_str().unwrap_or("?"),
-        order["product_id"].as_str().unwrap_or("?"),
-        order["status"].as_str().unwrap_or("?"),
-        money(&order["total_minor"], &order["currency"])
-    );
-    if let Some(service) = order["service_id"].as_str() {
-        crate::say!("  service {service}");
-    }
-    if let Some(result) = order.get("result").filter(|r| !r.is_null()) {
-        crate::say!("  result {result}");
-    }
-}
-
-fn print_credentials(data: &Value) {
-    let c = &data["credentials"];
-    crate::say!(
-        "ssh {}@{} -p {}",
-        c["username"].as_str().unwrap_or("root"),
-        c["host"].as_str().unwrap_or("?"),
-        c["port"]
-    );
-    crate::say!(
-        "host key {}",
-        c["host_key_fingerprint"].as_str().unwrap_or("?")
-    );
-    match c["private_key"].as_str() {
-        Some(key) => crate::say!("{key}"),
-        None => crate::say!("(the machine trusts the public key sent with the order)"),
-    }
-}
-
-/// Polls the order until it is done, honouring `Retry-After`, with a progress bar sized by the
-/// provisioning estimate.
-async fn wait_for(
-    client: &Client,
-    order: Value,
-    timeout: Duration,
-    quiet: bool,
-) -> Result<Value, Outcome> {
-    let id = order["id"].as_str().unwrap_or_default().to_owned();
-    let estimate = order["provisioning_estimate"]["max_seconds"]
-        .as_u64()
-        .unwrap_or(60)
-        .max(1);
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(estimate)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {elapsed}/~{len}s")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    let started = Instant::now();
-    let mut current = order;
-    loop {
-        let done = match current["status"].as_str() {
-            Some("fulfilled") => {
-                current["service_id"].is_null() || current["credentials_available"] == true
-            }
-            Some("failed" | "canceled") => true,
-            _ => false,
-        };
-        bar.set_message(format!(
-            "{id} {}",
-            current["status"].as_str().unwrap_or("?")
-        ));
-        bar.set_position(started.elapsed().as_secs().min(estimate));
-        if done {
-            bar.finish_and_clear();
-            return Ok(current);
-        }
-        if started.elapsed() > timeout {
-            bar.abandon();
-            eprintln!("gave up waiting for {id}; check again with `storefront orders`");
-            return Err(Outcome::TimedOut);
-        }
-        match client.get(&format!("/api/v1/orders/{id}")).await {
-            Ok((data, retry_after)) => {
-                current = data["order"].clone();
-                let pause = retry_after.unwrap_or(2).clamp(1, 10);
-                tokio::time::sleep(Duration::from_secs(pause)).await;
-            }
-            Err(f) => {
-                bar.abandon();
-                return Err(report(f, false));
-            }
-        }
-    }
-}
-
 fn report(failure: Failure, json_output: bool) -> Outcome {
     match failure {
         Failure::Refused(error) => {
@@ -395,20 +354,7 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
             if json_output {
                 print(&data);
             } else {
-                for p in data["products"].as_array().into_iter().flatten() {
-                    crate::say!(
-                        "{:<28} {:<10} {:<7} {}{}",
-                        p["id"].as_str().unwrap_or("?"),
-                        p["category"].as_str().unwrap_or(""),
-                        p["kind"].as_str().unwrap_or(""),
-                        p["name"].as_str().unwrap_or(""),
-                        if p["available"] == false {
-                            "  (unavailable here)"
-                        } else {
-                            ""
-                        }
-                    );
-                }
+                view::products(&data);
             }
         }
         AgentCommand::Quote {
@@ -434,12 +380,10 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
                 crate::say!(
                     "quote {}  {}  valid until {}",
                     q["id"].as_str().unwrap_or("?"),
-                    money(&q["total_minor"], &q["currency"]),
+                    view::money(&q["total_minor"], &q["currency"]),
                     q["expires_at"].as_str().unwrap_or("?")
                 );
-                for w in q["configuration_warnings"].as_array().into_iter().flatten() {
-                    crate::say!("  note: {}", w["message"].as_str().unwrap_or(""));
-                }
+                view::warnings(q);
             }
         }
         AgentCommand::Buy {
@@ -448,10 +392,11 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
             quantity,
             quote,
             idempotency_key,
-            wait,
-            timeout,
+            strict,
+            waiting,
+            key: key_choice,
         } => {
-            let body = match (quote, product_id) {
+            let mut body = match (quote, product_id) {
                 (Some(q), _) => json!({ "quote_id": q }),
                 (None, Some(p)) => match configuration(&set) {
                     Ok(c) => json!({"product_id": p, "quantity": quantity, "configuration": c}),
@@ -459,45 +404,65 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
                 },
                 (None, None) => return usage("name a product, or --quote QUOTE_ID".into()),
             };
+            if strict {
+                // Price it first: a normalized configuration is not what the buyer asked for.
+                let quote = match body["quote_id"].as_str() {
+                    Some(id) => client.get(&format!("/api/v1/quotes/{id}")).await?.0,
+                    None => client.post("/api/v1/quotes", body.clone(), None).await?,
+                };
+                let quote = &quote["quote"];
+                if view::warnings(quote) {
+                    eprintln!("error: --strict: nothing was bought");
+                    return Ok(Outcome::Refused);
+                }
+                body = json!({ "quote_id": quote["id"] });
+            }
             let key = idempotency_key.unwrap_or_else(new_key);
             let data = client.post("/api/v1/orders", body, Some(&key)).await?;
             let mut order = data["order"].clone();
             if !json_output {
-                print_order(&order);
-                eprintln!("  idempotency key {key} (reuse it to retry safely)");
+                view::order(&order);
+                view::warnings(&order);
+                eprintln!("idempotency key {key} (reuse it to retry safely)");
                 if let Some(tokens) = order.get("management_tokens").filter(|t| !t.is_null()) {
-                    crate::say!("  management tokens (shown once): {tokens}");
+                    crate::say!("management tokens (shown once): {tokens}");
                 }
             }
-            if wait {
-                order = match wait_for(client, order, Duration::from_secs(timeout), json_output)
-                    .await
-                {
-                    Ok(o) => o,
-                    Err(outcome) => return Ok(outcome),
-                };
-                let mut credentials = Value::Null;
-                if order["credentials_available"] == true {
-                    if let Some(service) = order["service_id"].as_str() {
-                        credentials = client
-                            .get(&format!("/api/v1/services/{service}/credentials"))
-                            .await?
-                            .0;
-                    }
-                }
+            if !waiting.wait {
                 if json_output {
-                    print(&json!({"order": order, "credentials": credentials}));
-                } else {
-                    print_order(&order);
-                    if !credentials.is_null() {
-                        print_credentials(&credentials);
+                    print(&data);
+                }
+                return Ok(Outcome::Done);
+            }
+            order = match wait::order(client, order, waiting.duration(), json_output).await {
+                Ok(o) => o,
+                Err(outcome) => return Ok(outcome),
+            };
+            let mut credentials = Value::Null;
+            if order["credentials_available"] == true {
+                if let Some(service) = order["service_id"].as_str() {
+                    credentials = client
+                        .get(&format!("/api/v1/services/{service}/credentials"))
+                        .await?
+                        .0;
+                }
+            }
+            if json_output {
+                print(&json!({"order": order, "credentials": credentials}));
+            } else {
+                view::order(&order);
+                if let (false, Some(service)) =
+                    (credentials.is_null(), order["service_id"].as_str())
+                {
+                    if let Err(why) = view::credentials(&credentials, service, &key_choice.output())
+                    {
+                        eprintln!("error: {why}");
+                        return Ok(Outcome::Usage);
                     }
                 }
-                if order["status"] != "fulfilled" {
-                    return Ok(Outcome::Refused);
-                }
-            } else if json_output {
-                print(&data);
+            }
+            if order["status"] != "fulfilled" {
+                return Ok(Outcome::Refused);
             }
         }
         AgentCommand::Orders { status } => {
@@ -506,9 +471,7 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
             if json_output {
                 print(&data);
             } else {
-                for o in data["orders"].as_array().into_iter().flatten() {
-                    print_order(o);
-                }
+                view::orders(data["orders"].as_array().map_or(&[][..], Vec::as_slice));
             }
         }
         AgentCommand::Services => {
@@ -516,25 +479,18 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
             if json_output {
                 print(&data);
             } else {
-                for s in data["services"].as_array().into_iter().flatten() {
-                    crate::say!(
-                        "service {}  {}  {}  expires {}",
-                        s["id"].as_str().unwrap_or("?"),
-                        s["product_id"].as_str().unwrap_or("?"),
-                        s["status"].as_str().unwrap_or("?"),
-                        s["expires_at"].as_str().unwrap_or("-")
-                    );
-                }
+                view::services(data["services"].as_array().map_or(&[][..], Vec::as_slice));
             }
         }
-        AgentCommand::Credentials { service_id } => {
+        AgentCommand::Credentials { service_id, key } => {
             let (data, _) = client
                 .get(&format!("/api/v1/services/{service_id}/credentials"))
                 .await?;
             if json_output {
                 print(&data);
-            } else {
-                print_credentials(&data);
+            } else if let Err(why) = view::credentials(&data, &service_id, &key.output()) {
+                eprintln!("error: {why}");
+                return Ok(Outcome::Usage);
             }
         }
         AgentCommand::Ssh {
@@ -546,7 +502,10 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
                 .await?;
             return Ok(ssh(&data, &command));
         }
-        AgentCommand::Restart { service_id } => {
+        AgentCommand::Restart {
+            service_id,
+            waiting,
+        } => {
             let data = client
                 .post(
                     &format!("/api/v1/services/{service_id}/restart"),
@@ -554,22 +513,28 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
                     None,
                 )
                 .await?;
-            show_service(&data, json_output);
+            return act_on_service(client, data, waiting, &["active"]).await;
         }
-        AgentCommand::Reinstall { service_id, image } => {
+        AgentCommand::Reinstall {
+            service_id,
+            image,
+            waiting,
+        } => {
+            let body = image.map_or_else(|| json!({}), |image| json!({ "image": image }));
             let data = client
                 .post(
                     &format!("/api/v1/services/{service_id}/reinstall"),
-                    json!({ "image": image }),
+                    body,
                     None,
                 )
                 .await?;
-            show_service(&data, json_output);
+            return act_on_service(client, data, waiting, &["active"]).await;
         }
         AgentCommand::Extend {
             service_id,
             minutes,
             idempotency_key,
+            waiting,
         } => {
             let key = idempotency_key.unwrap_or_else(new_key);
             let data = client
@@ -579,9 +544,49 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
                     Some(&key),
                 )
                 .await?;
-            show_service(&data, json_output);
+            // An extension waiting for the owner's approval is an order: wait for that.
+            if waiting.wait && !data["order"].is_null() {
+                if !json_output {
+                    eprintln!("the extension waits for the owner's approval");
+                }
+                return match wait::order(
+                    client,
+                    data["order"].clone(),
+                    waiting.duration(),
+                    json_output,
+                )
+                .await
+                {
+                    Ok(order) => {
+                        if json_output {
+                            print(&json!({ "order": order }));
+                        } else {
+                            view::order(&order);
+                        }
+                        Ok(if order["status"] == "fulfilled" {
+                            Outcome::Done
+                        } else {
+                            Outcome::Refused
+                        })
+                    }
+                    Err(outcome) => Ok(outcome),
+                };
+            }
+            if json_output {
+                print(&data);
+            } else if data["service"].is_object() {
+                view::service(&data);
+            } else {
+                crate::say!(
+                    "{}",
+                    serde_json::to_string_pretty(&data).unwrap_or_default()
+                );
+            }
         }
-        AgentCommand::Terminate { service_id } => {
+        AgentCommand::Terminate {
+            service_id,
+            waiting,
+        } => {
             let data = client
                 .post(
                     &format!("/api/v1/services/{service_id}/terminate"),
@@ -589,31 +594,68 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
                     None,
                 )
                 .await?;
-            show_service(&data, json_output);
+            return act_on_service(client, data, waiting, &["terminated"]).await;
         }
         AgentCommand::Balance => {
             let (data, _) = client.get("/api/v1/account/balance").await?;
             if json_output {
                 print(&data);
             } else {
-                crate::say!("{}", money(&data["balance_minor"], &data["currency"]));
+                crate::say!("{}", view::money(&data["balance_minor"], &data["currency"]));
             }
         }
     }
     Ok(Outcome::Done)
 }
 
-fn show_service(data: &Value, json_output: bool) {
-    if json_output {
-        crate::say!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
-    } else {
-        let s = &data["service"];
-        crate::say!(
-            "service {}  {}",
-            s["id"].as_str().unwrap_or("?"),
-            s["status"].as_str().unwrap_or("?")
-        );
+impl Waiting {
+    fn duration(self) -> Duration {
+        Duration::from_secs(self.timeout)
     }
+}
+
+/// Shows a service action's answer and, with `--wait`, waits for the service to reach one of
+/// `until`.
+async fn act_on_service(
+    client: &Client,
+    data: Value,
+    waiting: Waiting,
+    until: &'static [&'static str],
+) -> Result<Outcome, Failure> {
+    let json_output = client.conn.json;
+    let shown = if waiting.wait {
+        match wait::service(
+            client,
+            data["service"].clone(),
+            until,
+            waiting.duration(),
+            json_output,
+        )
+        .await
+        {
+            Ok(service) => json!({ "service": service }),
+            Err(outcome) => return Ok(outcome),
+        }
+    } else {
+        data
+    };
+    if json_output {
+        crate::say!(
+            "{}",
+            serde_json::to_string_pretty(&shown).unwrap_or_default()
+        );
+    } else {
+        view::service(&shown);
+    }
+    let reached = !waiting.wait
+        || shown["service"]["status"]
+            .as_str()
+            .is_some_and(|s| until.contains(&s));
+    Ok(if reached {
+        Outcome::Done
+    } else {
+        Outcome::Refused
+    })
 }
 
 /// Runs the OpenSSH client with the machine's credentials: its generated key in a private temp
