@@ -169,7 +169,11 @@ impl App {
         let auth = "-H \"Authorization: Bearer $STOREFRONT_API_KEY\"";
         let json = "-H 'Content-Type: application/json'";
         let mut t = String::from("\n## Example: a complete purchase with curl\n\nSet STOREFRONT_API_KEY to your key (from the operator, or POST /api/v1/account/api-keys). Every call answers JSON; ids have a type prefix, so grep finds them.\n\n```sh\n");
-        let quote = |product: &Product, configuration: &str| {
+        let quote = |product: &Product| {
+            // Inside a single-quoted shell word: a quote in a default value must not end it.
+            let configuration = Value::Object(product.example_configuration())
+                .to_string()
+                .replace('\'', "'\\''");
             format!(
                 "curl -s {base}/api/v1/products/{id}/requirements\nQUOTE_ID=$(curl -s {base}/api/v1/quotes {json} -d '{{\"product_id\": \"{id}\", \"configuration\": {configuration}}}' | grep -o 'qt_[0-9a-f]*' | head -n 1)\nORDER=$(curl -s {base}/api/v1/orders {auth} {json} -H \"Idempotency-Key: order-$QUOTE_ID\" -d \"{{\\\"quote_id\\\": \\\"$QUOTE_ID\\\"}}\")\necho \"$ORDER\"\nORDER_ID=$(echo \"$ORDER\" | grep -o 'ord_[0-9a-f]*' | head -n 1)\n",
                 id = product.id
@@ -178,18 +182,13 @@ impl App {
         t.push_str(&format!("curl -s {base}/api/v1/products\n"));
         match (machine, instant) {
             (Some(m), _) => {
-                t.push_str(&quote(m, "{\"duration_minutes\": 15}"));
+                t.push_str(&quote(m));
                 t.push_str(&format!(
                     "# Machines take a moment: poll until credentials_available is true.\nuntil curl -s {base}/api/v1/orders/$ORDER_ID {auth} | grep -q '\"credentials_available\":true'; do sleep 3; done\nSERVICE_ID=$(curl -s {base}/api/v1/orders/$ORDER_ID {auth} | grep -o 'svc_[0-9a-f]*' | head -n 1)\ncurl -s {base}/api/v1/services/$SERVICE_ID/credentials {auth}\n# When finished:\ncurl -s -X POST {base}/api/v1/services/$SERVICE_ID/terminate {auth}\n"
                 ));
             }
             (None, Some(i)) => {
-                let configuration = if i.fields.iter().any(|f| f.name == "query") {
-                    "{\"query\": \"linux\"}"
-                } else {
-                    "{}"
-                };
-                t.push_str(&quote(i, configuration));
+                t.push_str(&quote(i));
                 t.push_str(&format!(
                     "# Instant products answer fulfilled with the result at once.\ncurl -s {base}/api/v1/orders/$ORDER_ID {auth}\n"
                 ));

@@ -306,6 +306,32 @@ impl Product {
             .unwrap_or_default()
     }
 
+    /// A configuration that this product accepts as it is, for examples in documents: every
+    /// required field, and integer fields with a lower bound at that bound (the cheapest valid
+    /// choice, such as the shortest lease); everything else is left to its default.
+    pub fn example_configuration(&self) -> Map<String, Value> {
+        self.fields
+            .iter()
+            .filter_map(|f| {
+                let value = match (f.required, f.field_type) {
+                    (_, FieldType::Integer) if f.minimum.is_some() => json!(f.minimum),
+                    (false, _) => return None,
+                    (true, _) if f.default.is_some() => f.default.clone()?,
+                    (true, FieldType::Integer) => json!(1),
+                    (true, FieldType::Boolean) => json!(false),
+                    (true, FieldType::Enum) => json!(f.values.first()?),
+                    (true, FieldType::String) => match f.format {
+                        Some(StringFormat::Hostname) => json!("agent-1"),
+                        // No example key can stand for the buyer's own.
+                        Some(StringFormat::SshPublicKey) => return None,
+                        None => json!("example"),
+                    },
+                };
+                Some((f.name.clone(), value))
+            })
+            .collect()
+    }
+
     pub fn requirements(&self) -> Value {
         let (required, optional): (Vec<_>, Vec<_>) = self.fields.iter().partition(|f| f.required);
         json!({
@@ -735,5 +761,38 @@ mod tests {
 
         let alone = own(false).over(builtin);
         assert_eq!(ids(&alone), ["my-search", "web-search"]);
+    }
+
+    #[test]
+    fn example_configurations_use_only_the_products_own_fields_and_are_accepted() {
+        let spec: CatalogSpec = toml::from_str(DEFAULT_CATALOG_TOML).unwrap();
+        let catalog = Catalog::build(spec, |_| Availability::Available).unwrap();
+        for product in catalog.products() {
+            let example = product.example_configuration();
+            for name in example.keys() {
+                assert!(
+                    product.field(name).is_some(),
+                    "{}: {name} is not its field",
+                    product.id
+                );
+            }
+            let normalized = crate::pricing::normalize(&product.fields, &example, "configuration")
+                .unwrap_or_else(|e| panic!("{}: {e:?}", product.id));
+            assert!(
+                normalized.warnings.is_empty(),
+                "{}: the example needs no normalization: {:?}",
+                product.id,
+                normalized.warnings
+            );
+        }
+        let machine = catalog
+            .get("bare-linux-machine")
+            .unwrap()
+            .example_configuration();
+        assert_eq!(
+            Value::Object(machine),
+            json!({"duration_minutes": 15}),
+            "the shortest lease"
+        );
     }
 }
