@@ -313,7 +313,9 @@ impl App {
             idempotency_key: key.key.clone(),
             created_at: now,
             updated_at: now,
-            provisioning_estimate: self.provisioning_estimate(product).await,
+            provisioning_estimate: self
+                .provisioning_estimate(product, &quote.configuration_normalized)
+                .await,
             requires_install_configuration: product.requires_install_configuration,
             service_id: None,
             result: None,
@@ -471,16 +473,18 @@ impl App {
     }
 
     /// How long delivery should take: from the latest observed provisionings of the product
-    /// when there are enough, else the catalog's estimate.
+    /// when there are enough, else the catalog's estimate — plus whatever the provisioner must
+    /// prepare first for this configuration (the first machine of an image builds the image).
     async fn provisioning_estimate(
         &self,
         product: &storefront_domain::catalog::Product,
+        configuration: &serde_json::Map<String, serde_json::Value>,
     ) -> Option<storefront_domain::catalog::ProvisioningEstimate> {
         let fallback = product.provisioning_estimate;
         if product.kind != ProductKind::Async {
             return fallback;
         }
-        match self
+        let usual = match self
             .store
             .recent_provisioning_seconds(&product.id, 20)
             .await
@@ -492,6 +496,24 @@ impl App {
                 tracing::warn!(error = %e, "provisioning history unavailable; using the catalog's estimate");
                 fallback
             }
+        };
+        let preparation = configuration
+            .get("image")
+            .and_then(serde_json::Value::as_str)
+            .zip(self.provisioners.get(&product.fulfiller))
+            .and_then(|(image, provisioner)| provisioner.preparation_seconds(image));
+        match (usual, preparation) {
+            (Some(e), Some((least, most))) => {
+                Some(storefront_domain::catalog::ProvisioningEstimate {
+                    min_seconds: e.min_seconds + least,
+                    max_seconds: e.max_seconds + most,
+                })
+            }
+            (None, Some((least, most))) => Some(storefront_domain::catalog::ProvisioningEstimate {
+                min_seconds: least,
+                max_seconds: most,
+            }),
+            (usual, None) => usual,
         }
     }
 

@@ -297,6 +297,9 @@ pub trait Provisioner: Send + Sync + 'static {
     fn images(&self) -> Vec<String>;
     /// Whether an agent's OpenSSH public key is acceptable (parsable, not weak); the reason if not.
     fn check_authorized_key(&self, key: &str) -> Result<(), String>;
+    /// Extra seconds (least, most) before a machine of `image` can start here, such as an image
+    /// still to be built; `None` when it can start at once.
+    fn preparation_seconds(&self, image: &str) -> Option<(u64, u64)>;
     /// Creates the machine, or starts it again if it exists but is not running (files kept).
     async fn create(&self, spec: &MachineSpec) -> Result<Machine, ProvisionError>;
     /// Whether an SSH handshake with the machine succeeds and presents its host key.

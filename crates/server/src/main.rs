@@ -277,9 +277,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             );
             match cmd {
                 ImageCommand::Build { image } => {
+                    if !images.is_built(&image) {
+                        let (low, high) = storefront_providers::local::image::TYPICAL_BUILD_SECONDS;
+                        storefront::say!(
+                            "building {image}; this usually takes {low} s to {} min",
+                            high / 60
+                        );
+                    }
                     let path = images
-                        .build(&image, config.image_mirror.as_deref(), |line| {
-                            storefront::say!("  {line}")
+                        .build(&image, config.image_mirror.as_deref(), |step| {
+                            storefront::say!("  {step}")
                         })
                         .await
                         .map_err(std::io::Error::other)?;

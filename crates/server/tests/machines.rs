@@ -749,3 +749,38 @@ async fn the_kill_switch_stops_the_agents_machines_and_voids_its_tokens_until_re
         assert_eq!(running.body["data"]["service"]["status"], "active");
     }
 }
+
+dual_test!(the_first_machine_of_an_image_not_yet_built_is_told_it_waits_for_the_build);
+async fn the_first_machine_of_an_image_not_yet_built_is_told_it_waits_for_the_build(
+    backend: Backend,
+) {
+    let Some(built) = image_dir() else {
+        return;
+    };
+    let (_, most) = storefront_providers::local::image::TYPICAL_BUILD_SECONDS;
+    let empty = tempfile::tempdir().unwrap();
+    for (images, needs_build) in [(built, false), (empty.path().to_path_buf(), true)] {
+        // No worker runs here: the order is only placed, nothing is built.
+        let s = TestServer::start_with(&backend, |c| c.image_dir = Some(images.clone())).await;
+        let (_, key) = s.account(10_000).await;
+        let r = s
+            .order(
+                Some(&key),
+                "estimate-1",
+                &json!({"product_id": "bare-linux-machine", "configuration": {"duration_minutes": 15}}),
+            )
+            .await;
+        if r.status == 503 {
+            // Local machines are not available on this host at all.
+            return;
+        }
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        let estimate = &r.body["data"]["order"]["provisioning_estimate"];
+        let max = estimate["max_seconds"].as_u64().unwrap();
+        assert_eq!(
+            max >= most,
+            needs_build,
+            "estimate {estimate} (image to build: {needs_build})"
+        );
+    }
+}

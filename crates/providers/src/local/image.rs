@@ -13,6 +13,62 @@ pub const KNOWN_IMAGES: &[(&str, &str)] = &[("debian-12", "bookworm")];
 /// Packages on top of the minimal base: the SSH server, and `ps` for people.
 const PACKAGES: &str = "openssh-server,procps";
 
+/// How long building an image usually takes (debootstrap of a minimal Debian from a mirror, and
+/// the ownership shift), in seconds: what the command says, the docs say, and the first order
+/// that has to wait for it is told.
+pub const TYPICAL_BUILD_SECONDS: (u64, u64) = (30, 180);
+
+/// The steps of a build, in order, as people call them.
+const STEPS: [&str; 6] = [
+    "downloading packages",
+    "extracting packages",
+    "installing the base system",
+    "configuring packages",
+    "shifting ownership into the leases' uid range",
+    "done",
+];
+
+/// Which step a debootstrap progress line belongs to, if it starts one.
+fn step_of(line: &str) -> Option<usize> {
+    let line = line.trim_start_matches("I: ");
+    [
+        ("Retriev", 0),
+        ("Validat", 0),
+        ("Extract", 1),
+        ("Installing core", 2),
+        ("Unpack", 2),
+        ("Configur", 3),
+    ]
+    .iter()
+    .find(|(prefix, _)| line.starts_with(prefix))
+    .map(|(_, step)| *step)
+}
+
+/// A build moved to a new step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildStep {
+    /// 1-based.
+    pub number: usize,
+    pub of: usize,
+    pub what: &'static str,
+    pub elapsed: std::time::Duration,
+}
+
+impl std::fmt::Display for BuildStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs();
+        write!(
+            f,
+            "[{:>2}:{:02}] {}/{} {}",
+            secs / 60,
+            secs % 60,
+            self.number,
+            self.of,
+            self.what
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
@@ -46,13 +102,13 @@ impl ImageStore {
     }
 
     /// Builds `image` unless it is already built. `mirror` is the Debian archive to use (from the
-    /// configuration, or else the one the host's own apt sources name). Progress lines go to
-    /// `progress`.
+    /// configuration, or else the one the host's own apt sources name). `progress` hears of each
+    /// step as it starts (a handful, not debootstrap's hundreds of lines).
     pub async fn build(
         &self,
         image: &str,
         mirror: Option<&str>,
-        progress: impl Fn(&str),
+        progress: impl Fn(BuildStep),
     ) -> Result<PathBuf, String> {
         let suite = KNOWN_IMAGES
             .iter()
@@ -83,9 +139,15 @@ impl ImageStore {
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)
             .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
-        progress(&format!(
-            "building {image} ({suite}) with debootstrap; this takes a minute or two"
-        ));
+        let started = std::time::Instant::now();
+        let step = |number: usize| {
+            progress(BuildStep {
+                number: number + 1,
+                of: STEPS.len(),
+                what: STEPS[number],
+                elapsed: started.elapsed(),
+            })
+        };
         let mut child = tokio::process::Command::new("debootstrap")
             .args(["--variant=minbase", &format!("--include={PACKAGES}"), suite])
             .arg(staging.join("rootfs"))
@@ -98,8 +160,13 @@ impl ImageStore {
                 format!("cannot run debootstrap ({e}); install the 'debootstrap' package")
             })?;
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut current = None;
         while let Ok(Some(line)) = lines.next_line().await {
-            progress(line.trim_start_matches("I: "));
+            // Steps only move forward: a late "Retrieving" line does not go back to step 1.
+            if let Some(next) = step_of(&line).filter(|n| current.is_none_or(|c| *n > c)) {
+                current = Some(next);
+                step(next);
+            }
         }
         let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
         if !out.status.success() {
@@ -119,13 +186,13 @@ impl ImageStore {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        progress("shifting ownership into the leases' uid range");
+        step(4);
         shift_ownership(&rootfs).map_err(|e| format!("cannot shift ownership: {e}"))?;
         let final_dir = self.root.join(image);
         let _ = std::fs::remove_dir_all(&final_dir);
         std::fs::rename(&staging, &final_dir).map_err(|e| e.to_string())?;
         std::fs::write(self.marker(image), suite).map_err(|e| e.to_string())?;
-        progress(&format!("{image} is ready"));
+        step(5);
         Ok(self.rootfs(image))
     }
 }
@@ -182,4 +249,34 @@ pub fn host_debian_mirror() -> Option<String> {
     candidates
         .into_iter()
         .find(|u| u.trim_end_matches('/').ends_with("/debian") && !u.contains("security"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debootstraps_lines_become_a_handful_of_steps() {
+        let lines = [
+            "I: Retrieving InRelease",
+            "I: Checking Release signature",
+            "I: Retrieving libc6 2.36",
+            "I: Validating libc6 2.36",
+            "I: Extracting base-files...",
+            "I: Installing core packages...",
+            "I: Unpacking required packages...",
+            "I: Configuring required packages...",
+            "I: Retrieving openssh-server",
+            "I: Base system installed successfully.",
+        ];
+        let steps: Vec<usize> = lines.iter().filter_map(|l| step_of(l)).collect();
+        assert_eq!(steps, [0, 0, 0, 1, 2, 2, 3, 0]);
+        let shown = BuildStep {
+            number: 2,
+            of: STEPS.len(),
+            what: STEPS[1],
+            elapsed: std::time::Duration::from_secs(75),
+        };
+        assert_eq!(shown.to_string(), "[ 1:15] 2/6 extracting packages");
+    }
 }

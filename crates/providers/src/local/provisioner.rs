@@ -174,8 +174,8 @@ impl LocalProvisioner {
         }
         let _guard = self.build_lock.lock().await;
         self.images
-            .build(image, self.mirror.as_deref(), |line| {
-                tracing::info!(image, "{line}")
+            .build(image, self.mirror.as_deref(), |step| {
+                tracing::info!(image, "building the machine image: {step}")
             })
             .await
             .map_err(|e| error("The machine image could not be prepared.", e))
@@ -330,6 +330,11 @@ impl Provisioner for LocalProvisioner {
 
     fn check_authorized_key(&self, key: &str) -> Result<(), String> {
         check_public_key(key).map(|_| ())
+    }
+
+    fn preparation_seconds(&self, image: &str) -> Option<(u64, u64)> {
+        (self.unavailable.is_none() && !self.images.is_built(image))
+            .then_some(super::image::TYPICAL_BUILD_SECONDS)
     }
 
     async fn create(&self, spec: &MachineSpec) -> Result<Machine, ProvisionError> {
