@@ -367,119 +367,279 @@ fn add_links(doc: &mut serde_json::Value) {
 pub struct ApiDoc;
 
 /// `/docs`: every operation of the document with its parameters, body and answers, as HTML.
-pub fn render_docs(api: &OpenApi) -> String {
+pub fn render_docs(doc: &serde_json::Value) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
         "<h1>{}</h1><p>{}</p><p>Machine-readable: <a href=\"/openapi.json\">/openapi.json</a>. Start with <a href=\"/llms.txt\">/llms.txt</a>.</p>",
-        escape(&api.info.title),
-        escape(api.info.description.as_deref().unwrap_or(""))
+        escape(doc["info"]["title"].as_str().unwrap_or("")),
+        prose(doc["info"]["description"].as_str().unwrap_or(""))
     );
-    for (path, item) in &api.paths.paths {
-        for (method, op) in operations(item) {
+    let schemas = &doc["components"]["schemas"];
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let Some(op) = item.get(method) else { continue };
+            let summary = op["summary"]
+                .as_str()
+                .or(op["description"].as_str())
+                .unwrap_or("");
             let _ = write!(
                 body,
-                "<section><h2><code>{method} {}</code></h2><p>{}</p>",
+                "<section><h2><code>{} {}</code></h2><p>{}</p>",
+                method.to_uppercase(),
                 escape(path),
-                escape(
-                    op.summary
-                        .as_deref()
-                        .or(op.description.as_deref())
-                        .unwrap_or("")
-                )
+                prose(summary)
             );
-            if let Some(d) = op
-                .description
-                .as_deref()
-                .filter(|d| Some(*d) != op.summary.as_deref())
-            {
-                let _ = write!(body, "<p>{}</p>", escape(d));
+            if let Some(d) = op["description"].as_str().filter(|d| *d != summary) {
+                let _ = write!(body, "<p>{}</p>", prose(d));
             }
-            if let Some(params) = &op.parameters {
+            if let Some(params) = op["parameters"].as_array().filter(|p| !p.is_empty()) {
                 body.push_str("<h3>Parameters</h3><ul>");
-                for p in params.iter().filter_map(|p| match p {
-                    RefOr::T(p) => Some(p),
-                    RefOr::Ref(_) => None,
-                }) {
+                for p in params {
                     let _ = write!(
                         body,
-                        "<li><code>{}</code> ({}){} — {}</li>",
-                        escape(&p.name),
-                        serde_json::to_value(&p.parameter_in)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
-                        if matches!(p.required, utoipa::openapi::Required::True) {
+                        "<li><code>{}</code> ({}, {}{}){} — {}</li>",
+                        escape(p["name"].as_str().unwrap_or("")),
+                        escape(p["in"].as_str().unwrap_or("")),
+                        escape(&type_of(&p["schema"])),
+                        constraints(&p["schema"]),
+                        if p["required"] == true {
                             ", required"
                         } else {
                             ""
                         },
-                        escape(p.description.as_deref().unwrap_or(""))
+                        prose(p["description"].as_str().unwrap_or(""))
                     );
                 }
                 body.push_str("</ul>");
             }
-            if let Some(RefOr::T(req)) = &op.request_body {
-                for (media, content) in &req.content {
-                    let schema = match content {
-                        RefOr::T(c) => schema_name(&c.schema),
-                        RefOr::Ref(r) => r.ref_location.clone(),
-                    };
-                    let _ = write!(
-                        body,
-                        "<h3>Body ({})</h3><p><code>{}</code></p>",
-                        escape(media),
-                        escape(&schema)
-                    );
+            for (media, content) in op["requestBody"]["content"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                let schema = resolve(&content["schema"], schemas);
+                let _ = write!(body, "<h3>Body ({})</h3>", escape(media));
+                if let Some(d) = schema["description"].as_str() {
+                    let _ = write!(body, "<p>{}</p>", prose(d));
                 }
+                body.push_str(&fields(schema, schemas));
+                let _ = write!(
+                    body,
+                    "<p>Example:</p><pre><code>{}</code></pre>",
+                    escape(
+                        &serde_json::to_string_pretty(&example(schema, schemas, 0))
+                            .unwrap_or_default()
+                    )
+                );
             }
             body.push_str("<h3>Answers</h3><ul>");
-            for (status, response) in &op.responses.responses {
-                let description = match response {
-                    RefOr::T(r) => r.description.clone(),
-                    RefOr::Ref(r) => r.ref_location.clone(),
-                };
+            for (status, response) in op["responses"].as_object().into_iter().flatten() {
                 let _ = write!(
                     body,
                     "<li><code>{}</code> {}</li>",
                     escape(status),
-                    escape(&description)
+                    prose(response["description"].as_str().unwrap_or(""))
                 );
             }
             body.push_str("</ul></section>");
         }
     }
     format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Storefront API reference</title><style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:auto;padding:1rem;line-height:1.45}}section{{border-top:1px solid #ccc;padding:.5rem 0}}code{{background:#f3f3f3;padding:0 .2rem}}h2{{font-size:1.1rem}}h3{{font-size:.95rem;margin-bottom:.2rem}}</style></head><body>{body}</body></html>"
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Storefront API reference</title><style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:auto;padding:1rem;line-height:1.45}}section{{border-top:1px solid #ccc;padding:.5rem 0}}code{{background:#f3f3f3;padding:0 .2rem}}pre{{background:#f3f3f3;padding:.5rem;overflow-x:auto}}table{{border-collapse:collapse}}td,th{{text-align:left;padding:.1rem .6rem .1rem 0;vertical-align:top}}h2{{font-size:1.1rem}}h3{{font-size:.95rem;margin-bottom:.2rem}}</style></head><body>{body}</body></html>"
     )
 }
 
-fn operations(
-    item: &utoipa::openapi::PathItem,
-) -> Vec<(&'static str, &utoipa::openapi::path::Operation)> {
-    [
-        ("GET", &item.get),
-        ("POST", &item.post),
-        ("PUT", &item.put),
-        ("PATCH", &item.patch),
-        ("DELETE", &item.delete),
-    ]
-    .into_iter()
-    .filter_map(|(m, op)| op.as_ref().map(|op| (m, op)))
-    .collect()
+/// The schema a `$ref` names, or the schema itself.
+fn resolve<'a>(
+    schema: &'a serde_json::Value,
+    schemas: &'a serde_json::Value,
+) -> &'a serde_json::Value {
+    match schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+    {
+        Some(name) => &schemas[name],
+        None => schema,
+    }
 }
 
-fn schema_name(schema: &Option<RefOr<utoipa::openapi::schema::Schema>>) -> String {
-    match schema {
-        Some(RefOr::Ref(r)) => r
-            .ref_location
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-        Some(RefOr::T(_)) => "inline schema (see /openapi.json)".into(),
-        None => String::new(),
+/// A schema's type in words: `string`, `integer or null`, `array of Rule`, `PaymentMethod`.
+fn type_of(schema: &serde_json::Value) -> String {
+    if let Some(name) = schema["$ref"].as_str().and_then(|r| r.rsplit('/').next()) {
+        return name.to_owned();
     }
+    if let Some(choices) = schema["oneOf"].as_array().or(schema["anyOf"].as_array()) {
+        return choices.iter().map(type_of).collect::<Vec<_>>().join(" or ");
+    }
+    let of = |t: &str| {
+        if t == "array" {
+            format!("array of {}", type_of(&schema["items"]))
+        } else {
+            t.to_owned()
+        }
+    };
+    match &schema["type"] {
+        serde_json::Value::String(t) => of(t),
+        serde_json::Value::Array(ts) => ts
+            .iter()
+            .filter_map(|t| t.as_str())
+            .map(of)
+            .collect::<Vec<_>>()
+            .join(" or "),
+        _ => "any".into(),
+    }
+}
+
+/// The rules a value must follow, as `; 1-255 characters, one of: a, b`.
+fn constraints(schema: &serde_json::Value) -> String {
+    let mut rules = Vec::new();
+    match (schema["minLength"].as_u64(), schema["maxLength"].as_u64()) {
+        (Some(min), Some(max)) => rules.push(format!("{min}-{max} characters")),
+        (Some(min), None) => rules.push(format!(
+            "at least {min} character{}",
+            if min == 1 { "" } else { "s" }
+        )),
+        (None, Some(max)) => rules.push(format!("at most {max} characters")),
+        (None, None) => {}
+    }
+    match (schema["minimum"].as_i64(), schema["maximum"].as_i64()) {
+        (Some(min), Some(max)) => rules.push(format!("{min} to {max}")),
+        (Some(min), None) => rules.push(format!("at least {min}")),
+        (None, Some(max)) => rules.push(format!("at most {max}")),
+        (None, None) => {}
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        rules.push(format!("one of {}", values.join(", ")));
+    }
+    if let Some(pattern) = schema["pattern"].as_str() {
+        rules.push(format!("matching {pattern}"));
+    }
+    if rules.is_empty() {
+        String::new()
+    } else {
+        escape(&format!("; {}", rules.join(", ")))
+    }
+}
+
+/// A body's fields, one row each: name, type and rules, required or not, what it is.
+fn fields(schema: &serde_json::Value, schemas: &serde_json::Value) -> String {
+    let Some(properties) = schema["properties"].as_object() else {
+        return String::new();
+    };
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str())
+        .collect();
+    let mut rows = String::from(
+        "<table><thead><tr><th>Field</th><th>Type</th><th></th><th>Description</th></tr></thead><tbody>",
+    );
+    for (name, property) in properties {
+        let description = property["description"]
+            .as_str()
+            .or(resolve(property, schemas)["description"].as_str())
+            .unwrap_or("");
+        let _ = write!(
+            rows,
+            "<tr><td><code>{}</code></td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+            escape(name),
+            escape(&type_of(property)),
+            constraints(property),
+            if required.contains(&name.as_str()) {
+                "required"
+            } else {
+                "optional"
+            },
+            prose(description)
+        );
+    }
+    rows.push_str("</tbody></table>");
+    if schema["oneOf"].is_array() {
+        rows.push_str(
+            "<p>Exactly one of the alternatives must be given (see the description).</p>",
+        );
+    }
+    rows
+}
+
+/// A value that fits `schema`: its example or default when it has one, else the smallest value
+/// its type and rules allow. Optional fields are left out of objects, except at the top.
+fn example(
+    schema: &serde_json::Value,
+    schemas: &serde_json::Value,
+    depth: usize,
+) -> serde_json::Value {
+    let schema = resolve(schema, schemas);
+    if depth > 4 {
+        return serde_json::Value::Null;
+    }
+    if let Some(v) = schema.get("example").or(schema.get("default")) {
+        return v.clone();
+    }
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.clone();
+    }
+    if let Some(first) = schema["oneOf"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] != "null"))
+    {
+        if schema["properties"].is_null() {
+            return example(first, schemas, depth + 1);
+        }
+    }
+    let kind = match &schema["type"] {
+        serde_json::Value::String(t) => t.clone(),
+        serde_json::Value::Array(ts) => ts
+            .iter()
+            .filter_map(|t| t.as_str())
+            .find(|t| *t != "null")
+            .unwrap_or("null")
+            .to_owned(),
+        _ if schema["properties"].is_object() => "object".into(),
+        _ => "null".into(),
+    };
+    match kind.as_str() {
+        "object" => {
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str())
+                .collect();
+            let properties = schema["properties"].as_object();
+            let chosen = properties.into_iter().flatten().filter(|(name, _)| {
+                required.contains(&name.as_str()) || (depth == 0 && required.is_empty())
+            });
+            serde_json::Value::Object(
+                chosen
+                    .map(|(name, p)| (name.clone(), example(p, schemas, depth + 1)))
+                    .collect(),
+            )
+        }
+        "array" => serde_json::Value::Array(vec![example(&schema["items"], schemas, depth + 1)]),
+        "integer" => json!(schema["minimum"].as_i64().unwrap_or(1)),
+        "number" => json!(schema["minimum"].as_f64().unwrap_or(1.0)),
+        "boolean" => json!(true),
+        "string" => json!("..."),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// Escaped text whose Markdown code spans (`like this`) become `<code>` instead of showing
+/// their backticks.
+fn prose(raw: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in escape(raw).split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 fn escape(raw: &str) -> String {

@@ -165,3 +165,41 @@ async fn documents_name_the_configured_base_url_or_the_requests_host(backend: Ba
     let m = fetch(&configured, "shop.example:8443").await;
     assert_eq!(m["base_url"], "https://store.example", "configuration wins");
 }
+
+dual_test!(the_reference_shows_every_body_field_by_field_with_an_example);
+async fn the_reference_shows_every_body_field_by_field_with_an_example(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let r = s.get("/docs", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let html = r.body.as_str().unwrap();
+    assert!(
+        !html.contains('`'),
+        "Markdown backticks are rendered, not shown"
+    );
+    let orders = html
+        .split("<section>")
+        .find(|section| section.contains("<code>POST /api/v1/orders</code>"))
+        .expect("a section for POST /api/v1/orders");
+    for row in [
+        "<td><code>product_id</code></td><td>string or null",
+        "<td><code>quote_id</code></td><td>string or null",
+        "<td><code>quantity</code></td><td>integer or null",
+    ] {
+        assert!(orders.contains(row), "{row} in:\n{orders}");
+    }
+    assert!(orders.contains("Example:"), "{orders}");
+    let quotes = html
+        .split("<section>")
+        .find(|section| section.contains("<code>POST /api/v1/quotes</code>"))
+        .unwrap();
+    assert!(
+        quotes.contains("<td><code>product_id</code></td><td>string; at least 1 character</td><td>required</td>"),
+        "{quotes}"
+    );
+    // The example of a body with required fields shows them.
+    assert!(
+        quotes.contains("&quot;product_id&quot;: &quot;...&quot;"),
+        "{quotes}"
+    );
+}

@@ -48,7 +48,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
 pub fn routes() -> Router<App> {
     let (api, document) = api();
     let json = Arc::new(crate::openapi::to_json(&document));
-    let html = Arc::new(crate::openapi::render_docs(&document));
+    let html = Arc::new(crate::openapi::render_docs(&json));
     Router::new()
         .merge(health::routes())
         .merge(discovery::routes())
