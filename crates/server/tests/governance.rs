@@ -14,32 +14,7 @@ fn search(query: &str) -> Value {
 
 /// An agent of a new account with `credits`: (owner key, agent id, agent key).
 async fn agent(s: &TestServer, credits: i64) -> (String, String, String) {
-    let (_, owner) = s.account(credits).await;
-    let created = s
-        .post(
-            "/api/v1/agents",
-            Some(&owner),
-            &json!({"name": "buyer", "description": "buys compute"}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let id = created.body["data"]["agent"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let key = s
-        .post(
-            &format!("/api/v1/agents/{id}/keys"),
-            Some(&owner),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(key.status, 201, "{:?}", key.body);
-    (
-        owner,
-        id,
-        key.body["data"]["api_key"].as_str().unwrap().to_owned(),
-    )
+    s.agent(credits).await
 }
 
 async fn rule(s: &TestServer, owner: &str, agent: &str, body: Value) -> Value {

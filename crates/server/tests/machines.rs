@@ -583,29 +583,6 @@ async fn a_machine_that_cannot_be_provisioned_fails_its_order_and_refunds(backen
     assert_eq!(service.body["data"]["service"]["status"], "failed");
 }
 
-/// An agent with a key of its own, in an account with credits: (owner key, agent id, agent key).
-async fn agent_of(s: &TestServer, credits: i64) -> (String, String, String) {
-    let (_, owner) = s.account(credits).await;
-    let created = s
-        .post("/api/v1/agents", Some(&owner), &json!({"name": "buyer"}))
-        .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let id = created.body["data"]["agent"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let key = s
-        .post(
-            &format!("/api/v1/agents/{id}/keys"),
-            Some(&owner),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(key.status, 201, "{:?}", key.body);
-    let key = key.body["data"]["api_key"].as_str().unwrap().to_owned();
-    (owner, id, key)
-}
-
 dual_test!(the_kill_switch_stops_the_agents_machines_and_voids_its_tokens_until_reactivated);
 async fn the_kill_switch_stops_the_agents_machines_and_voids_its_tokens_until_reactivated(
     backend: Backend,
@@ -615,7 +592,7 @@ async fn the_kill_switch_stops_the_agents_machines_and_voids_its_tokens_until_re
     }
     let s = TestServer::start(&backend).await;
     s.start_worker();
-    let (owner, agent, agent_key) = agent_of(&s, 10_000).await;
+    let (owner, agent, agent_key) = s.agent(10_000).await;
     let mut bought = Vec::new();
     for n in 0..2 {
         let r = s

@@ -547,27 +547,40 @@ impl App {
             if !stop_machines || service.status != ServiceStatus::Active {
                 continue;
             }
-            service.status = ServiceStatus::Stopped;
-            service.updated_at = self.clock.now();
             let job = StopMachine {
                 service_id: service.id.clone(),
             }
-            .due_now(service.updated_at);
-            let moved = self
-                .store
-                .apply_change(&Change {
-                    service: Some((&service, &[ServiceStatus::Active])),
-                    jobs: std::slice::from_ref(&job),
-                    ..Change::default()
-                })
-                .await
-                .and_then(Applied::without_charge)
-                .map_err(store_failure)?;
-            if moved {
+            .due_now(self.clock.now());
+            if self
+                .move_service(&mut service, ServiceStatus::Stopped, job)
+                .await?
+            {
                 held.stopped += 1;
             }
         }
         Ok(held)
+    }
+
+    /// Moves a service from the status it was read in to `to`, with the job that acts on it,
+    /// in one transaction; `false` when someone else moved it first.
+    async fn move_service(
+        &self,
+        service: &mut Service,
+        to: ServiceStatus,
+        job: Job,
+    ) -> Result<bool, DomainError> {
+        let from = service.status;
+        service.status = to;
+        service.updated_at = self.clock.now();
+        self.store
+            .apply_change(&Change {
+                service: Some((service, &[from])),
+                jobs: std::slice::from_ref(&job),
+                ..Change::default()
+            })
+            .await
+            .and_then(Applied::without_charge)
+            .map_err(store_failure)
     }
 
     /// Starts again, files kept, the machines the kill switch stopped; how many.
@@ -582,23 +595,14 @@ impl App {
             .map_err(store_failure)?;
         let mut started = 0;
         for mut service in stopped {
-            service.status = ServiceStatus::Restarting;
-            service.updated_at = self.clock.now();
             let job = RestartMachine {
                 service_id: service.id.clone(),
             }
-            .due_now(service.updated_at);
-            let moved = self
-                .store
-                .apply_change(&Change {
-                    service: Some((&service, &[ServiceStatus::Stopped])),
-                    jobs: std::slice::from_ref(&job),
-                    ..Change::default()
-                })
-                .await
-                .and_then(Applied::without_charge)
-                .map_err(store_failure)?;
-            if moved {
+            .due_now(self.clock.now());
+            if self
+                .move_service(&mut service, ServiceStatus::Restarting, job)
+                .await?
+            {
                 started += 1;
             }
         }

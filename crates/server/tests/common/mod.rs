@@ -183,6 +183,34 @@ impl TestServer {
         (account.id.to_string(), key.api_key)
     }
 
+    /// An agent with a key of its own, in a new account with `credits`:
+    /// (owner key, agent id, agent key).
+    pub async fn agent(&self, credits: i64) -> (String, String, String) {
+        let (_, owner) = self.account(credits).await;
+        let created = self
+            .post(
+                "/api/v1/agents",
+                Some(&owner),
+                &serde_json::json!({"name": "buyer", "description": "buys compute"}),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        let id = created.body["data"]["agent"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let key = self
+            .post(
+                &format!("/api/v1/agents/{id}/keys"),
+                Some(&owner),
+                &serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(key.status, 201, "{:?}", key.body);
+        let key = key.body["data"]["api_key"].as_str().unwrap().to_owned();
+        (owner, id, key)
+    }
+
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
         let resp = req.send().await.expect("request reaches the server");
         let status = resp.status();

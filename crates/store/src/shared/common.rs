@@ -7,6 +7,14 @@ use storefront_domain::timestamp::Timestamp;
 
 use super::db;
 
+/// `count` bind placeholders from `$first` on, comma-separated, for an `IN (...)` list.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A failed statement as the port reports it: a unique violation is a `Conflict` the use-case
 /// answers; anything else is counted by kind and reported as `Backend`.
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {

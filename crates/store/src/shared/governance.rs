@@ -9,7 +9,7 @@ use storefront_domain::ids::{AccountId, AgentId, ApprovalId, AuditId, CheckoutId
 use storefront_domain::order::Order;
 use storefront_domain::timestamp::{format as ts, Timestamp};
 
-use super::common::{backend, commit, parse_json, parse_ts, to_json};
+use super::common::{backend, commit, parse_json, parse_ts, placeholders, to_json};
 use super::db;
 use super::rows::{
     agent_from_row, approval_from_row, checkout_from_row, order_from_row, rule_from_row,
@@ -445,10 +445,10 @@ pub(super) async fn update_approval_row(
     if expected.is_empty() {
         return Ok(false);
     }
-    let placeholders: Vec<String> = (5..5 + expected.len()).map(|i| format!("${i}")).collect();
+    let placeholders = placeholders(5, expected.len());
     let sql = format!(
         "UPDATE approvals SET status = $1, decision_reason = $2, decided_at = $3 WHERE id = $4 AND status IN ({})",
-        placeholders.join(", ")
+        placeholders
     );
     let mut query = sqlx::query(&sql)
         .bind(a.status.as_str())
@@ -475,13 +475,13 @@ pub(super) async fn update_checkout_row(
     if expected.is_empty() {
         return Ok(false);
     }
-    let placeholders: Vec<String> = (15..15 + expected.len()).map(|i| format!("${i}")).collect();
+    let placeholders = placeholders(15, expected.len());
     let sql = format!(
         "UPDATE checkouts SET status = $1, items = $2, total_minor = $3, merchant_name = $4, merchant_domain = $5, category = $6,
                               metadata = $7, rule_result = $8, rule_name = $9, reason = $10, receipt_order = $11, updated_at = $12,
                               currency = $13
          WHERE id = $14 AND status IN ({})",
-        placeholders.join(", ")
+        placeholders
     );
     let mut query = sqlx::query(&sql)
         .bind(c.status.as_str())

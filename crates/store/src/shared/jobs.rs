@@ -6,7 +6,7 @@ use storefront_domain::ids::JobId;
 use storefront_domain::job::{Job, JobOutcome, JobStatus};
 use storefront_domain::timestamp::{format as ts, Timestamp};
 
-use super::common::{backend, commit, parse_ts, to_json};
+use super::common::{backend, commit, parse_ts, placeholders, to_json};
 use super::db;
 use super::rows::job_from_row;
 
@@ -48,7 +48,7 @@ impl JobStore for db::Adapter {
         if kinds.is_empty() {
             return Ok(None);
         }
-        let placeholders: Vec<String> = (4..4 + kinds.len()).map(|i| format!("${i}")).collect();
+        let placeholders = placeholders(4, kinds.len());
         let sql = format!(
             "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3
              WHERE id = (SELECT id FROM jobs
@@ -56,7 +56,7 @@ impl JobStore for db::Adapter {
                            AND ((status = 'queued' AND run_at <= $3) OR (status = 'running' AND locked_until < $3))
                          ORDER BY run_at, id LIMIT 1 {})
              RETURNING *",
-            placeholders.join(", "),
+            placeholders,
             db::JOB_CLAIM_LOCK
         );
         let now_s = ts(&now);

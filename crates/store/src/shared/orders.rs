@@ -11,7 +11,7 @@ use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
 use storefront_domain::timestamp::{format as ts, Timestamp};
 
-use super::common::{backend, commit, to_json};
+use super::common::{backend, commit, placeholders, to_json};
 use super::db;
 use super::governance::{
     check_budget, insert_approval_row, update_approval_row, update_checkout_row,
@@ -337,12 +337,12 @@ async fn update_order_row(
     if expected.is_empty() {
         return Ok(false);
     }
-    let placeholders: Vec<String> = (9..9 + expected.len()).map(|i| format!("${i}")).collect();
+    let placeholders = placeholders(9, expected.len());
     let sql = format!(
         "UPDATE orders SET status = $1, payment_status = $2, service_id = $3, result = $4, failure = $5, updated_at = $6,
                            configuration = $8
          WHERE id = $7 AND status IN ({})",
-        placeholders.join(", ")
+        placeholders
     );
     let mut query = sqlx::query(&sql)
         .bind(o.status.as_str())

@@ -6,7 +6,7 @@ use storefront_domain::ids::{OrderId, PaymentId};
 use storefront_domain::payment::{Payment, PaymentState};
 use storefront_domain::timestamp::format as ts;
 
-use super::common::{backend, commit};
+use super::common::{backend, commit, placeholders};
 use super::db;
 use super::rows::payment_from_row;
 
@@ -81,10 +81,10 @@ pub(super) async fn update_payment_row(
     if expected.is_empty() {
         return Ok(false);
     }
-    let placeholders: Vec<String> = (5..5 + expected.len()).map(|i| format!("${i}")).collect();
+    let placeholders = placeholders(5, expected.len());
     let sql = format!(
         "UPDATE payments SET status = $1, payment_reference = $2, updated_at = $3 WHERE id = $4 AND status IN ({})",
-        placeholders.join(", ")
+        placeholders
     );
     let mut query = sqlx::query(&sql)
         .bind(p.status.as_str())

@@ -8,7 +8,7 @@ use storefront_domain::ids::{AccountId, AgentId, ServiceId};
 use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::format as ts;
 
-use super::common::{backend, commit, corrupt, parse_ts, to_json};
+use super::common::{backend, commit, corrupt, parse_ts, placeholders, to_json};
 use super::db;
 use super::rows::service_from_row;
 
@@ -87,10 +87,10 @@ impl ServiceStore for db::Adapter {
         if statuses.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders: Vec<String> = (1..=statuses.len()).map(|i| format!("${i}")).collect();
+        let placeholders = placeholders(1, statuses.len());
         let sql = format!(
             "SELECT status, COUNT(*) FROM services WHERE status IN ({}) GROUP BY status",
-            placeholders.join(", ")
+            placeholders
         );
         let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
         for s in statuses {
@@ -114,11 +114,11 @@ impl ServiceStore for db::Adapter {
         if statuses.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders: Vec<String> = (2..2 + statuses.len()).map(|i| format!("${i}")).collect();
+        let placeholders = placeholders(2, statuses.len());
         let sql = format!(
             "SELECT s.* FROM services s JOIN orders o ON o.id = s.order_id
              WHERE o.agent_id = $1 AND s.status IN ({}) ORDER BY s.id",
-            placeholders.join(", ")
+            placeholders
         );
         let mut query = sqlx::query(&sql).bind(agent.as_str());
         for s in statuses {
@@ -144,10 +144,10 @@ impl ServiceStore for db::Adapter {
         if statuses.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders: Vec<String> = (1..=statuses.len()).map(|i| format!("${i}")).collect();
+        let placeholders = placeholders(1, statuses.len());
         let sql = format!(
             "SELECT * FROM services WHERE status IN ({}) ORDER BY id",
-            placeholders.join(", ")
+            placeholders
         );
         let mut query = sqlx::query(&sql);
         for s in statuses {
@@ -199,13 +199,13 @@ pub(super) async fn update_service_row(
     if expected.is_empty() {
         return Ok(false);
     }
-    let placeholders: Vec<String> = (12..12 + expected.len()).map(|i| format!("${i}")).collect();
+    let placeholders = placeholders(12, expected.len());
     let sql = format!(
         "UPDATE services SET status = $1, image = $2, host = $3, ssh_port = $4, host_key_fingerprint = $5,
                              private_key_sealed = $6, expires_at = $7, updated_at = $8, lease_seconds = $9,
                              activated_at = $11
          WHERE id = $10 AND status IN ({})",
-        placeholders.join(", ")
+        placeholders
     );
     let mut query = sqlx::query(&sql)
         .bind(s.status.as_str())
