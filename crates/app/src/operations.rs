@@ -21,25 +21,16 @@ pub struct Operations {
     pub oldest_due_job_seconds: i64,
 }
 
-/// The statuses a machine passes through before it ends.
-const NOT_FINAL: [ServiceStatus; 5] = [
-    ServiceStatus::Provisioning,
-    ServiceStatus::Active,
-    ServiceStatus::Restarting,
-    ServiceStatus::Reinstalling,
-    ServiceStatus::Terminating,
-];
-
 impl App {
     pub async fn operations(&self) -> Result<Operations, DomainError> {
         let now = self.clock.now();
         let counted = self
             .store
-            .count_services(&NOT_FINAL)
+            .count_services(&ServiceStatus::NOT_FINAL)
             .await
             .map_err(store_failure)?;
         // Every status is reported, zero included, so a gauge drops to 0 instead of vanishing.
-        let services_by_status = NOT_FINAL
+        let services_by_status = ServiceStatus::NOT_FINAL
             .iter()
             .map(|status| {
                 let n = counted

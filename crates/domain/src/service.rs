@@ -98,6 +98,16 @@ pub struct Service {
 impl ServiceStatus {
     /// States in which a machine runs (or is on its way back up) and its lease can grow.
     pub const LIVE: [ServiceStatus; 3] = [Self::Active, Self::Restarting, Self::Reinstalling];
+
+    /// Every state before the end: the service still holds (or will hold) a machine.
+    pub const NOT_FINAL: [ServiceStatus; 6] = [
+        Self::Provisioning,
+        Self::Active,
+        Self::Restarting,
+        Self::Reinstalling,
+        Self::Stopped,
+        Self::Terminating,
+    ];
 }
 
 impl Service {

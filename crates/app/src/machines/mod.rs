@@ -472,17 +472,9 @@ impl App {
             }
         }
         // A stopped machine is kept (not started): the kill switch holds it.
-        let keep = [
-            ServiceStatus::Provisioning,
-            ServiceStatus::Active,
-            ServiceStatus::Restarting,
-            ServiceStatus::Reinstalling,
-            ServiceStatus::Stopped,
-            ServiceStatus::Terminating,
-        ];
         let known: Vec<String> = self
             .store
-            .services_in(&keep)
+            .services_in(&ServiceStatus::NOT_FINAL)
             .await
             .map_err(store_failure)?
             .iter()
@@ -518,17 +510,9 @@ impl App {
         agent: &AgentId,
         stop_machines: bool,
     ) -> Result<MachinesHeld, DomainError> {
-        let not_final = [
-            ServiceStatus::Provisioning,
-            ServiceStatus::Active,
-            ServiceStatus::Restarting,
-            ServiceStatus::Reinstalling,
-            ServiceStatus::Stopped,
-            ServiceStatus::Terminating,
-        ];
         let services = self
             .store
-            .agent_services(agent, &not_final)
+            .agent_services(agent, &ServiceStatus::NOT_FINAL)
             .await
             .map_err(store_failure)?;
         let mut held = MachinesHeld::default();
