@@ -561,9 +561,14 @@ impl App {
                     let expected = order.status;
                     order.status = storefront_domain::order::OrderStatus::Canceled;
                     order.updated_at = now;
+                    let canceled = self.order_events(
+                        &[storefront_domain::event::EventType::OrderCanceled],
+                        &order,
+                    );
                     self.store
                         .apply_change(&crate::ports::Change {
                             order: Some((&order, &[expected])),
+                            events: &canceled,
                             ..crate::ports::Change::default()
                         })
                         .await

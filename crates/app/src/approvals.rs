@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
 use storefront_domain::agent::{Approval, ApprovalStatus};
+use storefront_domain::event::EventType;
 use storefront_domain::ids::ApprovalId;
 use storefront_domain::job::Job;
 use storefront_domain::order::{Order, OrderStatus};
@@ -131,9 +132,11 @@ impl App {
         let mut view = self.order_view(&order);
         view.approval = Some(approval_view(&approval));
         let remembered = outcome(&view);
+        let created = self.order_events(&[EventType::OrderCreated], &order);
         let inserted = self
             .store
             .insert_order(&NewOrder {
+                events: &created,
                 idempotency: Some(key_ref),
                 jobs: std::slice::from_ref(&expire),
                 completes: Some(&IdempotencyCompletion::new(key_ref.clone(), remembered)),
@@ -401,9 +404,13 @@ impl App {
             }
             None => None,
         };
+        let canceled = order.as_ref().map_or_else(Vec::new, |o| {
+            self.order_events(&[EventType::OrderCanceled], o)
+        });
         let applied = self
             .store
             .apply_change(&Change {
+                events: &canceled,
                 approval: Some((&approval, &[ApprovalStatus::Pending])),
                 order: order
                     .as_ref()

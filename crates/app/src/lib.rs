@@ -17,6 +17,7 @@ pub mod dashboard;
 pub mod delivery;
 pub mod device;
 pub mod discovery;
+pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod jobs;

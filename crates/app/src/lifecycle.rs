@@ -26,6 +26,7 @@ use crate::ports::{
 use crate::views::OrderOutcome;
 use async_trait::async_trait;
 use storefront_domain::catalog::Product;
+use storefront_domain::event::{Event, EventType};
 use storefront_domain::job::Job;
 use storefront_domain::ledger::{LedgerKind, LedgerMovement};
 use storefront_domain::money::display_minor;
@@ -70,6 +71,9 @@ pub(crate) struct Paid {
     /// (the change commits only if the service still has it).
     pub extended: Option<(Service, ServiceStatus)>,
     pub jobs: Vec<Job>,
+    /// `order.created` then `order.paid`: both when the order is created paid, the second
+    /// alone when an existing order is paid.
+    events: Vec<Event>,
     fulfil_inline: bool,
 }
 
@@ -81,6 +85,7 @@ impl Paid {
             service: self.delivery.as_ref().map(|d| &d.service),
             jobs: &self.jobs,
             resource_tokens: self.delivery.as_ref().map_or(&[], |d| &d.stored_tokens),
+            events: &self.events,
             updates_service: self
                 .extended
                 .as_ref()
@@ -102,6 +107,7 @@ impl Paid {
                 .as_ref()
                 .map(|(s, from)| (s, std::slice::from_ref(from))),
             jobs: &self.jobs,
+            events: self.events.get(1..).unwrap_or_default(),
             ..Change::default()
         }
     }
@@ -203,12 +209,14 @@ impl App {
                 description: format!("{what} ({}){approved}", order.id),
             });
         }
+        let events = self.order_events(&[EventType::OrderCreated, EventType::OrderPaid], &order);
         Ok(Paid {
             order,
             charge,
             delivery,
             extended,
             jobs,
+            events,
             fulfil_inline,
         })
     }
@@ -295,6 +303,11 @@ impl App {
         };
         let outcome = self.outcome_of(&order);
         let completion = key.map(|key| IdempotencyCompletion::new(key.clone(), outcome.to_value()));
+        let ended = match order.status {
+            OrderStatus::Fulfilled => EventType::OrderFulfilled,
+            _ => EventType::OrderFailed,
+        };
+        let events = self.order_events(&[ended], &order);
         let moved = self
             .store
             .apply_change(&Change {
@@ -302,6 +315,7 @@ impl App {
                 movement: refund.movement(),
                 jobs: refund.job.as_slice(),
                 completes: completion.as_ref(),
+                events: &events,
                 ..Change::default()
             })
             .await

@@ -20,6 +20,7 @@ use serde::Serialize;
 use storefront_domain::account::parse_email;
 use storefront_domain::agent::ApprovalStatus;
 use storefront_domain::catalog::{Product, ProductKind};
+use storefront_domain::event::EventType;
 use storefront_domain::idempotency::IdempotencyKey;
 use storefront_domain::ids::OrderId;
 use storefront_domain::order::{Order, OrderStatus, PaymentMethod, PaymentStatus};
@@ -696,12 +697,14 @@ impl App {
             order.payment_status = PaymentStatus::Refunded;
         }
         order.updated_at = now;
+        let canceled = self.order_events(&[EventType::OrderCanceled], &order);
         let moved = self
             .store
             .apply_change(&Change {
                 order: Some((&order, &[expected])),
                 movement: refund.movement(),
                 jobs: refund.job.as_slice(),
+                events: &canceled,
                 ..Change::default()
             })
             .await

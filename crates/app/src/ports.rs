@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use storefront_domain::agent::{Approval, ApprovalStatus};
 use storefront_domain::catalog::Product;
 use storefront_domain::checkout::{Checkout, CheckoutStatus};
+use storefront_domain::event::{Event, EventType};
 use storefront_domain::ids::{AgentId, ServiceId};
 use storefront_domain::job::Job;
 use storefront_domain::ledger::LedgerMovement;
@@ -143,6 +144,8 @@ pub struct NewOrder<'a> {
     pub budget: Option<&'a BudgetGuard>,
     /// The owner's approval the order waits for (inserted after the order).
     pub approval: Option<&'a Approval>,
+    /// What this order's creation tells the event log.
+    pub events: &'a [Event],
 }
 
 impl<'a> NewOrder<'a> {
@@ -161,6 +164,7 @@ impl<'a> NewOrder<'a> {
             payment: None,
             budget: None,
             approval: None,
+            events: &[],
         }
     }
 }
@@ -222,6 +226,20 @@ pub struct Change<'a> {
     pub new_approval: Option<&'a Approval>,
     /// The new state of a checkout session, if its current status is one of the listed.
     pub checkout: Option<(&'a Checkout, &'a [CheckoutStatus])>,
+    /// What this change tells the event log (written only if the change is).
+    pub events: &'a [Event],
+}
+
+/// Which events to list: an account's, or one agent's of it; after an event; of some types.
+#[derive(Debug, Clone)]
+pub struct EventFilter {
+    pub account: storefront_domain::ids::AccountId,
+    pub agent: Option<AgentId>,
+    /// Only events after this one (an event id).
+    pub after: Option<String>,
+    /// Only these types (all when empty).
+    pub kinds: Vec<EventType>,
+    pub limit: u32,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -91,6 +91,8 @@ prefixed_id!(/// A governance rule of an agent.
     RuleId, "rul");
 prefixed_id!(/// A card or MPP payment (of an order or a credit top-up).
     PaymentId, "pay");
+prefixed_id!(/// An entry of the event log.
+    EventId, "evt");
 
 #[cfg(test)]
 mod tests {

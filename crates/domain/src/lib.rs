@@ -6,6 +6,7 @@ pub mod agent;
 pub mod catalog;
 pub mod checkout;
 pub mod error;
+pub mod event;
 pub mod governance;
 pub mod idempotency;
 pub mod ids;

@@ -362,6 +362,7 @@ fn add_links(doc: &mut serde_json::Value) {
         (name = "services", description = "Machines and their management"),
         (name = "account", description = "Balance, ledger and API keys"),
         (name = "governance", description = "Agents, their rules and the agent's pre-action check"),
+        (name = "events", description = "What happened to the account's orders, oldest first"),
     )
 )]
 pub struct ApiDoc;

@@ -12,6 +12,7 @@ use crate::ports::{Applied, Change, Machine, ProvisionError, Provisioner};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
+use storefront_domain::event::EventType;
 use storefront_domain::ids::ServiceId;
 use storefront_domain::job::Job;
 use storefront_domain::order::OrderStatus;
@@ -96,12 +97,14 @@ impl JobKind for ProvisionMachine {
                     service_id: service.id.clone(),
                 }
                 .due_at(expires_at, now);
+                let fulfilled = app.order_events(&[EventType::OrderFulfilled], &order);
                 let applied = app
                     .store
                     .apply_change(&Change {
                         order: Some((&order, &[OrderStatus::Processing])),
                         service: Some((&service, &[ServiceStatus::Provisioning])),
                         jobs: std::slice::from_ref(&expire),
+                        events: &fulfilled,
                         ..Change::default()
                     })
                     .await
@@ -120,12 +123,14 @@ impl JobKind for ProvisionMachine {
                 service.status = ServiceStatus::Failed;
                 service.updated_at = now;
                 let refund = app.fail(&mut order, e.message, "refund: provisioning failed", now);
+                let failed = app.order_events(&[EventType::OrderFailed], &order);
                 app.store
                     .apply_change(&Change {
                         order: Some((&order, &[OrderStatus::Processing])),
                         service: Some((&service, &[ServiceStatus::Provisioning])),
                         movement: refund.movement(),
                         jobs: refund.job.as_slice(),
+                        events: &failed,
                         ..Change::default()
                     })
                     .await

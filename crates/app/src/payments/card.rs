@@ -13,6 +13,7 @@ use crate::ports::{
 use crate::views::OrderOutcome;
 use serde::Serialize;
 use storefront_domain::catalog::Product;
+use storefront_domain::event::EventType;
 use storefront_domain::ids::PaymentId;
 use storefront_domain::ledger::{LedgerKind, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus, PaymentMethod};
@@ -84,8 +85,10 @@ impl App {
             retry_after_seconds: Some(5),
             payment_receipt: None,
         };
+        let created = self.order_events(&[EventType::OrderCreated], &order);
         self.store
             .insert_order(&NewOrder {
+                events: &created,
                 idempotency: Some(key_ref),
                 completes: Some(&IdempotencyCompletion::new(
                     key_ref.clone(),
@@ -290,9 +293,13 @@ impl App {
             o.status = OrderStatus::Canceled;
             o.updated_at = now;
         }
+        let canceled = order.as_ref().map_or_else(Vec::new, |o| {
+            self.order_events(&[EventType::OrderCanceled], o)
+        });
         let applied = self
             .store
             .apply_change(&Change {
+                events: &canceled,
                 order: order
                     .as_ref()
                     .map(|o| (o, &[OrderStatus::PendingPayment][..])),

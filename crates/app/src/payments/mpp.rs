@@ -15,6 +15,7 @@ use crate::ports::{
     NewOrder, StoreError,
 };
 use crate::views::OrderOutcome;
+use storefront_domain::event::EventType;
 use storefront_domain::ids::PaymentId;
 use storefront_domain::order::{Order, OrderStatus, PaymentMethod};
 use storefront_domain::payment::{Payment, PaymentPurpose, PaymentState};
@@ -43,8 +44,10 @@ impl App {
                 "Order it with payment_method \"credit\" (with an API key).",
             ));
         }
+        let created = self.order_events(&[EventType::OrderCreated], &order);
         self.store
             .insert_order(&NewOrder {
+                events: &created,
                 idempotency: Some(key_ref),
                 ..NewOrder::of(&order)
             })

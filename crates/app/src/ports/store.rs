@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use storefront_domain::account::{Account, ApiKey, DashboardSession, LoginCode};
 use storefront_domain::agent::{Agent, Approval, ApprovalStatus, AuditEvent, DeviceGrant};
 use storefront_domain::checkout::Checkout;
+use storefront_domain::event::Event;
 use storefront_domain::ids::ServiceId;
 use storefront_domain::ids::{AccountId, JobId, KeyId, OrderId, QuoteId};
 use storefront_domain::ids::{AgentId, ApprovalId, CheckoutId, PaymentId};
@@ -18,10 +19,17 @@ use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::Timestamp;
 
 use super::{
-    AgentRule, Applied, Change, ClaimOutcome, IdempotencyCompletion, IdempotencyRef, NewOrder,
-    OrderFilter, Refusal, ResourceToken, StoreResult,
+    AgentRule, Applied, Change, ClaimOutcome, EventFilter, IdempotencyCompletion, IdempotencyRef,
+    NewOrder, OrderFilter, Refusal, ResourceToken, StoreResult,
 };
 use crate::page::PageRequest;
+
+/// The event log, written by [`NewOrder`] and [`Change`]; read here.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Oldest first, at most `limit + 1` (to tell whether there are more).
+    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;
+}
 
 /// Readiness probes and the settings table.
 #[async_trait]
@@ -302,7 +310,8 @@ pub trait GovernanceStore: Send + Sync {
 /// The whole store. Implemented for every type that implements all its parts, so an adapter
 /// never names it.
 pub trait Store:
-    SettingsStore
+    EventStore
+    + SettingsStore
     + AccountStore
     + QuoteStore
     + IdempotencyStore
@@ -318,7 +327,8 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: SettingsStore
+    T: EventStore
+        + SettingsStore
         + AccountStore
         + QuoteStore
         + IdempotencyStore

@@ -5,6 +5,7 @@ mod agents;
 mod checkouts;
 mod device;
 mod discovery;
+mod events;
 mod health;
 mod orders;
 mod payments;
@@ -38,7 +39,8 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
                 .merge(payments::routes())
                 .merge(agents::routes())
                 .merge(checkouts::routes())
-                .merge(device::routes()),
+                .merge(device::routes())
+                .merge(events::routes()),
         )
         .split_for_parts();
     crate::openapi::finish(&mut document);

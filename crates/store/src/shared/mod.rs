@@ -21,6 +21,7 @@ use super::db;
 
 mod accounts;
 mod common;
+mod events;
 mod governance;
 mod idempotency;
 mod jobs;

@@ -13,6 +13,7 @@ use storefront_domain::timestamp::{format as ts, Timestamp};
 
 use super::common::{backend, commit, placeholders, to_json};
 use super::db;
+use super::events::insert_event_rows;
 use super::governance::{
     check_budget, insert_approval_row, update_approval_row, update_checkout_row,
 };
@@ -103,6 +104,7 @@ impl OrderStore for db::Adapter {
         if let Some(payment) = new.payment {
             insert_payment_row(&mut tx, payment).await?;
         }
+        insert_event_rows(&mut tx, new.events).await?;
         if let Some(c) = new.completes {
             complete_key(&mut tx, c).await?;
         }
@@ -168,6 +170,7 @@ impl OrderStore for db::Adapter {
         for job in change.jobs {
             insert_job_row(&mut tx, job).await?;
         }
+        insert_event_rows(&mut tx, change.events).await?;
         if let Some(c) = change.completes {
             complete_key(&mut tx, c).await?;
         }

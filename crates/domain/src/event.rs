@@ -1,0 +1,94 @@
+//! Events: what happened, recorded in the same transaction as the change itself (an outbox), so
+//! the log is the truth that lists, streams and webhooks read (docs/api.md, "Events").
+
+use crate::ids::{AccountId, AgentId, EventId};
+use crate::timestamp::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What an event says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EventType {
+    #[serde(rename = "order.created")]
+    OrderCreated,
+    #[serde(rename = "order.paid")]
+    OrderPaid,
+    #[serde(rename = "order.fulfilled")]
+    OrderFulfilled,
+    #[serde(rename = "order.failed")]
+    OrderFailed,
+    #[serde(rename = "order.canceled")]
+    OrderCanceled,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 5] = [
+        Self::OrderCreated,
+        Self::OrderPaid,
+        Self::OrderFulfilled,
+        Self::OrderFailed,
+        Self::OrderCanceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OrderCreated => "order.created",
+            Self::OrderPaid => "order.paid",
+            Self::OrderFulfilled => "order.fulfilled",
+            Self::OrderFailed => "order.failed",
+            Self::OrderCanceled => "order.canceled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == raw)
+    }
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// `evt_...`, ordered by the time it happened.
+    pub id: EventId,
+    pub kind: EventType,
+    pub account_id: AccountId,
+    /// The agent whose action this is, when an agent key acted.
+    pub agent_id: Option<AgentId>,
+    /// The object as the API shows it at that moment, without secrets.
+    pub data: Value,
+    pub created_at: Timestamp,
+}
+
+impl Event {
+    pub fn new(
+        kind: EventType,
+        account_id: AccountId,
+        agent_id: Option<AgentId>,
+        data: Value,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            id: EventId::generate_at(at),
+            kind,
+            account_id,
+            agent_id,
+            data,
+            created_at: at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_round_trip_by_their_wire_names() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        assert_eq!(EventType::parse("order.unknown"), None);
+    }
+}

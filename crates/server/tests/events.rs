@@ -1,0 +1,92 @@
+//! The event log (docs/api.md, "Events"): every order change writes its event in the same
+//! transaction, in order, without secrets; owners see their account's, agents their own, and
+//! nobody another account's.
+
+mod common;
+
+use common::{Backend, TestServer};
+use serde_json::{json, Value};
+
+fn search(query: &str) -> Value {
+    json!({"product_id": "web-search", "configuration": {"query": query}})
+}
+
+async fn events(s: &TestServer, key: &str, query: &str) -> Vec<Value> {
+    let r = s.get(&format!("/api/v1/events{query}"), Some(key)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body["data"]["events"].as_array().unwrap().clone()
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+dual_test!(orders_write_their_events_in_order_and_each_key_sees_only_its_own);
+async fn orders_write_their_events_in_order_and_each_key_sees_only_its_own(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (owner, agent, agent_key) = s.agent(10_000).await;
+    let bought = s.order(Some(&owner), "evt-1", &search("owner")).await;
+    assert_eq!(bought.status, 201, "{:?}", bought.body);
+    let order_id = bought.body["data"]["order"]["id"].as_str().unwrap();
+
+    let all = events(&s, &owner, "").await;
+    assert_eq!(
+        types(&all),
+        ["order.created", "order.paid", "order.fulfilled"]
+    );
+    for e in &all {
+        assert!(e["id"].as_str().unwrap().starts_with("evt_"));
+        assert_eq!(e["data"]["id"], order_id, "each event carries the order");
+        assert!(!e.to_string().contains("sig="), "no signed URL in an event: {e}");
+    }
+    assert_eq!(all[2]["data"]["status"], "fulfilled");
+    let ids: Vec<&str> = all.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "oldest first, ids in time order");
+
+    // An escalated order of the agent waits, then is canceled: created, then canceled.
+    let rule = s
+        .post(
+            &format!("/api/v1/agents/{agent}/rules"),
+            Some(&owner),
+            &json!({"kind": "category", "action": "escalate", "params": {"deny": ["search"]}}),
+        )
+        .await;
+    assert_eq!(rule.status, 201, "{:?}", rule.body);
+    let waiting = s.order(Some(&agent_key), "evt-2", &search("agent")).await;
+    assert_eq!(waiting.status, 202, "{:?}", waiting.body);
+    let waiting_id = waiting.body["data"]["order"]["id"].as_str().unwrap();
+    let canceled = s
+        .post(
+            &format!("/api/v1/orders/{waiting_id}/cancel"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(canceled.status, 200, "{:?}", canceled.body);
+
+    let mine = events(&s, &agent_key, "").await;
+    assert_eq!(types(&mine), ["order.created", "order.canceled"], "the agent's own");
+    assert!(mine.iter().all(|e| e["data"]["id"] == waiting_id));
+    let account = events(&s, &owner, "").await;
+    assert_eq!(account.len(), 5, "the owner sees the whole account");
+
+    // Paging with `after`, filtering by type.
+    let page = s.get("/api/v1/events?limit=2", Some(&owner)).await;
+    let next = page.body["data"]["next_cursor"].as_str().unwrap().to_owned();
+    let rest = events(&s, &owner, &format!("?after={next}")).await;
+    assert_eq!(rest.len(), 3);
+    assert_eq!(rest[0]["id"], account[2]["id"]);
+    let finished = events(&s, &owner, "?type=order.fulfilled,order.canceled").await;
+    assert_eq!(types(&finished), ["order.fulfilled", "order.canceled"]);
+
+    // Another account sees nothing of this one; bad parameters are named.
+    let (_, stranger) = s.account(0).await;
+    assert!(events(&s, &stranger, "").await.is_empty());
+    for (query, param) in [("?type=order.teleported", "type"), ("?after=nope", "after")] {
+        let r = s.get(&format!("/api/v1/events{query}"), Some(&owner)).await;
+        assert_eq!((r.status.as_u16(), r.param()), (400, param), "{query}");
+    }
+    assert_eq!(s.get("/api/v1/events", None).await.status, 401);
+}
