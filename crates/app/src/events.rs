@@ -3,14 +3,16 @@
 //! [`crate::ports::NewOrder::events`]); agents and owners list them.
 
 use crate::app::{store_failure, App};
+use crate::machines::ServiceView;
 use crate::page::{Page, PageRequest};
 use crate::ports::EventFilter;
 use crate::principal::Principal;
 use serde::Serialize;
 use serde_json::Value;
 use storefront_domain::event::{Event, EventType};
-use storefront_domain::ids::EventId;
+use storefront_domain::ids::{AgentId, EventId};
 use storefront_domain::order::Order;
+use storefront_domain::service::Service;
 use storefront_domain::timestamp::format;
 use storefront_domain::DomainError;
 
@@ -61,6 +63,29 @@ impl App {
                 )
             })
             .collect()
+    }
+
+    /// The event `kind` of a service in its current state, for the agent that bought it (if an
+    /// agent did).
+    pub(crate) fn service_event(
+        &self,
+        kind: EventType,
+        service: &Service,
+        agent: Option<AgentId>,
+    ) -> Event {
+        let data = serde_json::to_value(ServiceView::from(service)).unwrap_or_default();
+        Event::new(
+            kind,
+            service.account_id.clone(),
+            agent,
+            data,
+            service.updated_at,
+        )
+    }
+
+    /// The agent that bought a service, if an agent did (for its events).
+    pub(crate) async fn buyer_of(&self, service: &Service) -> Result<Option<AgentId>, DomainError> {
+        Ok(self.load_order(&service.order_id).await?.agent_id)
     }
 
     /// `GET /api/v1/events`: an owner key sees its account's events, an agent key its own

@@ -20,15 +20,30 @@ pub enum EventType {
     OrderFailed,
     #[serde(rename = "order.canceled")]
     OrderCanceled,
+    #[serde(rename = "service.active")]
+    ServiceActive,
+    #[serde(rename = "service.restarted")]
+    ServiceRestarted,
+    #[serde(rename = "service.reinstalled")]
+    ServiceReinstalled,
+    #[serde(rename = "service.terminated")]
+    ServiceTerminated,
+    #[serde(rename = "service.expired")]
+    ServiceExpired,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 10] = [
         Self::OrderCreated,
         Self::OrderPaid,
         Self::OrderFulfilled,
         Self::OrderFailed,
         Self::OrderCanceled,
+        Self::ServiceActive,
+        Self::ServiceRestarted,
+        Self::ServiceReinstalled,
+        Self::ServiceTerminated,
+        Self::ServiceExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +53,11 @@ impl EventType {
             Self::OrderFulfilled => "order.fulfilled",
             Self::OrderFailed => "order.failed",
             Self::OrderCanceled => "order.canceled",
+            Self::ServiceActive => "service.active",
+            Self::ServiceRestarted => "service.restarted",
+            Self::ServiceReinstalled => "service.reinstalled",
+            Self::ServiceTerminated => "service.terminated",
+            Self::ServiceExpired => "service.expired",
         }
     }
 

@@ -37,7 +37,10 @@ async fn orders_write_their_events_in_order_and_each_key_sees_only_its_own(backe
     for e in &all {
         assert!(e["id"].as_str().unwrap().starts_with("evt_"));
         assert_eq!(e["data"]["id"], order_id, "each event carries the order");
-        assert!(!e.to_string().contains("sig="), "no signed URL in an event: {e}");
+        assert!(
+            !e.to_string().contains("sig="),
+            "no signed URL in an event: {e}"
+        );
     }
     assert_eq!(all[2]["data"]["status"], "fulfilled");
     let ids: Vec<&str> = all.iter().map(|e| e["id"].as_str().unwrap()).collect();
@@ -67,14 +70,21 @@ async fn orders_write_their_events_in_order_and_each_key_sees_only_its_own(backe
     assert_eq!(canceled.status, 200, "{:?}", canceled.body);
 
     let mine = events(&s, &agent_key, "").await;
-    assert_eq!(types(&mine), ["order.created", "order.canceled"], "the agent's own");
+    assert_eq!(
+        types(&mine),
+        ["order.created", "order.canceled"],
+        "the agent's own"
+    );
     assert!(mine.iter().all(|e| e["data"]["id"] == waiting_id));
     let account = events(&s, &owner, "").await;
     assert_eq!(account.len(), 5, "the owner sees the whole account");
 
     // Paging with `after`, filtering by type.
     let page = s.get("/api/v1/events?limit=2", Some(&owner)).await;
-    let next = page.body["data"]["next_cursor"].as_str().unwrap().to_owned();
+    let next = page.body["data"]["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let rest = events(&s, &owner, &format!("?after={next}")).await;
     assert_eq!(rest.len(), 3);
     assert_eq!(rest[0]["id"], account[2]["id"]);

@@ -237,6 +237,32 @@ async fn a_bought_machine_can_be_used_restarted_reinstalled_and_terminated(backe
         .unwrap()
         .contains("credentials are gone"));
     assert!(gone.headers.get("retry-after").is_none());
+    // Each step of the machine's life is in the event log, in order.
+    let log = s
+        .get(
+            "/api/v1/events?type=service.active,service.restarted,service.reinstalled,service.terminated,order.fulfilled",
+            Some(&key),
+        )
+        .await;
+    let kinds: Vec<&str> = log.body["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "order.fulfilled",
+            "service.active",
+            "service.restarted",
+            "service.reinstalled",
+            "service.terminated"
+        ]
+    );
+    let terminated = &log.body["data"]["events"][4]["data"];
+    assert_eq!(terminated["id"], service_id.as_str());
+    assert_eq!(terminated["status"], "terminated");
 }
 
 dual_test!(a_lease_is_terminated_when_its_time_runs_out);
@@ -369,6 +395,12 @@ async fn a_lease_is_terminated_when_its_time_runs_out(backend: Backend) {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the machine is gone"
     );
+    let expired = s
+        .get("/api/v1/events?type=service.expired", Some(&key))
+        .await;
+    let events = expired.body["data"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{:?}", expired.body);
+    assert_eq!(events[0]["data"]["id"], service_id.as_str());
 }
 
 dual_test!(weak_or_broken_ssh_keys_are_refused_before_payment);

@@ -97,7 +97,12 @@ impl JobKind for ProvisionMachine {
                     service_id: service.id.clone(),
                 }
                 .due_at(expires_at, now);
-                let fulfilled = app.order_events(&[EventType::OrderFulfilled], &order);
+                let mut fulfilled = app.order_events(&[EventType::OrderFulfilled], &order);
+                fulfilled.push(app.service_event(
+                    EventType::ServiceActive,
+                    &service,
+                    order.agent_id.clone(),
+                ));
                 let applied = app
                     .store
                     .apply_change(&Change {
@@ -169,9 +174,19 @@ async fn bring_back(
         .await
         .map_err(JobError::retry)?;
     activate(app, &mut service, &machine, app.clock.now());
+    let done = match image {
+        None => EventType::ServiceRestarted,
+        Some(_) => EventType::ServiceReinstalled,
+    };
+    let buyer = app
+        .buyer_of(&service)
+        .await
+        .map_err(|e| JobError::retry(e.message))?;
+    let event = app.service_event(done, &service, buyer);
     app.store
         .apply_change(&Change {
             service: Some((&service, &[expected])),
+            events: std::slice::from_ref(&event),
             ..Change::default()
         })
         .await
@@ -284,9 +299,19 @@ async fn end_machine(
     service.host = None;
     service.ssh_port = None;
     service.updated_at = app.clock.now();
+    let kind = match ended {
+        ServiceStatus::Expired => EventType::ServiceExpired,
+        _ => EventType::ServiceTerminated,
+    };
+    let buyer = app
+        .buyer_of(&service)
+        .await
+        .map_err(|e| JobError::retry(e.message))?;
+    let event = app.service_event(kind, &service, buyer);
     app.store
         .apply_change(&Change {
             service: Some((&service, &[from])),
+            events: std::slice::from_ref(&event),
             ..Change::default()
         })
         .await
