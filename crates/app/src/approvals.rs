@@ -132,7 +132,8 @@ impl App {
         let mut view = self.order_view(&order);
         view.approval = Some(approval_view(&approval));
         let remembered = outcome(&view);
-        let created = self.order_events(&[EventType::OrderCreated], &order);
+        let mut created = self.order_events(&[EventType::OrderCreated], &order);
+        created.push(self.approval_event(EventType::ApprovalRequested, &approval));
         let inserted = self
             .store
             .insert_order(&NewOrder {
@@ -269,9 +270,11 @@ impl App {
             checkout.updated_at = now;
             approval.status = ApprovalStatus::Approved;
             approval.decided_at = Some(now);
+            let resolved = self.approval_event(EventType::ApprovalResolved, &approval);
             let applied = self
                 .store
                 .apply_change(&Change {
+                    events: std::slice::from_ref(&resolved),
                     approval: Some((&approval, &[ApprovalStatus::Pending])),
                     checkout: Some((
                         &checkout,
@@ -301,11 +304,15 @@ impl App {
         let paid = self.mark_paid(order, product, Rail::Approval).await?;
         approval.status = ApprovalStatus::Approved;
         approval.decided_at = Some(now);
+        let payment = paid.change(&[OrderStatus::AwaitingApproval]);
+        let mut events = payment.events.to_vec();
+        events.push(self.approval_event(EventType::ApprovalResolved, &approval));
         let applied = self
             .store
             .apply_change(&Change {
                 approval: Some((&approval, &[ApprovalStatus::Pending])),
-                ..paid.change(&[OrderStatus::AwaitingApproval])
+                events: &events,
+                ..payment
             })
             .await;
         if !charged(applied, &paid.order)? {
@@ -404,9 +411,10 @@ impl App {
             }
             None => None,
         };
-        let canceled = order.as_ref().map_or_else(Vec::new, |o| {
+        let mut canceled = order.as_ref().map_or_else(Vec::new, |o| {
             self.order_events(&[EventType::OrderCanceled], o)
         });
+        canceled.push(self.approval_event(EventType::ApprovalResolved, &approval));
         let applied = self
             .store
             .apply_change(&Change {

@@ -9,6 +9,7 @@ use crate::ports::EventFilter;
 use crate::principal::Principal;
 use serde::Serialize;
 use serde_json::Value;
+use storefront_domain::agent::Approval;
 use storefront_domain::event::{Event, EventType};
 use storefront_domain::ids::{AgentId, EventId};
 use storefront_domain::order::Order;
@@ -80,6 +81,18 @@ impl App {
             agent,
             data,
             service.updated_at,
+        )
+    }
+
+    /// The event `kind` of an approval in its current state (asked for, or decided).
+    pub(crate) fn approval_event(&self, kind: EventType, approval: &Approval) -> Event {
+        let at = approval.decided_at.unwrap_or(approval.created_at);
+        Event::new(
+            kind,
+            approval.account_id.clone(),
+            Some(approval.agent_id.clone()),
+            serde_json::to_value(approval).unwrap_or_default(),
+            at,
         )
     }
 

@@ -30,10 +30,14 @@ pub enum EventType {
     ServiceTerminated,
     #[serde(rename = "service.expired")]
     ServiceExpired,
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested,
+    #[serde(rename = "approval.resolved")]
+    ApprovalResolved,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 12] = [
         Self::OrderCreated,
         Self::OrderPaid,
         Self::OrderFulfilled,
@@ -44,6 +48,8 @@ impl EventType {
         Self::ServiceReinstalled,
         Self::ServiceTerminated,
         Self::ServiceExpired,
+        Self::ApprovalRequested,
+        Self::ApprovalResolved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +64,8 @@ impl EventType {
             Self::ServiceReinstalled => "service.reinstalled",
             Self::ServiceTerminated => "service.terminated",
             Self::ServiceExpired => "service.expired",
+            Self::ApprovalRequested => "approval.requested",
+            Self::ApprovalResolved => "approval.resolved",
         }
     }
 

@@ -72,12 +72,20 @@ async fn orders_write_their_events_in_order_and_each_key_sees_only_its_own(backe
     let mine = events(&s, &agent_key, "").await;
     assert_eq!(
         types(&mine),
-        ["order.created", "order.canceled"],
+        [
+            "order.created",
+            "approval.requested",
+            "order.canceled",
+            "approval.resolved"
+        ],
         "the agent's own"
     );
-    assert!(mine.iter().all(|e| e["data"]["id"] == waiting_id));
+    assert_eq!(mine[0]["data"]["id"], waiting_id);
+    assert_eq!(mine[1]["data"]["order_id"], waiting_id);
+    assert_eq!(mine[1]["data"]["status"], "pending");
+    assert_eq!(mine[3]["data"]["status"], "denied");
     let account = events(&s, &owner, "").await;
-    assert_eq!(account.len(), 5, "the owner sees the whole account");
+    assert_eq!(account.len(), 7, "the owner sees the whole account");
 
     // Paging with `after`, filtering by type.
     let page = s.get("/api/v1/events?limit=2", Some(&owner)).await;
@@ -86,7 +94,7 @@ async fn orders_write_their_events_in_order_and_each_key_sees_only_its_own(backe
         .unwrap()
         .to_owned();
     let rest = events(&s, &owner, &format!("?after={next}")).await;
-    assert_eq!(rest.len(), 3);
+    assert_eq!(rest.len(), 5);
     assert_eq!(rest[0]["id"], account[2]["id"]);
     let finished = events(&s, &owner, "?type=order.fulfilled,order.canceled").await;
     assert_eq!(types(&finished), ["order.fulfilled", "order.canceled"]);
