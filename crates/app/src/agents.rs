@@ -12,6 +12,7 @@ use serde_json::Value;
 use storefront_domain::account::KeyRole;
 use storefront_domain::agent::{Agent, AgentStatus};
 use storefront_domain::catalog::Product;
+use storefront_domain::event::{Event, EventType};
 use storefront_domain::governance::{
     evaluate, Context, Decision, Period, Rule, RuleAction, RuleKind, Transaction, Verdict,
 };
@@ -241,11 +242,32 @@ impl App {
         self.save_agent(agent).await
     }
 
-    async fn save_agent(&self, mut agent: Agent) -> Result<Agent, DomainError> {
+    async fn save_agent(&self, agent: Agent) -> Result<Agent, DomainError> {
+        self.save_agent_with_event(agent, None).await
+    }
+
+    /// Saves the agent and, in the same transaction, the event `kind` with its new state.
+    async fn save_agent_with_event(
+        &self,
+        mut agent: Agent,
+        kind: Option<EventType>,
+    ) -> Result<Agent, DomainError> {
         agent.updated_at = self.clock.now();
+        let events: Vec<Event> = kind
+            .map(|kind| {
+                Event::new(
+                    kind,
+                    agent.account_id.clone(),
+                    Some(agent.id.clone()),
+                    serde_json::to_value(&agent).unwrap_or_default(),
+                    agent.updated_at,
+                )
+            })
+            .into_iter()
+            .collect();
         if !self
             .store
-            .update_agent(&agent)
+            .update_agent(&agent, &events)
             .await
             .map_err(store_failure)?
         {
@@ -514,7 +536,9 @@ impl App {
         };
         let reason = reason.map(|r| r.trim().chars().take(1000).collect::<String>());
         agent.status = AgentStatus::Suspended;
-        let agent = self.save_agent(agent).await?;
+        let agent = self
+            .save_agent_with_event(agent, Some(EventType::AgentSuspended))
+            .await?;
         tracing::warn!(agent_id = %agent.id, reason = ?reason, "kill switch pulled");
         self.audit(
             &agent.account_id,
@@ -653,7 +677,9 @@ impl App {
         let mut agent = self.owned_agent(principal, id).await?;
         let was_suspended = agent.status == AgentStatus::Suspended;
         agent.status = AgentStatus::Active;
-        let agent = self.save_agent(agent).await?;
+        let agent = self
+            .save_agent_with_event(agent, was_suspended.then_some(EventType::AgentReactivated))
+            .await?;
         if was_suspended {
             let started = self.release_agent_machines(&agent.id).await?;
             if started > 0 {

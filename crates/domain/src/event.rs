@@ -34,10 +34,14 @@ pub enum EventType {
     ApprovalRequested,
     #[serde(rename = "approval.resolved")]
     ApprovalResolved,
+    #[serde(rename = "agent.suspended")]
+    AgentSuspended,
+    #[serde(rename = "agent.reactivated")]
+    AgentReactivated,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 14] = [
         Self::OrderCreated,
         Self::OrderPaid,
         Self::OrderFulfilled,
@@ -50,6 +54,8 @@ impl EventType {
         Self::ServiceExpired,
         Self::ApprovalRequested,
         Self::ApprovalResolved,
+        Self::AgentSuspended,
+        Self::AgentReactivated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +72,8 @@ impl EventType {
             Self::ServiceExpired => "service.expired",
             Self::ApprovalRequested => "approval.requested",
             Self::ApprovalResolved => "approval.resolved",
+            Self::AgentSuspended => "agent.suspended",
+            Self::AgentReactivated => "agent.reactivated",
         }
     }
 

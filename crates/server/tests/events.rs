@@ -107,4 +107,32 @@ async fn orders_write_their_events_in_order_and_each_key_sees_only_its_own(backe
         assert_eq!((r.status.as_u16(), r.param()), (400, param), "{query}");
     }
     assert_eq!(s.get("/api/v1/events", None).await.status, 401);
+
+    // The kill switch and its lifting are events of the agent.
+    for (path, body) in [
+        ("kill-switch", json!({"confirm": true, "reason": "test"})),
+        ("reactivate", json!({})),
+    ] {
+        let r = s
+            .post(
+                &format!("/api/v1/agents/{agent}/{path}"),
+                Some(&owner),
+                &body,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+    }
+    let agent_events = events(&s, &owner, "?type=agent.suspended,agent.reactivated").await;
+    assert_eq!(
+        types(&agent_events),
+        ["agent.suspended", "agent.reactivated"]
+    );
+    assert_eq!(agent_events[0]["data"]["id"], agent.as_str());
+    assert_eq!(agent_events[0]["data"]["status"], "suspended");
+    assert_eq!(agent_events[1]["data"]["status"], "active");
+    assert_eq!(
+        types(&events(&s, &agent_key, "?type=agent.suspended").await),
+        ["agent.suspended"],
+        "the agent sees its own"
+    );
 }

@@ -263,7 +263,9 @@ pub trait GovernanceStore: Send + Sync {
     /// A live (not deleted) agent.
     async fn get_agent(&self, id: &AgentId) -> StoreResult<Option<Agent>>;
     async fn list_agents(&self, account: &AccountId) -> StoreResult<Vec<Agent>>;
-    async fn update_agent(&self, agent: &Agent) -> StoreResult<bool>;
+    /// Saves the agent and, in the same transaction, the events that say what changed; `false`
+    /// (and nothing written) when there is no such agent.
+    async fn update_agent(&self, agent: &Agent, events: &[Event]) -> StoreResult<bool>;
     /// Deletes the agent and revokes its keys, in one transaction.
     async fn delete_agent(&self, id: &AgentId, now: Timestamp) -> StoreResult<bool>;
 

@@ -5,12 +5,14 @@ use sqlx::Row as _;
 use storefront_app::ports::{AgentRule, BudgetGuard, GovernanceStore, Refusal, StoreResult};
 use storefront_domain::agent::{Agent, Approval, ApprovalStatus, AuditEvent};
 use storefront_domain::checkout::{Checkout, CheckoutStatus};
+use storefront_domain::event::Event;
 use storefront_domain::ids::{AccountId, AgentId, ApprovalId, AuditId, CheckoutId, OrderId};
 use storefront_domain::order::Order;
 use storefront_domain::timestamp::{format as ts, Timestamp};
 
 use super::common::{backend, commit, parse_json, parse_ts, placeholders, to_json};
 use super::db;
+use super::events::insert_event_rows;
 use super::rows::{
     agent_from_row, approval_from_row, checkout_from_row, order_from_row, rule_from_row,
 };
@@ -65,7 +67,7 @@ impl GovernanceStore for db::Adapter {
         rows.iter().map(agent_from_row).collect()
     }
 
-    async fn update_agent(&self, a: &Agent) -> StoreResult<bool> {
+    async fn update_agent(&self, a: &Agent, events: &[Event]) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE agents SET name = $1, description = $2, status = $3, soul = $4, trusted_stores = $5, blocked_stores = $6, updated_at = $7,
@@ -89,8 +91,12 @@ impl GovernanceStore for db::Adapter {
         .await
         .map_err(backend)?
         .rows_affected();
+        if done != 1 {
+            return Ok(false);
+        }
+        insert_event_rows(&mut tx, events).await?;
         commit(tx).await?;
-        Ok(done == 1)
+        Ok(true)
     }
 
     async fn delete_agent(&self, id: &AgentId, now: Timestamp) -> StoreResult<bool> {
