@@ -303,17 +303,23 @@ impl FromRequestParts<App> for CallerEvenIfSuspended {
 }
 
 async fn bearer_principal(parts: &Parts, app: &App) -> Result<Principal, ApiError> {
-    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-        return Ok(Principal::Public);
+    match bearer_token(&parts.headers)? {
+        Some(secret) => Ok(app.authenticate(secret).await?),
+        None => Ok(Principal::Public),
+    }
+}
+
+/// The secret of `Authorization: Bearer <secret>`; `None` without the header or with another
+/// scheme, `401` for a header that is not text.
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
     };
     let value = value
         .to_str()
         .map_err(|_| ApiError(DomainError::unauthorized()))?;
     let (scheme, secret) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(Principal::Public);
-    }
-    Ok(app.authenticate(secret.trim()).await?)
+    Ok(scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim()))
 }
 
 /// The key from `Idempotency-Key`, or from `request_id` in the body when the header is absent.

@@ -84,12 +84,8 @@ pub async fn track(request: Request, next: Next) -> Response {
 }
 
 pub async fn render(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
+    // A header that is not text carries no token (the route may be open).
+    let bearer = crate::extract::bearer_token(&headers).ok().flatten();
     app.authorize_metrics(bearer)?;
     // The gauges are this app's state read now, so they are written here rather than through
     // the process-wide recorder (which several apps in one process would overwrite).

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use storefront_domain::ids::{AgentId, ServiceId};
 use storefront_domain::job::Job;
 use storefront_domain::service::{Service, ServiceStatus};
-use storefront_domain::timestamp::format;
+use storefront_domain::timestamp::{format, Timestamp};
 use storefront_domain::{DomainError, ErrorCode};
 
 /// A service as the doors show it.
@@ -311,22 +311,11 @@ impl App {
         if !allowed.contains(&service.status) {
             return Err(invalid_state(&service, verb));
         }
-        let from = service.status;
         let now = self.clock.now();
-        service.status = target;
         service.updated_at = now;
         update(&mut service);
         let job = job(&service);
-        let moved = self
-            .store
-            .apply_change(&Change {
-                service: Some((&service, &[from])),
-                jobs: std::slice::from_ref(&job),
-                ..Change::default()
-            })
-            .await
-            .and_then(Applied::without_charge)
-            .map_err(store_failure)?;
+        let moved = self.move_service(&mut service, target, now, job).await?;
         if !moved {
             let current = self.load_service(&service.id).await?;
             return Err(invalid_state(&current, verb));
@@ -531,12 +520,13 @@ impl App {
             if !stop_machines || service.status != ServiceStatus::Active {
                 continue;
             }
+            let now = self.clock.now();
             let job = StopMachine {
                 service_id: service.id.clone(),
             }
-            .due_now(self.clock.now());
+            .due_now(now);
             if self
-                .move_service(&mut service, ServiceStatus::Stopped, job)
+                .move_service(&mut service, ServiceStatus::Stopped, now, job)
                 .await?
             {
                 held.stopped += 1;
@@ -545,17 +535,18 @@ impl App {
         Ok(held)
     }
 
-    /// Moves a service from the status it was read in to `to`, with the job that acts on it,
-    /// in one transaction; `false` when someone else moved it first.
+    /// Moves a service from the status it was read in to `to` at `now`, with the job that acts
+    /// on it, in one transaction; `false` when someone else moved it first.
     async fn move_service(
         &self,
         service: &mut Service,
         to: ServiceStatus,
+        now: Timestamp,
         job: Job,
     ) -> Result<bool, DomainError> {
         let from = service.status;
         service.status = to;
-        service.updated_at = self.clock.now();
+        service.updated_at = now;
         self.store
             .apply_change(&Change {
                 service: Some((service, &[from])),
@@ -579,12 +570,13 @@ impl App {
             .map_err(store_failure)?;
         let mut started = 0;
         for mut service in stopped {
+            let now = self.clock.now();
             let job = RestartMachine {
                 service_id: service.id.clone(),
             }
-            .due_now(self.clock.now());
+            .due_now(now);
             if self
-                .move_service(&mut service, ServiceStatus::Restarting, job)
+                .move_service(&mut service, ServiceStatus::Restarting, now, job)
                 .await?
             {
                 started += 1;

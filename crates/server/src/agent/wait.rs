@@ -98,7 +98,7 @@ pub async fn order(
 ) -> Result<Value, Outcome> {
     let id = order["id"].as_str().unwrap_or_default().to_owned();
     let path = format!("/api/v1/orders/{id}");
-    let found = poll(client, &path, timeout, quiet, order, |data| {
+    let found = poll(client, &path, "order", timeout, quiet, order, |data| {
         let order = data["order"].clone();
         (order_done(&order), order_state(&order), order)
     })
@@ -119,19 +119,29 @@ pub async fn service(
 ) -> Result<Value, Outcome> {
     let id = service["id"].as_str().unwrap_or_default().to_owned();
     let path = format!("/api/v1/services/{id}");
-    poll(client, &path, timeout, quiet, service, move |data| {
-        let service = data["service"].clone();
-        let status = service["status"].as_str().unwrap_or("?");
-        let done = until.contains(&status) || status == "failed";
-        (done, format!("{id}: {status}"), service)
-    })
+    poll(
+        client,
+        &path,
+        "service",
+        timeout,
+        quiet,
+        service,
+        move |data| {
+            let service = data["service"].clone();
+            let status = service["status"].as_str().unwrap_or("?");
+            let done = until.contains(&status) || status == "failed";
+            (done, format!("{id}: {status}"), service)
+        },
+    )
     .await
 }
 
-/// Polls `path` until `read` says done; answers the last object read.
+/// Polls `path` (whose `data` holds the object under `key`) until `read` says done; answers the
+/// last object read.
 async fn poll(
     client: &Client,
     path: &str,
+    key: &str,
     timeout: Duration,
     quiet: bool,
     first: Value,
@@ -141,11 +151,6 @@ async fn poll(
     let started = Instant::now();
     let mut backoff = Backoff::new();
     // The first answer came with the action itself: shape it like a read.
-    let key = if path.contains("/orders/") {
-        "order"
-    } else {
-        "service"
-    };
     let mut data = serde_json::json!({ key: first });
     loop {
         let (done, state, current) = read(&data);
