@@ -66,6 +66,7 @@ impl App {
             name: "Purchases without an API key".into(),
             currency: self.settings.account_currency.clone(),
             balance_minor: 0,
+            balance_low_minor: None,
             created_at: now,
         };
         // An owner key nobody holds: the operator can issue a real one with `admin create-key`.
@@ -127,6 +128,30 @@ impl App {
             .await
             .map_err(store_failure)?
             .ok_or_else(|| DomainError::not_found("account", id.as_str()))
+    }
+
+    /// `PATCH /api/v1/account`: the balance below which a `balance.low` event is written
+    /// (`None` turns it off). Owner keys only.
+    pub async fn set_balance_low_threshold(
+        &self,
+        principal: &Principal,
+        threshold_minor: Option<i64>,
+    ) -> Result<Account, DomainError> {
+        let id = principal.require_owner()?;
+        if let Some(t) = threshold_minor {
+            if !(1..=storefront_domain::money::MAX_AMOUNT_MINOR).contains(&t) {
+                return Err(DomainError::validation(
+                    "balance_low_minor",
+                    format!("{t} is not a usable threshold."),
+                    "Give a positive amount in minor units (500 = 5.00), or null to turn balance.low off.",
+                ));
+            }
+        }
+        self.store
+            .set_balance_low_threshold(id, threshold_minor)
+            .await
+            .map_err(store_failure)?;
+        self.account(principal).await
     }
 
     pub async fn balance(&self, principal: &Principal) -> Result<Balance, DomainError> {
@@ -252,6 +277,7 @@ impl App {
             name: name.to_owned(),
             currency: self.settings.account_currency.clone(),
             balance_minor: 0,
+            balance_low_minor: None,
             created_at: now,
         };
         let (key, secret) = new_key(&account.id, KeyRole::Owner, None, "owner".into(), now);

@@ -1,7 +1,9 @@
 //! The application: the use-cases' shared state. Cheap to clone (everything behind `Arc`).
 
 use crate::clock::Clock;
-use crate::ports::{CardGateway, Fulfiller, MppGateway, Provisioner, Store, StoreError};
+use crate::ports::{
+    CardGateway, Fulfiller, MppGateway, Provisioner, Store, StoreError, WebhookTransport,
+};
 use crate::secrets::{SecretBox, UrlSigner};
 use chrono::Duration;
 use std::collections::HashMap;
@@ -98,6 +100,12 @@ pub struct App {
     pub(crate) in_flight: tokio_util::task::TaskTracker,
     /// The last write-path check, reused for a moment (see [`App::readiness`]).
     pub(crate) readiness: Arc<tokio::sync::Mutex<crate::health::WritePathChecks>>,
+    /// Sends webhooks, when configured.
+    pub(crate) webhooks: Option<Arc<dyn WebhookTransport>>,
+    /// Open event streams per key (see [`App::open_event_stream`]).
+    pub(crate) streams: crate::events::StreamCounts,
+    /// Cancelled when the process begins to shut down: long-lived answers (event streams) end.
+    pub(crate) shutting_down: tokio_util::sync::CancellationToken,
 }
 
 impl App {
@@ -123,7 +131,27 @@ impl App {
             public_account: Arc::new(tokio::sync::OnceCell::new()),
             in_flight: tokio_util::task::TaskTracker::new(),
             readiness: Arc::default(),
+            webhooks: None,
+            streams: crate::events::StreamCounts::default(),
+            shutting_down: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Sends webhooks through this transport.
+    pub fn with_webhook_transport(mut self, transport: Arc<dyn WebhookTransport>) -> Self {
+        self.webhooks = Some(transport);
+        self
+    }
+
+    /// Ends long-lived answers (event streams) so that the server can drain; called once when
+    /// shutdown begins.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.cancel();
+    }
+
+    /// Resolves when shutdown has begun.
+    pub fn shutdown_started(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.shutting_down.clone().cancelled_owned()
     }
 
     /// Offers card payments through this gateway.

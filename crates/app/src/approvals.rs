@@ -133,7 +133,10 @@ impl App {
         view.approval = Some(approval_view(&approval));
         let remembered = outcome(&view);
         let mut created = self.order_events(&[EventType::OrderCreated], &order);
-        created.push(self.approval_event(EventType::ApprovalRequested, &approval));
+        created.push(
+            self.approval_requested_event(&approval, &order.product_id)
+                .await?,
+        );
         let inserted = self
             .store
             .insert_order(&NewOrder {

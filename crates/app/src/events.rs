@@ -9,13 +9,16 @@ use crate::ports::EventFilter;
 use crate::principal::Principal;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use storefront_domain::agent::Approval;
 use storefront_domain::event::{Event, EventType};
 use storefront_domain::ids::{AgentId, EventId};
+use storefront_domain::money::display_amount;
 use storefront_domain::order::Order;
 use storefront_domain::service::Service;
 use storefront_domain::timestamp::format;
-use storefront_domain::DomainError;
+use storefront_domain::{DomainError, ErrorCode};
 
 /// An event as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +99,38 @@ impl App {
         )
     }
 
+    /// `approval.requested`, with what an owner needs to decide from a phone: who asks, for
+    /// what, how much (formatted), why, and where to decide.
+    pub(crate) async fn approval_requested_event(
+        &self,
+        approval: &Approval,
+        product_id: &str,
+    ) -> Result<Event, DomainError> {
+        let mut event = self.approval_event(EventType::ApprovalRequested, approval);
+        let agent_name = self
+            .store
+            .get_agent(&approval.agent_id)
+            .await
+            .map_err(store_failure)?
+            .map(|a| a.name);
+        let product_name = self.catalog.get(product_id).map(|p| p.name.clone());
+        if let Value::Object(data) = &mut event.data {
+            let base = &self.settings.base_url;
+            data.insert("agent_name".into(), agent_name.into());
+            data.insert("product_id".into(), product_id.into());
+            data.insert("product_name".into(), product_name.into());
+            data.insert(
+                "amount_display".into(),
+                display_amount(approval.amount_minor, &approval.currency).into(),
+            );
+            data.insert(
+                "review_url".into(),
+                format!("{base}/dashboard/approvals#approval-{}", approval.id).into(),
+            );
+        }
+        Ok(event)
+    }
+
     /// The agent that bought a service, if an agent did (for its events).
     pub(crate) async fn buyer_of(&self, service: &Service) -> Result<Option<AgentId>, DomainError> {
         Ok(self.load_order(&service.order_id).await?.agent_id)
@@ -110,15 +145,31 @@ impl App {
         kinds: &[String],
         page: &PageRequest,
     ) -> Result<Page<EventView>, DomainError> {
-        let account = principal.require_account()?.clone();
+        let account = principal.require_account()?;
         let after = after.filter(|a| !a.is_empty());
         if let Some(a) = &after {
-            if EventId::parse(a).is_none() {
-                return Err(DomainError::validation(
+            // The cursor is an event this principal could see: its place in the log is where
+            // the page starts. Anything else is refused, not guessed at.
+            let unknown = || {
+                DomainError::validation(
                     "after",
-                    format!("'{a}' is not an event id."),
+                    format!("'{a}' is not one of your events."),
                     "Pass the id of the last event you saw (evt_...), or omit it to start at the oldest.",
-                ));
+                )
+            };
+            let id = EventId::parse(a).ok_or_else(unknown)?;
+            let event = self
+                .store
+                .get_event(&id)
+                .await
+                .map_err(store_failure)?
+                .ok_or_else(unknown)?;
+            let visible = &event.account_id == account
+                && principal
+                    .agent_id()
+                    .is_none_or(|agent| event.agent_id.as_ref() == Some(agent));
+            if !visible {
+                return Err(unknown());
             }
         }
         let kinds = kinds
@@ -138,7 +189,7 @@ impl App {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let filter = EventFilter {
-            account,
+            account: account.clone(),
             agent: principal.agent_id().cloned(),
             after,
             kinds,
@@ -153,6 +204,79 @@ impl App {
         Ok(Page {
             items: page.items.iter().map(EventView::from).collect(),
             next_cursor: page.next_cursor,
+        })
+    }
+}
+
+impl App {
+    /// The newest event `principal` can see, where a stream "from now on" starts.
+    pub async fn newest_event_id(
+        &self,
+        principal: &Principal,
+    ) -> Result<Option<String>, DomainError> {
+        let account = principal.require_account()?;
+        let newest = self
+            .store
+            .newest_event(account, principal.agent_id())
+            .await
+            .map_err(store_failure)?;
+        Ok(newest.map(|id| id.to_string()))
+    }
+}
+
+/// How many event streams are open per key, so that one key cannot hold every connection.
+#[derive(Debug, Clone, Default)]
+pub struct StreamCounts(Arc<Mutex<HashMap<String, usize>>>);
+
+/// An open event stream's place in [`StreamCounts`]; dropping it (the stream ends) frees it.
+#[derive(Debug)]
+pub struct StreamPermit {
+    counts: StreamCounts,
+    key: String,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Event streams one key may hold open at once (per process).
+pub const STREAMS_PER_KEY: usize = 5;
+
+impl App {
+    /// Admits a new event stream for `principal`'s key, or refuses with `rate_limited` when the
+    /// key already holds [`STREAMS_PER_KEY`] of them.
+    pub fn open_event_stream(&self, principal: &Principal) -> Result<StreamPermit, DomainError> {
+        let account = principal.require_account()?;
+        let key = match principal {
+            Principal::Owner {
+                key_id: Some(k), ..
+            }
+            | Principal::Agent { key_id: k, .. } => k.to_string(),
+            // A dashboard session: its account's sessions share one bound.
+            _ => format!("session:{account}"),
+        };
+        let mut counts = self.streams.0.lock().unwrap_or_else(|e| e.into_inner());
+        let open = counts.entry(key.clone()).or_default();
+        if *open >= STREAMS_PER_KEY {
+            return Err(DomainError::new(
+                ErrorCode::RateLimited,
+                format!("This key already has {STREAMS_PER_KEY} event streams open."),
+                "Close a stream you no longer read, or resume one with Last-Event-ID instead of opening another.",
+            )
+            .with_retry_after(30));
+        }
+        *open += 1;
+        Ok(StreamPermit {
+            counts: self.streams.clone(),
+            key,
         })
     }
 }

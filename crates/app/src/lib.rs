@@ -33,6 +33,7 @@ pub mod principal;
 pub mod quotes;
 pub mod secrets;
 pub mod views;
+pub mod webhooks;
 
 pub use app::{App, AppSettings};
 pub use clock::{Clock, ManualClock, SystemClock};

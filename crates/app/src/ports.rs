@@ -12,7 +12,7 @@ use storefront_domain::agent::{Approval, ApprovalStatus};
 use storefront_domain::catalog::Product;
 use storefront_domain::checkout::{Checkout, CheckoutStatus};
 use storefront_domain::event::{Event, EventType};
-use storefront_domain::ids::{AgentId, ServiceId};
+use storefront_domain::ids::{AgentId, DeliveryId, ServiceId, WebhookEndpointId};
 use storefront_domain::job::Job;
 use storefront_domain::ledger::LedgerMovement;
 use storefront_domain::order::{Order, OrderStatus};
@@ -20,6 +20,7 @@ use storefront_domain::payment::{Payment, PaymentState};
 use storefront_domain::quote::Quote;
 use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::Timestamp;
+use storefront_domain::webhook::{AttemptResult, DeliveryStatus};
 
 use crate::page::PageRequest;
 
@@ -230,6 +231,25 @@ pub struct Change<'a> {
     pub events: &'a [Event],
 }
 
+/// An attempt's outcome as the delivery queue records it.
+#[derive(Debug, Clone)]
+pub struct DeliveryFinish<'a> {
+    pub delivery: &'a DeliveryId,
+    pub endpoint: &'a WebhookEndpointId,
+    pub worker: &'a str,
+    pub result: &'a AttemptResult,
+    /// `Pending` with `next_attempt_at` for a retry; `Delivered` or `Failed` for good.
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<Timestamp>,
+    /// The endpoint is disabled by this outcome if it answered 410 (`disable_now`) or has failed
+    /// since before `disable_if_failing_since` (three days of failures); `disabled_event` (a
+    /// `webhook_endpoint.disabled`) is then written with it.
+    pub disable_now: bool,
+    pub disable_if_failing_since: Timestamp,
+    pub disabled_reason: &'a str,
+    pub disabled_event: &'a Event,
+}
+
 /// Which events to list: an account's, or one agent's of it; after an event; of some types.
 #[derive(Debug, Clone)]
 pub struct EventFilter {
@@ -397,6 +417,18 @@ pub enum WebhookRejection {
     Stale,
     #[error("the payload is not an event: {0}")]
     Malformed(String),
+}
+
+/// Sends webhooks over HTTP, inside the boundary outgoing requests live in (docs/events.md,
+/// "Outgoing requests"): allowed schemes and addresses only, no redirects, bounded time.
+#[async_trait]
+pub trait WebhookTransport: Send + Sync + 'static {
+    /// Whether `url` may receive webhooks: its form, its scheme and every address its host
+    /// resolves to now. The reason, in words, when it may not.
+    async fn check_url(&self, url: &str) -> Result<(), String>;
+    /// POSTs `body` with `headers` to `url`, checking the addresses again as it connects; the
+    /// status code of the answer, or why there was none.
+    async fn post(&self, url: &str, headers: &[(&str, String)], body: &str) -> Result<u16, String>;
 }
 
 /// Card payments through a hosted checkout (Stripe Checkout).

@@ -13,6 +13,8 @@ pub struct Account {
     pub name: String,
     pub currency: Currency,
     pub balance_minor: i64,
+    /// A charge that takes the balance below this writes a `balance.low` event (`null`: never).
+    pub balance_low_minor: Option<i64>,
     #[serde(with = "rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,

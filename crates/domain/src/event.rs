@@ -2,6 +2,7 @@
 //! the log is the truth that lists, streams and webhooks read (docs/api.md, "Events").
 
 use crate::ids::{AccountId, AgentId, EventId};
+use crate::ledger::LedgerEntry;
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -38,10 +39,16 @@ pub enum EventType {
     AgentSuspended,
     #[serde(rename = "agent.reactivated")]
     AgentReactivated,
+    #[serde(rename = "balance.low")]
+    BalanceLow,
+    #[serde(rename = "payment.refunded")]
+    PaymentRefunded,
+    #[serde(rename = "webhook_endpoint.disabled")]
+    WebhookEndpointDisabled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 17] = [
         Self::OrderCreated,
         Self::OrderPaid,
         Self::OrderFulfilled,
@@ -56,6 +63,9 @@ impl EventType {
         Self::ApprovalResolved,
         Self::AgentSuspended,
         Self::AgentReactivated,
+        Self::BalanceLow,
+        Self::PaymentRefunded,
+        Self::WebhookEndpointDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +84,9 @@ impl EventType {
             Self::ApprovalResolved => "approval.resolved",
             Self::AgentSuspended => "agent.suspended",
             Self::AgentReactivated => "agent.reactivated",
+            Self::BalanceLow => "balance.low",
+            Self::PaymentRefunded => "payment.refunded",
+            Self::WebhookEndpointDisabled => "webhook_endpoint.disabled",
         }
     }
 
@@ -112,6 +125,28 @@ impl Event {
             data,
             created_at: at,
         }
+    }
+}
+
+impl Event {
+    /// `balance.low`, if `entry` took the balance from `threshold_minor` or more to below it.
+    pub fn balance_low(entry: &LedgerEntry, threshold_minor: i64, currency: &str) -> Option<Self> {
+        let before = entry.balance_after_minor - entry.amount_minor;
+        (entry.balance_after_minor < threshold_minor && before >= threshold_minor).then(|| {
+            Self::new(
+                EventType::BalanceLow,
+                entry.account_id.clone(),
+                None,
+                serde_json::json!({
+                    "account_id": entry.account_id,
+                    "balance_minor": entry.balance_after_minor,
+                    "threshold_minor": threshold_minor,
+                    "currency": currency,
+                    "ledger_entry_id": entry.id,
+                }),
+                entry.created_at,
+            )
+        })
     }
 }
 

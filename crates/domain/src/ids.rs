@@ -93,6 +93,10 @@ prefixed_id!(/// A card or MPP payment (of an order or a credit top-up).
     PaymentId, "pay");
 prefixed_id!(/// An entry of the event log.
     EventId, "evt");
+prefixed_id!(/// A URL an account's events are sent to.
+    WebhookEndpointId, "we");
+prefixed_id!(/// One event on its way to one webhook endpoint.
+    DeliveryId, "whd");
 
 #[cfg(test)]
 mod tests {

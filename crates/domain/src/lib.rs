@@ -20,5 +20,6 @@ pub mod pricing;
 pub mod quote;
 pub mod service;
 pub mod timestamp;
+pub mod webhook;
 
 pub use error::{DomainError, ErrorCode, PaymentDemand};

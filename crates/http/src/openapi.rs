@@ -362,7 +362,8 @@ fn add_links(doc: &mut serde_json::Value) {
         (name = "services", description = "Machines and their management"),
         (name = "account", description = "Balance, ledger and API keys"),
         (name = "governance", description = "Agents, their rules and the agent's pre-action check"),
-        (name = "events", description = "What happened to the account's orders, oldest first"),
+        (name = "events", description = "What happened in the account, in order: a list and a live stream (Server-Sent Events)"),
+        (name = "webhooks", description = "Endpoints that receive events, signed per Standard Webhooks, and their deliveries"),
     )
 )]
 pub struct ApiDoc;

@@ -12,6 +12,7 @@ pub mod local;
 pub mod mpp;
 pub mod offline_search;
 pub mod stripe;
+pub mod webhooks;
 
 pub use http_upstream::{HttpUpstream, UpstreamConfig};
 pub use offline_search::OfflineSearch;

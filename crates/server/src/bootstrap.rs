@@ -10,6 +10,7 @@ use storefront_domain::catalog::{Availability, Catalog, CatalogSpec, DEFAULT_CAT
 use storefront_providers::local::LocalProvisioner;
 use storefront_providers::mpp::{MppConfig, StripeMpp};
 use storefront_providers::stripe::StripeCard;
+use storefront_providers::webhooks::HttpWebhookTransport;
 use storefront_providers::{HttpUpstream, OfflineSearch};
 
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +232,15 @@ pub async fn build_app(
     let mut app = App::new(store, catalog, clock, fulfillers, signer, settings)
         .with_provisioner("local", local)
         .with_secret_box(secret_box);
+    let webhooks = HttpWebhookTransport::new(
+        config.webhooks.allow_private_targets,
+        std::time::Duration::from_secs(config.webhooks.timeout_seconds.clamp(1, 60)),
+    )
+    .map_err(BootError::Config)?;
+    if config.webhooks.allow_private_targets {
+        tracing::warn!("webhooks may reach private addresses and plain http:// URLs (webhooks.allow_private_targets)");
+    }
+    app = app.with_webhook_transport(Arc::new(webhooks));
     let stripe_base = config
         .stripe_api_base
         .clone()

@@ -116,6 +116,9 @@ pub struct Config {
     /// answers `503`.
     #[serde(default = "default_readiness_timeout")]
     pub readiness_timeout_seconds: u64,
+    /// Outgoing webhooks.
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
     /// Create a demo account with credits on the first start of an empty database.
     #[serde(default = "default_true")]
     pub demo_account: bool,
@@ -160,6 +163,33 @@ pub struct Config {
     pub mpp_network_id: Option<String>,
     #[serde(default)]
     pub mpp_realm: Option<String>,
+}
+
+/// Outgoing webhooks (`[webhooks]` in the TOML file; docs/events.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Lets webhooks reach loopback, private and link-local addresses and plain `http://` URLs
+    /// (local setups and tests). Off by default: customer-chosen URLs must not reach the
+    /// provider's own network. Environment: `STOREFRONT_WEBHOOK_ALLOW_PRIVATE=true`.
+    #[serde(default)]
+    pub allow_private_targets: bool,
+    /// Seconds one delivery attempt may take, connecting included (1-60, default 10).
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_webhook_timeout() -> u64 {
+    10
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            timeout_seconds: default_webhook_timeout(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -306,6 +336,12 @@ impl Config {
         }
         if let Some(v) = env("STOREFRONT_JOB_LEASE_SECONDS") {
             self.job_lease_seconds = number("STOREFRONT_JOB_LEASE_SECONDS", v)?.max(1);
+        }
+        if let Some(v) = env("STOREFRONT_WEBHOOK_ALLOW_PRIVATE") {
+            self.webhooks.allow_private_targets = matches!(v.as_str(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = env("STOREFRONT_WEBHOOK_TIMEOUT_SECONDS") {
+            self.webhooks.timeout_seconds = number("STOREFRONT_WEBHOOK_TIMEOUT_SECONDS", v)?;
         }
         if let Some(v) = env("STOREFRONT_DEMO_ACCOUNT") {
             self.demo_account = !matches!(v.as_str(), "0" | "false" | "no" | "off");

@@ -400,14 +400,21 @@ async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
         let id = format!("worker-{}-{}", std::process::id(), &random_token()[..8]);
         let app = app.clone();
         let stop = stopped();
+        let stopped = stopped.clone();
         let lease = chrono::Duration::seconds(config.job_lease_seconds.min(86_400) as i64);
         tokio::spawn(async move {
             if let Err(e) = app.reconcile_machines().await {
                 tracing::error!(error = %e.message, "reconciling machines failed");
             }
+            // Webhook deliveries run beside the jobs, under the same stop signal.
+            let deliveries = tokio::spawn({
+                let (app, id, stop) = (app.clone(), id.clone(), stopped());
+                async move { app.run_webhook_deliveries(id, stop).await }
+            });
             app.background_jobs(Worker::new(app.clone(), id).with_lease(lease))
                 .run(stop)
-                .await
+                .await;
+            let _ = deliveries.await;
         })
     });
 

@@ -110,6 +110,8 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // Event streams never end by themselves: end them, so that their connections can drain.
+    app.begin_shutdown();
     drop(drain_rx);
     let _ = drain_tx.send(());
     drain_tx.closed().await;

@@ -79,6 +79,16 @@ mod db {
     /// Appended to the read of an agent before its budgets are checked: locks the agent's row,
     /// so the budget checks of one agent's concurrent orders run one after another.
     pub(super) const ROW_LOCK: &str = "FOR UPDATE";
+    /// Appended to the subquery that picks deliveries to claim (which joins their endpoints):
+    /// locks the deliveries only, skipping those another claimer holds.
+    pub(super) const DELIVERY_CLAIM_LOCK: &str = "FOR UPDATE OF d SKIP LOCKED";
+    /// An event's position in the log: the next value of its sequence. With `txid` (set by the
+    /// column's default) it orders events by transaction, see `EVENT_SETTLED`.
+    pub(super) const NEXT_EVENT_POSITION: &str = "DEFAULT";
+    /// Which events readers may see: those of transactions older than every transaction still
+    /// running, so that no event can later commit before one a reader has already seen.
+    pub(super) const EVENT_SETTLED: &str =
+        "txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 }
 
 // Compiled once per backend on purpose: the same SQL over this backend's `db` types.

@@ -120,6 +120,15 @@ mod db {
     /// Appended to the read of an agent before its budgets are checked: nothing, the one write
     /// connection already serializes budget checks.
     pub(super) const ROW_LOCK: &str = "";
+    /// Appended to the subquery that picks deliveries to claim: nothing, as for jobs.
+    pub(super) const DELIVERY_CLAIM_LOCK: &str = "";
+    /// An event's position in the log: one more than the last. The one writer makes insert
+    /// order commit order.
+    pub(super) const NEXT_EVENT_POSITION: &str =
+        "(SELECT COALESCE(MAX(position), 0) + 1 FROM events)";
+    /// Which events readers may see: every committed one (no write can commit before another
+    /// that is already committed).
+    pub(super) const EVENT_SETTLED: &str = "TRUE";
 }
 
 // Compiled once per backend on purpose: the same SQL over this backend's `db` types.

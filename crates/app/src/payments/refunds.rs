@@ -6,9 +6,11 @@ use crate::jobs::kinds::RefundPayment;
 use crate::jobs::{JobError, JobKind};
 use crate::ports::{Applied, Change};
 use async_trait::async_trait;
+use storefront_domain::event::{Event, EventType};
 use storefront_domain::job::Job;
 use storefront_domain::payment::{Payment, PaymentState};
 use storefront_domain::timestamp::Timestamp;
+use storefront_domain::DomainError;
 
 impl RefundPayment {
     /// The refund of a payment that arrived for an order that no longer waited for it.
@@ -63,9 +65,14 @@ impl JobKind for RefundPayment {
             .map_err(|e| JobError::retry(e.detail))?;
         payment.status = PaymentState::Refunded;
         payment.updated_at = app.clock.now();
+        let events = app
+            .refund_event(&payment, &refund_id, &self.reason)
+            .await
+            .map_err(|e| JobError::retry(e.message))?;
         app.store
             .apply_change(&Change {
                 payment: Some((&payment, &[PaymentState::Succeeded, PaymentState::Pending])),
+                events: &events,
                 ..Change::default()
             })
             .await
@@ -73,5 +80,40 @@ impl JobKind for RefundPayment {
             .map_err(JobError::retry)?;
         tracing::info!(payment_id = %payment.id, %refund_id, reason = %self.reason, "payment refunded");
         Ok(())
+    }
+}
+
+impl App {
+    /// `payment.refunded` for the account that paid (and its agent, if an agent bought).
+    async fn refund_event(
+        &self,
+        payment: &Payment,
+        refund_id: &str,
+        reason: &str,
+    ) -> Result<Vec<Event>, DomainError> {
+        let Some(account) = &payment.account_id else {
+            return Ok(Vec::new());
+        };
+        let agent = match &payment.order_id {
+            Some(order) => self.load_order(order).await?.agent_id,
+            None => None,
+        };
+        let data = serde_json::json!({
+            "id": payment.id,
+            "order_id": payment.order_id,
+            "rail": payment.rail,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+            "status": "refunded",
+            "refund_id": refund_id,
+            "reason": reason,
+        });
+        Ok(vec![Event::new(
+            EventType::PaymentRefunded,
+            account.clone(),
+            agent,
+            data,
+            payment.updated_at,
+        )])
     }
 }

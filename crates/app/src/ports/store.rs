@@ -10,6 +10,7 @@ use storefront_domain::event::Event;
 use storefront_domain::ids::ServiceId;
 use storefront_domain::ids::{AccountId, JobId, KeyId, OrderId, QuoteId};
 use storefront_domain::ids::{AgentId, ApprovalId, CheckoutId, PaymentId};
+use storefront_domain::ids::{DeliveryId, EventId, WebhookEndpointId};
 use storefront_domain::job::{Job, JobOutcome};
 use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::Order;
@@ -17,10 +18,11 @@ use storefront_domain::payment::Payment;
 use storefront_domain::quote::Quote;
 use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::Timestamp;
+use storefront_domain::webhook::{WebhookDelivery, WebhookEndpoint};
 
 use super::{
-    AgentRule, Applied, Change, ClaimOutcome, EventFilter, IdempotencyCompletion, IdempotencyRef,
-    NewOrder, OrderFilter, Refusal, ResourceToken, StoreResult,
+    AgentRule, Applied, Change, ClaimOutcome, DeliveryFinish, EventFilter, IdempotencyCompletion,
+    IdempotencyRef, NewOrder, OrderFilter, Refusal, ResourceToken, StoreResult,
 };
 use crate::page::PageRequest;
 
@@ -29,6 +31,67 @@ use crate::page::PageRequest;
 pub trait EventStore: Send + Sync {
     /// Oldest first, at most `limit + 1` (to tell whether there are more).
     async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;
+    async fn get_event(&self, id: &EventId) -> StoreResult<Option<Event>>;
+    /// The last event of the account (or of one agent of it) that readers can see.
+    async fn newest_event(
+        &self,
+        account: &AccountId,
+        agent: Option<&AgentId>,
+    ) -> StoreResult<Option<EventId>>;
+}
+
+/// Webhook endpoints and the delivery queue. Deliveries of events are queued by the units that
+/// write the events ([`Change::events`] and the like); this claims, finishes and lists them.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn insert_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> StoreResult<()>;
+    async fn get_webhook_endpoint(
+        &self,
+        id: &WebhookEndpointId,
+    ) -> StoreResult<Option<WebhookEndpoint>>;
+    /// Oldest first, after the endpoint `after`, at most `limit + 1`; an agent's own only when
+    /// `agent` is set.
+    async fn list_webhook_endpoints(
+        &self,
+        account: &AccountId,
+        agent: Option<&AgentId>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookEndpoint>>;
+    /// Writes what its owner may change (url, events, description, enabled and the secrets),
+    /// clearing the failure record when the endpoint is enabled again.
+    async fn update_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> StoreResult<()>;
+    /// Deletes the endpoint and its deliveries; false if there was none.
+    async fn delete_webhook_endpoint(&self, id: &WebhookEndpointId) -> StoreResult<bool>;
+
+    /// Queues one delivery (a `ping`); deliveries of events are queued with the event.
+    async fn insert_delivery(&self, delivery: &WebhookDelivery) -> StoreResult<()>;
+    async fn get_delivery(&self, id: &DeliveryId) -> StoreResult<Option<WebhookDelivery>>;
+    /// Newest first, before the delivery `before`, at most `limit + 1`.
+    async fn list_deliveries(
+        &self,
+        endpoint: &WebhookEndpointId,
+        before: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+    /// Makes a delivery due at `now` again (whatever its status); false if it is in an attempt
+    /// right now.
+    async fn retry_delivery(&self, id: &DeliveryId, now: Timestamp) -> StoreResult<bool>;
+    /// Claims up to `limit` due deliveries of enabled endpoints for `worker` until
+    /// `lease_until` (counting an attempt each), with their endpoints. A delivery whose worker
+    /// died is claimed again once its lease has passed; no two workers hold one at once.
+    async fn claim_deliveries(
+        &self,
+        worker: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<(WebhookDelivery, WebhookEndpoint)>>;
+    /// Records an attempt's outcome if `worker` still holds the delivery (false otherwise), and
+    /// what it means for the endpoint, in one transaction.
+    async fn finish_delivery(&self, finish: &DeliveryFinish<'_>) -> StoreResult<bool>;
+    /// Deliveries waiting (due or not), and when the oldest of them was queued.
+    async fn delivery_backlog(&self) -> StoreResult<(i64, Option<Timestamp>)>;
 }
 
 /// Readiness probes and the settings table.
@@ -54,6 +117,11 @@ pub trait AccountStore: Send + Sync {
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
     async fn list_accounts(&self) -> StoreResult<Vec<Account>>;
     async fn count_accounts(&self) -> StoreResult<i64>;
+    async fn set_balance_low_threshold(
+        &self,
+        account: &AccountId,
+        threshold_minor: Option<i64>,
+    ) -> StoreResult<()>;
 
     async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()>;
     async fn find_api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKey>>;
@@ -313,6 +381,7 @@ pub trait GovernanceStore: Send + Sync {
 /// never names it.
 pub trait Store:
     EventStore
+    + WebhookStore
     + SettingsStore
     + AccountStore
     + QuoteStore
@@ -330,6 +399,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: EventStore
+        + WebhookStore
         + SettingsStore
         + AccountStore
         + QuoteStore

@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
-        .routes(routes!(show))
+        .routes(routes!(show, update))
         .routes(routes!(balance))
         .routes(routes!(ledger))
         .routes(routes!(list_keys, create_key))
@@ -61,6 +61,42 @@ pub(crate) struct Revoked {
     ))]
 async fn show(State(app): State<App>, Caller(principal): Caller) -> Result<Success, ApiError> {
     let account = app.account(&principal).await?;
+    Ok(ok(AccountData { account }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccountPatch {
+    /// A charge that takes the balance below this many minor units writes a `balance.low` event;
+    /// `null` turns it off.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    balance_low_minor: Option<Option<i64>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one not sent (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+/// Change the account's settings (owner keys): the `balance.low` threshold.
+#[utoipa::path(operation_id = "update_account", patch, path = "/account", tag = "account", request_body = AccountPatch,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The account", body = Envelope<AccountData>),
+        (status = 400, description = "A bad threshold", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "Only owner keys change the account", body = ErrorEnvelope),
+    ))]
+async fn update(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    body: ApiJson<AccountPatch>,
+) -> Result<Success, ApiError> {
+    let account = match body.body.balance_low_minor {
+        Some(threshold) => app.set_balance_low_threshold(&principal, threshold).await?,
+        None => app.account(&principal).await?,
+    };
     Ok(ok(AccountData { account }))
 }
 

@@ -5,17 +5,32 @@ use crate::error::ApiError;
 use crate::extract::{int_param, ApiQuery, Caller};
 use crate::openapi::{Envelope, ErrorEnvelope};
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
 use storefront_app::events::EventView;
+use storefront_app::events::StreamPermit;
 use storefront_app::page::PageRequest;
 use storefront_app::App;
+use storefront_app::Principal;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().routes(routes!(list))
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(stream))
 }
+
+/// How often an idle stream looks for new events in the log (which any replica may have
+/// written), and how often it sends a heartbeat comment when nothing happens.
+const STREAM_POLL: Duration = Duration::from_millis(500);
+const HEARTBEAT: Duration = Duration::from_secs(15);
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct EventList {
@@ -54,14 +69,135 @@ async fn list(
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Success, ApiError> {
     let page = PageRequest::parse(int_param("limit", q.limit.as_deref())?, None)?;
-    let kinds: Vec<String> = q
-        .kinds
-        .as_deref()
-        .map(|k| k.split(',').map(|t| t.trim().to_owned()).collect())
-        .unwrap_or_default();
+    let kinds = split_types(q.kinds.as_deref());
     let events = app.list_events(&principal, q.after, &kinds, &page).await?;
     Ok(ok(EventList {
         events: events.items,
         next_cursor: events.next_cursor,
     }))
+}
+
+fn split_types(raw: Option<&str>) -> Vec<String> {
+    raw.map(|k| k.split(',').map(|t| t.trim().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StreamQuery {
+    /// Start after this event (`evt_...`); the `Last-Event-ID` header wins when both are sent.
+    /// Without either, only events from now on.
+    after: Option<String>,
+    /// Only these types, comma-separated.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    kinds: Option<String>,
+}
+
+/// What a stream carries between polls.
+struct Tail {
+    app: App,
+    principal: Principal,
+    kinds: Vec<String>,
+    cursor: Option<String>,
+    ready: VecDeque<EventView>,
+    _permit: StreamPermit,
+}
+
+impl Tail {
+    /// The next event: from the last page read, else from the log once it has one; `None` when
+    /// the server shuts down or the log cannot be read (the client resumes with
+    /// `Last-Event-ID`).
+    async fn next(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                self.cursor = Some(event.id.clone());
+                let sse = SseEvent::default()
+                    .id(&event.id)
+                    .event(event.kind.as_str())
+                    .json_data(&event)
+                    .expect("events serialize");
+                return Some((Ok(sse), self));
+            }
+            let page = PageRequest {
+                limit: 100,
+                cursor: None,
+            };
+            match self
+                .app
+                .list_events(&self.principal, self.cursor.clone(), &self.kinds, &page)
+                .await
+            {
+                Ok(found) if !found.items.is_empty() => self.ready.extend(found.items),
+                Ok(_) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(STREAM_POLL) => {}
+                        () = self.app.shutdown_started() => return None,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "event stream ended: the log could not be read");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Events as they happen, as Server-Sent Events: `id:` the event id, `event:` its type, `data:`
+/// the event as `GET /events` shows it. Reconnect with `Last-Event-ID` to resume with nothing
+/// missed; a comment line every 15 s keeps idle connections open. At most 5 streams per key.
+#[utoipa::path(operation_id = "stream_events", get, path = "/events/stream", tag = "events",
+    params(StreamQuery, ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received: the stream resumes after it")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A stream of events (text/event-stream)", content_type = "text/event-stream", body = String),
+        (status = 400, description = "An unknown event id or type", body = ErrorEnvelope),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorEnvelope),
+        (status = 403, description = "A resource token has no events", body = ErrorEnvelope),
+        (status = 429, description = "The key already holds 5 streams", body = ErrorEnvelope),
+    ))]
+async fn stream(
+    State(app): State<App>,
+    Caller(principal): Caller,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let kinds = split_types(q.kinds.as_deref());
+    let first = PageRequest {
+        limit: 100,
+        cursor: None,
+    };
+    let (cursor, ready) = match resume.or(q.after) {
+        // Resuming: a bad id or type is refused now, as JSON, before the stream starts.
+        Some(after) => {
+            let page = app
+                .list_events(&principal, Some(after.clone()), &kinds, &first)
+                .await?;
+            (Some(after), VecDeque::from(page.items))
+        }
+        // From now on: after the newest event there is (checking the types on the way).
+        None => {
+            app.list_events(&principal, None, &kinds, &first).await?;
+            (app.newest_event_id(&principal).await?, VecDeque::new())
+        }
+    };
+    let permit = app.open_event_stream(&principal)?;
+    let tail = Tail {
+        app,
+        principal,
+        kinds,
+        cursor,
+        ready,
+        _permit: permit,
+    };
+    let events = futures_util::stream::unfold(tail, Tail::next);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT))
+        .into_response())
 }

@@ -12,6 +12,7 @@ mod payments;
 mod products;
 mod quotes;
 mod services;
+mod webhooks;
 
 use crate::error::ApiError;
 use axum::http::{Method, Uri};
@@ -40,7 +41,8 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
                 .merge(agents::routes())
                 .merge(checkouts::routes())
                 .merge(device::routes())
-                .merge(events::routes()),
+                .merge(events::routes())
+                .merge(webhooks::routes()),
         )
         .split_for_parts();
     crate::openapi::finish(&mut document);

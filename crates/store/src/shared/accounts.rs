@@ -59,6 +59,21 @@ impl AccountStore for db::Adapter {
             .map_err(backend)
     }
 
+    async fn set_balance_low_threshold(
+        &self,
+        account: &AccountId,
+        threshold_minor: Option<i64>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE accounts SET balance_low_minor = $1 WHERE id = $2")
+            .bind(threshold_minor)
+            .bind(account.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        commit(tx).await
+    }
+
     async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         insert_key(&mut tx, key).await?;

@@ -9,6 +9,8 @@ use storefront_domain::timestamp::format as ts;
 
 use super::common::{backend, corrupt, parse_json, parse_ts, placeholders, to_json};
 use super::db;
+use super::webhooks::{enabled_endpoints, insert_delivery_row};
+use storefront_domain::webhook::{WebhookDelivery, WebhookEndpoint};
 
 #[async_trait]
 impl EventStore for db::Adapter {
@@ -18,10 +20,15 @@ impl EventStore for db::Adapter {
         } else {
             format!("AND type IN ({})", placeholders(5, f.kinds.len()))
         };
+        // In commit order, and only events no running transaction can still precede (see the
+        // migration that added `txid` and `position`): a reader that continues after the last
+        // event it saw misses nothing.
         let sql = format!(
             "SELECT * FROM events WHERE account_id = $1 AND ($2 IS NULL OR agent_id = $2)
-               AND ($3 IS NULL OR id > $3) {kinds}
-             ORDER BY id LIMIT $4"
+               AND {settled}
+               AND ($3 IS NULL OR (txid, position) > (SELECT txid, position FROM events WHERE id = $3)) {kinds}
+             ORDER BY txid, position LIMIT $4",
+            settled = db::EVENT_SETTLED
         );
         let mut query = sqlx::query(&sql)
             .bind(f.account.as_str())
@@ -34,26 +41,74 @@ impl EventStore for db::Adapter {
         let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
         rows.iter().map(event_from_row).collect()
     }
+
+    async fn newest_event(
+        &self,
+        account: &AccountId,
+        agent: Option<&AgentId>,
+    ) -> StoreResult<Option<EventId>> {
+        let sql = format!(
+            "SELECT id FROM events WHERE account_id = $1 AND ($2 IS NULL OR agent_id = $2) AND {}
+             ORDER BY txid DESC, position DESC LIMIT 1",
+            db::EVENT_SETTLED
+        );
+        let id: Option<String> = sqlx::query_scalar(&sql)
+            .bind(account.as_str())
+            .bind(agent.map(|a| a.as_str().to_owned()))
+            .fetch_optional(self.reader())
+            .await
+            .map_err(backend)?;
+        Ok(id.map(EventId::from_trusted))
+    }
+
+    async fn get_event(&self, id: &EventId) -> StoreResult<Option<Event>> {
+        self.find_one(
+            "SELECT * FROM events WHERE id = $1",
+            id.as_str(),
+            event_from_row,
+        )
+        .await
+    }
 }
 
+/// Writes events inside the caller's transaction, each with its position in the log, and queues
+/// a delivery of each to every enabled webhook endpoint that asked for it (the outbox: an event
+/// and its deliveries commit or vanish together).
 pub(super) async fn insert_event_rows(
     conn: &mut db::Connection,
     events: &[Event],
 ) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO events (id, account_id, agent_id, type, data, created_at, position)
+         VALUES ($1, $2, $3, $4, $5, $6, {})",
+        db::NEXT_EVENT_POSITION
+    );
+    let mut endpoints: Vec<WebhookEndpoint> = Vec::new();
+    let mut endpoints_of: Option<&AccountId> = None;
     for e in events {
-        sqlx::query(
-            "INSERT INTO events (id, account_id, agent_id, type, data, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(e.id.as_str())
-        .bind(e.account_id.as_str())
-        .bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
-        .bind(e.kind.as_str())
-        .bind(to_json(&e.data))
-        .bind(ts(&e.created_at))
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+        sqlx::query(&sql)
+            .bind(e.id.as_str())
+            .bind(e.account_id.as_str())
+            .bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+            .bind(e.kind.as_str())
+            .bind(to_json(&e.data))
+            .bind(ts(&e.created_at))
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        if endpoints_of != Some(&e.account_id) {
+            endpoints = enabled_endpoints(conn, &e.account_id).await?;
+            endpoints_of = Some(&e.account_id);
+        }
+        for endpoint in endpoints
+            .iter()
+            .filter(|w| w.wants(e.kind, e.agent_id.as_ref()))
+        {
+            insert_delivery_row(conn, &WebhookDelivery::of_event(endpoint, e)).await?;
+        }
     }
     Ok(())
 }

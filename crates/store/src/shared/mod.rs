@@ -31,6 +31,7 @@ mod quotes;
 mod rows;
 mod services;
 mod settings;
+mod webhooks;
 
 // The backend's `begin()` reports a failure to open a transaction like every other failure.
 pub(super) use common::backend;

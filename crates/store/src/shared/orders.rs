@@ -6,6 +6,7 @@ use storefront_app::ports::{
     Applied, Change, IdempotencyRef, NewOrder, OrderFilter, OrderStore, Refusal, StoreError,
     StoreResult,
 };
+use storefront_domain::event::Event;
 use storefront_domain::ids::{AccountId, LedgerEntryId, OrderId};
 use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
@@ -230,9 +231,9 @@ async fn apply_movement(
     now: Timestamp,
 ) -> StoreResult<Result<LedgerEntry, Refusal>> {
     let now_s = ts(&now);
-    let updated: Option<i64> = sqlx::query_scalar(
+    let updated: Option<(i64, Option<i64>, String)> = sqlx::query_as(
         "UPDATE accounts SET balance_minor = balance_minor + $1, updated_at = $2
-         WHERE id = $3 AND balance_minor + $1 >= 0 RETURNING balance_minor",
+         WHERE id = $3 AND balance_minor + $1 >= 0 RETURNING balance_minor, balance_low_minor, currency",
     )
     .bind(m.amount_minor)
     .bind(&now_s)
@@ -240,7 +241,7 @@ async fn apply_movement(
     .fetch_optional(&mut *conn)
     .await
     .map_err(backend)?;
-    let Some(balance_after) = updated else {
+    let Some((balance_after, low_threshold, currency)) = updated else {
         let balance: Option<i64> =
             sqlx::query_scalar("SELECT balance_minor FROM accounts WHERE id = $1")
                 .bind(m.account_id.as_str())
@@ -277,6 +278,11 @@ async fn apply_movement(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    if let Some(threshold) = low_threshold {
+        if let Some(event) = Event::balance_low(&entry, threshold, &currency) {
+            insert_event_rows(conn, &[event]).await?;
+        }
+    }
     Ok(Ok(entry))
 }
 

@@ -31,6 +31,7 @@ pub(super) fn account_from_row(r: &db::Row) -> StoreResult<Account> {
         currency: Currency::parse(r.get::<&str, _>("currency"))
             .ok_or_else(|| corrupt("currency"))?,
         balance_minor: r.get("balance_minor"),
+        balance_low_minor: r.get("balance_low_minor"),
         created_at: parse_ts(r.get("created_at"))?,
     })
 }
