@@ -1,5 +1,5 @@
 //! What an operator's monitoring reads (`/metrics`): the machines by status and the work the
-//! background workers have not caught up with, measured on the injected clock; and who may read
+//! background workers have not caught up with (jobs, webhook deliveries), measured on the injected clock; and who may read
 //! it.
 
 use crate::app::{store_failure, App};
@@ -19,6 +19,10 @@ pub struct Operations {
     pub jobs_running: i64,
     /// How long the longest-waiting due job has waited, in seconds (0 when none waits).
     pub oldest_due_job_seconds: i64,
+    /// Webhook deliveries not yet delivered (due or waiting for a retry).
+    pub webhooks_waiting: i64,
+    /// How long ago the oldest of them was queued, in seconds (0 when none waits).
+    pub oldest_webhook_seconds: i64,
 }
 
 impl App {
@@ -41,7 +45,11 @@ impl App {
             })
             .collect();
         let backlog = self.store.job_backlog(now).await.map_err(store_failure)?;
+        let (webhooks_waiting, oldest_webhook) =
+            self.store.delivery_backlog().await.map_err(store_failure)?;
         Ok(Operations {
+            webhooks_waiting,
+            oldest_webhook_seconds: oldest_webhook.map_or(0, |at| (now - at).num_seconds().max(0)),
             services_by_status,
             jobs_due: backlog.due,
             jobs_running: backlog.running,

@@ -1,6 +1,6 @@
 //! Prometheus metrics (`GET /metrics`): one recorder per process, request counts and latency
 //! histograms by route and status, what the use-cases count (orders, jobs, store failures), and
-//! gauges read at each scrape (machines by status, the job backlog). Every metric has `# HELP`
+//! gauges read at each scrape (machines by status, the job backlog, the webhook queue). Every metric has `# HELP`
 //! and `# TYPE`. With `metrics_token` set, only a request bearing it reads them.
 
 use axum::extract::{MatchedPath, Request, State};
@@ -62,6 +62,15 @@ fn describe() {
         "storefront_store_failures_total",
         "Database failures, by kind."
     );
+    describe_counter!(
+        "storefront_webhook_deliveries_total",
+        "Webhook delivery attempts, by result (delivered, retry, failed)."
+    );
+    describe_histogram!(
+        "storefront_webhook_attempt_seconds",
+        Unit::Seconds,
+        "Time a webhook delivery attempt took, answer or not."
+    );
 }
 
 /// Counts and times every request by its route template (never the raw path, which carries ids)
@@ -116,6 +125,18 @@ pub async fn render(State(app): State<App>, headers: HeaderMap) -> Result<Respon
         "storefront_oldest_due_job_seconds",
         "How long the longest-waiting due job has waited, in seconds (0 when none waits).",
         [(String::new(), now.oldest_due_job_seconds)],
+    );
+    gauge(
+        &mut text,
+        "storefront_webhook_queue_depth",
+        "Webhook deliveries waiting to be delivered (due or not).",
+        [(String::new(), now.webhooks_waiting)],
+    );
+    gauge(
+        &mut text,
+        "storefront_webhook_oldest_pending_seconds",
+        "Age of the oldest webhook delivery not yet delivered, in seconds (0 when none waits).",
+        [(String::new(), now.oldest_webhook_seconds)],
     );
     Ok((
         [(

@@ -112,6 +112,22 @@ pub struct PurchaseInput {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(crate = "rmcp::schemars")]
 #[serde(deny_unknown_fields)]
+pub struct EventsInput {
+    /// Only events after this one (`evt_...`: the `next_cursor` of the previous call, or the last
+    /// event seen); from the oldest without it.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Only these types (`order.paid`, `service.active`, `approval.resolved`, ...).
+    #[serde(default)]
+    pub types: Option<Vec<String>>,
+    /// How many events to return (1-100, default 20).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+#[serde(deny_unknown_fields)]
 pub struct OrderInput {
     #[serde(alias = "orderId")]
     pub order_id: String,
@@ -358,7 +374,7 @@ impl StorefrontTools {
     }
 
     #[tool(output_schema = shape(&[("order", "object"), ("replayed", "boolean")]), 
-        description = "Buy a quote. Needs an API key for payment_method credit (the default); card needs every billing field and returns payment_action.url for the human. Reuse the same idempotency_key when retrying: it never buys twice. Machines come back processing with a provisioning_estimate; poll order_get or service_get until credentials are available."
+        description = "Buy a quote. Needs an API key for payment_method credit (the default); card needs every billing field and returns payment_action.url for the human. Reuse the same idempotency_key when retrying: it never buys twice. Machines come back processing with a provisioning_estimate; wait for the service.active event (events_list) or poll order_get or service_get until credentials are available."
     )]
     async fn purchase_create(
         &self,
@@ -374,7 +390,7 @@ impl StorefrontTools {
     }
 
     #[tool(output_schema = shape(&[("order", "object"), ("retry_after_seconds", "integer|null")]), 
-        description = "An order of this account: status, payment, provisioning estimate, the service id of a machine, and whether its credentials are available."
+        description = "An order of this account: status, payment, provisioning estimate, the service id of a machine, and whether its credentials are available. Its changes are also events (order.paid, order.fulfilled, ...: events_list)."
     )]
     async fn order_get(
         &self,
@@ -408,7 +424,7 @@ impl StorefrontTools {
     }
 
     #[tool(output_schema = shape(&[("service", "object")]), 
-        description = "Restart a machine: its processes are stopped and it boots again with its files kept. Poll service_get until status is active again."
+        description = "Restart a machine: its processes are stopped and it boots again with its files kept. Poll service_get until status is active again, or wait for the service.restarted event (events_list)."
     )]
     async fn server_restart(
         &self,
@@ -511,6 +527,32 @@ impl StorefrontTools {
         answer(result.await)
     }
 
+    #[tool(output_schema = shape(&[("events", "array"), ("next_cursor", "string|null")]),
+        description = "What happened, oldest first: order.created/paid/fulfilled/failed/canceled, service.active/restarted/reinstalled/terminated/expired, approval.requested/resolved, agent.suspended/reactivated, balance.low, payment.refunded. Each event has id, type, created_at and data (the object as order_get or service_get shows it). Instead of polling an order, call this with after = the last event id you saw; an agent key sees its own agent's events."
+    )]
+    async fn events_list(
+        &self,
+        Parameters(input): Parameters<EventsInput>,
+        extensions: Extensions,
+    ) -> CallToolResult {
+        let result = async {
+            let principal = self.principal(&extensions).await?;
+            let input = input?;
+            let page = PageRequest::parse(input.limit, None)?;
+            let events = self
+                .app
+                .list_events(
+                    &principal,
+                    input.after,
+                    &input.types.unwrap_or_default(),
+                    &page,
+                )
+                .await?;
+            Ok(json!({ "events": events.items, "next_cursor": events.next_cursor }))
+        };
+        answer(result.await)
+    }
+
     #[tool(output_schema = shape(&[("credits", "integer"), ("balance_minor", "integer"), ("currency", "string")]), description = "The account's credit balance (1 credit = 1 minor unit of its currency).")]
     async fn account_balance(
         &self,
@@ -533,7 +575,7 @@ impl ServerHandler for StorefrontTools {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("storefront", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
-                "An agent storefront. Flow: catalog_search → catalog_checkout_requirements → quote_create → purchase_create (with an idempotency_key) → order_get / service_get until the machine is active → credentials_get → server_restart / server_reinstall / lease_extend / lease_terminate. Pay with account credit (an API key as 'Authorization: Bearer'). Errors carry code, message and suggestion. Full guide: {base}/llms.txt"
+                "An agent storefront. Flow: catalog_search → catalog_checkout_requirements → quote_create → purchase_create (with an idempotency_key) → order_get / service_get until the machine is active → credentials_get → server_restart / server_reinstall / lease_extend / lease_terminate. events_list tells what changed since the last event you saw, instead of polling. Pay with account credit (an API key as 'Authorization: Bearer'). Errors carry code, message and suggestion. Full guide: {base}/llms.txt"
             ))
     }
 }

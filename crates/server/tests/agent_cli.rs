@@ -259,3 +259,58 @@ async fn people_get_tables_warnings_a_strict_mode_and_a_private_key_file(backend
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("terminated"), "{stdout}");
 }
+
+dual_test!(events_are_listed_and_followed_as_they_happen);
+async fn events_are_listed_and_followed_as_they_happen(backend: Backend) {
+    use tokio::io::AsyncBufReadExt;
+    let s = TestServer::start(&backend).await;
+    let (_, key) = s.account(10_000).await;
+    let search = serde_json::json!({"product_id": "web-search", "configuration": {"query": "x"}});
+    let bought = s.order(Some(&key), "cli-events-1", &search).await;
+    assert_eq!(bought.status, 201, "{:?}", bought.body);
+
+    let (code, stdout, stderr) = cli(&s, Some(&key), &["events", "--type", "order.paid"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("order.paid"), "{stdout}");
+
+    // --follow --json: the log so far, then each new event as a JSON line.
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_storefront"));
+    let mut child = follow
+        .env_clear()
+        .env("STOREFRONT_URL", &s.base)
+        .env("STOREFRONT_API_KEY", &key)
+        .args(["events", "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    async fn next(
+        lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    ) -> Value {
+        let line = tokio::time::timeout(common::binary::GUARD, lines.next_line())
+            .await
+            .expect("a line within the guard")
+            .unwrap()
+            .expect("the command still runs");
+        serde_json::from_str::<Value>(&line).expect("one JSON object a line")
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next(&mut lines).await["type"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, ["order.created", "order.paid", "order.fulfilled"]);
+    let again = s.order(Some(&key), "cli-events-2", &search).await;
+    let order = again.body["data"]["order"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for expected in ["order.created", "order.paid", "order.fulfilled"] {
+        let event = next(&mut lines).await;
+        assert_eq!(event["type"], expected);
+        assert_eq!(event["data"]["id"], order.as_str());
+    }
+    drop(lines);
+    child.kill().await.unwrap();
+}

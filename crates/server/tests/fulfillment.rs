@@ -295,4 +295,27 @@ async fn a_failure_after_an_mpp_or_card_payment_is_refunded_through_stripe(backe
     assert_eq!(stripe.refunds().len(), 2);
     while worker.run_once().await.unwrap() {}
     assert_eq!(stripe.refunds().len(), 2, "a refund happens once");
+
+    // Each refund wrote one payment.refunded event for the account that paid.
+    let mut refunded = Vec::new();
+    for account in s.store.list_accounts().await.unwrap() {
+        let filter = storefront_app::ports::EventFilter {
+            account: account.id.clone(),
+            agent: None,
+            after: None,
+            kinds: vec![storefront_domain::event::EventType::PaymentRefunded],
+            limit: 10,
+        };
+        refunded.extend(s.store.list_events(&filter).await.unwrap());
+    }
+    let mut rails: Vec<&str> = refunded
+        .iter()
+        .map(|e| e.data["rail"].as_str().unwrap())
+        .collect();
+    rails.sort();
+    assert_eq!(rails, ["card", "mpp"]);
+    for e in &refunded {
+        assert_eq!(e.data["status"], "refunded");
+        assert!(e.data["refund_id"].as_str().is_some_and(|r| !r.is_empty()));
+    }
 }

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
+mod events;
 mod view;
 mod wait;
 
@@ -172,6 +173,19 @@ pub enum AgentCommand {
     },
     /// The account's credit balance.
     Balance,
+    /// What happened, oldest first (an agent key: its own agent's events).
+    Events {
+        /// Only events after this one (`evt_...`).
+        #[arg(long)]
+        after: Option<String>,
+        /// Only these types, comma-separated (`order.paid,service.active`).
+        #[arg(long = "type", value_name = "TYPES")]
+        types: Option<String>,
+        /// Keep printing events as they happen (a live stream that resumes by itself after a
+        /// dropped connection) until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 /// How a command ended, as the process exit code.
@@ -604,6 +618,11 @@ async fn execute(client: &Client, command: AgentCommand) -> Result<Outcome, Fail
                 crate::say!("{}", view::money(&data["balance_minor"], &data["currency"]));
             }
         }
+        AgentCommand::Events {
+            after,
+            types,
+            follow,
+        } => return events::run(client, after, types, follow).await,
     }
     Ok(Outcome::Done)
 }

@@ -22,7 +22,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 TOOLS = {
     "catalog_search", "catalog_checkout_requirements", "quote_create", "purchase_create",
     "order_get", "service_get", "server_restart", "server_reinstall", "lease_extend",
-    "lease_terminate", "credentials_get", "account_balance",
+    "lease_terminate", "credentials_get", "account_balance", "events_list",
 }
 
 
@@ -106,6 +106,12 @@ async def flow(client):
     creds = data(await client.call_tool("credentials_get", {"serviceId": service_id}), "credentials_get")
     expect(creds["type"] == "ssh" and creds["credentials"]["port"], "credentials of the reinstalled machine")
     data(await client.call_tool("lease_terminate", {"serviceId": service_id}), "lease_terminate")
+    # The purchase is in the event log, oldest first, and a page continues after its cursor.
+    first = data(await client.call_tool("events_list", {"types": ["order.created", "order.paid"], "limit": 1}), "events_list")
+    expect([e["type"] for e in first["events"]] == ["order.created"], f"first event: {first}")
+    expect(first["events"][0]["data"]["id"] == order["id"], "the event carries the order")
+    rest = data(await client.call_tool("events_list", {"after": first["next_cursor"], "types": ["order.paid"]}), "events_list")
+    expect([e["type"] for e in rest["events"]] == ["order.paid"], f"after the cursor: {rest}")
     report["order_id"] = order["id"]
     report["service_id"] = service_id
     return report
