@@ -455,6 +455,7 @@ impl App {
         principal: &Principal,
         id: &str,
     ) -> Result<DeliveryView, DomainError> {
+        principal.require_account()?;
         let not_found = || DomainError::not_found("delivery", id);
         let delivery_id = DeliveryId::parse(id).ok_or_else(not_found)?;
         let delivery = self

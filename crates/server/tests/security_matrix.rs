@@ -179,6 +179,27 @@ async fn fixture(s: &TestServer, machines: bool) -> Fixture {
         tokens.clear();
     }
     ids.insert("order_id", order_id);
+
+    // A webhook endpoint of A's and a delivery to it (a ping). Loopback URLs are allowed on this
+    // server so that no made-up host name is looked up; no delivery loop runs, nothing is sent.
+    let endpoint = s
+        .post(
+            "/api/v1/webhook-endpoints",
+            Some(&owner),
+            &json!({"url": "http://127.0.0.1:9/hooks", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(endpoint.status, 201, "{:?}", endpoint.body);
+    let endpoint_id = data(&endpoint, "/data/webhook_endpoint/id");
+    let ping = s
+        .post(
+            &format!("/api/v1/webhook-endpoints/{endpoint_id}/test"),
+            Some(&owner),
+            &json!({}),
+        )
+        .await;
+    ids.insert("delivery_id", data(&ping, "/data/delivery/id"));
+    ids.insert("endpoint_id", endpoint_id);
     Fixture {
         owner,
         agent_key,
@@ -242,6 +263,10 @@ fn body_for(method: &Method, path: &str, f: &Fixture) -> Option<Value> {
         ("POST", "/api/v1/services/{service_id}/extend") => json!({"additional_minutes": 15}),
         ("POST", "/api/v1/services/{service_id}/reinstall") => json!({"image": "debian-12"}),
         ("POST", "/api/v1/webhooks/stripe") => json!({}),
+        ("POST", "/api/v1/webhook-endpoints") => {
+            json!({"url": "http://127.0.0.1:9/hooks", "events": ["order.paid"]})
+        }
+        ("PATCH", "/api/v1/webhook-endpoints/{endpoint_id}") => json!({"description": "m"}),
         (m, _) if m == "GET" || m == "DELETE" => return None,
         _ => json!({}),
     };
@@ -294,6 +319,25 @@ async fn call(
     if let Some(b) = body {
         req = req.json(b);
     }
+    if url.starts_with("/api/v1/events/stream") {
+        // A stream that opens never ends: its status and headers are the answer.
+        let resp = req.send().await.expect("request reaches the server");
+        if resp.status().is_success() {
+            return Reply {
+                status: resp.status(),
+                headers: resp.headers().clone(),
+                body: Value::Null,
+            };
+        }
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        return Reply {
+            status,
+            headers,
+            body,
+        };
+    }
     s.send(req).await
 }
 
@@ -302,6 +346,7 @@ async fn every_route_answers_every_principal_as_the_contract_allows(backend: Bac
     let (s, _stripe) = payments::start_with(&backend, |c| {
         c.rate_limit_per_minute = 0;
         c.public_rate_limit_per_minute = 0;
+        c.webhooks.allow_private_targets = true;
     })
     .await;
     s.start_worker();
