@@ -582,3 +582,131 @@ async fn an_owner_uses_the_dashboard_in_a_real_browser() {
         );
     }
 }
+
+dual_test!(an_owner_manages_webhooks_and_reads_events_on_the_dashboard);
+async fn an_owner_manages_webhooks_and_reads_events_on_the_dashboard(backend: Backend) {
+    // Loopback URLs are allowed so that no host name is looked up; nothing runs deliveries.
+    let s = TestServer::start_with(&backend, |c| c.webhooks.allow_private_targets = true).await;
+    let (_, owner) = s.account(10_000).await;
+    let bought = s
+        .order(
+            Some(&owner),
+            "dash-events",
+            &json!({"product_id": "web-search", "configuration": {"query": "q"}}),
+        )
+        .await;
+    let order_id = bought.body["data"]["order"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut b = Browser::new(&s);
+    b.sign_in(&owner).await;
+
+    let events = b.get("/dashboard/events").await;
+    assert_eq!(events.status, 200);
+    for expected in [
+        "order.created",
+        "order.paid",
+        "order.fulfilled",
+        order_id.as_str(),
+    ] {
+        assert!(
+            events.body.contains(expected),
+            "the events page shows {expected}"
+        );
+    }
+    let only_paid = b.get("/dashboard/events?type=order.paid").await;
+    assert!(only_paid.body.contains("order.paid"));
+    assert!(!only_paid.body.contains("order.created"));
+
+    let token = b.get("/dashboard/webhooks").await.csrf();
+    let bad = b
+        .post(
+            "/dashboard/webhooks",
+            &[("csrf", &token), ("url", "not a url"), ("events", "*")],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("not a valid URL"), "the reason is shown");
+    let created = b
+        .post(
+            "/dashboard/webhooks",
+            &[
+                ("csrf", &token),
+                ("url", "http://127.0.0.1:9/hooks"),
+                ("events", "order.paid, service.active"),
+                ("description", "ops chat"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let marker = "id=\"new-secret\" class=\"mono\" readonly value=\"";
+    let start = created.body.find(marker).expect("the secret is shown") + marker.len();
+    let secret = created.body[start..].split('"').next().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let listed = b.get("/dashboard/webhooks").await;
+    assert!(listed.body.contains("http://127.0.0.1:9/hooks"));
+    assert!(!listed.body.contains(&secret), "the secret is shown once");
+    let api = s.get("/api/v1/webhook-endpoints", Some(&owner)).await;
+    let endpoint = api.body["data"]["webhook_endpoints"][0].clone();
+    assert_eq!(endpoint["events"], json!(["order.paid", "service.active"]));
+    let id = endpoint["id"].as_str().unwrap().to_owned();
+
+    let tested = b
+        .post(
+            &format!("/dashboard/webhooks/{id}/test"),
+            &[("csrf", &token)],
+        )
+        .await;
+    assert_eq!(
+        (tested.status, tested.location.as_str()),
+        (303, format!("/dashboard/webhooks/{id}").as_str())
+    );
+    let page = b.get(&format!("/dashboard/webhooks/{id}")).await;
+    assert!(
+        page.body.contains("ping") && page.body.contains("pending"),
+        "{}",
+        page.body
+    );
+    b.post(
+        &format!("/dashboard/webhooks/{id}/toggle"),
+        &[("csrf", &token)],
+    )
+    .await;
+    let paused = s
+        .get(&format!("/api/v1/webhook-endpoints/{id}"), Some(&owner))
+        .await;
+    assert_eq!(paused.body["data"]["webhook_endpoint"]["enabled"], false);
+
+    // Another account's owner finds nothing there.
+    let (_, intruder) = s.account(0).await;
+    let mut other = Browser::new(&s);
+    other.sign_in(&intruder).await;
+    let other_token = other.get("/dashboard/webhooks").await.csrf();
+    assert_eq!(
+        other.get(&format!("/dashboard/webhooks/{id}")).await.status,
+        404
+    );
+    assert_eq!(
+        other
+            .post(
+                &format!("/dashboard/webhooks/{id}/delete"),
+                &[("csrf", &other_token)]
+            )
+            .await
+            .status,
+        404
+    );
+    let deleted = b
+        .post(
+            &format!("/dashboard/webhooks/{id}/delete"),
+            &[("csrf", &token)],
+        )
+        .await;
+    assert_eq!(deleted.status, 303);
+    let gone = s.get("/api/v1/webhook-endpoints", Some(&owner)).await;
+    assert!(gone.body["data"]["webhook_endpoints"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

@@ -10,6 +10,7 @@
 mod account;
 mod agents;
 mod commerce;
+mod notifications;
 mod render;
 
 use crate::error::status_of;
@@ -102,6 +103,32 @@ pub fn routes() -> Router<App> {
         .route(
             "/dashboard/services/{id}/terminate",
             post(commerce::terminate),
+        )
+        .route("/dashboard/events", get(notifications::events))
+        .route(
+            "/dashboard/webhooks",
+            get(notifications::webhooks).post(notifications::create_webhook),
+        )
+        .route("/dashboard/webhooks/{id}", get(notifications::webhook))
+        .route(
+            "/dashboard/webhooks/{id}/test",
+            post(notifications::test_webhook),
+        )
+        .route(
+            "/dashboard/webhooks/{id}/toggle",
+            post(notifications::toggle_webhook),
+        )
+        .route(
+            "/dashboard/webhooks/{id}/rotate",
+            post(notifications::rotate_webhook),
+        )
+        .route(
+            "/dashboard/webhooks/{id}/delete",
+            post(notifications::delete_webhook),
+        )
+        .route(
+            "/dashboard/webhooks/deliveries/{id}/retry",
+            post(notifications::retry_delivery),
         )
         .layer(axum::middleware::map_response(harden))
 }

@@ -73,7 +73,7 @@ impl Chrome {
             .collect()
     }
 
-    pub const NAV: [(&'static str, &'static str); 10] = [
+    pub const NAV: [(&'static str, &'static str); 12] = [
         ("overview", "Overview"),
         ("catalog", "Catalog"),
         ("orders", "Orders"),
@@ -82,6 +82,8 @@ impl Chrome {
         ("approvals", "Approvals"),
         ("ledger", "Ledger"),
         ("top-up", "Top up"),
+        ("events", "Events"),
+        ("webhooks", "Webhooks"),
         ("keys", "API keys"),
         ("device", "Connect an agent"),
     ];
