@@ -538,7 +538,7 @@ async fn a_worker_killed_mid_delivery_loses_nothing(backend: Backend) {
     let (_, owner) = s.account(10_000).await;
     let receiver = Receiver::start().await;
     receiver.script([Answer::Hang, Answer::Hang]);
-    let (id, _) = endpoint(
+    let (id, secret) = endpoint(
         &s,
         &owner,
         &receiver.url,
@@ -579,7 +579,10 @@ async fn a_worker_killed_mid_delivery_loses_nothing(backend: Backend) {
         assert_eq!(d["status"], "delivered", "{d}");
         assert_eq!(d["attempts"], 2, "the killed attempt counts");
     }
-    let mut ids: Vec<String> = receiver.got().iter().map(|r| r.id().to_owned()).collect();
+    let got = receiver.got();
+    // Both processes signed with the same secret (sealed in the database, opened by each).
+    assert_all_verify(&got.iter().map(|r| (secret.as_str(), r)).collect::<Vec<_>>());
+    let mut ids: Vec<String> = got.iter().map(|r| r.id().to_owned()).collect();
     ids.sort();
     assert_eq!(ids.len(), 4);
     assert_eq!(ids[0], ids[1]);
@@ -599,7 +602,7 @@ async fn two_workers_on_one_database_make_each_attempt_once(backend: Backend) {
     .unwrap();
     let (_, owner) = s.account(100_000).await;
     let receiver = Receiver::start().await;
-    endpoint(&s, &owner, &receiver.url, json!(["*"])).await;
+    let (_, secret) = endpoint(&s, &owner, &receiver.url, json!(["*"])).await;
     for i in 0..5 {
         buy(&s, &owner, &format!("wh-two-{i}")).await;
     }
@@ -620,8 +623,10 @@ async fn two_workers_on_one_database_make_each_attempt_once(backend: Backend) {
     s.clock.advance(chrono::Duration::seconds(6));
     let (a, b) = tokio::join!(drain(s.app.clone(), "one"), drain(other.clone(), "two"));
     assert_eq!(a + b, 15);
+    let got = receiver.got();
+    assert_all_verify(&got.iter().map(|r| (secret.as_str(), r)).collect::<Vec<_>>());
     let mut per_id: HashMap<String, usize> = HashMap::new();
-    for r in receiver.got() {
+    for r in got {
         *per_id.entry(r.id().to_owned()).or_default() += 1;
     }
     assert_eq!(per_id.len(), 15);

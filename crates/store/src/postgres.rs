@@ -82,13 +82,14 @@ mod db {
     /// Appended to the subquery that picks deliveries to claim (which joins their endpoints):
     /// locks the deliveries only, skipping those another claimer holds.
     pub(super) const DELIVERY_CLAIM_LOCK: &str = "FOR UPDATE OF d SKIP LOCKED";
-    /// An event's position in the log: the next value of its sequence. With `txid` (set by the
-    /// column's default) it orders events by transaction, see `EVENT_SETTLED`.
+    /// An event's position in the log: the next value of its sequence, taken under
+    /// `EVENT_ORDER_LOCK`.
     pub(super) const NEXT_EVENT_POSITION: &str = "DEFAULT";
-    /// Which events readers may see: those of transactions older than every transaction still
-    /// running, so that no event can later commit before one a reader has already seen.
-    pub(super) const EVENT_SETTLED: &str =
-        "txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+    /// Taken before an account's events are written, and held until commit: the account's row,
+    /// so that its events take their positions in commit order (a charge holds the same lock
+    /// already, so credit orders wait for nothing new).
+    pub(super) const EVENT_ORDER_LOCK: Option<&str> =
+        Some("SELECT id FROM accounts WHERE id = $1 FOR UPDATE");
 }
 
 // Compiled once per backend on purpose: the same SQL over this backend's `db` types.

@@ -126,9 +126,9 @@ mod db {
     /// order commit order.
     pub(super) const NEXT_EVENT_POSITION: &str =
         "(SELECT COALESCE(MAX(position), 0) + 1 FROM events)";
-    /// Which events readers may see: every committed one (no write can commit before another
-    /// that is already committed).
-    pub(super) const EVENT_SETTLED: &str = "TRUE";
+    /// Taken before an account's events are written: nothing, the one writer already keeps
+    /// insert order and commit order the same.
+    pub(super) const EVENT_ORDER_LOCK: Option<&str> = None;
 }
 
 // Compiled once per backend on purpose: the same SQL over this backend's `db` types.

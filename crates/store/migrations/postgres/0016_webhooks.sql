@@ -1,11 +1,9 @@
 -- Events are read in commit order. A time-ordered id is not that order once several processes
--- write (an event committed later can carry an earlier id), and neither is a sequence number
--- (taken at insert, not at commit). So each event also records its transaction id: readers
--- only return events of transactions older than every transaction still running
--- (pg_snapshot_xmin), in (txid, position) order, and nothing can later appear before a
--- position already read. Events written before this migration count as transaction 0.
-ALTER TABLE events ADD COLUMN txid BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE events ALTER COLUMN txid SET DEFAULT (pg_current_xact_id()::text::bigint);
+-- write (an event committed later can carry an earlier id), and neither is a sequence number by
+-- itself (taken at insert, not at commit). So a transaction locks its account's row before it
+-- writes the account's events and keeps the lock until it commits (as a charge already does):
+-- within one account, positions are taken in commit order, and a reader continuing after the
+-- last position it saw misses nothing.
 CREATE SEQUENCE events_position_seq;
 ALTER TABLE events ADD COLUMN position BIGINT;
 WITH ordered AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM events)
@@ -16,8 +14,8 @@ ALTER TABLE events ALTER COLUMN position SET NOT NULL;
 CREATE UNIQUE INDEX events_by_position ON events(position);
 DROP INDEX events_by_account;
 DROP INDEX events_by_agent;
-CREATE INDEX events_by_account ON events(account_id, txid, position);
-CREATE INDEX events_by_agent ON events(agent_id, txid, position);
+CREATE INDEX events_by_account ON events(account_id, position);
+CREATE INDEX events_by_agent ON events(agent_id, position);
 
 -- balance.low: the balance below which an account is told (NULL: never).
 ALTER TABLE accounts ADD COLUMN balance_low_minor BIGINT;

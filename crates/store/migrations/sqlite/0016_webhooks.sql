@@ -1,15 +1,13 @@
 -- Events are read in commit order. A time-ordered id is not that order once several processes
 -- write (an event committed later can carry an earlier id), so each event gets a position when
--- it is inserted; SQLite has one writer at a time, so insert order is commit order. `txid` is
--- always 0 here (PostgreSQL needs it; the shared SQL orders by both).
-ALTER TABLE events ADD COLUMN txid INTEGER NOT NULL DEFAULT 0;
+-- it is inserted; SQLite has one writer at a time, so insert order is commit order.
 ALTER TABLE events ADD COLUMN position INTEGER;
 UPDATE events SET position = rowid;
 CREATE UNIQUE INDEX events_by_position ON events(position);
 DROP INDEX events_by_account;
 DROP INDEX events_by_agent;
-CREATE INDEX events_by_account ON events(account_id, txid, position);
-CREATE INDEX events_by_agent ON events(agent_id, txid, position);
+CREATE INDEX events_by_account ON events(account_id, position);
+CREATE INDEX events_by_agent ON events(agent_id, position);
 
 -- balance.low: the balance below which an account is told (NULL: never).
 ALTER TABLE accounts ADD COLUMN balance_low_minor INTEGER;

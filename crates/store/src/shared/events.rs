@@ -20,15 +20,12 @@ impl EventStore for db::Adapter {
         } else {
             format!("AND type IN ({})", placeholders(5, f.kinds.len()))
         };
-        // In commit order, and only events no running transaction can still precede (see the
-        // migration that added `txid` and `position`): a reader that continues after the last
+        // In commit order (see `insert_event_rows`): a reader that continues after the last
         // event it saw misses nothing.
         let sql = format!(
             "SELECT * FROM events WHERE account_id = $1 AND ($2 IS NULL OR agent_id = $2)
-               AND {settled}
-               AND ($3 IS NULL OR (txid, position) > (SELECT txid, position FROM events WHERE id = $3)) {kinds}
-             ORDER BY txid, position LIMIT $4",
-            settled = db::EVENT_SETTLED
+               AND ($3 IS NULL OR position > (SELECT position FROM events WHERE id = $3)) {kinds}
+             ORDER BY position LIMIT $4"
         );
         let mut query = sqlx::query(&sql)
             .bind(f.account.as_str())
@@ -47,17 +44,15 @@ impl EventStore for db::Adapter {
         account: &AccountId,
         agent: Option<&AgentId>,
     ) -> StoreResult<Option<EventId>> {
-        let sql = format!(
-            "SELECT id FROM events WHERE account_id = $1 AND ($2 IS NULL OR agent_id = $2) AND {}
-             ORDER BY txid DESC, position DESC LIMIT 1",
-            db::EVENT_SETTLED
-        );
-        let id: Option<String> = sqlx::query_scalar(&sql)
-            .bind(account.as_str())
-            .bind(agent.map(|a| a.as_str().to_owned()))
-            .fetch_optional(self.reader())
-            .await
-            .map_err(backend)?;
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM events WHERE account_id = $1 AND ($2 IS NULL OR agent_id = $2)
+             ORDER BY position DESC LIMIT 1",
+        )
+        .bind(account.as_str())
+        .bind(agent.map(|a| a.as_str().to_owned()))
+        .fetch_optional(self.reader())
+        .await
+        .map_err(backend)?;
         Ok(id.map(EventId::from_trusted))
     }
 
@@ -74,6 +69,10 @@ impl EventStore for db::Adapter {
 /// Writes events inside the caller's transaction, each with its position in the log, and queues
 /// a delivery of each to every enabled webhook endpoint that asked for it (the outbox: an event
 /// and its deliveries commit or vanish together).
+///
+/// Positions follow commit order within an account: the account is locked first
+/// (`db::EVENT_ORDER_LOCK`, held to commit), so no transaction can take a position for the
+/// account while another that took an earlier one has not committed yet.
 pub(super) async fn insert_event_rows(
     conn: &mut db::Connection,
     events: &[Event],
@@ -89,6 +88,17 @@ pub(super) async fn insert_event_rows(
     let mut endpoints: Vec<WebhookEndpoint> = Vec::new();
     let mut endpoints_of: Option<&AccountId> = None;
     for e in events {
+        if endpoints_of != Some(&e.account_id) {
+            if let Some(lock) = db::EVENT_ORDER_LOCK {
+                sqlx::query(lock)
+                    .bind(e.account_id.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+            }
+            endpoints = enabled_endpoints(conn, &e.account_id).await?;
+            endpoints_of = Some(&e.account_id);
+        }
         sqlx::query(&sql)
             .bind(e.id.as_str())
             .bind(e.account_id.as_str())
@@ -99,10 +109,6 @@ pub(super) async fn insert_event_rows(
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
-        if endpoints_of != Some(&e.account_id) {
-            endpoints = enabled_endpoints(conn, &e.account_id).await?;
-            endpoints_of = Some(&e.account_id);
-        }
         for endpoint in endpoints
             .iter()
             .filter(|w| w.wants(e.kind, e.agent_id.as_ref()))
