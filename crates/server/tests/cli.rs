@@ -35,7 +35,16 @@ async fn first_start_creates_the_database_and_a_demo_account_that_can_buy(backen
     assert_eq!(r.status(), 201);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["data"]["order"]["status"], "fulfilled");
+    // An open event stream never ends by itself; shutdown ends it instead of waiting for it.
+    let mut stream = client
+        .get(format!("{}/api/v1/events/stream", server.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
     assert!(terminate(server).await.success(), "SIGTERM is a clean exit");
+    while let Ok(Some(_)) = stream.chunk().await {}
 
     let mut again = start(dir.path(), db, &[]).await;
     let r = client

@@ -86,10 +86,12 @@ mod db {
     /// `EVENT_ORDER_LOCK`.
     pub(super) const NEXT_EVENT_POSITION: &str = "DEFAULT";
     /// Taken before an account's events are written, and held until commit: the account's row,
-    /// so that its events take their positions in commit order (a charge holds the same lock
-    /// already, so credit orders wait for nothing new).
+    /// so that its events take their positions in commit order. `FOR NO KEY UPDATE` is the lock
+    /// a charge's balance update takes (so credit orders wait for nothing new); unlike
+    /// `FOR UPDATE` it does not conflict with the key-share locks that inserting rows which
+    /// reference the account takes, which would deadlock two writers of one account.
     pub(super) const EVENT_ORDER_LOCK: Option<&str> =
-        Some("SELECT id FROM accounts WHERE id = $1 FOR UPDATE");
+        Some("SELECT id FROM accounts WHERE id = $1 FOR NO KEY UPDATE");
 }
 
 // Compiled once per backend on purpose: the same SQL over this backend's `db` types.

@@ -102,6 +102,22 @@ impl WebhookStore for db::Adapter {
 
     async fn delete_webhook_endpoint(&self, id: &WebhookEndpointId) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
+        // Under the account's event lock: a transaction writing the account's events (and
+        // queueing deliveries to this endpoint) either commits first, and its deliveries are
+        // deleted here, or starts after, and no longer finds the endpoint.
+        let account: Option<String> =
+            sqlx::query_scalar("SELECT account_id FROM webhook_endpoints WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        if let (Some(account), Some(lock)) = (&account, db::EVENT_ORDER_LOCK) {
+            sqlx::query(lock)
+                .bind(account)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
