@@ -362,11 +362,18 @@ async fn endpoints_that_answer_410_or_fail_for_three_days_are_disabled_with_an_e
     gone.always(Answer::Status(410));
     let failing = Receiver::start().await;
     failing.always(Answer::Status(500));
-    let (gone_id, _) = endpoint(&s, &owner, &gone.url, json!(["order.paid"])).await;
-    let (failing_id, _) = endpoint(&s, &owner, &failing.url, json!(["order.paid"])).await;
+    let (gone_id, gone_secret) = endpoint(&s, &owner, &gone.url, json!(["order.paid"])).await;
+    let (failing_id, failing_secret) =
+        endpoint(&s, &owner, &failing.url, json!(["order.paid"])).await;
 
     buy(&s, &owner, "wh-gone").await;
     assert_eq!(s.app.deliver_due_webhooks("w", 10).await.unwrap().len(), 2);
+    // Refused or not, what was sent was signed (later attempts carry timestamps days ahead of
+    // the real clock, which the library rightly refuses, so the first ones are checked).
+    assert_all_verify(&[
+        (gone_secret.as_str(), &gone.got()[0]),
+        (failing_secret.as_str(), &failing.got()[0]),
+    ]);
     let shown = s
         .get(
             &format!("/api/v1/webhook-endpoints/{gone_id}"),

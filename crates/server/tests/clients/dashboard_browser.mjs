@@ -175,6 +175,8 @@ for (const [name, path] of [
   ["18-top-up", "/dashboard/top-up"],
   ["19-device", "/dashboard/device"],
   ["20-agents", "/dashboard/agents"],
+  ["23-events", "/dashboard/events"],
+  ["24-webhooks", "/dashboard/webhooks"],
 ]) {
   await page.goto(base + path);
   assert.equal(await page.isVisible("h1"), true, path);
