@@ -35,7 +35,10 @@ struct Load {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Every failed request: answers that were not 2xx or 3xx, and socket errors.
     errors: u64,
+    /// The same, by kind as wrk counts them (`non-2xx`, `connect`, `read`, `write`, `timeout`).
+    error_kinds: Vec<(String, u64)>,
 }
 
 /// A load run: name, path, wrk script, which ceiling it is compared with, that ceiling, and the
@@ -49,6 +52,10 @@ struct Row {
     ceiling_name: &'static str,
     ceiling: f64,
     target: f64,
+    /// The server's own count of the run's error answers, by status code (from `/metrics`).
+    statuses: Vec<(String, u64)>,
+    /// One error answer (status and body) from a one-second rerun, when the run had errors.
+    sample: Option<String>,
 }
 
 fn main() {
@@ -83,9 +90,9 @@ fn main() {
     println!("{}", describe_machine());
 
     eprintln!("HTTP ceiling: a minimal axum server...");
+    // Kept running: the same-size static ceilings are measured on it later.
     let hello = Server::start(&bin_dir.join("bench-hello"), &[], None);
     let http_ceiling = wrk(&hello.base, "/", None, args.duration, args.connections);
-    drop(hello);
 
     let mut backends = vec![("SQLite", None)];
     if let Ok(url) = std::env::var("STOREFRONT_TEST_POSTGRES_URL") {
@@ -110,8 +117,11 @@ fn main() {
             data.path(),
             database_url.as_deref(),
             &args,
-            http_ceiling.rps,
-            storage_ceiling,
+            Ceilings {
+                http: http_ceiling.rps,
+                storage: storage_ceiling,
+                hello: &hello.base,
+            },
         ));
         print_table(backend, &http_ceiling, storage_ceiling, &rows);
     }
@@ -257,17 +267,91 @@ fn parse_wrk(text: &str) -> Load {
             ["Requests/sec:", rps] => load.rps = rps.parse().unwrap_or(0.0),
             ["50%", v] => load.p50_ms = to_ms(v),
             ["99%", v] => load.p99_ms = to_ms(v),
-            ["Non-2xx", "or", "3xx", "responses:", n] => load.errors += n.parse().unwrap_or(0),
+            ["Non-2xx", "or", "3xx", "responses:", n] => {
+                let n = n.parse().unwrap_or(0);
+                load.errors += n;
+                load.error_kinds.push(("non-2xx".into(), n));
+            }
             _ => {}
         }
+        // "Socket errors: connect 0, read 12, write 0, timeout 3"
         if let Some(rest) = line.trim().strip_prefix("Socket errors:") {
-            load.errors += rest
-                .split(',')
-                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
-                .sum::<u64>();
+            for part in rest.split(',') {
+                let mut words = part.split_whitespace();
+                if let (Some(kind), Some(Ok(n))) = (words.next(), words.next().map(str::parse)) {
+                    load.errors += n;
+                    if n > 0 {
+                        load.error_kinds.push((kind.to_owned(), n));
+                    }
+                }
+            }
         }
     }
     load
+}
+
+/// The server's count of error answers (status 400 and up) by status code, from the
+/// `storefront_http_requests_total` lines of its `/metrics`.
+async fn error_statuses(http: &reqwest::Client, base: &str) -> Vec<(String, u64)> {
+    let text = match http.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let mut by_status: Vec<(String, u64)> = Vec::new();
+    for line in text.lines() {
+        let Some(labels) = line.strip_prefix("storefront_http_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = labels.rsplit_once("} ") else {
+            continue;
+        };
+        let status = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("status=\""))
+            .map(|s| s.trim_end_matches('"').to_owned())
+            .unwrap_or_default();
+        let count = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        if status.as_str() >= "400" {
+            match by_status.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, n)) => *n += count,
+                None => by_status.push((status, count)),
+            }
+        }
+    }
+    by_status
+}
+
+/// The error answers of one run: the counts after it less those before.
+fn statuses_between(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .filter_map(|(status, n)| {
+            let was = before
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
+            (*n > was).then(|| (status.clone(), n - was))
+        })
+        .collect()
+}
+
+/// One error answer of a scenario: reruns it for a second with a wrk `response` hook that
+/// writes the first answer of 400 or more (status and the start of its body) to a file. The hook
+/// makes wrk read every body, so it is kept out of the measured run.
+fn sample_error(base: &str, path: &str, script: Option<&str>, connections: u32) -> Option<String> {
+    let dir = tempfile::tempdir().ok()?;
+    let out = dir.path().join("first-error.txt");
+    let hook = format!(
+        "\nlocal sampled = false\nfunction response(status, headers, body)\n  if status >= 400 and not sampled then\n    sampled = true\n    local f = io.open(\"{}\", \"a\")\n    f:write(status .. \" \" .. string.sub(body, 1, 300) .. \"\\n\")\n    f:close()\n  end\nend\n",
+        out.display()
+    );
+    let script = format!("{}{hook}", script.unwrap_or_default());
+    wrk(base, path, Some(&script), 1, connections);
+    std::fs::read_to_string(&out)
+        .ok()?
+        .lines()
+        .next()
+        .map(str::to_owned)
 }
 
 /// A new PostgreSQL database for one run (dropped by nobody: it is named `sf_bench_*`).
@@ -428,14 +512,22 @@ mod probe {
     }
 }
 
+/// What the storefront's figures are compared with.
+struct Ceilings<'a> {
+    http: f64,
+    storage: f64,
+    /// The minimal server, for same-size static answers.
+    hello: &'a str,
+}
+
 async fn bench_storefront(
     binary: &Path,
     dir: &Path,
     database_url: Option<&str>,
     args: &Args,
-    http_ceiling: f64,
-    storage_ceiling: f64,
+    ceilings: Ceilings<'_>,
 ) -> (Vec<Row>, f64) {
+    let (http_ceiling, storage_ceiling) = (ceilings.http, ceilings.storage);
     let mut env = vec![
         (
             "STOREFRONT_DATA_DIR",
@@ -539,9 +631,32 @@ async fn bench_storefront(
     let quote_body = r#"{\"product_id\":\"web-search\",\"configuration\":{\"query\":\"bench\"}}"#;
     let order_body = r#"{\"product_id\":\"web-search\",\"configuration\":{\"query\":\"bench\"},\"payment_method\":\"credit\"}"#;
     let check_body = r#"{\"action\":\"purchase\",\"transaction\":{\"amount_minor\":1200,\"currency\":\"usd\",\"merchant_name\":\"Shop\",\"merchant_domain\":\"shop.example\",\"category\":\"compute\"}}"#;
+    // Catalog answers are compared with the minimal server answering a static body of the same
+    // size: what HTTP alone costs for that many bytes.
+    let mut same_size = Vec::new();
+    for path in ["/api/v1/products", "/api/v1/products/web-search"] {
+        let bytes = http
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .expect("catalog answers")
+            .bytes()
+            .await
+            .expect("body")
+            .len();
+        eprintln!("  static ceiling for {bytes} bytes...");
+        let ceiling = wrk(
+            ceilings.hello,
+            &format!("/bytes/{bytes}"),
+            None,
+            args.duration,
+            args.connections,
+        );
+        same_size.push(ceiling.rps);
+    }
     let scenarios: Vec<Scenario> = vec![
-        ("catalog list", "/api/v1/products".into(), None, "HTTP", http_ceiling, 0.6),
-        ("product get", "/api/v1/products/web-search".into(), None, "HTTP", http_ceiling, 0.6),
+        ("catalog list", "/api/v1/products".into(), None, "static same-size", same_size[0], 0.6),
+        ("product get", "/api/v1/products/web-search".into(), None, "static same-size", same_size[1], 0.6),
         (
             "quote",
             "/api/v1/quotes".into(),
@@ -587,6 +702,7 @@ async fn bench_storefront(
     let mut rows = Vec::new();
     for (name, path, script, ceiling_name, ceiling, target) in scenarios {
         eprintln!("  {name}...");
+        let before = error_statuses(&http, &server.base).await;
         let load = wrk(
             &server.base,
             &path,
@@ -594,13 +710,20 @@ async fn bench_storefront(
             args.duration,
             args.connections,
         );
+        let statuses = statuses_between(&before, &error_statuses(&http, &server.base).await);
+        let rss_mb = server.rss_mb("VmRSS:");
+        let sample = (load.errors > 0)
+            .then(|| sample_error(&server.base, &path, script.as_deref(), args.connections))
+            .flatten();
         rows.push(Row {
             name: name.to_owned(),
             load,
-            rss_mb: server.rss_mb("VmRSS:"),
+            rss_mb,
             ceiling_name,
             ceiling,
             target,
+            statuses,
+            sample,
         });
     }
     eprintln!("  memory under {} connections...", args.memory_connections);
@@ -615,9 +738,11 @@ async fn bench_storefront(
         name: format!("catalog list, {} connections", args.memory_connections),
         load,
         rss_mb: server.rss_mb("VmHWM:"),
-        ceiling_name: "HTTP",
-        ceiling: http_ceiling,
+        ceiling_name: "static same-size",
+        ceiling: same_size[0],
         target: 0.6,
+        statuses: Vec::new(),
+        sample: None,
     });
     (rows, cold)
 }
@@ -653,6 +778,27 @@ fn print_table(backend: &str, http: &Load, storage: f64, result: &(Vec<Row>, f64
             r.target
         );
     }
+    // Every error counted above, explained: wrk's kinds, the server's status codes, one answer.
+    for r in rows.iter().filter(|r| r.load.errors > 0) {
+        let kinds = |list: &[(String, u64)]| {
+            list.iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!();
+        println!(
+            "Errors in \"{}\": {} (wrk); server answers by status: {}; one of them (a 1 s rerun): {}",
+            r.name,
+            kinds(&r.load.error_kinds),
+            if r.statuses.is_empty() {
+                "none counted".to_owned()
+            } else {
+                kinds(&r.statuses)
+            },
+            r.sample.as_deref().unwrap_or("none reproduced")
+        );
+    }
 }
 
 #[cfg(test)]
@@ -667,5 +813,27 @@ mod tests {
         assert!((load.p50_ms - 0.12).abs() < 1e-9);
         assert!((load.p99_ms - 1200.0).abs() < 1e-9);
         assert_eq!(load.errors, 7);
+        assert_eq!(load.error_kinds, [("non-2xx".to_owned(), 7)]);
+    }
+
+    #[test]
+    fn socket_errors_are_counted_by_kind() {
+        let load =
+            parse_wrk("  Socket errors: connect 0, read 12, write 0, timeout 3\nRequests/sec: 1\n");
+        assert_eq!(load.errors, 15);
+        assert_eq!(
+            load.error_kinds,
+            [("read".to_owned(), 12), ("timeout".to_owned(), 3)]
+        );
+    }
+
+    #[test]
+    fn error_answers_of_a_run_are_the_difference_of_two_scrapes() {
+        let before = vec![("429".to_owned(), 5)];
+        let after = vec![("429".to_owned(), 30), ("400".to_owned(), 2)];
+        assert_eq!(
+            statuses_between(&before, &after),
+            [("429".to_owned(), 25), ("400".to_owned(), 2)]
+        );
     }
 }
