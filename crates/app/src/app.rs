@@ -100,6 +100,14 @@ pub struct App {
     pub(crate) in_flight: tokio_util::task::TaskTracker,
     /// The last write-path check, reused for a moment (see [`App::readiness`]).
     pub(crate) readiness: Arc<tokio::sync::Mutex<crate::health::WritePathChecks>>,
+    /// What telling others about events needs (one shared handle: an `App` is cloned for every
+    /// request, and each handle it holds is one more shared counter to update).
+    pub(crate) outbound: Arc<Outbound>,
+}
+
+/// The event doors' shared state.
+#[derive(Clone, Default)]
+pub(crate) struct Outbound {
     /// Sends webhooks, when configured.
     pub(crate) webhooks: Option<Arc<dyn WebhookTransport>>,
     /// Open event streams per key (see [`App::open_event_stream`]).
@@ -131,27 +139,25 @@ impl App {
             public_account: Arc::new(tokio::sync::OnceCell::new()),
             in_flight: tokio_util::task::TaskTracker::new(),
             readiness: Arc::default(),
-            webhooks: None,
-            streams: crate::events::StreamCounts::default(),
-            shutting_down: tokio_util::sync::CancellationToken::new(),
+            outbound: Arc::default(),
         }
     }
 
     /// Sends webhooks through this transport.
     pub fn with_webhook_transport(mut self, transport: Arc<dyn WebhookTransport>) -> Self {
-        self.webhooks = Some(transport);
+        Arc::make_mut(&mut self.outbound).webhooks = Some(transport);
         self
     }
 
     /// Ends long-lived answers (event streams) so that the server can drain; called once when
     /// shutdown begins.
     pub fn begin_shutdown(&self) {
-        self.shutting_down.cancel();
+        self.outbound.shutting_down.cancel();
     }
 
     /// Resolves when shutdown has begun.
     pub fn shutdown_started(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
-        self.shutting_down.clone().cancelled_owned()
+        self.outbound.shutting_down.clone().cancelled_owned()
     }
 
     /// Offers card payments through this gateway.

@@ -263,7 +263,12 @@ impl App {
             // A dashboard session: its account's sessions share one bound.
             _ => format!("session:{account}"),
         };
-        let mut counts = self.streams.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self
+            .outbound
+            .streams
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let open = counts.entry(key.clone()).or_default();
         if *open >= STREAMS_PER_KEY {
             return Err(DomainError::new(
@@ -275,7 +280,7 @@ impl App {
         }
         *open += 1;
         Ok(StreamPermit {
-            counts: self.streams.clone(),
+            counts: self.outbound.streams.clone(),
             key,
         })
     }

@@ -53,7 +53,8 @@ type HmacSha256 = Hmac<Sha256>;
 /// Seals secrets at rest (machine private keys) with AES-256-GCM: `base64(nonce || ciphertext)`.
 #[derive(Clone)]
 pub struct SecretBox {
-    cipher: aes_gcm::Aes256Gcm,
+    /// Shared: the `App` holding it is cloned for every request, and the key schedule is large.
+    cipher: std::sync::Arc<aes_gcm::Aes256Gcm>,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -67,7 +68,7 @@ impl SecretBox {
     pub fn new(key: &[u8; 32]) -> Self {
         use aes_gcm::KeyInit;
         Self {
-            cipher: aes_gcm::Aes256Gcm::new(key.into()),
+            cipher: std::sync::Arc::new(aes_gcm::Aes256Gcm::new(key.into())),
         }
     }
 
@@ -111,7 +112,8 @@ impl SecretBox {
 /// already issued URLs valid until they expire.
 #[derive(Clone)]
 pub struct UrlSigner {
-    keys: Vec<Vec<u8>>,
+    /// Shared: the `App` holding it is cloned for every request (a cloned `Vec` would allocate).
+    keys: std::sync::Arc<[Vec<u8>]>,
 }
 
 impl std::fmt::Debug for UrlSigner {
@@ -127,7 +129,7 @@ impl UrlSigner {
         assert!(!current.is_empty(), "signing key must not be empty");
         let mut keys = vec![current];
         keys.extend(previous.into_iter().filter(|k| !k.is_empty()));
-        Self { keys }
+        Self { keys: keys.into() }
     }
 
     fn mac(key: &[u8], method: &str, path: &str, expires: i64) -> HmacSha256 {

@@ -193,7 +193,7 @@ fn validate_description(description: Option<String>) -> Result<Option<String>, D
 
 impl App {
     fn webhook_transport(&self) -> Result<&Arc<dyn WebhookTransport>, DomainError> {
-        self.webhooks.as_ref().ok_or_else(|| {
+        self.outbound.webhooks.as_ref().ok_or_else(|| {
             DomainError::service_unavailable(
                 "Webhooks are not configured on this storefront.",
                 "Ask the operator to enable webhook delivery, or read GET /api/v1/events.",
@@ -649,7 +649,7 @@ impl App {
         worker: &str,
         limit: u32,
     ) -> Result<Vec<(WebhookDelivery, WebhookEndpoint)>, DomainError> {
-        if self.webhooks.is_none() || limit == 0 {
+        if self.outbound.webhooks.is_none() || limit == 0 {
             return Ok(Vec::new());
         }
         let now = self.clock.now();
@@ -668,7 +668,7 @@ impl App {
         worker: String,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        if self.webhooks.is_none() {
+        if self.outbound.webhooks.is_none() {
             return;
         }
         tokio::pin!(shutdown);
