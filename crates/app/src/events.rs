@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use storefront_domain::agent::Approval;
 use storefront_domain::event::{Event, EventType};
-use storefront_domain::ids::{AgentId, EventId};
+use storefront_domain::ids::{AccountId, AgentId, EventId};
 use storefront_domain::money::display_amount;
 use storefront_domain::order::Order;
 use storefront_domain::service::Service;
@@ -145,83 +145,144 @@ impl App {
         kinds: &[String],
         page: &PageRequest,
     ) -> Result<Page<EventView>, DomainError> {
-        let account = principal.require_account()?;
-        let after = after.filter(|a| !a.is_empty());
-        if let Some(a) = &after {
-            // The cursor is an event this principal could see: its place in the log is where
-            // the page starts. Anything else is refused, not guessed at.
-            let unknown = || {
-                DomainError::validation(
-                    "after",
-                    format!("'{a}' is not one of your events."),
-                    "Pass the id of the last event you saw (evt_...), or omit it to start at the oldest.",
-                )
-            };
-            let id = EventId::parse(a).ok_or_else(unknown)?;
-            let event = self
-                .store
-                .get_event(&id)
-                .await
-                .map_err(store_failure)?
-                .ok_or_else(unknown)?;
-            let visible = &event.account_id == account
-                && principal
-                    .agent_id()
-                    .is_none_or(|agent| event.agent_id.as_ref() == Some(agent));
-            if !visible {
-                return Err(unknown());
-            }
-        }
-        let kinds = kinds
-            .iter()
-            .filter(|k| !k.is_empty())
-            .map(|k| {
-                EventType::parse(k).ok_or_else(|| {
-                    DomainError::validation(
-                        "type",
-                        format!("'{k}' is not an event type."),
-                        format!(
-                            "Use one of: {}.",
-                            EventType::ALL.map(EventType::as_str).join(", ")
-                        ),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let filter = EventFilter {
-            account: account.clone(),
-            agent: principal.agent_id().cloned(),
-            after,
-            kinds,
-            limit: page.limit,
-        };
-        let events = self
-            .store
-            .list_events(&filter)
-            .await
-            .map_err(store_failure)?;
+        let cursor = self
+            .event_cursor(principal, after, kinds, Start::Oldest)
+            .await?;
+        let events = self.fetch_events(&cursor, page.limit).await?;
         let page = Page::from_fetched(events, page.limit, |e| e.id.to_string());
         Ok(Page {
             items: page.items.iter().map(EventView::from).collect(),
             next_cursor: page.next_cursor,
         })
     }
-}
 
-impl App {
-    /// The newest event `principal` can see, where a stream "from now on" starts.
-    pub async fn newest_event_id(
+    /// A reader's place in the log (`GET /api/v1/events/stream` and the like), checked once:
+    /// after the event `after` (one of the principal's), else from `start`.
+    pub async fn event_cursor(
         &self,
         principal: &Principal,
-    ) -> Result<Option<String>, DomainError> {
-        let account = principal.require_account()?;
-        let newest = self
-            .store
-            .newest_event(account, principal.agent_id())
-            .await
-            .map_err(store_failure)?;
-        Ok(newest.map(|id| id.to_string()))
+        after: Option<String>,
+        kinds: &[String],
+        start: Start,
+    ) -> Result<EventCursor, DomainError> {
+        let account = principal.require_account()?.clone();
+        let agent = principal.agent_id().cloned();
+        let kinds = parse_event_types(kinds)?;
+        let after = match after.filter(|a| !a.is_empty()) {
+            Some(a) => Some(self.check_event_cursor(&account, agent.as_ref(), a).await?),
+            None if start == Start::Now => self
+                .store
+                .newest_event(&account, agent.as_ref())
+                .await
+                .map_err(store_failure)?
+                .map(|id| id.to_string()),
+            None => None,
+        };
+        Ok(EventCursor {
+            account,
+            agent,
+            kinds,
+            after,
+        })
     }
+
+    /// The next events after `cursor` (at most `limit + 1`, as the store reads a page), moving
+    /// it past them.
+    pub async fn next_events(
+        &self,
+        cursor: &mut EventCursor,
+        limit: u32,
+    ) -> Result<Vec<EventView>, DomainError> {
+        let events = self.fetch_events(cursor, limit).await?;
+        if let Some(last) = events.last() {
+            cursor.after = Some(last.id.to_string());
+        }
+        Ok(events.iter().map(EventView::from).collect())
+    }
+
+    /// Up to `limit + 1` events after `cursor` (the extra one says whether a page has more).
+    async fn fetch_events(
+        &self,
+        cursor: &EventCursor,
+        limit: u32,
+    ) -> Result<Vec<Event>, DomainError> {
+        let filter = EventFilter {
+            account: cursor.account.clone(),
+            agent: cursor.agent.clone(),
+            after: cursor.after.clone(),
+            kinds: cursor.kinds.clone(),
+            limit,
+        };
+        self.store.list_events(&filter).await.map_err(store_failure)
+    }
+
+    /// `after` if it names an event the reader may see: its place in the log is where reading
+    /// starts. Anything else is refused, not guessed at.
+    async fn check_event_cursor(
+        &self,
+        account: &AccountId,
+        agent: Option<&AgentId>,
+        after: String,
+    ) -> Result<String, DomainError> {
+        let unknown = || {
+            DomainError::validation(
+                "after",
+                format!("'{after}' is not one of your events."),
+                "Pass the id of the last event you saw (evt_...), or omit it to start at the oldest.",
+            )
+        };
+        let id = EventId::parse(&after).ok_or_else(unknown)?;
+        let event = self
+            .store
+            .get_event(&id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(unknown)?;
+        let visible = &event.account_id == account
+            && agent.is_none_or(|agent| event.agent_id.as_ref() == Some(agent));
+        if !visible {
+            return Err(unknown());
+        }
+        Ok(after)
+    }
+}
+
+/// Where a reader without a cursor starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At the first event (a list).
+    Oldest,
+    /// After the newest event there is now (a live stream).
+    Now,
+}
+
+/// A checked place in the log of an account (or of one agent of it), of some types.
+#[derive(Debug, Clone)]
+pub struct EventCursor {
+    account: AccountId,
+    agent: Option<AgentId>,
+    kinds: Vec<EventType>,
+    after: Option<String>,
+}
+
+/// Event type names as a caller sent them (empty ones ignored), `type` named when one is unknown.
+fn parse_event_types(kinds: &[String]) -> Result<Vec<EventType>, DomainError> {
+    kinds
+        .iter()
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            EventType::parse(k).ok_or_else(|| {
+                DomainError::validation(
+                    "type",
+                    format!("'{k}' is not an event type."),
+                    format!(
+                        "Use one of: {}.",
+                        EventType::ALL.map(EventType::as_str).join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 /// How many event streams are open per key, so that one key cannot hold every connection.

@@ -241,13 +241,19 @@ pub struct DeliveryFinish<'a> {
     /// `Pending` with `next_attempt_at` for a retry; `Delivered` or `Failed` for good.
     pub status: DeliveryStatus,
     pub next_attempt_at: Option<Timestamp>,
-    /// The endpoint is disabled by this outcome if it answered 410 (`disable_now`) or has failed
-    /// since before `disable_if_failing_since` (three days of failures); `disabled_event` (a
-    /// `webhook_endpoint.disabled`) is then written with it.
-    pub disable_now: bool,
-    pub disable_if_failing_since: Timestamp,
-    pub disabled_reason: &'a str,
-    pub disabled_event: &'a Event,
+    /// For a failed attempt: when it disables the endpoint (`None` for a delivered one).
+    pub disable: Option<&'a DisableOnFailure>,
+}
+
+/// When a failed attempt disables its endpoint: at once (`now`: it answered 410) or if it has
+/// failed since before `if_failing_since` (three days of failures). `event` (a
+/// `webhook_endpoint.disabled`) is then written with it.
+#[derive(Debug, Clone)]
+pub struct DisableOnFailure {
+    pub now: bool,
+    pub if_failing_since: Timestamp,
+    pub reason: &'static str,
+    pub event: Event,
 }
 
 /// Which events to list: an account's, or one agent's of it; after an event; of some types.

@@ -8,7 +8,7 @@
 
 use crate::app::{store_failure, App};
 use crate::page::{Page, PageRequest};
-use crate::ports::{DeliveryFinish, WebhookTransport};
+use crate::ports::{DeliveryFinish, DisableOnFailure, WebhookTransport};
 use crate::principal::Principal;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -566,22 +566,31 @@ impl App {
                 None => (DeliveryStatus::Failed, None),
             }
         };
-        let reason = if result.gone() {
-            "The endpoint answered 410 Gone."
-        } else {
-            "Every delivery to the endpoint failed for 3 days."
-        };
-        let mut disabled = endpoint.clone();
-        disabled.enabled = false;
-        disabled.disabled_reason = Some(reason.to_owned());
-        disabled.updated_at = now;
-        let disabled_event = Event::new(
-            EventType::WebhookEndpointDisabled,
-            endpoint.account_id.clone(),
-            endpoint.agent_id.clone(),
-            serde_json::to_value(WebhookEndpointView::from(&disabled)).unwrap_or_default(),
-            now,
-        );
+        // What a failure may lead to: the endpoint disabled, and the event that says so.
+        let disabled = (!result.delivered()).then(|| {
+            let reason = if result.gone() {
+                "The endpoint answered 410 Gone."
+            } else {
+                "Every delivery to the endpoint failed for 3 days."
+            };
+            let mut disabled = endpoint.clone();
+            disabled.enabled = false;
+            disabled.disabled_reason = Some(reason.to_owned());
+            disabled.updated_at = now;
+            let event = Event::new(
+                EventType::WebhookEndpointDisabled,
+                endpoint.account_id.clone(),
+                endpoint.agent_id.clone(),
+                serde_json::to_value(WebhookEndpointView::from(&disabled)).unwrap_or_default(),
+                now,
+            );
+            DisableOnFailure {
+                now: result.gone(),
+                if_failing_since: now - failing_limit(),
+                reason,
+                event,
+            }
+        });
         let finish = DeliveryFinish {
             delivery: &delivery.id,
             endpoint: &endpoint.id,
@@ -589,10 +598,7 @@ impl App {
             result: &result,
             status,
             next_attempt_at,
-            disable_now: result.gone(),
-            disable_if_failing_since: now - failing_limit(),
-            disabled_reason: reason,
-            disabled_event: &disabled_event,
+            disable: disabled.as_ref(),
         };
         let held = self
             .store

@@ -13,10 +13,9 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 use storefront_app::events::EventView;
-use storefront_app::events::StreamPermit;
+use storefront_app::events::{EventCursor, Start, StreamPermit};
 use storefront_app::page::PageRequest;
 use storefront_app::App;
-use storefront_app::Principal;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,6 +30,8 @@ pub fn routes() -> OpenApiRouter<App> {
 /// written), and how often it sends a heartbeat comment when nothing happens.
 const STREAM_POLL: Duration = Duration::from_millis(500);
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Events read from the log at a time.
+const STREAM_PAGE: u32 = 100;
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct EventList {
@@ -98,9 +99,7 @@ pub(crate) struct StreamQuery {
 /// What a stream carries between polls.
 struct Tail {
     app: App,
-    principal: Principal,
-    kinds: Vec<String>,
-    cursor: Option<String>,
+    cursor: EventCursor,
     ready: VecDeque<EventView>,
     _permit: StreamPermit,
 }
@@ -112,7 +111,6 @@ impl Tail {
     async fn next(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
         loop {
             if let Some(event) = self.ready.pop_front() {
-                self.cursor = Some(event.id.clone());
                 let sse = SseEvent::default()
                     .id(&event.id)
                     .event(event.kind.as_str())
@@ -120,16 +118,8 @@ impl Tail {
                     .expect("events serialize");
                 return Some((Ok(sse), self));
             }
-            let page = PageRequest {
-                limit: 100,
-                cursor: None,
-            };
-            match self
-                .app
-                .list_events(&self.principal, self.cursor.clone(), &self.kinds, &page)
-                .await
-            {
-                Ok(found) if !found.items.is_empty() => self.ready.extend(found.items),
+            match self.app.next_events(&mut self.cursor, STREAM_PAGE).await {
+                Ok(found) if !found.is_empty() => self.ready.extend(found),
                 Ok(_) => {
                     tokio::select! {
                         () = tokio::time::sleep(STREAM_POLL) => {}
@@ -168,32 +158,20 @@ async fn stream(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let kinds = split_types(q.kinds.as_deref());
-    let first = PageRequest {
-        limit: 100,
-        cursor: None,
-    };
-    let (cursor, ready) = match resume.or(q.after) {
-        // Resuming: a bad id or type is refused now, as JSON, before the stream starts.
-        Some(after) => {
-            let page = app
-                .list_events(&principal, Some(after.clone()), &kinds, &first)
-                .await?;
-            (Some(after), VecDeque::from(page.items))
-        }
-        // From now on: after the newest event there is (checking the types on the way).
-        None => {
-            app.list_events(&principal, None, &kinds, &first).await?;
-            (app.newest_event_id(&principal).await?, VecDeque::new())
-        }
-    };
+    // A bad id or type is refused now, as JSON, before the stream starts.
+    let cursor = app
+        .event_cursor(
+            &principal,
+            resume.or(q.after),
+            &split_types(q.kinds.as_deref()),
+            Start::Now,
+        )
+        .await?;
     let permit = app.open_event_stream(&principal)?;
     let tail = Tail {
         app,
-        principal,
-        kinds,
         cursor,
-        ready,
+        ready: VecDeque::new(),
         _permit: permit,
     };
     let events = futures_util::stream::unfold(tail, Tail::next);

@@ -214,14 +214,25 @@ impl WebhookStore for db::Adapter {
             .iter()
             .map(delivery_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
+        // Each endpoint read once, however many of its deliveries were claimed.
+        let mut endpoints: Vec<WebhookEndpoint> = Vec::new();
         let mut claimed = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            let row = sqlx::query("SELECT * FROM webhook_endpoints WHERE id = $1")
-                .bind(delivery.endpoint_id.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(backend)?;
-            claimed.push((delivery, endpoint_from_row(&row)?));
+            let known = endpoints.iter().find(|e| e.id == delivery.endpoint_id);
+            let endpoint = match known {
+                Some(e) => e.clone(),
+                None => {
+                    let row = sqlx::query("SELECT * FROM webhook_endpoints WHERE id = $1")
+                        .bind(delivery.endpoint_id.as_str())
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    let e = endpoint_from_row(&row)?;
+                    endpoints.push(e.clone());
+                    e
+                }
+            };
+            claimed.push((delivery, endpoint));
         }
         commit(tx).await?;
         Ok(claimed)
@@ -251,13 +262,7 @@ impl WebhookStore for db::Adapter {
         if !held {
             return Ok(false);
         }
-        if f.result.delivered() {
-            sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1")
-                .bind(f.endpoint.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        } else {
+        if let Some(disable) = f.disable {
             // The failure record and the decision to disable are read and written by the same
             // statements, so concurrent attempts of one endpoint cannot both disable it.
             sqlx::query(
@@ -272,19 +277,25 @@ impl WebhookStore for db::Adapter {
                 "UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $1, updated_at = $2
                  WHERE id = $3 AND enabled AND ($4 OR failing_since <= $5)",
             )
-            .bind(f.disabled_reason)
+            .bind(disable.reason)
             .bind(&at)
             .bind(f.endpoint.as_str())
-            .bind(f.disable_now)
-            .bind(ts(&f.disable_if_failing_since))
+            .bind(disable.now)
+            .bind(ts(&disable.if_failing_since))
             .execute(&mut *tx)
             .await
             .map_err(backend)?
             .rows_affected()
                 == 1;
             if disabled {
-                insert_event_rows(&mut tx, std::slice::from_ref(f.disabled_event)).await?;
+                insert_event_rows(&mut tx, std::slice::from_ref(&disable.event)).await?;
             }
+        } else {
+            sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1")
+                .bind(f.endpoint.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
         }
         commit(tx).await?;
         Ok(true)
