@@ -2,7 +2,7 @@
 
 use crate::clock::Clock;
 use crate::ports::{
-    CardGateway, Fulfiller, MppGateway, Provisioner, Store, StoreError, WebhookTransport,
+    CardGateway, Fulfiller, Isolation, MppGateway, Provisioner, Store, StoreError, WebhookTransport,
 };
 use crate::secrets::{SecretBox, UrlSigner};
 use chrono::Duration;
@@ -213,14 +213,15 @@ impl App {
         &self.signer
     }
 
-    /// Each provisioner and why it cannot deliver here, if it cannot (for `/readyz`).
-    pub fn provisioner_status(&self) -> Vec<(String, Option<String>)> {
+    /// Each provisioner, why it cannot deliver here if it cannot, and how it confines its
+    /// machines (for `/readyz`).
+    pub fn provisioner_status(&self) -> Vec<(String, Option<String>, Vec<Isolation>)> {
         let mut status: Vec<_> = self
             .provisioners
             .iter()
-            .map(|(name, p)| (name.clone(), p.unavailable_reason()))
+            .map(|(name, p)| (name.clone(), p.unavailable_reason(), p.isolation()))
             .collect();
-        status.sort();
+        status.sort_by(|a, b| a.0.cmp(&b.0));
         status
     }
 

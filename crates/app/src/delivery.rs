@@ -81,6 +81,8 @@ fn new_service(product: &Product, order: &Order, now: Timestamp) -> Service {
         ssh_port: None,
         ssh_username: "root".into(),
         host_key_fingerprint: None,
+        host_public_key: None,
+        machine_size: product.machine_size(&order.configuration),
         private_key_sealed: None,
         lease_seconds: lease_seconds(product, order),
         expires_at: None,

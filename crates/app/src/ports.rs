@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use storefront_domain::agent::{Approval, ApprovalStatus};
-use storefront_domain::catalog::Product;
+use storefront_domain::catalog::{MachineSize, Product};
 use storefront_domain::checkout::{Checkout, CheckoutStatus};
 use storefront_domain::event::{Event, EventType};
 use storefront_domain::ids::{AgentId, DeliveryId, ServiceId, WebhookEndpointId};
@@ -307,6 +307,8 @@ pub struct MachineSpec {
     pub hostname: String,
     /// The agent's OpenSSH public key; without one the provisioner generates a key pair.
     pub authorized_key: Option<String>,
+    /// The resources to give the machine and hold it to; `None`: unconfined (older services).
+    pub size: Option<MachineSize>,
 }
 
 /// A machine as the provisioner reports it.
@@ -318,6 +320,8 @@ pub struct Machine {
     pub image: String,
     /// `SHA256:...` of the machine's SSH host key.
     pub host_key_fingerprint: String,
+    /// The host public key itself, OpenSSH format without a comment (`ssh-ed25519 AAAA...`).
+    pub host_public_key: String,
     /// A generated private key, present only in the answer that generated it.
     pub private_key: Option<String>,
 }
@@ -331,12 +335,26 @@ pub struct ProvisionError {
     pub detail: String,
 }
 
+/// One way a provisioner confines its machines (network, cpu, memory, processes, disk), and
+/// whether it is in force on this host: `/readyz` lists them so an operator sees what a customer's
+/// machine can and cannot do here.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Isolation {
+    pub name: &'static str,
+    pub enforced: bool,
+    pub detail: String,
+}
+
 /// Creates and manages machines. Every method is idempotent: the database is the source of
 /// truth and a reconciler may call any of them again after a crash.
 #[async_trait]
 pub trait Provisioner: Send + Sync + 'static {
     /// Why this provisioner cannot deliver on this host, if it cannot.
     fn unavailable_reason(&self) -> Option<String>;
+    /// How machines are confined here (empty when the provisioner has nothing to say).
+    fn isolation(&self) -> Vec<Isolation> {
+        Vec::new()
+    }
     /// Images it can really deliver.
     fn images(&self) -> Vec<String>;
     /// Whether an agent's OpenSSH public key is acceptable (parsable, not weak); the reason if not.

@@ -260,6 +260,37 @@ pub struct ProductSpec {
     pub management_capabilities: Vec<String>,
     #[serde(default = "default_max_quantity")]
     pub max_quantity: u32,
+    /// The resources a machine of this product gets (and is held to, where the provisioner can).
+    #[serde(default)]
+    pub machine: Option<MachineSize>,
+    /// Sizes that depend on a configuration field (an instance type): they replace `machine`.
+    #[serde(default)]
+    pub machine_by: Option<MachineSizeBy>,
+}
+
+/// What one machine gets: the provisioner enforces each where the host lets it (`/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MachineSize {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// Most processes (and threads) alive at once: a fork bomb stays inside its machine.
+    #[serde(default = "default_max_processes")]
+    pub max_processes: u32,
+}
+
+fn default_max_processes() -> u32 {
+    4096
+}
+
+/// Machine sizes chosen by the value of one configuration field (an enum).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSizeBy {
+    pub field: String,
+    pub sizes: BTreeMap<String, MachineSize>,
 }
 
 /// A product as agents see it.
@@ -284,6 +315,10 @@ pub struct Product {
     #[serde(skip)]
     pub fulfiller: String,
     #[serde(skip)]
+    pub machine: Option<MachineSize>,
+    #[serde(skip)]
+    pub machine_by: Option<MachineSizeBy>,
+    #[serde(skip)]
     pub fields: Vec<FieldSpec>,
     #[serde(skip)]
     pub install_fields: Vec<FieldSpec>,
@@ -296,6 +331,19 @@ pub enum Availability {
 }
 
 impl Product {
+    /// The size of the machine an order with `configuration` gets, if the product sets one.
+    pub fn machine_size(&self, configuration: &Map<String, Value>) -> Option<MachineSize> {
+        match &self.machine_by {
+            Some(by) => configuration
+                .get(&by.field)
+                .and_then(Value::as_str)
+                .and_then(|value| by.sizes.get(value))
+                .copied()
+                .or(self.machine),
+            None => self.machine,
+        }
+    }
+
     pub fn field(&self, name: &str) -> Option<&FieldSpec> {
         self.fields.iter().find(|f| f.name == name)
     }
@@ -413,6 +461,8 @@ impl Catalog {
                 fulfiller: p.fulfiller,
                 fields: p.fields,
                 install_fields: p.install_fields,
+                machine: p.machine,
+                machine_by: p.machine_by,
             });
         }
         let version = crate::idempotency::sha256_hex(fingerprint.as_bytes())[..16].to_owned();
@@ -456,8 +506,38 @@ impl Catalog {
     }
 }
 
+fn validate_machine_sizes(p: &ProductSpec) -> Result<(), String> {
+    let sizes = p
+        .machine
+        .iter()
+        .chain(p.machine_by.iter().flat_map(|by| by.sizes.values()));
+    for size in sizes {
+        if size.vcpus == 0 || size.memory_mib < 64 || size.disk_gib == 0 || size.max_processes < 16
+        {
+            return Err(format!(
+                "machine sizes need vcpus >= 1, memory_mib >= 64, disk_gib >= 1 and max_processes >= 16 (got {size:?})"
+            ));
+        }
+    }
+    if let Some(by) = &p.machine_by {
+        let Some(field) = p.fields.iter().find(|f| f.name == by.field) else {
+            return Err(format!("machine_by names the unknown field '{}'", by.field));
+        };
+        if let Some(missing) = field.values.iter().find(|v| !by.sizes.contains_key(*v)) {
+            return Err(format!(
+                "machine_by.sizes has no size for {}='{missing}'",
+                by.field
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_product(p: &ProductSpec) -> Result<(), CatalogError> {
     let err = |msg: String| Err(CatalogError(format!("product '{}': {msg}", p.id)));
+    if let Err(why) = validate_machine_sizes(p) {
+        return err(why);
+    }
     if p.id.is_empty()
         || p.id.len() > 64
         || !p
@@ -690,6 +770,27 @@ mod tests {
         assert_eq!((e.min_seconds, e.max_seconds), (10, 90));
         let fast = ProvisioningEstimate::from_history(vec![0, 0, 0], fallback).unwrap();
         assert_eq!((fast.min_seconds, fast.max_seconds), (1, 1));
+    }
+
+    #[test]
+    fn machine_sizes_follow_the_instance_type_and_are_checked() {
+        let builtin = || -> CatalogSpec { toml::from_str(DEFAULT_CATALOG_TOML).unwrap() };
+        let catalog = Catalog::build(builtin(), |_| Availability::Available).unwrap();
+        let vps = catalog.get("vps").unwrap();
+        let of = |t: &str| {
+            let mut config = Map::new();
+            config.insert("type".into(), Value::String(t.into()));
+            vps.machine_size(&config).unwrap().vcpus
+        };
+        assert_eq!((of("small"), of("medium"), of("large")), (1, 2, 4));
+        let bare = catalog.get("bare-linux-machine").unwrap();
+        assert_eq!(bare.machine_size(&Map::new()).unwrap().memory_mib, 1024);
+
+        let mut spec = builtin();
+        let product = spec.products.iter_mut().find(|p| p.id == "vps").unwrap();
+        product.machine_by.as_mut().unwrap().sizes.remove("large");
+        let refused = Catalog::build(spec, |_| Availability::Available).unwrap_err();
+        assert!(refused.0.contains("type='large'"), "{}", refused.0);
     }
 
     #[test]

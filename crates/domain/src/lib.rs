@@ -5,6 +5,7 @@ pub mod account;
 pub mod agent;
 pub mod catalog;
 pub mod checkout;
+pub mod egress;
 pub mod error;
 pub mod event;
 pub mod governance;

@@ -1,6 +1,7 @@
 //! Services: what an async order delivers (a machine lease), with its own state machine
 //! (docs/api.md, "Services").
 
+use crate::catalog::MachineSize;
 use crate::ids::{AccountId, OrderId, ServiceId};
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -83,6 +84,11 @@ pub struct Service {
     pub ssh_port: Option<u16>,
     pub ssh_username: String,
     pub host_key_fingerprint: Option<String>,
+    /// The machine's host public key in OpenSSH format (`ssh-ed25519 AAAA...`), for pinning.
+    pub host_public_key: Option<String>,
+    /// What the machine gets (from its product and configuration); `None` for services ordered
+    /// before sizes were recorded, which run unconfined.
+    pub machine_size: Option<MachineSize>,
     /// A generated private key, encrypted at rest; `None` when the agent brought its key.
     pub private_key_sealed: Option<String>,
     /// How long the lease lasts once active.
@@ -93,6 +99,25 @@ pub struct Service {
     pub management_capabilities: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl Service {
+    /// The machine's entry for an OpenSSH `known_hosts` file, when its address and key are known:
+    /// `[host]:port key` (OpenSSH's form for a port other than 22) or `host key`.
+    pub fn known_hosts_line(&self) -> Option<String> {
+        let host = self.host.as_deref()?;
+        let key = self.host_public_key.as_deref()?;
+        Some(known_hosts_line(host, self.ssh_port.unwrap_or(22), key))
+    }
+}
+
+/// An OpenSSH `known_hosts` line pinning `key` for `host` on `port`.
+pub fn known_hosts_line(host: &str, port: u16, key: &str) -> String {
+    if port == 22 {
+        format!("{host} {key}")
+    } else {
+        format!("[{host}]:{port} {key}")
+    }
 }
 
 impl ServiceStatus {

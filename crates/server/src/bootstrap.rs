@@ -7,7 +7,7 @@ use storefront_app::ports::{Fulfiller, Provisioner, Store};
 use storefront_app::secrets::{random_token, SecretBox, UrlSigner};
 use storefront_app::{App, AppSettings, Clock};
 use storefront_domain::catalog::{Availability, Catalog, CatalogSpec, DEFAULT_CATALOG_TOML};
-use storefront_providers::local::LocalProvisioner;
+use storefront_providers::local::{LocalOptions, LocalProvisioner};
 use storefront_providers::mpp::{MppConfig, StripeMpp};
 use storefront_providers::stripe::StripeCard;
 use storefront_providers::webhooks::HttpWebhookTransport;
@@ -74,12 +74,13 @@ pub fn local_provisioner(config: &Config) -> Result<Arc<LocalProvisioner>, BootE
         None => std::env::current_exe()
             .map_err(|e| BootError::Config(format!("cannot find this executable: {e}")))?,
     };
-    Ok(Arc::new(LocalProvisioner::new(
-        &config.data_dir,
-        config.image_dir.clone(),
-        config.image_mirror.clone(),
+    Ok(Arc::new(LocalProvisioner::new(LocalOptions {
+        data_dir: config.data_dir.clone(),
+        image_dir: config.image_dir.clone(),
+        mirror: config.image_mirror.clone(),
         runner,
-    )))
+        allow_private_egress: config.machines_allow_private_egress,
+    })))
 }
 
 /// Loads and validates the configured catalog: its products, the images the local machines

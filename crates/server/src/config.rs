@@ -137,6 +137,12 @@ pub struct Config {
     /// The `storefront` executable that runs leases (`lease-run`); default: this executable.
     #[serde(default)]
     pub lease_runner: Option<PathBuf>,
+    /// Lets local machines reach private, carrier-grade NAT and link-local addresses (a lab
+    /// network). Off by default: a machine sold to a stranger must not reach the provider's own
+    /// network or a cloud metadata service. Environment:
+    /// `STOREFRONT_MACHINES_ALLOW_PRIVATE_EGRESS=true`.
+    #[serde(default)]
+    pub machines_allow_private_egress: bool,
     /// Key that seals machine credentials at rest: 32 bytes, base64. Default: generated on first
     /// start into `secrets.key` in the data directory. Every process on one database needs the
     /// same key.
@@ -336,6 +342,9 @@ impl Config {
         }
         if let Some(v) = env("STOREFRONT_JOB_LEASE_SECONDS") {
             self.job_lease_seconds = number("STOREFRONT_JOB_LEASE_SECONDS", v)?.max(1);
+        }
+        if let Some(v) = env("STOREFRONT_MACHINES_ALLOW_PRIVATE_EGRESS") {
+            self.machines_allow_private_egress = matches!(v.as_str(), "1" | "true" | "yes" | "on");
         }
         if let Some(v) = env("STOREFRONT_WEBHOOK_ALLOW_PRIVATE") {
             self.webhooks.allow_private_targets = matches!(v.as_str(), "1" | "true" | "yes" | "on");

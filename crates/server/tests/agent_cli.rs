@@ -76,6 +76,36 @@ async fn buy_with_wait_prints_the_fulfilled_order_and_its_credentials(backend: B
         .await;
         assert_eq!(code, 0, "{stdout}\n{stderr}");
         assert!(!stdout.trim().is_empty());
+        // The host key is pinned, not trusted on first use: give the machine's sshd another key
+        // (as a machine in the middle would have) and `ssh` refuses it with an explanation.
+        let (code, stdout, stderr) = cli(
+            &s,
+            Some(&key),
+            &[
+                "ssh",
+                service,
+                "--",
+                "rm -f /etc/ssh/ssh_host_ed25519_key* && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && kill -HUP 1 && echo swapped",
+            ],
+        )
+        .await;
+        assert_eq!((code, stdout.trim()), (0, "swapped"), "{stderr}");
+        // sshd re-executes itself on SIGHUP: until it listens again, connections are refused.
+        let mut refusal = String::new();
+        for _ in 0..100 {
+            let (code, _, stderr) = cli(&s, Some(&key), &["ssh", service, "--", "true"]).await;
+            assert_ne!(code, 0, "a server with another host key must be refused");
+            if stderr.contains("host key other than") {
+                assert_eq!(code, 1, "{stderr}");
+                refusal = stderr;
+                break;
+            }
+        }
+        let fingerprint = credentials["host_key_fingerprint"].as_str().unwrap();
+        assert!(
+            refusal.contains(fingerprint),
+            "the refusal names the recorded key: {refusal}"
+        );
     }
     let (code, stdout, _) = cli(&s, Some(&key), &["balance", "--json"]).await;
     assert_eq!(code, 0);

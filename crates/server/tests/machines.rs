@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::machines::{image_dir, ssh};
+use common::machines::{image_dir, ssh, ssh_pinned};
 use common::{Backend, TestServer};
 use serde_json::{json, Value};
 
@@ -18,6 +18,11 @@ async fn a_bought_machine_can_be_used_restarted_reinstalled_and_terminated(backe
     }
     let s = TestServer::start(&backend).await;
     s.start_worker();
+    // `/readyz` says how machines are confined here.
+    let ready = s.get("/readyz", None).await;
+    let isolation = &ready.body["provisioners"]["local"]["isolation"];
+    assert_eq!(isolation["network"]["enforced"], true, "{}", ready.body);
+    assert_eq!(isolation["disk"]["enforced"], false, "{}", ready.body);
     let (_, key) = s.account(10_000).await;
     let r = s
         .order(
@@ -78,6 +83,17 @@ async fn a_bought_machine_can_be_used_restarted_reinstalled_and_terminated(backe
         .to_owned();
     let port = c["port"].as_u64().unwrap() as u16;
     assert_eq!(c["username"], "root");
+    // The host key is handed over whole, with a ready known_hosts line that pins it.
+    let host_key = c["host_public_key"].as_str().unwrap().to_owned();
+    assert!(host_key.starts_with("ssh-ed25519 "), "{host_key}");
+    let known_host = c["known_hosts_line"].as_str().unwrap().to_owned();
+    assert_eq!(known_host, format!("[127.0.0.1]:{port} {host_key}"));
+    assert_eq!(
+        ssh_pinned(&private_key, &known_host, "echo pinned")
+            .await
+            .trim(),
+        "pinned"
+    );
     let by_key = s
         .get(
             &format!("/api/v1/services/{service_id}/credentials"),
@@ -104,6 +120,8 @@ async fn a_bought_machine_can_be_used_restarted_reinstalled_and_terminated(backe
     let server = &service.body["data"]["service"]["server"];
     assert_eq!(server["power_state"], "running");
     let first_fingerprint = server["host_key_fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(server["host_public_key"], host_key.as_str());
+    assert_eq!(server["known_hosts_line"], known_host.as_str());
     assert!(service.body["data"]["service"]["expires_at"].is_string());
 
     let out = ssh(
@@ -182,10 +200,12 @@ async fn a_bought_machine_can_be_used_restarted_reinstalled_and_terminated(backe
         first_fingerprint,
         "a new host key"
     );
+    let new_host_key = server["host_public_key"].as_str().unwrap().to_owned();
+    assert_ne!(new_host_key, host_key, "the new host key is announced");
     let port = server["ssh_port"].as_u64().unwrap() as u16;
-    let out = ssh(
+    let out = ssh_pinned(
         &private_key,
-        port,
+        server["known_hosts_line"].as_str().unwrap(),
         "test -e /root/file && echo present || echo gone",
     )
     .await;
@@ -259,6 +279,12 @@ async fn a_bought_machine_can_be_used_restarted_reinstalled_and_terminated(backe
             "service.reinstalled",
             "service.terminated"
         ]
+    );
+    let reinstalled = &log.body["data"]["events"][3]["data"]["server"];
+    assert_eq!(
+        reinstalled["host_public_key"],
+        new_host_key.as_str(),
+        "the reinstalled event carries the new host key"
     );
     let terminated = &log.body["data"]["events"][4]["data"];
     assert_eq!(terminated["id"], service_id.as_str());

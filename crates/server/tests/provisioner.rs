@@ -3,9 +3,11 @@
 mod common;
 
 use common::machines::{image_dir, ssh};
+use common::{Backend, TestServer};
 use std::time::Duration;
 use storefront_app::ports::{MachineSpec, Provisioner};
-use storefront_providers::local::LocalProvisioner;
+use storefront_domain::catalog::MachineSize;
+use storefront_providers::local::{LocalOptions, LocalProvisioner};
 
 async fn wait_ready(p: &LocalProvisioner, id: &str) {
     for _ in 0..200 {
@@ -21,17 +23,19 @@ async fn wait_ready(p: &LocalProvisioner, id: &str) {
 async fn a_lease_is_a_machine_you_can_ssh_into_restart_reinstall_and_terminate() {
     let Some(images) = image_dir() else { return };
     let data = tempfile::tempdir().unwrap();
-    let p = LocalProvisioner::new(
-        data.path(),
-        Some(images),
-        None,
-        env!("CARGO_BIN_EXE_storefront").into(),
-    );
+    let p = LocalProvisioner::new(LocalOptions {
+        data_dir: data.path().into(),
+        image_dir: Some(images),
+        mirror: None,
+        runner: env!("CARGO_BIN_EXE_storefront").into(),
+        allow_private_egress: false,
+    });
     let spec = MachineSpec {
         id: "svc_test1".into(),
         image: "debian-12".into(),
         hostname: "lease-one".into(),
         authorized_key: None,
+        size: None,
     };
     let m = p.create(&spec).await.unwrap();
     let key = m.private_key.clone().expect("a key pair was generated");
@@ -94,4 +98,194 @@ async fn a_lease_is_a_machine_you_can_ssh_into_restart_reinstall_and_terminate()
         "nothing left on disk"
     );
     p.terminate("svc_test1").await.unwrap();
+}
+
+/// A network namespace the test makes, joined to the host by a veth pair, with a listener that
+/// answers `outside`: a host on the internet, as far as a lease can tell. Removed on drop.
+struct OutsideHost {
+    name: String,
+    listener: std::process::Child,
+}
+
+/// The test's "internet": TEST-NET-2, which no lease rule refuses and no real host uses.
+const OUTSIDE_HOST: &str = "198.51.100.2";
+const OUTSIDE_PORT: u16 = 8099;
+
+impl OutsideHost {
+    fn start() -> Self {
+        let name = format!("sfout{}", std::process::id());
+        let host_end = format!("sfh{}", std::process::id());
+        let run = |args: &[&str]| {
+            let ok = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ip {args:?}");
+        };
+        run(&["netns", "add", &name]);
+        run(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &name,
+        ]);
+        run(&["addr", "add", "198.51.100.1/30", "dev", &host_end]);
+        run(&["link", "set", &host_end, "up"]);
+        run(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{OUTSIDE_HOST}/30"),
+            "dev",
+            "eth0",
+        ]);
+        run(&["-n", &name, "link", "set", "eth0", "up"]);
+        run(&["-n", &name, "link", "set", "lo", "up"]);
+        let listener = std::process::Command::new("ip")
+            .args(["netns", "exec", &name, "python3", "-c"])
+            .arg(format!(
+                "import socket\ns = socket.socket()\ns.bind(('{OUTSIDE_HOST}', {OUTSIDE_PORT}))\ns.listen()\nprint('listening', flush=True)\nwhile True:\n    c, _ = s.accept()\n    c.sendall(b'outside\\n')\n    c.close()\n"
+            ))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut host = Self { name, listener };
+        // The listener says when it is bound.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(host.listener.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "listening");
+        host
+    }
+}
+
+impl Drop for OutsideHost {
+    fn drop(&mut self) {
+        let _ = self.listener.kill();
+        let _ = self.listener.wait();
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// What a connection from inside the lease to `host:port` does: `connected`, or why not.
+fn probe(host: &str, port: u16) -> String {
+    format!(
+        "echo {host}:{port} $(timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port} && echo connected && cat <&3' 2>&1 | tr '\\n' ' ')"
+    )
+}
+
+#[tokio::test]
+async fn a_lease_reaches_the_outside_but_not_the_host_and_is_held_to_its_size() {
+    let Some(images) = image_dir() else { return };
+    if !std::process::Command::new("which")
+        .arg("slirp4netns")
+        .status()
+        .unwrap()
+        .success()
+    {
+        eprintln!("skipped: slirp4netns is not installed (apt-get install slirp4netns)");
+        return;
+    }
+    let outside = OutsideHost::start();
+    // Host services: the storefront, a listener on loopback, one on every interface.
+    let storefront = TestServer::start(&Backend::Sqlite).await;
+    let storefront_port: u16 = storefront.base.rsplit(':').next().unwrap().parse().unwrap();
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let everywhere = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_addresses: Vec<String> = String::from_utf8(
+        std::process::Command::new("hostname")
+            .arg("-I")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .split_whitespace()
+    .filter(|a| !a.contains(':'))
+    .map(str::to_owned)
+    .collect();
+    assert!(
+        host_addresses.iter().any(|a| a == "198.51.100.1"),
+        "{host_addresses:?}"
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let p = LocalProvisioner::new(LocalOptions {
+        data_dir: data.path().into(),
+        image_dir: Some(images),
+        mirror: None,
+        runner: env!("CARGO_BIN_EXE_storefront").into(),
+        allow_private_egress: false,
+    });
+    let isolation = p.isolation();
+    let enforced = |name: &str| isolation.iter().find(|i| i.name == name).unwrap().enforced;
+    assert!(enforced("network"), "{isolation:?}");
+    let spec = MachineSpec {
+        id: "svc_isolated".into(),
+        image: "debian-12".into(),
+        hostname: "isolated".into(),
+        authorized_key: None,
+        size: Some(MachineSize {
+            vcpus: 1,
+            memory_mib: 1024,
+            disk_gib: 10,
+            max_processes: 256,
+        }),
+    };
+    let m = p.create(&spec).await.unwrap();
+    let key = m.private_key.clone().unwrap();
+    wait_ready(&p, "svc_isolated").await;
+
+    let mut script = vec![
+        probe(OUTSIDE_HOST, OUTSIDE_PORT),
+        probe("127.0.0.1", storefront_port),
+        probe("10.0.2.2", storefront_port),
+        probe("127.0.0.1", loopback.local_addr().unwrap().port()),
+        probe("10.0.2.2", loopback.local_addr().unwrap().port()),
+    ];
+    // Private, link-local and metadata ranges are refused by the same routes; they are checked
+    // as rules (storefront_domain::egress), since a test may not send traffic there.
+    for address in &host_addresses {
+        script.push(probe(address, everywhere.local_addr().unwrap().port()));
+    }
+    let out = ssh(&key, m.port, &script.join("; ")).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("{OUTSIDE_HOST}:{OUTSIDE_PORT} connected outside"),
+        "the lease reaches a host outside: {out}"
+    );
+    for line in &lines[1..] {
+        assert!(
+            !line.contains("connected"),
+            "reached from inside the lease: {line}\n{out}"
+        );
+    }
+    assert_eq!(lines.len(), script.len(), "{out}");
+
+    if enforced("memory") {
+        // A memory hog is killed inside its lease; the lease and the host carry on.
+        let out = ssh(
+            &key,
+            m.port,
+            "dd if=/dev/zero of=/dev/null bs=1536M count=1 2>/dev/null; echo dd=$?",
+        )
+        .await;
+        assert_eq!(
+            out.trim(),
+            "dd=137",
+            "killed by the lease's memory limit: {out}"
+        );
+        assert_eq!(ssh(&key, m.port, "echo alive").await.trim(), "alive");
+        assert_eq!(storefront.get("/healthz", None).await.status, 200);
+    } else {
+        eprintln!("memory limits are not enforced on this host: the hog check is skipped");
+    }
+    p.terminate("svc_isolated").await.unwrap();
+    drop(outside);
 }

@@ -56,6 +56,7 @@ fn activate(app: &App, service: &mut Service, machine: &Machine, now: Timestamp)
     service.ssh_username = machine.username.clone();
     service.image = machine.image.clone();
     service.host_key_fingerprint = Some(machine.host_key_fingerprint.clone());
+    service.host_public_key = Some(machine.host_public_key.clone());
     if let Some(key) = &machine.private_key {
         service.private_key_sealed = Some(app.secret_box.seal(key));
     }

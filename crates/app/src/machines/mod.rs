@@ -54,6 +54,11 @@ pub struct ServerView {
     pub power_state: &'static str,
     /// `SHA256:...` of the machine's SSH host key.
     pub host_key_fingerprint: Option<String>,
+    /// The machine's SSH host key (`ssh-ed25519 AAAA...`): pin it, do not trust on first use.
+    /// It changes with a reinstall (a `service.reinstalled` event carries the new one).
+    pub host_public_key: Option<String>,
+    /// A ready line for an OpenSSH `known_hosts` file (`[host]:port ssh-ed25519 AAAA...`).
+    pub known_hosts_line: Option<String>,
 }
 
 impl ServiceView {
@@ -81,6 +86,8 @@ impl From<&Service> for ServiceView {
             region: s.region.clone(),
             power_state: s.status.power_state(),
             host_key_fingerprint: s.host_key_fingerprint.clone(),
+            host_public_key: s.host_public_key.clone(),
+            known_hosts_line: s.known_hosts_line(),
         });
         Self {
             id: s.id.to_string(),
@@ -118,6 +125,10 @@ pub struct SshCredentials {
     pub public_key_fingerprint: Option<String>,
     /// The same fingerprint under its usual name.
     pub host_key_fingerprint: Option<String>,
+    /// The machine's SSH host key (`ssh-ed25519 AAAA...`), to pin instead of trusting on first use.
+    pub host_public_key: Option<String>,
+    /// A ready line for an OpenSSH `known_hosts` file (`[host]:port ssh-ed25519 AAAA...`).
+    pub known_hosts_line: Option<String>,
 }
 
 fn not_ready(service: &Service) -> DomainError {
@@ -434,6 +445,8 @@ impl App {
                 private_key,
                 public_key_fingerprint: service.host_key_fingerprint.clone(),
                 host_key_fingerprint: service.host_key_fingerprint.clone(),
+                host_public_key: service.host_public_key.clone(),
+                known_hosts_line: service.known_hosts_line(),
             },
         })
     }
@@ -592,5 +605,6 @@ fn spec_of(service: &Service) -> MachineSpec {
         image: service.image.clone(),
         hostname: service.display_name.clone(),
         authorized_key: service.authorized_key.clone(),
+        size: service.machine_size,
     }
 }

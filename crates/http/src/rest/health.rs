@@ -24,10 +24,17 @@ async fn readyz(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>)
     let provisioners: serde_json::Map<String, serde_json::Value> = app
         .provisioner_status()
         .into_iter()
-        .map(|(name, reason)| {
+        .map(|(name, reason, isolation)| {
+            let isolation: serde_json::Map<String, serde_json::Value> = isolation
+                .into_iter()
+                .map(|i| {
+                    let state = json!({ "enforced": i.enforced, "detail": i.detail });
+                    (i.name.to_owned(), state)
+                })
+                .collect();
             (
                 name,
-                json!({ "available": reason.is_none(), "reason": reason }),
+                json!({ "available": reason.is_none(), "reason": reason, "isolation": isolation }),
             )
         })
         .collect();

@@ -8,6 +8,8 @@ use russh::keys::ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey
 pub struct KeyPair {
     pub private_openssh: String,
     pub public_openssh: String,
+    /// The public key without its comment (`ssh-ed25519 AAAA...`), as a known_hosts line has it.
+    pub public_key: String,
     /// `SHA256:...`, as `ssh-keygen -l` prints it.
     pub fingerprint: String,
 }
@@ -21,6 +23,7 @@ pub fn generate_ed25519(comment: &str) -> KeyPair {
     KeyPair {
         private_openssh: key.to_openssh(LineEnding::LF).expect("encodes").to_string(),
         public_openssh: public.to_openssh().expect("encodes"),
+        public_key: without_comment(public),
         fingerprint: public.fingerprint(HashAlg::Sha256).to_string(),
     }
 }
@@ -47,6 +50,13 @@ pub fn check_public_key(line: &str) -> Result<PublicKey, String> {
         }
         _ => Ok(key),
     }
+}
+
+/// `algorithm base64`, without the comment a key line may carry.
+pub fn without_comment(key: &PublicKey) -> String {
+    let mut bare = key.clone();
+    bare.set_comment("");
+    bare.to_openssh().expect("encodes").trim_end().to_owned()
 }
 
 pub fn fingerprint_of(key: &PublicKey) -> String {

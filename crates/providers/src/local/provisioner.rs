@@ -5,9 +5,10 @@
 //! `console.log` (sshd's output). In memory, the runner process of each running lease; a lease
 //! does not outlive the process that started it, and the reconciler starts it again.
 
+use super::cgroups::Cgroups;
 use super::image::ImageStore;
-use super::keys::{check_public_key, generate_ed25519};
-use super::runner::{LeaseSpec, UID_BASE};
+use super::keys::{check_public_key, generate_ed25519, without_comment};
+use super::runner::{LeaseNetwork, LeaseSpec, UID_BASE};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -15,7 +16,9 @@ use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use storefront_app::ports::{Machine, MachineSpec, ProvisionError, Provisioner};
+use storefront_app::ports::{Isolation, Machine, MachineSpec, ProvisionError, Provisioner};
+use storefront_domain::catalog::MachineSize;
+use storefront_domain::egress;
 use tokio::process::Child;
 use tokio::sync::Mutex;
 
@@ -26,6 +29,26 @@ struct LeaseRecord {
     hostname: String,
     authorized_key: String,
     host_key_fingerprint: String,
+    /// Absent from records written before host keys were handed over; read from the layer then.
+    #[serde(default)]
+    host_public_key: String,
+    /// The resources the lease is held to; `None`: unconfined.
+    #[serde(default)]
+    size: Option<MachineSize>,
+}
+
+/// How the operator set up local machines.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub data_dir: PathBuf,
+    /// Where images are built (default: `images` in the data directory).
+    pub image_dir: Option<PathBuf>,
+    pub mirror: Option<String>,
+    /// The `storefront` executable that has the `lease-run` subcommand.
+    pub runner: PathBuf,
+    /// Lets leases reach private, carrier-grade NAT and link-local ranges (a lab, not a
+    /// storefront selling to strangers). The host's own addresses stay refused.
+    pub allow_private_egress: bool,
 }
 
 pub struct LocalProvisioner {
@@ -38,6 +61,34 @@ pub struct LocalProvisioner {
     unavailable: Option<String>,
     /// Serializes image builds.
     build_lock: Arc<Mutex<()>>,
+    tools: Result<Tools, String>,
+    cgroups: Cgroups,
+    allow_private_egress: bool,
+}
+
+/// The host programs a lease's network needs.
+#[derive(Debug, Clone)]
+struct Tools {
+    slirp4netns: PathBuf,
+    ip: PathBuf,
+}
+
+/// Finds an executable on `PATH` or in the system directories a service's `PATH` may lack.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+fn probe_tools() -> Result<Tools, String> {
+    let slirp4netns = find_program("slirp4netns").ok_or(
+        "slirp4netns is not installed (apt-get install slirp4netns): each machine gets its own network through it",
+    )?;
+    let ip =
+        find_program("ip").ok_or("iproute2's ip is not installed (apt-get install iproute2)")?;
+    Ok(Tools { slirp4netns, ip })
 }
 
 fn error(message: &str, detail: impl std::fmt::Display) -> ProvisionError {
@@ -102,15 +153,12 @@ fn unreachable_ancestor(dir: &Path) -> Option<PathBuf> {
 }
 
 impl LocalProvisioner {
-    pub fn new(
-        data_dir: &Path,
-        image_dir: Option<PathBuf>,
-        mirror: Option<String>,
-        runner: PathBuf,
-    ) -> Self {
-        let image_dir = image_dir.unwrap_or_else(|| data_dir.join("images"));
+    pub fn new(options: LocalOptions) -> Self {
+        let data_dir = &options.data_dir;
+        let image_dir = options.image_dir.unwrap_or_else(|| data_dir.join("images"));
         let leases = data_dir.join("leases");
-        let unavailable = probe_host().or_else(|| {
+        let tools = probe_tools();
+        let unavailable = probe_host().or_else(|| tools.as_ref().err().cloned()).or_else(|| {
             [&image_dir, &leases].into_iter().find_map(|dir| {
                 unreachable_ancestor(dir).map(|blocked| {
                     format!(
@@ -127,15 +175,46 @@ impl LocalProvisioner {
             None => tracing::info!("local provisioner available"),
             Some(why) => tracing::warn!(reason = %why, "local provisioner unavailable"),
         }
+        // Probing creates the storefront's lease cgroups, which takes root.
+        let cgroups = if unavailable.is_none() {
+            Cgroups::probe()
+        } else {
+            Cgroups::unavailable("local machines are unavailable")
+        };
         Self {
             leases,
             images: ImageStore::new(image_dir),
-            mirror,
-            runner,
+            mirror: options.mirror,
+            runner: options.runner,
             running: Mutex::new(HashMap::new()),
             unavailable,
             build_lock: Arc::new(Mutex::new(())),
+            tools,
+            cgroups,
+            allow_private_egress: options.allow_private_egress,
         }
+    }
+
+    /// The destinations a lease may not reach: the host's own addresses always, the provider's
+    /// networks unless the operator allows them. Read at each start, as addresses change.
+    fn blocked_ranges(&self) -> Vec<String> {
+        let host_addresses = nix::ifaddrs::getifaddrs()
+            .map(|addresses| {
+                addresses
+                    .filter_map(|a| a.address)
+                    .filter_map(|a| {
+                        a.as_sockaddr_in()
+                            .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                            .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let mut blocked = egress::host_ranges(host_addresses);
+        if !self.allow_private_egress {
+            blocked.extend(egress::blocked_ranges());
+        }
+        blocked.into_iter().map(|r| r.net.to_string()).collect()
     }
 
     pub fn image_store(&self) -> &ImageStore {
@@ -153,7 +232,18 @@ impl LocalProvisioner {
     fn read_record(&self, id: &str) -> Result<Option<LeaseRecord>, ProvisionError> {
         let path = self.dir(id)?.join("lease.json");
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map(Some).map_err(internal),
+            Ok(text) => {
+                let mut record: LeaseRecord = serde_json::from_str(&text).map_err(internal)?;
+                if record.host_public_key.is_empty() {
+                    let line = std::fs::read_to_string(
+                        self.dir(id)?.join("upper/etc/ssh/ssh_host_ed25519_key.pub"),
+                    )
+                    .map_err(internal)?;
+                    let key = check_public_key(&line).map_err(internal)?;
+                    record.host_public_key = without_comment(&key);
+                }
+                Ok(Some(record))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(internal(e)),
         }
@@ -219,7 +309,15 @@ impl LocalProvisioner {
             0o644,
         )
         .map_err(internal)?;
+        // slirp4netns answers DNS on its own address, relaying to the host's resolver.
+        lease_owned_file(
+            &upper.join("etc/resolv.conf"),
+            "nameserver 10.0.2.3\n",
+            0o644,
+        )
+        .map_err(internal)?;
         record.host_key_fingerprint = host.fingerprint;
+        record.host_public_key = host.public_key;
         Ok(())
     }
 
@@ -238,11 +336,27 @@ impl LocalProvisioner {
             record.port = free_loopback_port().map_err(internal)?;
             self.write_record(id, record)?;
         }
+        let tools = self.tools.as_ref().map_err(internal)?;
+        // A unix socket's path is at most 108 bytes; a deep data directory gets a short one.
+        let mut api_socket = dir.join("slirp.sock");
+        if api_socket.as_os_str().len() > 100 {
+            api_socket = std::env::temp_dir().join(format!("storefront-slirp-{id}.sock"));
+        }
         let spec = LeaseSpec {
             image: self.images.rootfs(&record.image),
             dir: dir.clone(),
             hostname: record.hostname.clone(),
             port: record.port,
+            network: LeaseNetwork {
+                slirp4netns: tools.slirp4netns.clone(),
+                ip: tools.ip.clone(),
+                api_socket,
+                blocked: self.blocked_ranges(),
+            },
+            cgroups: record
+                .size
+                .map(|size| self.cgroups.settings(id, &size))
+                .unwrap_or_default(),
         };
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -288,6 +402,7 @@ impl LocalProvisioner {
             username: "root".into(),
             image: record.image.clone(),
             host_key_fingerprint: record.host_key_fingerprint.clone(),
+            host_public_key: record.host_public_key.clone(),
             private_key,
         }
     }
@@ -318,6 +433,34 @@ impl russh::client::Handler for ExpectHostKey {
 impl Provisioner for LocalProvisioner {
     fn unavailable_reason(&self) -> Option<String> {
         self.unavailable.clone()
+    }
+
+    fn isolation(&self) -> Vec<Isolation> {
+        let mut report = vec![
+            Isolation {
+                name: "network",
+                enforced: self.tools.is_ok(),
+                detail: match &self.tools {
+                    Ok(_) if self.allow_private_egress => "own network namespace through slirp4netns; the host's loopback and addresses refused; private egress ALLOWED by the operator".into(),
+                    Ok(_) => "own network namespace through slirp4netns; the host's loopback and addresses, private, carrier-grade NAT and link-local ranges refused".into(),
+                    Err(why) => why.clone(),
+                },
+            },
+        ];
+        for (name, state) in self.cgroups.report() {
+            report.push(Isolation {
+                name,
+                enforced: state.is_ok(),
+                detail: state.unwrap_or_else(|why| why),
+            });
+        }
+        report.push(Isolation {
+            name: "disk",
+            enforced: false,
+            detail: "a lease's files are a directory on the host's filesystem, without a quota"
+                .into(),
+        });
+        report
     }
 
     fn images(&self) -> Vec<String> {
@@ -366,6 +509,8 @@ impl Provisioner for LocalProvisioner {
                     hostname: spec.hostname.clone(),
                     authorized_key,
                     host_key_fingerprint: String::new(),
+                    host_public_key: String::new(),
+                    size: spec.size,
                 };
                 self.fresh_layer(&spec.id, &mut record)?;
                 self.write_record(&spec.id, &record)?;
@@ -425,6 +570,7 @@ impl Provisioner for LocalProvisioner {
 
     async fn terminate(&self, id: &str) -> Result<(), ProvisionError> {
         self.halt(id).await;
+        self.cgroups.remove(id);
         let dir = self.dir(id)?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

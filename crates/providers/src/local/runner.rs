@@ -6,9 +6,17 @@
 //!
 //! ```text
 //! storefront ── runner (host namespaces; writes the id maps; watches its stdin lifeline)
-//!                 └── creator (unshared: user, mount, PID, UTS, IPC)
-//!                        └── init = sshd -D (PID 1 of the lease)
+//!                 ├── creator (unshared: network, then user, mount, PID, UTS, IPC)
+//!                 │      └── init = sshd -D (PID 1 of the lease)
+//!                 └── slirp4netns (the lease's user-mode network; forwards the SSH port)
 //! ```
+//!
+//! The network namespace is created before the user namespace, so it belongs to the host's
+//! root and not to the lease's: root inside the lease cannot change its routes, and the routes
+//! the creator installs refuse the destinations of `storefront_domain::egress`. slirp4netns
+//! gives the namespace a NAT to the outside world without access to the host's loopback, and
+//! forwards a host loopback port to the lease's sshd. The creator joins the lease's cgroups
+//! (its limits) before it forks init, so every process of the lease is held to them.
 //!
 //! The creator and init die with their parent (`PR_SET_PDEATHSIG`), and every process of the lease
 //! dies with init (PID 1 of its namespace). The runner kills the lease when its stdin closes, so a
@@ -17,6 +25,7 @@
 //! This is the one module allowed `unsafe`: `fork` and borrowing a raw descriptor.
 #![allow(unsafe_code)]
 
+use super::cgroups::CgroupSetting;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl::set_pdeathsig;
@@ -43,9 +52,27 @@ pub struct LeaseSpec {
     /// The lease's directory: `upper/`, `work/` and `merged/` live here.
     pub dir: PathBuf,
     pub hostname: String,
-    /// Loopback port sshd listens on.
+    /// Host loopback port forwarded to the lease's sshd.
     pub port: u16,
+    pub network: LeaseNetwork,
+    /// The cgroups (and limits) the lease runs in; empty where the host enforces none.
+    pub cgroups: Vec<CgroupSetting>,
 }
+
+/// The lease's own network: reached through slirp4netns, refused the blocked ranges.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseNetwork {
+    pub slirp4netns: PathBuf,
+    /// iproute2's `ip`, which installs the lease's routes.
+    pub ip: PathBuf,
+    /// slirp4netns's control socket (the SSH port forward is added through it).
+    pub api_socket: PathBuf,
+    /// Destination ranges (CIDR) refused inside the lease.
+    pub blocked: Vec<String>,
+}
+
+/// The port sshd listens on inside the lease's network namespace.
+const GUEST_SSH_PORT: u16 = 22;
 
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     eprintln!("lease-run: {what}: {e}");
@@ -77,32 +104,145 @@ pub fn main(spec_json: &str) -> ! {
                 .unwrap_or_else(|e| fail("uid_map", e));
             std::fs::write(format!("/proc/{child}/gid_map"), &map)
                 .unwrap_or_else(|e| fail("gid_map", e));
+            join_cgroups(&spec.cgroups, child);
+            let network = start_network(&spec, child);
             go_w.write_all(b"g").unwrap_or_else(|e| fail("sync", e));
             // The creator reports init's pid (as this namespace sees it) once it has forked it.
             let mut pid = [0u8; 4];
             ready_r
                 .read_exact(&mut pid)
                 .unwrap_or_else(|e| fail("init pid", e));
-            supervise(child, Pid::from_raw(i32::from_le_bytes(pid)))
+            supervise(
+                &spec,
+                child,
+                Pid::from_raw(i32::from_le_bytes(pid)),
+                network,
+            )
         }
     }
 }
 
+/// A pipe closed on exec, so no program the runner starts (slirp4netns, sshd) holds it.
 fn pipe_pair() -> (std::fs::File, std::fs::File) {
-    let (r, w) = nix::unistd::pipe().unwrap_or_else(|e| fail("pipe", e));
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap_or_else(|e| fail("pipe", e));
     (std::fs::File::from(r), std::fs::File::from(w))
+}
+
+/// Creates the lease's cgroups, writes its limits and moves the creator in, before the lease's
+/// first process exists (init and everything after it inherit the groups).
+fn join_cgroups(cgroups: &[CgroupSetting], creator: Pid) {
+    for group in cgroups {
+        std::fs::create_dir_all(&group.dir)
+            .unwrap_or_else(|e| fail(&format!("cgroup {}", group.dir.display()), e));
+        for (file, value) in &group.writes {
+            std::fs::write(group.dir.join(file), value)
+                .unwrap_or_else(|e| fail(&format!("cgroup limit {file}={value}"), e));
+        }
+        std::fs::write(
+            group.dir.join(&group.procs_file),
+            creator.as_raw().to_string(),
+        )
+        .unwrap_or_else(|e| fail("joining the lease's cgroup", e));
+    }
+}
+
+/// The lease's user-mode network: slirp4netns attached to the creator's network namespace, and
+/// the SSH port forward. slirp4netns exits when the runner does (its exit pipe closes).
+struct Network {
+    slirp: std::process::Child,
+    _exit_pipe: std::fs::File,
+}
+
+fn start_network(spec: &LeaseSpec, creator: Pid) -> Network {
+    use std::os::unix::process::CommandExt;
+    let net = &spec.network;
+    let _ = std::fs::remove_file(&net.api_socket);
+    let (exit_r, exit_w) = pipe_pair();
+    let (mut ready_r, ready_w) = pipe_pair();
+    let (exit_fd, ready_fd) = (exit_r.as_raw_fd(), ready_w.as_raw_fd());
+    let mut command = std::process::Command::new(&net.slirp4netns);
+    command
+        .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+        .args(["--netns-type=path", "--exit-fd", &exit_fd.to_string()])
+        .args(["--ready-fd", &ready_fd.to_string(), "--api-socket"])
+        .arg(&net.api_socket)
+        .arg(format!("/proc/{creator}/ns/net"))
+        .arg("tap0")
+        .stdin(std::process::Stdio::null());
+    // SAFETY: between fork and exec only async-signal-safe calls: fcntl on two descriptors, so
+    // that exactly these two pipe ends survive the exec.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in [exit_fd, ready_fd] {
+                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let slirp = command
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("start {}", net.slirp4netns.display()), e));
+    drop(exit_r);
+    drop(ready_w);
+    let mut byte = [0u8; 1];
+    if ready_r.read_exact(&mut byte).is_err() {
+        fail(
+            "network",
+            "slirp4netns exited before configuring the lease's network",
+        );
+    }
+    forward_ssh(&net.api_socket, spec.port);
+    Network {
+        slirp,
+        _exit_pipe: exit_w,
+    }
+}
+
+/// Asks slirp4netns (its JSON API) to forward host loopback `port` to the lease's sshd.
+fn forward_ssh(api_socket: &Path, port: u16) {
+    let request = serde_json::json!({
+        "execute": "add_hostfwd",
+        "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": port, "guest_port": GUEST_SSH_PORT}
+    });
+    let mut socket = std::os::unix::net::UnixStream::connect(api_socket)
+        .unwrap_or_else(|e| fail("slirp4netns API", e));
+    socket
+        .write_all(request.to_string().as_bytes())
+        .unwrap_or_else(|e| fail("slirp4netns API", e));
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    let _ = socket.read_to_string(&mut answer);
+    if !answer.contains("\"return\"") {
+        fail("forwarding the SSH port", answer.trim());
+    }
 }
 
 /// Waits for the lease to end, or for the lifeline (stdin) to close, then ends it: killing init
 /// (PID 1 of the lease) makes the kernel kill every process of the lease, and the creator's exit
 /// confirms they are all gone, so the runner exits only once the lease has fully stopped.
-fn supervise(child: Pid, init: Pid) -> ! {
+/// Ends the runner once the lease has stopped: its network and its cgroups go with it.
+fn finish(spec: &LeaseSpec, network: &mut Network, code: i32) -> ! {
+    let _ = network.slirp.kill();
+    let _ = network.slirp.wait();
+    let _ = std::fs::remove_file(&spec.network.api_socket);
+    // The groups are empty once the creator has been reaped; a group the kernel is still
+    // emptying is removed by the provisioner when the lease ends for good.
+    for group in &spec.cgroups {
+        let _ = std::fs::remove_dir(&group.dir);
+    }
+    std::process::exit(code)
+}
+
+fn supervise(spec: &LeaseSpec, child: Pid, init: Pid, mut network: Network) -> ! {
     let stdin = std::io::stdin();
     let fd = stdin.as_raw_fd();
     loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
-            Ok(WaitStatus::Signaled(..)) => std::process::exit(137),
+            Ok(WaitStatus::Exited(_, code)) => finish(spec, &mut network, code),
+            Ok(WaitStatus::Signaled(..)) => finish(spec, &mut network, 137),
             Ok(_) => {}
             Err(e) => fail("waitpid", e),
         }
@@ -119,7 +259,7 @@ fn supervise(child: Pid, init: Pid) -> ! {
             if matches!(std::io::stdin().read(&mut buf), Ok(0) | Err(_)) {
                 let _ = kill(init, Signal::SIGKILL);
                 let _ = waitpid(child, None);
-                std::process::exit(0);
+                finish(spec, &mut network, 0);
             }
         }
     }
@@ -128,6 +268,10 @@ fn supervise(child: Pid, init: Pid) -> ! {
 /// Unshares the namespaces, waits for the id maps, then forks the lease's init.
 fn creator(spec: &LeaseSpec, ready: &mut std::fs::File, go: &mut std::fs::File) -> ! {
     let _ = set_pdeathsig(Signal::SIGKILL);
+    // The network namespace first, while this process is still the host's root: it then belongs
+    // to the host's user namespace, and the lease's root cannot undo what is set up here.
+    unshare(CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| fail("unshare network", e));
+    configure_network(&spec.network);
     let flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -157,6 +301,43 @@ fn creator(spec: &LeaseSpec, ready: &mut std::fs::File, go: &mut std::fs::File) 
                 }
             }
         }
+    }
+}
+
+/// Inside the new network namespace: loopback up, the blocked ranges refused by `prohibit`
+/// routes (which slirp4netns's more specific route to its own gateway does not shadow), and
+/// every port bindable by the lease's users (the namespace's owner is the host, so the lease's
+/// root would otherwise lack the right to bind port 22).
+fn configure_network(network: &LeaseNetwork) {
+    let mut commands = String::from("link set lo up\n");
+    for range in &network.blocked {
+        commands.push_str(&format!("route add prohibit {range}\n"));
+    }
+    let mut ip = std::process::Command::new(&network.ip)
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| fail("run ip (iproute2)", e));
+    if let Some(mut stdin) = ip.stdin.take() {
+        stdin
+            .write_all(commands.as_bytes())
+            .unwrap_or_else(|e| fail("ip", e));
+    }
+    match ip.wait() {
+        Ok(status) if status.success() => {}
+        Ok(status) => fail("routes of the lease", status),
+        Err(e) => fail("ip", e),
+    }
+    for (setting, value) in [
+        ("ipv4/ip_unprivileged_port_start", "0".to_owned()),
+        // Lets the lease's users ping (the lease's gids, as the host numbers them).
+        (
+            "ipv4/ping_group_range",
+            format!("{UID_BASE} {}", UID_BASE + UID_COUNT - 1),
+        ),
+    ] {
+        std::fs::write(format!("/proc/sys/net/{setting}"), value)
+            .unwrap_or_else(|e| fail(&format!("sysctl net.{setting}"), e));
     }
 }
 
@@ -260,9 +441,7 @@ fn init(spec: &LeaseSpec) -> ! {
         "-D".to_owned(),
         "-e".to_owned(),
         "-o".to_owned(),
-        format!("Port={}", spec.port),
-        "-o".to_owned(),
-        "ListenAddress=127.0.0.1".to_owned(),
+        format!("Port={GUEST_SSH_PORT}"),
         "-o".to_owned(),
         "HostKey=/etc/ssh/ssh_host_ed25519_key".to_owned(),
         "-o".to_owned(),

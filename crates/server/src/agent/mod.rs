@@ -678,10 +678,17 @@ async fn act_on_service(
 }
 
 /// Runs the OpenSSH client with the machine's credentials: its generated key in a private temp
-/// file, its host pinned in a temp known-hosts file on first contact.
+/// file, and its host key pinned from the credentials (`StrictHostKeyChecking=yes`), so a server
+/// that presents any other key is refused instead of trusted on first use.
 fn ssh(data: &Value, command: &[String]) -> Outcome {
+    use std::io::{BufRead, Write};
     use std::os::unix::fs::PermissionsExt;
     let c = &data["credentials"];
+    let Some(known_host) = c["known_hosts_line"].as_str() else {
+        eprintln!("error: the storefront did not hand over the machine's host key, so it cannot be pinned");
+        eprintln!("hint: connect with the `ssh` command `storefront credentials` prints, and check the fingerprint yourself");
+        return Outcome::Refused;
+    };
     let dir = std::env::temp_dir().join(format!("storefront-ssh-{}", std::process::id()));
     if std::fs::create_dir_all(&dir).is_err() {
         eprintln!("error: cannot create a temporary directory");
@@ -689,11 +696,17 @@ fn ssh(data: &Value, command: &[String]) -> Outcome {
     }
     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
     let known_hosts = dir.join("known_hosts");
+    if std::fs::write(&known_hosts, format!("{known_host}\n")).is_err() {
+        eprintln!("error: cannot write the known-hosts file");
+        return Outcome::Unreachable;
+    }
     let mut args: Vec<String> = vec![
         "-o".into(),
         format!("UserKnownHostsFile={}", known_hosts.display()),
         "-o".into(),
-        "StrictHostKeyChecking=accept-new".into(),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
         "-p".into(),
         c["port"].to_string(),
     ];
@@ -712,18 +725,54 @@ fn ssh(data: &Value, command: &[String]) -> Outcome {
             "IdentitiesOnly=yes".into(),
         ]);
     }
+    // Ask for the pinned key's algorithm, so a server with several host keys offers that one.
+    if let Some(algorithm) = known_host.split_whitespace().nth(1) {
+        args.extend(["-o".into(), format!("HostKeyAlgorithms={algorithm}")]);
+    }
     args.push(format!(
         "{}@{}",
         c["username"].as_str().unwrap_or("root"),
         c["host"].as_str().unwrap_or("127.0.0.1")
     ));
     args.extend(command.iter().cloned());
-    eprintln!(
-        "host key should be {}",
-        c["host_key_fingerprint"].as_str().unwrap_or("?")
-    );
-    let status = std::process::Command::new("ssh").args(&args).status();
+    // ssh's own diagnostics pass through; a host-key refusal is recognised in them so it can be
+    // explained (ssh exits 255 for every connection failure alike).
+    let child = std::process::Command::new("ssh")
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!("error: cannot run ssh: {e}");
+            return Outcome::Unreachable;
+        }
+    };
+    let mut key_refused = false;
+    if let Some(stderr) = child.stderr.take() {
+        let mut out = std::io::stderr();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            key_refused |= line.contains("Host key verification failed")
+                || line.contains("HOST IDENTIFICATION HAS CHANGED");
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let status = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+    if key_refused {
+        eprintln!(
+            "error: the machine at {}:{} presented a host key other than the one the storefront recorded ({}); refusing to connect",
+            c["host"].as_str().unwrap_or("?"),
+            c["port"],
+            c["host_key_fingerprint"].as_str().unwrap_or("?")
+        );
+        eprintln!("hint: if the machine was just reinstalled, wait until its service is active again and retry; otherwise something else answers on that address, so do not send it secrets");
+        return Outcome::Refused;
+    }
     match status {
         Ok(s) if s.success() => Outcome::Done,
         Ok(_) => Outcome::Refused,

@@ -186,6 +186,9 @@ pub fn credentials(data: &Value, service_id: &str, key: &KeyOutput) -> Result<()
         "host key {}",
         c["host_key_fingerprint"].as_str().unwrap_or("?")
     );
+    if let Some(line) = c["known_hosts_line"].as_str() {
+        crate::say!("pin it: echo '{line}' >> ~/.ssh/known_hosts");
+    }
     let Some(private_key) = c["private_key"].as_str() else {
         crate::say!("ssh {user}@{host} -p {port}");
         crate::say!("(the machine trusts the public key sent with the order)");

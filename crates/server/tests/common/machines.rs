@@ -51,3 +51,49 @@ pub async fn ssh(private_key: &str, port: u16, command: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Runs `command` over SSH as root, trusting only the host key in `known_hosts_line` (the line the
+/// storefront hands over): the connection fails if the machine presents any other key.
+pub async fn ssh_pinned(private_key: &str, known_hosts_line: &str, command: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id");
+    std::fs::write(&key, private_key).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, format!("{known_hosts_line}\n")).unwrap();
+    let (host, port) = known_hosts_line
+        .split_whitespace()
+        .next()
+        .and_then(|h| h.strip_prefix('['))
+        .and_then(|h| h.split_once("]:"))
+        .expect("a [host]:port known_hosts line");
+    let out = tokio::process::Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+        ])
+        .arg(&key)
+        .args(["-p", port, &format!("root@{host}"), command])
+        .output()
+        .await
+        .expect("the OpenSSH client runs");
+    assert!(
+        out.status.success(),
+        "ssh {command:?} (pinned) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -153,6 +153,11 @@ pub(super) fn service_from_row(r: &db::Row) -> StoreResult<Service> {
             .and_then(|p| u16::try_from(p).ok()),
         ssh_username: r.get("ssh_username"),
         host_key_fingerprint: r.get("host_key_fingerprint"),
+        host_public_key: r.get("host_public_key"),
+        machine_size: r
+            .get::<Option<&str>, _>("machine_size")
+            .map(parse_json)
+            .transpose()?,
         private_key_sealed: r.get("private_key_sealed"),
         lease_seconds: r.get("lease_seconds"),
         expires_at: r

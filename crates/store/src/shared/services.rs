@@ -162,8 +162,8 @@ pub(super) async fn insert_service_row(conn: &mut db::Connection, s: &Service) -
     sqlx::query(
         "INSERT INTO services (id, order_id, account_id, product_id, status, display_name, image, region, authorized_key,
                                host, ssh_port, ssh_username, host_key_fingerprint, private_key_sealed, lease_seconds,
-                               expires_at, management_capabilities, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                               expires_at, management_capabilities, created_at, updated_at, host_public_key, machine_size)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(s.id.as_str())
     .bind(s.order_id.as_str())
@@ -184,6 +184,8 @@ pub(super) async fn insert_service_row(conn: &mut db::Connection, s: &Service) -
     .bind(to_json(&s.management_capabilities))
     .bind(ts(&s.created_at))
     .bind(ts(&s.updated_at))
+    .bind(s.host_public_key.as_deref())
+    .bind(s.machine_size.as_ref().map(to_json))
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
@@ -199,11 +201,11 @@ pub(super) async fn update_service_row(
     if expected.is_empty() {
         return Ok(false);
     }
-    let placeholders = placeholders(12, expected.len());
+    let placeholders = placeholders(13, expected.len());
     let sql = format!(
         "UPDATE services SET status = $1, image = $2, host = $3, ssh_port = $4, host_key_fingerprint = $5,
                              private_key_sealed = $6, expires_at = $7, updated_at = $8, lease_seconds = $9,
-                             activated_at = $11
+                             activated_at = $11, host_public_key = $12
          WHERE id = $10 AND status IN ({})",
         placeholders
     );
@@ -218,7 +220,8 @@ pub(super) async fn update_service_row(
         .bind(ts(&s.updated_at))
         .bind(s.lease_seconds)
         .bind(s.id.as_str())
-        .bind(s.activated_at.as_ref().map(ts));
+        .bind(s.activated_at.as_ref().map(ts))
+        .bind(s.host_public_key.as_deref());
     for status in expected {
         query = query.bind(status.as_str());
     }

@@ -1,0 +1,5 @@
+-- The machine's SSH host public key (OpenSSH format), handed to clients so they can pin it.
+ALTER TABLE services ADD COLUMN host_public_key TEXT;
+-- The resources the product gives the machine (JSON: vcpus, memory_mib, disk_gib,
+-- max_processes); NULL for services ordered before sizes were recorded.
+ALTER TABLE services ADD COLUMN machine_size TEXT;
