@@ -83,6 +83,11 @@ fn new_service(product: &Product, order: &Order, now: Timestamp) -> Service {
         host_key_fingerprint: None,
         host_public_key: None,
         machine_size: product.machine_size(&order.configuration),
+        backups_enabled: order
+            .configuration
+            .get("backups_enabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         private_key_sealed: None,
         lease_seconds: lease_seconds(product, order),
         expires_at: None,

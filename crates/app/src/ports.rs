@@ -309,6 +309,19 @@ pub struct MachineSpec {
     pub authorized_key: Option<String>,
     /// The resources to give the machine and hold it to; `None`: unconfined (older services).
     pub size: Option<MachineSize>,
+    /// The catalog region it was ordered in (a provisioner may map it to a place).
+    pub region: Option<String>,
+    /// Whether the order bought backups (a provisioner that can keeps scheduled snapshots).
+    pub backups: bool,
+}
+
+/// One backup (snapshot) of a machine, as the service view lists them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Backup {
+    pub name: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
 }
 
 /// A machine as the provisioner reports it.
@@ -377,6 +390,10 @@ pub trait Provisioner: Send + Sync + 'static {
     async fn terminate(&self, id: &str) -> Result<(), ProvisionError>;
     /// The ids of every machine it holds (for reconciliation).
     async fn list_owned(&self) -> Result<Vec<String>, ProvisionError>;
+    /// The machine's backups, oldest first (none where the provisioner keeps none).
+    async fn backups(&self, _id: &str) -> Result<Vec<Backup>, ProvisionError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Why a payment provider call failed. `message` may be shown to the client; `detail` is for

@@ -89,6 +89,8 @@ pub struct Service {
     /// What the machine gets (from its product and configuration); `None` for services ordered
     /// before sizes were recorded, which run unconfined.
     pub machine_size: Option<MachineSize>,
+    /// Whether the order bought backups (`backups_enabled`).
+    pub backups_enabled: bool,
     /// A generated private key, encrypted at rest; `None` when the agent brought its key.
     pub private_key_sealed: Option<String>,
     /// How long the lease lasts once active.

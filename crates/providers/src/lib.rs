@@ -9,6 +9,7 @@
 
 pub mod http_upstream;
 pub mod local;
+pub mod lxd;
 pub mod mpp;
 pub mod offline_search;
 pub mod stripe;

@@ -8,6 +8,7 @@ use storefront_app::secrets::{random_token, SecretBox, UrlSigner};
 use storefront_app::{App, AppSettings, Clock};
 use storefront_domain::catalog::{Availability, Catalog, CatalogSpec, DEFAULT_CATALOG_TOML};
 use storefront_providers::local::{LocalOptions, LocalProvisioner};
+use storefront_providers::lxd::{Endpoint, LxdOptions, LxdProvisioner};
 use storefront_providers::mpp::{MppConfig, StripeMpp};
 use storefront_providers::stripe::StripeCard;
 use storefront_providers::webhooks::HttpWebhookTransport;
@@ -83,10 +84,136 @@ pub fn local_provisioner(config: &Config) -> Result<Arc<LocalProvisioner>, BootE
     })))
 }
 
-/// Loads and validates the configured catalog: its products, the images the local machines
+/// The LXD/Incus provisioner of a configuration, connected, if `[lxd]` is set. An engine that
+/// does not answer leaves it unavailable with the reason (its products are not sold).
+pub async fn lxd_provisioner(config: &Config) -> Result<Option<Arc<LxdProvisioner>>, BootError> {
+    let Some(lxd) = &config.lxd else {
+        return Ok(None);
+    };
+    let read =
+        |path: &Option<std::path::PathBuf>, what: &str| -> Result<Option<String>, BootError> {
+            path.as_ref()
+                .map(|p| {
+                    std::fs::read_to_string(p).map_err(|e| {
+                        BootError::Config(format!("lxd.{what}: cannot read {}: {e}", p.display()))
+                    })
+                })
+                .transpose()
+        };
+    let endpoint = match &lxd.url {
+        Some(url) => Endpoint::Https {
+            url: url.clone(),
+            client_certificate: read(&lxd.client_certificate, "client_certificate")?.ok_or_else(
+                || {
+                    BootError::Config(
+                        "lxd.url needs lxd.client_certificate and lxd.client_key".into(),
+                    )
+                },
+            )?,
+            client_key: read(&lxd.client_key, "client_key")?.ok_or_else(|| {
+                BootError::Config("lxd.url needs lxd.client_certificate and lxd.client_key".into())
+            })?,
+            server_certificate: read(&lxd.server_certificate, "server_certificate")?,
+        },
+        None => Endpoint::Unix(
+            lxd.socket
+                .clone()
+                .unwrap_or_else(|| "/var/lib/lxd/unix.socket".into()),
+        ),
+    };
+    if !matches!(lxd.instance_type.as_str(), "container" | "virtual-machine") {
+        return Err(BootError::Config(format!(
+            "lxd.instance_type must be \"container\" or \"virtual-machine\", not \"{}\"",
+            lxd.instance_type
+        )));
+    }
+    if lxd.ssh_port_min == 0 || lxd.ssh_port_min > lxd.ssh_port_max {
+        return Err(BootError::Config(
+            "lxd.ssh_port_min must be at least 1 and at most lxd.ssh_port_max".into(),
+        ));
+    }
+    let options = LxdOptions {
+        endpoint,
+        project: lxd.project.clone(),
+        instance_type: lxd.instance_type.clone(),
+        storage_pool: lxd.storage_pool.clone(),
+        ssh_listen_address: lxd.ssh_listen_address.clone(),
+        ssh_host: lxd
+            .ssh_host
+            .clone()
+            .unwrap_or_else(|| lxd.ssh_listen_address.clone()),
+        ssh_ports: (lxd.ssh_port_min, lxd.ssh_port_max),
+        images: lxd.images.clone(),
+        regions: lxd.regions.clone(),
+        backup_schedule: lxd.backup_schedule.clone(),
+        backup_expiry: lxd.backup_expiry.clone(),
+        key_secret: machine_key_secret(&secrets_key(config)?),
+    };
+    Ok(Some(Arc::new(LxdProvisioner::connect(options).await)))
+}
+
+/// A key for machine key pairs, derived from the secrets key so the sealing key itself is used
+/// for nothing else.
+fn machine_key_secret(secrets_key: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"storefront machine keys\0");
+    hash.update(secrets_key);
+    hash.finalize().into()
+}
+
+/// The provisioners a configuration has, by the `fulfiller` name products use.
+pub struct Provisioners {
+    pub local: Arc<LocalProvisioner>,
+    pub lxd: Option<Arc<LxdProvisioner>>,
+}
+
+impl Provisioners {
+    pub async fn of(config: &Config) -> Result<Self, BootError> {
+        Ok(Self {
+            local: local_provisioner(config)?,
+            lxd: lxd_provisioner(config).await?,
+        })
+    }
+}
+
+/// Loads and validates the configured catalog: its products, the images the machine engines
 /// can run, and which products this configuration can deliver.
-pub fn load_catalog(config: &Config, local: &LocalProvisioner) -> Result<LoadedCatalog, BootError> {
-    let (spec, origin) = load_catalog_spec(config)?;
+pub fn load_catalog(
+    config: &Config,
+    provisioners: &Provisioners,
+) -> Result<LoadedCatalog, BootError> {
+    let local = &provisioners.local;
+    let (mut spec, origin) = load_catalog_spec(config)?;
+    // An engine's products offer exactly the images it holds.
+    let lxd_images = provisioners
+        .lxd
+        .as_ref()
+        .map(|p| p.images())
+        .unwrap_or_default();
+    let mut lxd_missing_images: HashMap<String, Vec<String>> = HashMap::new();
+    for product in spec.products.iter_mut().filter(|p| p.fulfiller == "lxd") {
+        if let Some(field) = product.fields.iter_mut().find(|f| f.name == "image") {
+            let (held, missing): (Vec<String>, Vec<String>) = field
+                .values
+                .iter()
+                .cloned()
+                .partition(|i| lxd_images.contains(i));
+            if held.is_empty() {
+                lxd_missing_images.insert(product.id.clone(), missing);
+            } else {
+                if field
+                    .default
+                    .as_ref()
+                    .and_then(|d| d.as_str())
+                    .is_some_and(|d| !held.iter().any(|h| h == d))
+                {
+                    field.default = Some(serde_json::Value::String(held[0].clone()));
+                }
+                field.values = held;
+            }
+        }
+    }
     let local_unavailable = local.unavailable_reason();
     // The catalog may not promise an image the local provisioner cannot deliver.
     let local_images = local.images();
@@ -110,7 +237,23 @@ pub fn load_catalog(config: &Config, local: &LocalProvisioner) -> Result<LoadedC
         .iter()
         .map(|u| (u.name.clone(), u.clone()))
         .collect();
+    let lxd_unavailable = provisioners.lxd.as_ref().map(|p| p.unavailable_reason());
     let availability = |p: &storefront_domain::catalog::ProductSpec| {
+        if p.fulfiller == "lxd" {
+            return match (&lxd_unavailable, lxd_missing_images.get(&p.id)) {
+                (None, _) => Availability::Unavailable(
+                    "no LXD engine is configured on this storefront ([lxd])".into(),
+                ),
+                (Some(Some(why)), _) => {
+                    Availability::Unavailable(format!("the LXD engine is unavailable: {why}"))
+                }
+                (Some(None), Some(missing)) => Availability::Unavailable(format!(
+                    "the LXD engine holds none of this product's images ({})",
+                    missing.join(", ")
+                )),
+                (Some(None), None) => Availability::Available,
+            };
+        }
         if p.fulfiller == "local" {
             return match &local_unavailable {
                 None => Availability::Available,
@@ -141,8 +284,8 @@ pub async fn build_app(
     clock: Arc<dyn Clock>,
     base_url: String,
 ) -> Result<App, BootError> {
-    let local = local_provisioner(config)?;
-    let LoadedCatalog { catalog, origin } = load_catalog(config, &local)?;
+    let provisioners = Provisioners::of(config).await?;
+    let LoadedCatalog { catalog, origin } = load_catalog(config, &provisioners)?;
     tracing::info!(
         source = %origin,
         products = catalog.products().len(),
@@ -231,8 +374,11 @@ pub async fn build_app(
     });
     let currency = settings.account_currency.clone();
     let mut app = App::new(store, catalog, clock, fulfillers, signer, settings)
-        .with_provisioner("local", local)
+        .with_provisioner("local", provisioners.local)
         .with_secret_box(secret_box);
+    if let Some(lxd) = provisioners.lxd {
+        app = app.with_provisioner("lxd", lxd);
+    }
     let webhooks = HttpWebhookTransport::new(
         config.webhooks.allow_private_targets,
         std::time::Duration::from_secs(config.webhooks.timeout_seconds.clamp(1, 60)),

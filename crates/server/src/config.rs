@@ -143,6 +143,10 @@ pub struct Config {
     /// `STOREFRONT_MACHINES_ALLOW_PRIVATE_EGRESS=true`.
     #[serde(default)]
     pub machines_allow_private_egress: bool,
+    /// Machines from an LXD or Incus engine, for `fulfiller = "lxd"` products (`[lxd]`;
+    /// docs/machines.md). Environment: `STOREFRONT_LXD_SOCKET` sets the socket.
+    #[serde(default)]
+    pub lxd: Option<LxdConfig>,
     /// Key that seals machine credentials at rest: 32 bytes, base64. Default: generated on first
     /// start into `secrets.key` in the data directory. Every process on one database needs the
     /// same key.
@@ -169,6 +173,84 @@ pub struct Config {
     pub mpp_network_id: Option<String>,
     #[serde(default)]
     pub mpp_realm: Option<String>,
+}
+
+/// The LXD/Incus engine behind `fulfiller = "lxd"` products (`[lxd]`; docs/machines.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LxdConfig {
+    /// The daemon's unix socket (default `/var/lib/lxd/unix.socket`; Incus:
+    /// `/var/lib/incus/unix.socket`). Ignored when `url` is set.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// `https://host:8443` of a remote host or cluster, reached with a client certificate.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PEM files: this storefront's client certificate and key (trusted on the server with
+    /// `lxc config trust add`), and the server's certificate when it is self-signed.
+    #[serde(default)]
+    pub client_certificate: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    #[serde(default)]
+    pub server_certificate: Option<PathBuf>,
+    #[serde(default = "default_lxd_project")]
+    pub project: String,
+    /// `container` (default) or `virtual-machine`.
+    #[serde(default = "default_lxd_instance_type")]
+    pub instance_type: String,
+    #[serde(default = "default_lxd_project")]
+    pub storage_pool: String,
+    /// Where each machine's SSH proxy listens on the engine's host (default 127.0.0.1).
+    #[serde(default = "default_lxd_listen")]
+    pub ssh_listen_address: String,
+    /// The address agents are told to connect to (default: `ssh_listen_address`).
+    #[serde(default)]
+    pub ssh_host: Option<String>,
+    /// Host ports for the SSH proxies, inclusive (default 20000-29999).
+    #[serde(default = "default_lxd_port_min")]
+    pub ssh_port_min: u16,
+    #[serde(default = "default_lxd_port_max")]
+    pub ssh_port_max: u16,
+    /// Catalog image → LXD image alias, where they differ.
+    #[serde(default)]
+    pub images: std::collections::BTreeMap<String, String>,
+    /// Catalog region → cluster member or `@group`.
+    #[serde(default)]
+    pub regions: std::collections::BTreeMap<String, String>,
+    /// Snapshot schedule and expiry of machines bought with backups (default `@daily`, `7d`).
+    #[serde(default = "default_lxd_backup_schedule")]
+    pub backup_schedule: String,
+    #[serde(default = "default_lxd_backup_expiry")]
+    pub backup_expiry: String,
+}
+
+fn default_lxd_project() -> String {
+    "default".into()
+}
+fn default_lxd_instance_type() -> String {
+    "container".into()
+}
+fn default_lxd_listen() -> String {
+    "127.0.0.1".into()
+}
+fn default_lxd_port_min() -> u16 {
+    20_000
+}
+fn default_lxd_port_max() -> u16 {
+    29_999
+}
+fn default_lxd_backup_schedule() -> String {
+    "@daily".into()
+}
+fn default_lxd_backup_expiry() -> String {
+    "7d".into()
+}
+
+impl Default for LxdConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
 }
 
 /// Outgoing webhooks (`[webhooks]` in the TOML file; docs/events.md).
@@ -345,6 +427,9 @@ impl Config {
         }
         if let Some(v) = env("STOREFRONT_MACHINES_ALLOW_PRIVATE_EGRESS") {
             self.machines_allow_private_egress = matches!(v.as_str(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = env("STOREFRONT_LXD_SOCKET") {
+            self.lxd.get_or_insert_with(LxdConfig::default).socket = Some(PathBuf::from(v));
         }
         if let Some(v) = env("STOREFRONT_WEBHOOK_ALLOW_PRIVATE") {
             self.webhooks.allow_private_targets = matches!(v.as_str(), "1" | "true" | "yes" | "on");

@@ -83,6 +83,12 @@ enum ImageCommand {
     },
     /// List the images built here.
     List,
+    /// Build (once) an image for the LXD/Incus provisioner from the same Debian base, as a
+    /// tarball for `lxc image import FILE --alias IMAGE` (docs/machines.md).
+    ExportLxd {
+        #[arg(long, default_value = "debian-12")]
+        image: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -292,6 +298,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                         .map_err(std::io::Error::other)?;
                     storefront::say!("{image}: {}", path.display());
                 }
+                ImageCommand::ExportLxd { image } => {
+                    let path = images
+                        .build_lxd(&image, config.image_mirror.as_deref(), |step| {
+                            storefront::say!("  {step}")
+                        })
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    storefront::say!("{image} for LXD: {}", path.display());
+                    storefront::say!(
+                        "import it: lxc image import {} --alias {image}",
+                        path.display()
+                    );
+                }
                 ImageCommand::List => {
                     for image in images.available() {
                         storefront::say!("{image}");
@@ -312,8 +331,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 catalog_file: Some(file),
                 ..config
             };
-            let local = storefront::bootstrap::local_provisioner(&config)?;
-            let loaded = storefront::bootstrap::load_catalog(&config, &local)?;
+            let provisioners = storefront::bootstrap::Provisioners::of(&config).await?;
+            let loaded = storefront::bootstrap::load_catalog(&config, &provisioners)?;
             let products = loaded.catalog.products();
             if json {
                 let list: Vec<_> = products

@@ -36,6 +36,8 @@ async fn a_lease_is_a_machine_you_can_ssh_into_restart_reinstall_and_terminate()
         hostname: "lease-one".into(),
         authorized_key: None,
         size: None,
+        region: None,
+        backups: false,
     };
     let m = p.create(&spec).await.unwrap();
     let key = m.private_key.clone().expect("a key pair was generated");
@@ -236,6 +238,8 @@ async fn a_lease_reaches_the_outside_but_not_the_host_and_is_held_to_its_size() 
             disk_gib: 10,
             max_processes: 256,
         }),
+        region: None,
+        backups: false,
     };
     let m = p.create(&spec).await.unwrap();
     let key = m.private_key.clone().unwrap();

@@ -12,7 +12,7 @@ use crate::app::{store_failure, App};
 use crate::jobs::kinds::{ReinstallMachine, RestartMachine, StopMachine, TerminateMachine};
 use crate::jobs::JobKind;
 use crate::page::{Page, PageRequest};
-use crate::ports::{Applied, Change, MachineSpec, Provisioner};
+use crate::ports::{Applied, Backup, Change, MachineSpec, Provisioner};
 use crate::principal::{Principal, TokenScope};
 use serde::Serialize;
 use std::sync::Arc;
@@ -37,6 +37,10 @@ pub struct ServiceView {
     /// Where the machine is; `null` once it is gone.
     pub server: Option<ServerView>,
     pub management_capabilities: Vec<String>,
+    /// The machine's backups, oldest first: in the service's own view when its order bought
+    /// backups (absent elsewhere, such as lists and events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backups: Option<Vec<Backup>>,
 }
 
 /// The machine behind a service.
@@ -99,6 +103,7 @@ impl From<&Service> for ServiceView {
             expires_at: s.expires_at.as_ref().map(format),
             server,
             management_capabilities: s.management_capabilities.clone(),
+            backups: None,
         }
     }
 }
@@ -247,11 +252,21 @@ impl App {
         principal: &Principal,
         id: &str,
     ) -> Result<ServiceView, DomainError> {
-        Ok(ServiceView::from(
-            &self
-                .owned_service(principal, id, Some(TokenScope::Read))
-                .await?,
-        ))
+        let service = self
+            .owned_service(principal, id, Some(TokenScope::Read))
+            .await?;
+        let mut view = ServiceView::from(&service);
+        if service.backups_enabled && !service.status.is_terminal() {
+            let provisioner = self.provisioner_of(&service)?;
+            match provisioner.backups(service.id.as_str()).await {
+                Ok(backups) => view.backups = Some(backups),
+                // The service is still shown; its backups are missing from this answer only.
+                Err(e) => {
+                    tracing::warn!(service_id = %service.id, error = %e, "could not list backups")
+                }
+            }
+        }
+        Ok(view)
     }
 
     pub async fn list_services(
@@ -465,8 +480,28 @@ impl App {
                 continue;
             };
             match provisioner.create(&spec_of(service)).await {
-                Ok(_) => {
-                    tracing::info!(service_id = %service.id, "machine running again after start")
+                Ok(machine) => {
+                    tracing::info!(service_id = %service.id, "machine running again after start");
+                    // A machine whose port was taken in the meantime comes back on another one:
+                    // the record follows, or agents would be sent to the old address.
+                    if service.ssh_port != Some(machine.port)
+                        || service.host.as_deref() != Some(machine.host.as_str())
+                    {
+                        let mut moved = service.clone();
+                        moved.host = Some(machine.host.clone());
+                        moved.ssh_port = Some(machine.port);
+                        moved.updated_at = self.clock.now();
+                        if let Err(e) = self
+                            .store
+                            .apply_change(&Change {
+                                service: Some((&moved, &[service.status])),
+                                ..Change::default()
+                            })
+                            .await
+                        {
+                            tracing::error!(service_id = %service.id, error = %e, "could not record a machine's new address");
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::error!(service_id = %service.id, error = %e, "could not start a machine again")
@@ -606,5 +641,7 @@ fn spec_of(service: &Service) -> MachineSpec {
         hostname: service.display_name.clone(),
         authorized_key: service.authorized_key.clone(),
         size: service.machine_size,
+        region: Some(service.region.clone()),
+        backups: service.backups_enabled,
     }
 }

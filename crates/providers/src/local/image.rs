@@ -24,7 +24,7 @@ const STEPS: [&str; 6] = [
     "extracting packages",
     "installing the base system",
     "configuring packages",
-    "shifting ownership into the leases' uid range",
+    "preparing the image (ownership, keys)",
     "done",
 ];
 
@@ -110,35 +110,14 @@ impl ImageStore {
         mirror: Option<&str>,
         progress: impl Fn(BuildStep),
     ) -> Result<PathBuf, String> {
-        let suite = KNOWN_IMAGES
-            .iter()
-            .find(|(n, _)| *n == image)
-            .map(|(_, s)| *s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown image '{image}'; known: {}",
-                    KNOWN_IMAGES
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
+        let suite = suite_of(image)?;
         if self.is_built(image) {
             return Ok(self.rootfs(image));
         }
-        let mirror = match mirror {
-            Some(m) => m.to_owned(),
-            None => host_debian_mirror().ok_or(
-                "no Debian mirror in the host's apt sources; set image_mirror in the configuration",
-            )?,
-        };
+        let mirror = mirror_or_hosts(mirror)?;
         let staging = self
             .root
             .join(format!("{image}.building-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging)
-            .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
         let started = std::time::Instant::now();
         let step = |number: usize| {
             progress(BuildStep {
@@ -148,44 +127,9 @@ impl ImageStore {
                 elapsed: started.elapsed(),
             })
         };
-        let mut child = tokio::process::Command::new("debootstrap")
-            .args(["--variant=minbase", &format!("--include={PACKAGES}"), suite])
-            .arg(staging.join("rootfs"))
-            .arg(&mirror)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                format!("cannot run debootstrap ({e}); install the 'debootstrap' package")
-            })?;
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let mut current = None;
-        while let Ok(Some(line)) = lines.next_line().await {
-            // Steps only move forward: a late "Retrieving" line does not go back to step 1.
-            if let Some(next) = step_of(&line).filter(|n| current.is_none_or(|c| *n > c)) {
-                current = Some(next);
-                step(next);
-            }
-        }
-        let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(format!(
-                "debootstrap failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        debootstrap(suite, PACKAGES, &staging, &mirror, &step).await?;
         let rootfs = staging.join("rootfs");
-        // Each lease gets host keys of its own.
-        for entry in std::fs::read_dir(rootfs.join("etc/ssh"))
-            .map_err(|e| e.to_string())?
-            .flatten()
-        {
-            if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
+        remove_host_keys(&rootfs).map_err(|e| e.to_string())?;
         step(4);
         shift_ownership(&rootfs).map_err(|e| format!("cannot shift ownership: {e}"))?;
         let final_dir = self.root.join(image);
@@ -195,6 +139,176 @@ impl ImageStore {
         step(5);
         Ok(self.rootfs(image))
     }
+
+    /// An LXD/Incus image of `image` (`unified` format: `metadata.yaml` and `rootfs/` in one
+    /// tarball) for the `lxd` provisioner, built once into `<image>-lxd.tar.gz` here. It is the
+    /// same debootstrap image with systemd as its init (LXD boots `/sbin/init`, which brings up
+    /// loopback and starts sshd), unshifted (LXD maps ids itself), and with a drop-in that makes
+    /// sshd generate only the host keys the storefront did not install.
+    pub async fn build_lxd(
+        &self,
+        image: &str,
+        mirror: Option<&str>,
+        progress: impl Fn(BuildStep),
+    ) -> Result<PathBuf, String> {
+        let suite = suite_of(image)?;
+        let tarball = self.root.join(format!("{image}-lxd.tar.gz"));
+        if tarball.exists() {
+            return Ok(tarball);
+        }
+        let mirror = mirror_or_hosts(mirror)?;
+        let staging = self
+            .root
+            .join(format!("{image}-lxd.building-{}", std::process::id()));
+        let started = std::time::Instant::now();
+        let step = |number: usize| {
+            progress(BuildStep {
+                number: number + 1,
+                of: STEPS.len(),
+                what: STEPS[number],
+                elapsed: started.elapsed(),
+            })
+        };
+        let packages = format!("{PACKAGES},systemd-sysv");
+        debootstrap(suite, &packages, &staging, &mirror, &step).await?;
+        let rootfs = staging.join("rootfs");
+        let write = |path: &str, contents: &str| {
+            let path = rootfs.join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, contents)
+        };
+        (|| -> std::io::Result<()> {
+            remove_host_keys(&rootfs)?;
+            // Each instance gets its identity at first boot; the host name is its own.
+            write("etc/machine-id", "")?;
+            let _ = std::fs::remove_file(rootfs.join("etc/hostname"));
+            write("etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")?;
+            write("etc/resolv.conf", "")?;
+            write(
+                "etc/systemd/system/ssh.service.d/10-storefront-keys.conf",
+                "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
+            )?;
+            for cache in ["var/cache/apt/archives", "var/lib/apt/lists"] {
+                for entry in std::fs::read_dir(rootfs.join(cache))?.flatten() {
+                    if entry.path().is_file() {
+                        std::fs::remove_file(entry.path())?;
+                    }
+                }
+            }
+            let created = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            std::fs::write(
+                staging.join("metadata.yaml"),
+                format!(
+                    "architecture: {}\ncreation_date: {created}\nproperties:\n  description: Debian {suite} (storefront {image})\n  os: debian\n  release: {suite}\n",
+                    std::env::consts::ARCH
+                ),
+            )
+        })()
+        .map_err(|e| format!("cannot prepare the LXD image: {e}"))?;
+        step(4);
+        let partial = self.root.join(format!("{image}-lxd.tar.gz.partial"));
+        let packed = tokio::process::Command::new("tar")
+            .args(["--numeric-owner", "--xattrs", "-czf"])
+            .arg(&partial)
+            .arg("-C")
+            .arg(&staging)
+            .args(["metadata.yaml", "rootfs"])
+            .output()
+            .await
+            .map_err(|e| format!("cannot run tar: {e}"))?;
+        let _ = std::fs::remove_dir_all(&staging);
+        if !packed.status.success() {
+            let _ = std::fs::remove_file(&partial);
+            return Err(format!(
+                "tar failed: {}",
+                String::from_utf8_lossy(&packed.stderr).trim()
+            ));
+        }
+        std::fs::rename(&partial, &tarball).map_err(|e| e.to_string())?;
+        step(5);
+        Ok(tarball)
+    }
+}
+
+fn suite_of(image: &str) -> Result<&'static str, String> {
+    KNOWN_IMAGES
+        .iter()
+        .find(|(n, _)| *n == image)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| {
+            format!(
+                "unknown image '{image}'; known: {}",
+                KNOWN_IMAGES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+fn mirror_or_hosts(mirror: Option<&str>) -> Result<String, String> {
+    match mirror {
+        Some(m) => Ok(m.to_owned()),
+        None => host_debian_mirror().ok_or_else(|| {
+            "no Debian mirror in the host's apt sources; set image_mirror in the configuration"
+                .to_owned()
+        }),
+    }
+}
+
+/// Runs debootstrap of `suite` with `packages` into `staging/rootfs`, reporting its steps.
+async fn debootstrap(
+    suite: &str,
+    packages: &str,
+    staging: &Path,
+    mirror: &str,
+    step: &impl Fn(usize),
+) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(staging);
+    std::fs::create_dir_all(staging)
+        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+    let mut child = tokio::process::Command::new("debootstrap")
+        .args(["--variant=minbase", &format!("--include={packages}"), suite])
+        .arg(staging.join("rootfs"))
+        .arg(mirror)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run debootstrap ({e}); install the 'debootstrap' package"))?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut current = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        // Steps only move forward: a late "Retrieving" line does not go back to step 1.
+        if let Some(next) = step_of(&line).filter(|n| current.is_none_or(|c| *n > c)) {
+            current = Some(next);
+            step(next);
+        }
+    }
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(staging);
+        return Err(format!(
+            "debootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Each machine gets host keys of its own: the image carries none.
+fn remove_host_keys(rootfs: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(rootfs.join("etc/ssh"))?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Maps every file's owner `u` to `UID_BASE + u`, so that inside a lease (whose root is host uid

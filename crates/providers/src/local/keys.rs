@@ -17,7 +17,13 @@ pub struct KeyPair {
 pub fn generate_ed25519(comment: &str) -> KeyPair {
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
-    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    ed25519_from_seed(&seed, comment)
+}
+
+/// The key pair of a 32-byte seed: the same seed gives the same pair (a provisioner that derives
+/// the seed from a secret can hand over the same key again after a crash).
+pub fn ed25519_from_seed(seed: &[u8; 32], comment: &str) -> KeyPair {
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(seed));
     key.set_comment(comment);
     let public = key.public_key();
     KeyPair {
@@ -61,4 +67,44 @@ pub fn without_comment(key: &PublicKey) -> String {
 
 pub fn fingerprint_of(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// A client handler that accepts exactly one host key.
+struct ExpectHostKey {
+    fingerprint: String,
+}
+
+impl russh::client::Handler for ExpectHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
+                fingerprint_of(key) == self.fingerprint
+            }
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => false,
+        })
+    }
+}
+
+/// Whether an SSH handshake with `host:port` succeeds within 3 s and shows the host key of
+/// `fingerprint` (a machine is ready only when it is the machine we set up).
+pub async fn presents_host_key(host: &str, port: u16, fingerprint: &str) -> bool {
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let handler = ExpectHostKey {
+        fingerprint: fingerprint.to_owned(),
+    };
+    let attempt = russh::client::connect(config, (host, port), handler);
+    match tokio::time::timeout(std::time::Duration::from_secs(3), attempt).await {
+        Ok(Ok(handle)) => {
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+            true
+        }
+        Ok(Err(_)) | Err(_) => false,
+    }
 }

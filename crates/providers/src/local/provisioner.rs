@@ -331,8 +331,17 @@ impl LocalProvisioner {
         }
         let dir = self.dir(id)?;
         lease_owned_dir(&dir.join("merged"), 0o755).map_err(internal)?;
-        // Keep the port across restarts when it is still free.
-        if std::net::TcpListener::bind(("127.0.0.1", record.port)).is_err() {
+        // Keep the port across restarts when it is still free. A runner that is ending (its
+        // owner died) may hold it for a moment longer through slirp4netns.
+        let mut free = false;
+        for _ in 0..20 {
+            if std::net::TcpListener::bind(("127.0.0.1", record.port)).is_ok() {
+                free = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !free {
             record.port = free_loopback_port().map_err(internal)?;
             self.write_record(id, record)?;
         }
@@ -405,27 +414,6 @@ impl LocalProvisioner {
             host_public_key: record.host_public_key.clone(),
             private_key,
         }
-    }
-}
-
-/// A client handler that accepts exactly one host key.
-struct ExpectHostKey {
-    fingerprint: String,
-}
-
-impl russh::client::Handler for ExpectHostKey {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(match key {
-            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
-                super::keys::fingerprint_of(key) == self.fingerprint
-            }
-            russh::keys::PublicKeyOrCertificate::Certificate(_) => false,
-        })
     }
 }
 
@@ -525,20 +513,10 @@ impl Provisioner for LocalProvisioner {
         let Some(record) = self.read_record(id)? else {
             return Ok(false);
         };
-        let config = Arc::new(russh::client::Config::default());
-        let handler = ExpectHostKey {
-            fingerprint: record.host_key_fingerprint.clone(),
-        };
-        let attempt = russh::client::connect(config, ("127.0.0.1", record.port), handler);
-        match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-            Ok(Ok(handle)) => {
-                let _ = handle
-                    .disconnect(russh::Disconnect::ByApplication, "", "en")
-                    .await;
-                Ok(true)
-            }
-            Ok(Err(_)) | Err(_) => Ok(false),
-        }
+        Ok(
+            super::keys::presents_host_key("127.0.0.1", record.port, &record.host_key_fingerprint)
+                .await,
+        )
     }
 
     async fn restart(&self, id: &str) -> Result<Machine, ProvisionError> {

@@ -154,6 +154,7 @@ pub(super) fn service_from_row(r: &db::Row) -> StoreResult<Service> {
         ssh_username: r.get("ssh_username"),
         host_key_fingerprint: r.get("host_key_fingerprint"),
         host_public_key: r.get("host_public_key"),
+        backups_enabled: r.get("backups_enabled"),
         machine_size: r
             .get::<Option<&str>, _>("machine_size")
             .map(parse_json)

@@ -162,8 +162,9 @@ pub(super) async fn insert_service_row(conn: &mut db::Connection, s: &Service) -
     sqlx::query(
         "INSERT INTO services (id, order_id, account_id, product_id, status, display_name, image, region, authorized_key,
                                host, ssh_port, ssh_username, host_key_fingerprint, private_key_sealed, lease_seconds,
-                               expires_at, management_capabilities, created_at, updated_at, host_public_key, machine_size)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+                               expires_at, management_capabilities, created_at, updated_at, host_public_key, machine_size,
+                               backups_enabled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
     )
     .bind(s.id.as_str())
     .bind(s.order_id.as_str())
@@ -186,6 +187,7 @@ pub(super) async fn insert_service_row(conn: &mut db::Connection, s: &Service) -
     .bind(ts(&s.updated_at))
     .bind(s.host_public_key.as_deref())
     .bind(s.machine_size.as_ref().map(to_json))
+    .bind(s.backups_enabled)
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
