@@ -415,8 +415,9 @@ async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
     };
     let app = build_app(&config, store, Arc::new(SystemClock), base_url.clone()).await?;
 
+    let worker_id = format!("worker-{}-{}", std::process::id(), &random_token()[..8]);
     let worker = (role != Role::Api).then(|| {
-        let id = format!("worker-{}-{}", std::process::id(), &random_token()[..8]);
+        let id = worker_id.clone();
         let app = app.clone();
         let stop = stopped();
         let stopped = stopped.clone();
@@ -437,6 +438,10 @@ async fn run_serve(config: Config, role: Role) -> Result<(), CliError> {
         })
     });
 
+    if role == Role::Worker {
+        // Nothing else tells a person (or a supervisor) that a worker-only process came up.
+        storefront::say!("Storefront worker {worker_id} is running (no HTTP with --role worker)");
+    }
     if let Some(listener) = listener {
         tracing::info!(listen = %listener.local_addr()?, database = %storefront_store::redact_url(&config.database_url()), "storefront listening");
         storefront::say!("Storefront is serving on {base_url}");

@@ -115,6 +115,10 @@ pub async fn start(dir: &Path, db: Option<&str>, extra: &[&str]) -> Running {
             if let Some(url) = line.strip_prefix("Storefront is serving on ") {
                 return url.trim().to_owned();
             }
+            // A worker-only process serves no HTTP: it has no address.
+            if line.starts_with("Storefront worker ") {
+                return String::new();
+            }
         }
     })
     .await
