@@ -356,12 +356,46 @@ async fn an_lxd_machine_lives_its_whole_life_on_the_engine(backend: Backend) {
     project.remove().await;
 }
 
+/// The remote mode: the same daemon over HTTPS with a client certificate it trusts
+/// (`STOREFRONT_TEST_LXD_URL`, and `STOREFRONT_TEST_LXD_CERTS` holding client.crt, client.key and
+/// the server's server.crt).
+fn lxd_https() -> Option<Endpoint> {
+    let url = std::env::var("STOREFRONT_TEST_LXD_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let certs = std::env::var("STOREFRONT_TEST_LXD_CERTS")
+        .ok()
+        .filter(|c| !c.is_empty());
+    let (Some(url), Some(certs)) = (url, certs) else {
+        eprintln!("skipped the HTTPS run: set STOREFRONT_TEST_LXD_URL and STOREFRONT_TEST_LXD_CERTS (.ci/lxd-setup makes them)");
+        return None;
+    };
+    let read = |name: &str| std::fs::read_to_string(Path::new(&certs).join(name)).unwrap();
+    Some(Endpoint::Https {
+        url,
+        client_certificate: read("client.crt"),
+        client_key: read("client.key"),
+        server_certificate: Some(read("server.crt")),
+    })
+}
+
 #[tokio::test]
 async fn a_retried_job_adopts_the_instance_it_created() {
     let Some(socket) = lxd_socket() else { return };
-    let project = Project::create(&socket).await;
+    adopts_after_a_crash(&socket, Endpoint::Unix(socket.clone())).await;
+}
+
+#[tokio::test]
+async fn over_https_with_a_client_certificate_a_retried_job_adopts_its_instance() {
+    let Some(socket) = lxd_socket() else { return };
+    let Some(endpoint) = lxd_https() else { return };
+    adopts_after_a_crash(&socket, endpoint).await;
+}
+
+async fn adopts_after_a_crash(socket: &Path, endpoint: Endpoint) {
+    let project = Project::create(socket).await;
     let options = LxdOptions {
-        endpoint: Endpoint::Unix(socket.clone()),
+        endpoint,
         project: project.name.clone(),
         instance_type: "container".into(),
         storage_pool: "default".into(),

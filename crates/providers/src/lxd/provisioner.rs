@@ -616,8 +616,9 @@ impl Provisioner for LxdProvisioner {
             return Ok(false);
         }
         let machine = self.machine(&instance, None)?;
+        // Where clients connect is where the storefront checks from.
         Ok(presents_host_key(
-            &self.options.ssh_listen_address,
+            &self.options.ssh_host,
             machine.port,
             &machine.host_key_fingerprint,
         )
