@@ -127,6 +127,31 @@ pub async fn lxd_provisioner(config: &Config) -> Result<Option<Arc<LxdProvisione
             lxd.instance_type
         )));
     }
+    // These go into the API's paths and query strings as they are.
+    let plain = |v: &str| {
+        !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    for (what, value) in [
+        ("project", &lxd.project),
+        ("storage_pool", &lxd.storage_pool),
+    ] {
+        if !plain(value) {
+            return Err(BootError::Config(format!(
+                "lxd.{what} '{value}' must be a plain LXD name (letters, digits, '-', '_', '.')"
+            )));
+        }
+    }
+    if let Some((region, target)) = lxd
+        .regions
+        .iter()
+        .find(|(_, t)| !plain(t.strip_prefix('@').unwrap_or(t)))
+    {
+        return Err(BootError::Config(format!(
+            "lxd.regions.{region} = '{target}' must name a cluster member or '@group'"
+        )));
+    }
     if lxd.ssh_port_min == 0 || lxd.ssh_port_min > lxd.ssh_port_max {
         return Err(BootError::Config(
             "lxd.ssh_port_min must be at least 1 and at most lxd.ssh_port_max".into(),

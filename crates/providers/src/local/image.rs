@@ -118,25 +118,17 @@ impl ImageStore {
         let staging = self
             .root
             .join(format!("{image}.building-{}", std::process::id()));
-        let started = std::time::Instant::now();
-        let step = |number: usize| {
-            progress(BuildStep {
-                number: number + 1,
-                of: STEPS.len(),
-                what: STEPS[number],
-                elapsed: started.elapsed(),
-            })
-        };
+        let step = Steps::new(progress);
         debootstrap(suite, PACKAGES, &staging, &mirror, &step).await?;
         let rootfs = staging.join("rootfs");
         remove_host_keys(&rootfs).map_err(|e| e.to_string())?;
-        step(4);
+        step.reached(4);
         shift_ownership(&rootfs).map_err(|e| format!("cannot shift ownership: {e}"))?;
         let final_dir = self.root.join(image);
         let _ = std::fs::remove_dir_all(&final_dir);
         std::fs::rename(&staging, &final_dir).map_err(|e| e.to_string())?;
         std::fs::write(self.marker(image), suite).map_err(|e| e.to_string())?;
-        step(5);
+        step.reached(5);
         Ok(self.rootfs(image))
     }
 
@@ -160,15 +152,7 @@ impl ImageStore {
         let staging = self
             .root
             .join(format!("{image}-lxd.building-{}", std::process::id()));
-        let started = std::time::Instant::now();
-        let step = |number: usize| {
-            progress(BuildStep {
-                number: number + 1,
-                of: STEPS.len(),
-                what: STEPS[number],
-                elapsed: started.elapsed(),
-            })
-        };
+        let step = Steps::new(progress);
         let packages = format!("{PACKAGES},systemd-sysv");
         debootstrap(suite, &packages, &staging, &mirror, &step).await?;
         let rootfs = staging.join("rootfs");
@@ -209,7 +193,7 @@ impl ImageStore {
             )
         })()
         .map_err(|e| format!("cannot prepare the LXD image: {e}"))?;
-        step(4);
+        step.reached(4);
         let partial = self.root.join(format!("{image}-lxd.tar.gz.partial"));
         let packed = tokio::process::Command::new("tar")
             .args(["--numeric-owner", "--xattrs", "-czf"])
@@ -229,7 +213,7 @@ impl ImageStore {
             ));
         }
         std::fs::rename(&partial, &tarball).map_err(|e| e.to_string())?;
-        step(5);
+        step.reached(5);
         Ok(tarball)
     }
 }
@@ -261,13 +245,38 @@ fn mirror_or_hosts(mirror: Option<&str>) -> Result<String, String> {
     }
 }
 
+/// Tells a build's progress, with the time since it started.
+struct Steps<F: Fn(BuildStep)> {
+    started: std::time::Instant,
+    report: F,
+}
+
+impl<F: Fn(BuildStep)> Steps<F> {
+    fn new(report: F) -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            report,
+        }
+    }
+
+    /// Step `index` (0-based, of `STEPS`) has started.
+    fn reached(&self, index: usize) {
+        (self.report)(BuildStep {
+            number: index + 1,
+            of: STEPS.len(),
+            what: STEPS[index],
+            elapsed: self.started.elapsed(),
+        })
+    }
+}
+
 /// Runs debootstrap of `suite` with `packages` into `staging/rootfs`, reporting its steps.
-async fn debootstrap(
+async fn debootstrap<F: Fn(BuildStep)>(
     suite: &str,
     packages: &str,
     staging: &Path,
     mirror: &str,
-    step: &impl Fn(usize),
+    step: &Steps<F>,
 ) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(staging);
     std::fs::create_dir_all(staging)
@@ -287,7 +296,7 @@ async fn debootstrap(
         // Steps only move forward: a late "Retrieving" line does not go back to step 1.
         if let Some(next) = step_of(&line).filter(|n| current.is_none_or(|c| *n > c)) {
             current = Some(next);
-            step(next);
+            step.reached(next);
         }
     }
     let out = child.wait_with_output().await.map_err(|e| e.to_string())?;

@@ -392,16 +392,25 @@ impl LxdProvisioner {
             "0600",
         )
         .await?;
-        let patch = json!({"config": {HOST_KEY: host.public_key, AUTHORIZED_KEY: authorized_key, KEYS_INSTALLED: "true"}});
+        self.patch(
+            name,
+            &json!({"config": {HOST_KEY: host.public_key, AUTHORIZED_KEY: authorized_key, KEYS_INSTALLED: "true"}}),
+        )
+        .await?;
+        Ok(host.public_key)
+    }
+
+    /// Merges `changes` (config keys, devices) into an instance.
+    async fn patch(&self, name: &str, changes: &Value) -> Result<(), ProvisionError> {
         self.client
             .call(
                 "PATCH",
                 &format!("/1.0/instances/{name}"),
-                Body::Json(&patch),
+                Body::Json(changes),
             )
             .await
-            .map_err(engine)?;
-        Ok(host.public_key)
+            .map(|_| ())
+            .map_err(engine)
     }
 
     async fn set_state(&self, name: &str, action: &str) -> Result<(), ProvisionError> {
@@ -428,18 +437,11 @@ impl LxdProvisioner {
                         config_str(&instance, SSH_PORT).and_then(|p| p.parse::<u16>().ok()),
                     );
                     let port = self.free_port(&tried).await?;
-                    let patch = json!({
+                    let moved = json!({
                         "config": {SSH_PORT: port.to_string()},
                         "devices": {"ssh": self.proxy_device(port)},
                     });
-                    self.client
-                        .call(
-                            "PATCH",
-                            &format!("/1.0/instances/{name}"),
-                            Body::Json(&patch),
-                        )
-                        .await
-                        .map_err(engine)?;
+                    self.patch(name, &moved).await?;
                 }
                 other => return other,
             }
