@@ -163,10 +163,14 @@ pub async fn lxd_provisioner(config: &Config) -> Result<Option<Arc<LxdProvisione
         instance_type: lxd.instance_type.clone(),
         storage_pool: lxd.storage_pool.clone(),
         ssh_listen_address: lxd.ssh_listen_address.clone(),
-        ssh_host: lxd
-            .ssh_host
-            .clone()
-            .unwrap_or_else(|| lxd.ssh_listen_address.clone()),
+        // A remote engine's proxies are reached at its own address.
+        ssh_host: lxd.ssh_host.clone().unwrap_or_else(|| {
+            lxd.url
+                .as_deref()
+                .and_then(|u| reqwest::Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| lxd.ssh_listen_address.clone())
+        }),
         ssh_ports: (lxd.ssh_port_min, lxd.ssh_port_max),
         images: lxd.images.clone(),
         regions: lxd.regions.clone(),

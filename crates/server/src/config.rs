@@ -199,12 +199,13 @@ pub struct LxdConfig {
     /// `container` (default) or `virtual-machine`.
     #[serde(default = "default_lxd_instance_type")]
     pub instance_type: String,
-    #[serde(default = "default_lxd_project")]
+    #[serde(default = "default_lxd_storage_pool")]
     pub storage_pool: String,
     /// Where each machine's SSH proxy listens on the engine's host (default 127.0.0.1).
     #[serde(default = "default_lxd_listen")]
     pub ssh_listen_address: String,
-    /// The address agents are told to connect to (default: `ssh_listen_address`).
+    /// The address agents are told to connect to (default: the host of `url`, else
+    /// `ssh_listen_address`).
     #[serde(default)]
     pub ssh_host: Option<String>,
     /// Host ports for the SSH proxies, inclusive (default 20000-29999).
@@ -226,6 +227,9 @@ pub struct LxdConfig {
 }
 
 fn default_lxd_project() -> String {
+    "default".into()
+}
+fn default_lxd_storage_pool() -> String {
     "default".into()
 }
 fn default_lxd_instance_type() -> String {

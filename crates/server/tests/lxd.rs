@@ -178,6 +178,10 @@ async fn an_lxd_machine_lives_its_whole_life_on_the_engine(backend: Backend) {
     assert_eq!(lxd["available"], true, "{}", ready.body);
     assert_eq!(lxd["isolation"]["memory"]["enforced"], true);
     assert_eq!(
+        lxd["isolation"]["network"]["enforced"], true,
+        "the default profile has no network device here"
+    );
+    assert_eq!(
         lxd["isolation"]["disk"]["enforced"], false,
         "a dir pool does not enforce root disk sizes"
     );
@@ -228,6 +232,7 @@ async fn an_lxd_machine_lives_its_whole_life_on_the_engine(backend: Backend) {
     assert_eq!(config["limits.memory"], "512MiB");
     assert_eq!(config["limits.cpu"], "1");
     assert_eq!(config["snapshots.schedule"], "@daily");
+    assert_eq!(config["security.idmap.isolated"], "true", "ids of its own");
     assert_eq!(instance["expanded_devices"]["root"]["size"], "2GiB");
 
     // Restart: processes gone, files kept.

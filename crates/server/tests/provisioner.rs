@@ -252,8 +252,10 @@ async fn a_lease_reaches_the_outside_but_not_the_host_and_is_held_to_its_size() 
         probe("127.0.0.1", loopback.local_addr().unwrap().port()),
         probe("10.0.2.2", loopback.local_addr().unwrap().port()),
     ];
-    // Private, link-local and metadata ranges are refused by the same routes; they are checked
-    // as rules (storefront_domain::egress), since a test may not send traffic there.
+    // Private, link-local and metadata ranges are refused by the same routes, and slirp's
+    // resolver address (which relays to the host's resolver, possibly a private address) is
+    // limited to DNS: they are checked as rules (storefront_domain::egress, the runner's
+    // `network_commands`), since a test may not send traffic there.
     for address in &host_addresses {
         script.push(probe(address, everywhere.local_addr().unwrap().port()));
     }

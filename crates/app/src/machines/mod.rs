@@ -257,12 +257,21 @@ impl App {
             .await?;
         let mut view = ServiceView::from(&service);
         if service.backups_enabled && !service.status.is_terminal() {
-            let provisioner = self.provisioner_of(&service)?;
-            match provisioner.backups(service.id.as_str()).await {
-                Ok(backups) => view.backups = Some(backups),
-                // The service is still shown; its backups are missing from this answer only.
-                Err(e) => {
-                    tracing::warn!(service_id = %service.id, error = %e, "could not list backups")
+            if let Ok(provisioner) = self.provisioner_of(&service) {
+                let listed = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    provisioner.backups(service.id.as_str()),
+                )
+                .await;
+                match listed {
+                    Ok(Ok(backups)) => view.backups = Some(backups),
+                    // The service is still shown; its backups are missing from this answer only.
+                    Ok(Err(e)) => {
+                        tracing::warn!(service_id = %service.id, error = %e, "could not list backups")
+                    }
+                    Err(_) => {
+                        tracing::warn!(service_id = %service.id, "listing backups timed out")
+                    }
                 }
             }
         }
@@ -483,18 +492,31 @@ impl App {
                 Ok(machine) => {
                     tracing::info!(service_id = %service.id, "machine running again after start");
                     // A machine whose port was taken in the meantime comes back on another one:
-                    // the record follows, or agents would be sent to the old address.
-                    if service.ssh_port != Some(machine.port)
-                        || service.host.as_deref() != Some(machine.host.as_str())
-                    {
-                        let mut moved = service.clone();
+                    // the record follows, or agents would be sent to the old address. A service
+                    // recorded before host keys were handed over gets its key.
+                    let moved = service.ssh_port != Some(machine.port)
+                        || service.host.as_deref() != Some(machine.host.as_str());
+                    let keyless = service.host_public_key.is_none()
+                        && service.host_key_fingerprint.as_deref()
+                            == Some(machine.host_key_fingerprint.as_str());
+                    if moved || keyless {
+                        // Read again: the loop may have taken long, and a change made meanwhile
+                        // (a paid extension) must not be written over.
+                        let Ok(mut moved) = self.load_service(&service.id).await else {
+                            continue;
+                        };
                         moved.host = Some(machine.host.clone());
                         moved.ssh_port = Some(machine.port);
+                        if moved.host_key_fingerprint.as_deref()
+                            == Some(machine.host_key_fingerprint.as_str())
+                        {
+                            moved.host_public_key = Some(machine.host_public_key.clone());
+                        }
                         moved.updated_at = self.clock.now();
                         if let Err(e) = self
                             .store
                             .apply_change(&Change {
-                                service: Some((&moved, &[service.status])),
+                                service: Some((&moved, &[moved.status])),
                                 ..Change::default()
                             })
                             .await
@@ -508,6 +530,15 @@ impl App {
                 }
             }
         }
+        // What the engines hold is listed before the database is read: a machine created in
+        // between (by another worker) is then known, not removed as an orphan.
+        let mut held = Vec::new();
+        for provisioner in self.provisioners.values() {
+            held.push((
+                provisioner,
+                provisioner.list_owned().await.unwrap_or_default(),
+            ));
+        }
         // A stopped machine is kept (not started): the kill switch holds it.
         let known: Vec<String> = self
             .store
@@ -517,8 +548,8 @@ impl App {
             .iter()
             .map(|s| s.id.to_string())
             .collect();
-        for provisioner in self.provisioners.values() {
-            for id in provisioner.list_owned().await.unwrap_or_default() {
+        for (provisioner, ids) in held {
+            for id in ids {
                 if !known.contains(&id) {
                     tracing::warn!(machine = %id, "removing a machine no live service owns");
                     let _ = provisioner.terminate(&id).await;

@@ -119,16 +119,22 @@ impl Cgroups {
                 }
                 settings
             }
-            Layout::V2(Ok(base)) => vec![CgroupSetting {
-                dir: base.join(lease),
-                writes: vec![
+            Layout::V2(Ok(base)) => {
+                let mut writes = vec![
                     ("memory.max".into(), memory),
-                    ("memory.swap.max".into(), "0".into()),
                     ("cpu.max".into(), format!("{quota} {CPU_PERIOD_MICROS}")),
                     ("pids.max".into(), processes),
-                ],
-                procs_file: "cgroup.procs".into(),
-            }],
+                ];
+                // Present only where the kernel accounts swap.
+                if base.join("memory.swap.max").exists() {
+                    writes.push(("memory.swap.max".into(), "0".into()));
+                }
+                vec![CgroupSetting {
+                    dir: base.join(lease),
+                    writes,
+                    procs_file: "cgroup.procs".into(),
+                }]
+            }
             Layout::V2(Err(_)) => Vec::new(),
         }
     }

@@ -13,6 +13,10 @@ pub const KNOWN_IMAGES: &[(&str, &str)] = &[("debian-12", "bookworm")];
 /// Packages on top of the minimal base: the SSH server, and `ps` for people.
 const PACKAGES: &str = "openssh-server,procps";
 
+/// Raised whenever what goes into the LXD image changes, so a cached tarball of an older one is
+/// not reused.
+const LXD_IMAGE_REVISION: u32 = 2;
+
 /// How long building an image usually takes (debootstrap of a minimal Debian from a mirror, and
 /// the ownership shift), in seconds: what the command says, the docs say, and the first order
 /// that has to wait for it is told.
@@ -133,7 +137,7 @@ impl ImageStore {
     }
 
     /// An LXD/Incus image of `image` (`unified` format: `metadata.yaml` and `rootfs/` in one
-    /// tarball) for the `lxd` provisioner, built once into `<image>-lxd.tar.gz` here. It is the
+    /// tarball) for the `lxd` provisioner, built once into `<image>-lxd-r<revision>.tar.gz` here. It is the
     /// same debootstrap image with systemd as its init (LXD boots `/sbin/init`, which brings up
     /// loopback and starts sshd), unshifted (LXD maps ids itself), and with a drop-in that makes
     /// sshd generate only the host keys the storefront did not install.
@@ -144,7 +148,9 @@ impl ImageStore {
         progress: impl Fn(BuildStep),
     ) -> Result<PathBuf, String> {
         let suite = suite_of(image)?;
-        let tarball = self.root.join(format!("{image}-lxd.tar.gz"));
+        let tarball = self
+            .root
+            .join(format!("{image}-lxd-r{LXD_IMAGE_REVISION}.tar.gz"));
         if tarball.exists() {
             return Ok(tarball);
         }
@@ -194,7 +200,7 @@ impl ImageStore {
         })()
         .map_err(|e| format!("cannot prepare the LXD image: {e}"))?;
         step.reached(4);
-        let partial = self.root.join(format!("{image}-lxd.tar.gz.partial"));
+        let partial = tarball.with_extension("partial");
         let packed = tokio::process::Command::new("tar")
             .args(["--numeric-owner", "--xattrs", "-czf"])
             .arg(&partial)

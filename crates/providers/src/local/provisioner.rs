@@ -7,7 +7,7 @@
 
 use super::cgroups::Cgroups;
 use super::image::ImageStore;
-use super::keys::{check_public_key, generate_ed25519, without_comment};
+use super::keys::{check_public_key, fingerprint_of, generate_ed25519, without_comment};
 use super::runner::{LeaseNetwork, LeaseSpec, UID_BASE};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -197,7 +197,7 @@ impl LocalProvisioner {
 
     /// The destinations a lease may not reach: the host's own addresses always, the provider's
     /// networks unless the operator allows them. Read at each start, as addresses change.
-    fn blocked_ranges(&self) -> Vec<String> {
+    fn refused_destinations(&self) -> Vec<String> {
         let host_addresses = nix::ifaddrs::getifaddrs()
             .map(|addresses| {
                 addresses
@@ -214,7 +214,16 @@ impl LocalProvisioner {
         if !self.allow_private_egress {
             blocked.extend(egress::blocked_ranges());
         }
-        blocked.into_iter().map(|r| r.net.to_string()).collect()
+        // A kernel without IPv6 takes no IPv6 route; an address on two interfaces is one route.
+        let ipv6 = Path::new("/proc/net/if_inet6").exists();
+        let mut ranges: Vec<String> = blocked
+            .into_iter()
+            .filter(|r| ipv6 || r.net.addr().is_ipv4())
+            .map(|r| r.net.to_string())
+            .collect();
+        ranges.sort();
+        ranges.dedup();
+        ranges
     }
 
     pub fn image_store(&self) -> &ImageStore {
@@ -235,18 +244,49 @@ impl LocalProvisioner {
             Ok(text) => {
                 let mut record: LeaseRecord = serde_json::from_str(&text).map_err(internal)?;
                 if record.host_public_key.is_empty() {
-                    let line = std::fs::read_to_string(
-                        self.dir(id)?.join("upper/etc/ssh/ssh_host_ed25519_key.pub"),
-                    )
-                    .map_err(internal)?;
-                    let key = check_public_key(&line).map_err(internal)?;
-                    record.host_public_key = without_comment(&key);
+                    record.host_public_key = self.recorded_host_key(id, &record)?;
+                    self.write_record(id, &record)?;
                 }
                 Ok(Some(record))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(internal(e)),
         }
+    }
+
+    /// The host public key of a lease recorded before keys were kept in `lease.json`: read from
+    /// its layer, which the lease's root can write. So the file is read only if it is a small
+    /// regular file (not a link, a FIFO or a device), and the key only believed if it has the
+    /// fingerprint the storefront recorded when it made the key.
+    fn recorded_host_key(&self, id: &str, record: &LeaseRecord) -> Result<String, ProvisionError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir(id)?.join("upper/etc/ssh/ssh_host_ed25519_key.pub");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(internal)?;
+        let meta = file.metadata().map_err(internal)?;
+        if !meta.is_file() || meta.len() > 1024 {
+            return Err(internal(format!(
+                "{} is not a host key file",
+                path.display()
+            )));
+        }
+        let mut line = String::new();
+        file.by_ref()
+            .take(1024)
+            .read_to_string(&mut line)
+            .map_err(internal)?;
+        let key = check_public_key(&line).map_err(internal)?;
+        if fingerprint_of(&key) != record.host_key_fingerprint {
+            return Err(internal(format!(
+                "the host key in {} is not the one recorded",
+                path.display()
+            )));
+        }
+        Ok(without_comment(&key))
     }
 
     fn write_record(&self, id: &str, record: &LeaseRecord) -> Result<(), ProvisionError> {
@@ -322,6 +362,17 @@ impl LocalProvisioner {
     }
 
     async fn start(&self, id: &str, record: &mut LeaseRecord) -> Result<(), ProvisionError> {
+        // Keep the port across restarts when it is still free. A runner that is ending (its
+        // owner died) may hold it for a moment longer through slirp4netns. Waited for before
+        // taking the lock, so other leases' starts and stops are not held up.
+        let mut port_free = false;
+        for _ in 0..20 {
+            if std::net::TcpListener::bind(("127.0.0.1", record.port)).is_ok() {
+                port_free = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let mut running = self.running.lock().await;
         if let Some(child) = running.get_mut(id) {
             if child.try_wait().map_err(internal)?.is_none() {
@@ -331,17 +382,7 @@ impl LocalProvisioner {
         }
         let dir = self.dir(id)?;
         lease_owned_dir(&dir.join("merged"), 0o755).map_err(internal)?;
-        // Keep the port across restarts when it is still free. A runner that is ending (its
-        // owner died) may hold it for a moment longer through slirp4netns.
-        let mut free = false;
-        for _ in 0..20 {
-            if std::net::TcpListener::bind(("127.0.0.1", record.port)).is_ok() {
-                free = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if !free {
+        if !port_free || std::net::TcpListener::bind(("127.0.0.1", record.port)).is_err() {
             record.port = free_loopback_port().map_err(internal)?;
             self.write_record(id, record)?;
         }
@@ -349,7 +390,14 @@ impl LocalProvisioner {
         // A unix socket's path is at most 108 bytes; a deep data directory gets a short one.
         let mut api_socket = dir.join("slirp.sock");
         if api_socket.as_os_str().len() > 100 {
-            api_socket = std::env::temp_dir().join(format!("storefront-slirp-{id}.sock"));
+            // A directory only root may write, so no one else can take the name first.
+            let short = Path::new("/run/storefront-slirp");
+            std::fs::create_dir_all(short)
+                .and_then(|()| {
+                    std::fs::set_permissions(short, std::fs::Permissions::from_mode(0o700))
+                })
+                .map_err(internal)?;
+            api_socket = short.join(format!("{id}.sock"));
         }
         let spec = LeaseSpec {
             image: self.images.rootfs(&record.image),
@@ -360,7 +408,7 @@ impl LocalProvisioner {
                 slirp4netns: tools.slirp4netns.clone(),
                 ip: tools.ip.clone(),
                 api_socket,
-                blocked: self.blocked_ranges(),
+                blocked: self.refused_destinations(),
             },
             cgroups: record
                 .size
@@ -547,9 +595,9 @@ impl Provisioner for LocalProvisioner {
     }
 
     async fn terminate(&self, id: &str) -> Result<(), ProvisionError> {
+        let dir = self.dir(id)?;
         self.halt(id).await;
         self.cgroups.remove(id);
-        let dir = self.dir(id)?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

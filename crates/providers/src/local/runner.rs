@@ -164,6 +164,10 @@ fn start_network(spec: &LeaseSpec, creator: Pid) -> Network {
     let mut command = std::process::Command::new(&net.slirp4netns);
     command
         .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+        // It parses the lease's packets as the host's root: a syscall filter confines it. (Its
+        // `--enable-sandbox` is not used: its mount namespace unmounts, through mount
+        // propagation, the host's named network namespaces under /run/netns.)
+        .arg("--enable-seccomp")
         .args(["--netns-type=path", "--exit-fd", &exit_fd.to_string()])
         .args(["--ready-fd", &ready_fd.to_string(), "--api-socket"])
         .arg(&net.api_socket)
@@ -220,9 +224,6 @@ fn forward_ssh(api_socket: &Path, port: u16) {
     }
 }
 
-/// Waits for the lease to end, or for the lifeline (stdin) to close, then ends it: killing init
-/// (PID 1 of the lease) makes the kernel kill every process of the lease, and the creator's exit
-/// confirms they are all gone, so the runner exits only once the lease has fully stopped.
 /// Ends the runner once the lease has stopped: its network and its cgroups go with it.
 fn finish(spec: &LeaseSpec, network: &mut Network, code: i32) -> ! {
     let _ = network.slirp.kill();
@@ -236,6 +237,9 @@ fn finish(spec: &LeaseSpec, network: &mut Network, code: i32) -> ! {
     std::process::exit(code)
 }
 
+/// Waits for the lease to end, or for the lifeline (stdin) to close, then ends it: killing init
+/// (PID 1 of the lease) makes the kernel kill every process of the lease, and the creator's exit
+/// confirms they are all gone, so the runner exits only once the lease has fully stopped.
 fn supervise(spec: &LeaseSpec, child: Pid, init: Pid, mut network: Network) -> ! {
     let stdin = std::io::stdin();
     let fd = stdin.as_raw_fd();
@@ -304,15 +308,33 @@ fn creator(spec: &LeaseSpec, ready: &mut std::fs::File, go: &mut std::fs::File) 
     }
 }
 
-/// Inside the new network namespace: loopback up, the blocked ranges refused by `prohibit`
-/// routes (which slirp4netns's more specific route to its own gateway does not shadow), and
-/// every port bindable by the lease's users (the namespace's owner is the host, so the lease's
-/// root would otherwise lack the right to bind port 22).
-fn configure_network(network: &LeaseNetwork) {
+/// The `ip -batch` commands that fence a lease's network in (see `configure_network`).
+fn network_commands(network: &LeaseNetwork) -> String {
     let mut commands = String::from("link set lo up\n");
     for range in &network.blocked {
-        commands.push_str(&format!("route add prohibit {range}\n"));
+        commands.push_str(&format!("route replace prohibit {range}\n"));
     }
+    for (priority, protocol) in [(100, "udp"), (101, "tcp")] {
+        commands.push_str(&format!(
+            "rule add priority {priority} to {SLIRP_DNS} ipproto {protocol} dport 53 lookup main\n"
+        ));
+    }
+    commands.push_str(&format!("rule add priority 102 to {SLIRP_DNS} prohibit\n"));
+    commands
+}
+
+/// slirp4netns's resolver address (its default network is 10.0.2.0/24): it relays to the host's
+/// resolver, whatever port is asked, so only DNS may go there.
+const SLIRP_DNS: &str = "10.0.2.3";
+
+/// Inside the new network namespace: loopback up, the blocked ranges refused by `prohibit`
+/// routes (which slirp4netns's more specific route to its own network does not shadow), its
+/// resolver address limited to DNS by routing rules, and every port bindable by the lease's users
+/// (the namespace's owner is the host, so the lease's root would otherwise lack the right to bind
+/// port 22). slirp4netns itself refuses its gateway address (`--disable-host-loopback`).
+fn configure_network(network: &LeaseNetwork) {
+    let commands = network_commands(network);
+
     let mut ip = std::process::Command::new(&network.ip)
         .args(["-batch", "-"])
         .stdin(std::process::Stdio::piped())
@@ -458,4 +480,33 @@ fn init(spec: &LeaseSpec) -> ! {
     .collect();
     let err = execv(&args[0], &args).unwrap_err();
     fail("exec sshd", err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fence_refuses_the_blocked_ranges_and_all_but_dns_to_slirps_resolver() {
+        let network = LeaseNetwork {
+            slirp4netns: "slirp4netns".into(),
+            ip: "ip".into(),
+            api_socket: "slirp.sock".into(),
+            blocked: vec!["10.0.0.0/8".into(), "169.254.0.0/16".into()],
+        };
+        let commands = network_commands(&network);
+        let lines: Vec<&str> = commands.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "link set lo up",
+                "route replace prohibit 10.0.0.0/8",
+                "route replace prohibit 169.254.0.0/16",
+                "rule add priority 100 to 10.0.2.3 ipproto udp dport 53 lookup main",
+                "rule add priority 101 to 10.0.2.3 ipproto tcp dport 53 lookup main",
+                "rule add priority 102 to 10.0.2.3 prohibit",
+            ],
+            "DNS is let through before everything else to the resolver address is refused"
+        );
+    }
 }

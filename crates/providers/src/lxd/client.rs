@@ -89,11 +89,15 @@ impl LxdClient {
                 let mut builder = reqwest::Client::builder()
                     .use_rustls_tls()
                     .identity(identity)
+                    .connect_timeout(Duration::from_secs(10))
                     .timeout(CALL_TIMEOUT);
                 if let Some(pem) = server_certificate {
                     let certificate = reqwest::Certificate::from_pem(pem.as_bytes())
                         .map_err(|e| format!("the LXD server certificate is not valid PEM: {e}"))?;
-                    builder = builder.add_root_certificate(certificate);
+                    // Only that certificate: a publicly trusted one for the same name is not it.
+                    builder = builder
+                        .tls_built_in_root_certs(false)
+                        .add_root_certificate(certificate);
                 }
                 Transport::Https {
                     base: url.trim_end_matches('/').to_owned(),
@@ -180,12 +184,20 @@ impl LxdClient {
             .as_str()
             .ok_or_else(|| LxdError::unreachable("an async answer without its operation"))?
             .to_owned();
-        let done = self
-            .get(&format!(
-                "{operation}/wait?timeout={}",
-                CALL_TIMEOUT.as_secs() - 5
-            ))
-            .await?;
+        // A long operation outlasts one wait: wait again (ten times at most) while it runs.
+        let mut waits = 0;
+        let done = loop {
+            waits += 1;
+            let state = self
+                .get(&format!(
+                    "{operation}/wait?timeout={}",
+                    CALL_TIMEOUT.as_secs() - 5
+                ))
+                .await?;
+            if !matches!(state["status"].as_str(), Some("Running" | "Pending")) || waits == 10 {
+                break state;
+            }
+        };
         if done["status"] == "Success" {
             Ok(done)
         } else {

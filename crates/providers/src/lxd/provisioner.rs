@@ -7,9 +7,7 @@
 //! the instance, before its first start).
 
 use super::client::{Body, Endpoint, LxdClient, LxdError};
-use crate::local::keys::{
-    check_public_key, ed25519_from_seed, generate_ed25519, presents_host_key,
-};
+use crate::local::keys::{check_public_key, ed25519_from_seed, presents_host_key};
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
@@ -59,6 +57,8 @@ pub struct LxdProvisioner {
     unavailable: Option<String>,
     /// The root pool's driver (whether root disk sizes are enforced depends on it).
     pool_driver: Option<String>,
+    /// The network devices the default profile gives every instance (`eth0 → lxdbr0`).
+    profile_networks: Option<Vec<String>>,
 }
 
 fn failed(message: &str, detail: impl std::fmt::Display) -> ProvisionError {
@@ -109,6 +109,7 @@ impl LxdProvisioner {
                     images: Vec::new(),
                     unavailable: Some(why),
                     pool_driver: None,
+                    profile_networks: None,
                 }
             }
         };
@@ -118,6 +119,7 @@ impl LxdProvisioner {
             images: Vec::new(),
             unavailable: None,
             pool_driver: None,
+            profile_networks: None,
         };
         match provisioner.probe().await {
             Ok(()) => tracing::info!(images = ?provisioner.images, "LXD provisioner available"),
@@ -162,6 +164,26 @@ impl LxdProvisioner {
             .map_err(|e| format!("storage pool '{}': {e}", self.options.storage_pool))?["driver"]
             .as_str()
             .map(str::to_owned);
+        let profile = self
+            .client
+            .get("/1.0/profiles/default")
+            .await
+            .map_err(|e| format!("the default profile: {e}"))?;
+        self.profile_networks = Some(
+            profile["devices"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, d)| d["type"] == "nic")
+                .map(|(name, d)| {
+                    let to = d["network"]
+                        .as_str()
+                        .or(d["parent"].as_str())
+                        .unwrap_or("?");
+                    format!("{name} → {to}")
+                })
+                .collect(),
+        );
         Ok(())
     }
 
@@ -178,13 +200,11 @@ impl LxdProvisioner {
         }
     }
 
-    async fn existing(&self, id: &str) -> Result<(String, Value), ProvisionError> {
-        let name = instance_name(id)?;
-        let instance = self
-            .instance(&name)
+    /// The instance `name`, which must exist.
+    async fn existing(&self, name: &str) -> Result<Value, ProvisionError> {
+        self.instance(name)
             .await?
-            .ok_or_else(|| failed("The machine is gone.", format!("no instance {name}")))?;
-        Ok((name, instance))
+            .ok_or_else(|| failed("The machine is gone.", format!("no instance {name}")))
     }
 
     /// The key root accepts, and the private half when the storefront made the pair: derived
@@ -197,11 +217,7 @@ impl LxdProvisioner {
             check_public_key(key).map_err(|e| failed("The SSH public key was refused.", e))?;
             return Ok((key.trim().to_owned(), None));
         }
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.options.key_secret)
-            .expect("HMAC takes any key length");
-        mac.update(b"storefront machine key\0");
-        mac.update(spec.id.as_bytes());
-        let seed: [u8; 32] = mac.finalize().into_bytes().into();
+        let seed = self.seed("storefront machine key", &[&spec.id]);
         let pair = ed25519_from_seed(&seed, &format!("storefront-{}", spec.id));
         Ok((pair.public_openssh, Some(pair.private_openssh)))
     }
@@ -227,9 +243,11 @@ impl LxdProvisioner {
         let used = self.ports_in_use().await?;
         let (low, high) = self.options.ssh_ports;
         let local = matches!(self.options.endpoint, Endpoint::Unix(_));
-        let start = low + (rand::random::<u16>() % (high - low + 1));
-        (0..=(high - low))
-            .map(|i| low + (start - low + i) % (high - low + 1))
+        // Start at a random place of the range, so concurrent workers rarely pick alike.
+        let span = u32::from(high - low) + 1;
+        let offset = rand::random::<u32>() % span;
+        (0..span)
+            .map(|i| low + ((offset + i) % span) as u16)
             .find(|port| {
                 !used.contains(port)
                     && !avoid.contains(port)
@@ -270,6 +288,12 @@ impl LxdProvisioner {
             config.insert(key.to_owned(), Value::String(value));
         };
         set(TAG, spec.id.clone());
+        // Whatever the profile says: an unprivileged container with ids of its own, so a root
+        // that escapes it is nobody on the host and nobody in another tenant's machine.
+        if self.options.instance_type == "container" {
+            set("security.privileged", "false".to_owned());
+            set("security.idmap.isolated", "true".to_owned());
+        }
         set(IMAGE, spec.image.clone());
         set(SSH_PORT, port.to_string());
         set(AUTHORIZED_KEY, authorized_key.to_owned());
@@ -277,7 +301,10 @@ impl LxdProvisioner {
         if let Some(size) = &spec.size {
             set("limits.cpu", size.vcpus.to_string());
             set("limits.memory", format!("{}MiB", size.memory_mib));
-            set("limits.processes", size.max_processes.to_string());
+            // A process limit exists for containers only (a VM runs its own kernel).
+            if self.options.instance_type == "container" {
+                set("limits.processes", size.max_processes.to_string());
+            }
             root["size"] = json!(format!("{}GiB", size.disk_gib));
         }
         if spec.backups {
@@ -308,87 +335,93 @@ impl LxdProvisioner {
             .map_err(engine)
     }
 
-    async fn push_file(
+    /// Writes a file (`Some(contents)`) or makes a directory (`None`) owned by root in the
+    /// instance, with `mode`.
+    async fn push(
         &self,
         name: &str,
         path: &str,
-        contents: &str,
+        contents: Option<&str>,
         mode: &str,
     ) -> Result<(), ProvisionError> {
+        let kind = if contents.is_some() {
+            "file"
+        } else {
+            "directory"
+        };
         let headers = [
-            ("x-lxd-type", "file".to_owned()),
+            ("x-lxd-type", kind.to_owned()),
             ("x-lxd-uid", "0".to_owned()),
             ("x-lxd-gid", "0".to_owned()),
             ("x-lxd-mode", mode.to_owned()),
             ("x-lxd-write", "overwrite".to_owned()),
         ];
-        self.client
-            .call(
-                "POST",
-                &format!("/1.0/instances/{name}/files?path={path}"),
-                Body::File {
-                    contents: contents.as_bytes(),
-                    headers: &headers,
-                },
-            )
-            .await
-            .map(|_| ())
-            .map_err(engine)
-    }
-
-    async fn push_directory(&self, name: &str, path: &str) -> Result<(), ProvisionError> {
-        let headers = [
-            ("x-lxd-type", "directory".to_owned()),
-            ("x-lxd-uid", "0".to_owned()),
-            ("x-lxd-gid", "0".to_owned()),
-            ("x-lxd-mode", "0700".to_owned()),
-        ];
-        match self
+        let sent = self
             .client
             .call(
                 "POST",
                 &format!("/1.0/instances/{name}/files?path={path}"),
                 Body::File {
-                    contents: &[],
+                    contents: contents.unwrap_or_default().as_bytes(),
                     headers: &headers,
                 },
             )
-            .await
-        {
+            .await;
+        match sent {
             Ok(_) => Ok(()),
-            // It exists already (a retried attempt).
-            Err(e) if e.message.contains("exists") => Ok(()),
+            // A directory made by an earlier attempt.
+            Err(e) if contents.is_none() && e.message.contains("exists") => Ok(()),
             Err(e) => Err(engine(e)),
         }
     }
 
-    /// Gives a never-started instance a fresh host key and root's authorized key, then marks it.
-    /// A crash before the mark makes the next attempt do this again with a new host key.
+    /// A seed for the key `purpose` of a service, from the secret: the same inputs give the same
+    /// key, so every attempt (and every worker) for one service makes the same pair.
+    fn seed(&self, purpose: &str, parts: &[&str]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.options.key_secret)
+            .expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        for part in parts {
+            mac.update(b"\0");
+            mac.update(part.as_bytes());
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Gives a never-started instance its host key and root's authorized key, then marks it. The
+    /// host key derives from the instance's own uuid (new with each reinstall), so two attempts
+    /// racing here install the same key; a crash before the mark makes the next attempt do this
+    /// again.
     async fn install_keys(
         &self,
         name: &str,
+        instance: &Value,
         authorized_key: &str,
-    ) -> Result<String, ProvisionError> {
-        let host = generate_ed25519(&format!("root@{name}"));
-        self.push_file(
+    ) -> Result<(), ProvisionError> {
+        let uuid = config_str(instance, "volatile.uuid").unwrap_or(name);
+        let host = ed25519_from_seed(
+            &self.seed("storefront machine host key", &[name, uuid]),
+            &format!("root@{name}"),
+        );
+        self.push(
             name,
             "/etc/ssh/ssh_host_ed25519_key",
-            &host.private_openssh,
+            Some(&host.private_openssh),
             "0600",
         )
         .await?;
-        self.push_file(
+        self.push(
             name,
             "/etc/ssh/ssh_host_ed25519_key.pub",
-            &host.public_openssh,
+            Some(&host.public_openssh),
             "0644",
         )
         .await?;
-        self.push_directory(name, "/root/.ssh").await?;
-        self.push_file(
+        self.push(name, "/root/.ssh", None, "0700").await?;
+        self.push(
             name,
             "/root/.ssh/authorized_keys",
-            &format!("{authorized_key}\n"),
+            Some(&format!("{authorized_key}\n")),
             "0600",
         )
         .await?;
@@ -396,8 +429,7 @@ impl LxdProvisioner {
             name,
             &json!({"config": {HOST_KEY: host.public_key, AUTHORIZED_KEY: authorized_key, KEYS_INSTALLED: "true"}}),
         )
-        .await?;
-        Ok(host.public_key)
+        .await
     }
 
     /// Merges `changes` (config keys, devices) into an instance.
@@ -432,7 +464,7 @@ impl LxdProvisioner {
         loop {
             match self.set_state(name, "start").await {
                 Err(e) if e.detail.contains("address already in use") && tried.len() < 3 => {
-                    let (_, instance) = self.existing_by_name(name).await?;
+                    let instance = self.existing(name).await?;
                     tried.extend(
                         config_str(&instance, SSH_PORT).and_then(|p| p.parse::<u16>().ok()),
                     );
@@ -446,14 +478,6 @@ impl LxdProvisioner {
                 other => return other,
             }
         }
-    }
-
-    async fn existing_by_name(&self, name: &str) -> Result<(String, Value), ProvisionError> {
-        let instance = self
-            .instance(name)
-            .await?
-            .ok_or_else(|| failed("The machine is gone.", format!("no instance {name}")))?;
-        Ok((name.to_owned(), instance))
     }
 
     fn machine(
@@ -503,7 +527,7 @@ impl LxdProvisioner {
                     Err(e) if e.detail.contains("already exists") => {}
                     Err(e) => return Err(e),
                 }
-                self.existing_by_name(&name).await?.1
+                self.existing(&name).await?
             }
         };
         if config_str(&instance, TAG) != Some(spec.id.as_str()) {
@@ -516,13 +540,12 @@ impl LxdProvisioner {
             ));
         }
         if config_str(&instance, KEYS_INSTALLED) != Some("true") {
-            self.install_keys(&name, &authorized_key).await?;
+            self.install_keys(&name, &instance, &authorized_key).await?;
         }
-        let (_, instance) = self.existing_by_name(&name).await?;
-        if instance["status"] != "Running" {
+        if self.existing(&name).await?["status"] != "Running" {
             self.start(&name).await?;
         }
-        let (_, instance) = self.existing_by_name(&name).await?;
+        let instance = self.existing(&name).await?;
         self.machine(&instance, private_key)
     }
 
@@ -531,7 +554,8 @@ impl LxdProvisioner {
         let Some(instance) = self.instance(name).await? else {
             return Ok(());
         };
-        if instance["status"] == "Running" {
+        // Running, frozen or in between: an instance is deleted only once stopped.
+        if instance["status"] != "Stopped" {
             self.set_state(name, "stop").await?;
         }
         match self
@@ -558,10 +582,25 @@ impl Provisioner for LxdProvisioner {
             Some("btrfs" | "zfs" | "lvm" | "ceph")
         );
         vec![
-            Isolation {
-                name: "network",
-                enforced: true,
-                detail: "LXD instance: the network its profile gives it, SSH through a proxy device".into(),
+            match &self.profile_networks {
+                Some(networks) if networks.is_empty() => Isolation {
+                    name: "network",
+                    enforced: true,
+                    detail: "no network device in the default profile: a machine reaches nothing (no internet either) and is reached only through its SSH proxy".into(),
+                },
+                Some(networks) => Isolation {
+                    name: "network",
+                    enforced: false,
+                    detail: format!(
+                        "the default profile gives machines a network ({}): what they reach is that network's to fence (an LXD network ACL refusing the host, private and link-local ranges)",
+                        networks.join(", ")
+                    ),
+                },
+                None => Isolation {
+                    name: "network",
+                    enforced: false,
+                    detail: "the default profile could not be read".into(),
+                },
             },
             Isolation {
                 name: "memory",
@@ -628,14 +667,13 @@ impl Provisioner for LxdProvisioner {
     }
 
     async fn restart(&self, id: &str) -> Result<Machine, ProvisionError> {
-        let (name, instance) = self.existing(id).await?;
-        if instance["status"] == "Running" {
+        let name = instance_name(id)?;
+        if self.existing(&name).await?["status"] == "Running" {
             self.set_state(&name, "restart").await?;
         } else {
             self.start(&name).await?;
         }
-        let (_, instance) = self.existing(id).await?;
-        self.machine(&instance, None)
+        self.machine(&self.existing(&name).await?, None)
     }
 
     async fn stop(&self, id: &str) -> Result<(), ProvisionError> {

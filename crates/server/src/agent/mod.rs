@@ -681,7 +681,7 @@ async fn act_on_service(
 /// file, and its host key pinned from the credentials (`StrictHostKeyChecking=yes`), so a server
 /// that presents any other key is refused instead of trusted on first use.
 fn ssh(data: &Value, command: &[String]) -> Outcome {
-    use std::io::{BufRead, Write};
+    use std::io::{Read, Write};
     use std::os::unix::fs::PermissionsExt;
     let c = &data["credentials"];
     let Some(known_host) = c["known_hosts_line"].as_str() else {
@@ -749,17 +749,27 @@ fn ssh(data: &Value, command: &[String]) -> Outcome {
             return Outcome::Unreachable;
         }
     };
+    // Relayed as bytes, as they come (ssh's prompts and remote output need not be lines or
+    // UTF-8); the first 64 KiB are searched for ssh's own refusal.
     let mut key_refused = false;
-    if let Some(stderr) = child.stderr.take() {
+    if let Some(mut stderr) = child.stderr.take() {
         let mut out = std::io::stderr();
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            key_refused |= line.contains("Host key verification failed")
-                || line.contains("HOST IDENTIFICATION HAS CHANGED");
-            let _ = writeln!(out, "{line}");
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stderr.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let _ = out.write_all(&buffer[..n]);
+                    if seen.len() < 64 * 1024 {
+                        seen.extend_from_slice(&buffer[..n]);
+                    }
+                }
+            }
         }
+        let said = String::from_utf8_lossy(&seen);
+        key_refused = said.contains("Host key verification failed")
+            || said.contains("HOST IDENTIFICATION HAS CHANGED");
     }
     let status = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
