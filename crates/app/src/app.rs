@@ -77,8 +77,23 @@ impl Default for AppSettings {
     }
 }
 
+/// The application: every use-case, over the ports it was built with. Cloned for every request
+/// (axum's state), so it is one shared pointer: a clone is one reference count, not one per part.
 #[derive(Clone)]
 pub struct App {
+    state: Arc<AppState>,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.state
+    }
+}
+
+/// What an [`App`] holds.
+pub struct AppState {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -125,7 +140,7 @@ impl App {
         signer: UrlSigner,
         settings: AppSettings,
     ) -> Self {
-        Self {
+        let state = AppState {
             store,
             catalog: Arc::new(catalog),
             clock,
@@ -140,12 +155,20 @@ impl App {
             in_flight: tokio_util::task::TaskTracker::new(),
             readiness: Arc::default(),
             outbound: Arc::default(),
+        };
+        Self {
+            state: Arc::new(state),
         }
+    }
+
+    /// The parts, for the `with_*` builders: they run before the app is shared.
+    fn configure(&mut self) -> &mut AppState {
+        Arc::get_mut(&mut self.state).expect("an App is configured before it is cloned")
     }
 
     /// Sends webhooks through this transport.
     pub fn with_webhook_transport(mut self, transport: Arc<dyn WebhookTransport>) -> Self {
-        Arc::make_mut(&mut self.outbound).webhooks = Some(transport);
+        Arc::make_mut(&mut self.configure().outbound).webhooks = Some(transport);
         self
     }
 
@@ -162,13 +185,13 @@ impl App {
 
     /// Offers card payments through this gateway.
     pub fn with_card_gateway(mut self, gateway: Arc<dyn CardGateway>) -> Self {
-        self.card = Some(gateway);
+        self.configure().card = Some(gateway);
         self
     }
 
     /// Offers MPP payments through this gateway.
     pub fn with_mpp_gateway(mut self, gateway: Arc<dyn MppGateway>) -> Self {
-        self.mpp = Some(gateway);
+        self.configure().mpp = Some(gateway);
         self
     }
 
@@ -182,14 +205,14 @@ impl App {
 
     /// Registers the provisioner that delivers products whose `fulfiller` is `name`.
     pub fn with_provisioner(mut self, name: &str, provisioner: Arc<dyn Provisioner>) -> Self {
-        Arc::make_mut(&mut self.provisioners).insert(name.to_owned(), provisioner);
+        Arc::make_mut(&mut self.configure().provisioners).insert(name.to_owned(), provisioner);
         self
     }
 
     /// Sets the key that seals machine credentials at rest (it must be the same for every
     /// process on one database).
     pub fn with_secret_box(mut self, secret_box: SecretBox) -> Self {
-        self.secret_box = secret_box;
+        self.configure().secret_box = secret_box;
         self
     }
 

@@ -35,7 +35,7 @@ pub mod secrets;
 pub mod views;
 pub mod webhooks;
 
-pub use app::{App, AppSettings};
+pub use app::{App, AppSettings, AppState};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use principal::Principal;
 pub use storefront_domain as domain;

@@ -70,9 +70,14 @@ fn is_clean(conn: &sqlx::PgConnection, when: &'static str) -> bool {
 /// What the shared SQL (`shared/`) needs to know about this backend.
 mod db {
     pub(super) type Adapter = super::PgStore;
-    pub(super) type Database = sqlx::Postgres;
     pub(super) type Row = sqlx::postgres::PgRow;
     pub(super) type Connection = sqlx::PgConnection;
+    pub(super) type Transaction = sqlx::Transaction<'static, sqlx::Postgres>;
+
+    /// Commits in a task of its own (see `crate::detached`).
+    pub(super) async fn commit(tx: Transaction) -> Result<(), sqlx::Error> {
+        crate::detached(tx.commit()).await
+    }
     /// Appended to the subquery that picks the next job to claim: a claimer skips a job another
     /// transaction is claiming instead of waiting for it, so no job is held by two workers.
     pub(super) const JOB_CLAIM_LOCK: &str = "FOR UPDATE SKIP LOCKED";

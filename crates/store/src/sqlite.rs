@@ -16,17 +16,200 @@ use shared::backend;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, SqlitePool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, Sqlite, SqlitePool};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{oneshot, OwnedMutexGuard};
 use storefront_app::ports::StoreResult;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
     reader: SqlitePool,
+    group: Arc<GroupCommit>,
+}
+
+/// Most write units one batch holds before it commits, so a steady stream of writers still sees
+/// its commits within a bounded wait.
+const MAX_UNITS_PER_BATCH: usize = 64;
+
+/// Group commit: SQLite has one writer, and each durable commit costs an fsync. Write units (an
+/// order with its charge and jobs, a quote, an audit record) take turns on the one connection
+/// inside a shared transaction, each in a savepoint of its own, so one unit's failure or refusal
+/// rolls back only itself. The unit that finds nobody queued behind it (or fills the batch)
+/// commits the whole batch with one fsync; every unit of the batch is answered only after that
+/// commit, with its outcome. `synchronous=FULL` is unchanged: nothing is acknowledged before it
+/// is durable.
+struct GroupCommit {
+    writer: SqlitePool,
+    batch: Arc<tokio::sync::Mutex<Batch>>,
+    /// Units waiting for their turn: while there are any, a finishing unit leaves the commit to
+    /// the last of them.
+    queued: AtomicUsize,
+    /// Batches committed (each one fsync), for tests; `/metrics` counts them too.
+    committed: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Batch {
+    /// The write connection, inside `BEGIN IMMEDIATE` while a batch is open.
+    conn: Option<PoolConnection<Sqlite>>,
+    /// Units released into the open batch.
+    units: usize,
+    /// Those units, told the batch's outcome once it is known.
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// One write unit: a savepoint in the open batch. Dereferences to the connection, so the shared
+/// SQL runs on it as on any transaction. Dropped without `commit`, it rolls back to its savepoint.
+pub(crate) struct GroupUnit {
+    turn: Option<OwnedMutexGuard<Batch>>,
+    group: Arc<GroupCommit>,
+}
+
+impl std::ops::Deref for GroupUnit {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.turn
+            .as_ref()
+            .and_then(|t| t.conn.as_deref())
+            .expect("a unit holds its turn and the batch's connection until it ends")
+    }
+}
+
+impl std::ops::DerefMut for GroupUnit {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.turn
+            .as_mut()
+            .and_then(|t| t.conn.as_deref_mut())
+            .expect("a unit holds its turn and the batch's connection until it ends")
+    }
+}
+
+impl Drop for GroupUnit {
+    fn drop(&mut self) {
+        // Not committed: an error path, or a caller that went away. Its savepoint is rolled back
+        // (and the batch committed for the others if this was the last unit) in a task.
+        if let Some(turn) = self.turn.take() {
+            let group = self.group.clone();
+            tokio::spawn(async move {
+                let _ = group.finish(turn, false).await;
+            });
+        }
+    }
+}
+
+impl GroupUnit {
+    /// Releases the unit's savepoint into the batch and waits until the batch is durable.
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let turn = self.turn.take().expect("a unit is committed once");
+        let group = self.group.clone();
+        // In a task of its own: once a use-case reaches its commit, its outcome is settled even
+        // if the caller is dropped here.
+        crate::detached(async move { group.finish(turn, true).await }).await
+    }
+}
+
+/// Runs one fixed statement on the write connection. Boxed with its lifetime spelled out, so
+/// the futures that use it stay `Send` inside spawned tasks.
+fn exec<'c>(
+    conn: &'c mut SqliteConnection,
+    sql: &'static str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c>> {
+    Box::pin(async move { sqlx::query(sql).execute(conn).await.map(|_| ()) })
+}
+
+impl GroupCommit {
+    async fn begin(self: Arc<Self>) -> Result<GroupUnit, sqlx::Error> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let mut turn = self.batch.clone().lock_owned().await;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        if turn.conn.is_none() {
+            let mut conn = self.writer.acquire().await?;
+            exec(&mut conn, "BEGIN IMMEDIATE").await?;
+            turn.conn = Some(conn);
+        }
+        let conn = turn.conn.as_deref_mut().expect("just opened");
+        if let Err(e) = exec(conn, "SAVEPOINT unit").await {
+            // The batch is unusable: end it for everyone in it.
+            self.end_batch(&mut turn, Err(e.to_string())).await;
+            return Err(e);
+        }
+        Ok(GroupUnit {
+            turn: Some(turn),
+            group: self,
+        })
+    }
+
+    /// Ends a unit (`keep`: release its savepoint into the batch; otherwise roll it back), commits
+    /// the batch if nobody is queued behind it or it is full, and for a kept unit waits for the
+    /// batch's outcome.
+    async fn finish(&self, mut turn: OwnedMutexGuard<Batch>, keep: bool) -> Result<(), sqlx::Error> {
+        let conn = turn.conn.as_deref_mut().expect("a unit's batch is open");
+        let ended = if keep {
+            exec(conn, "RELEASE unit").await
+        } else {
+            match exec(conn, "ROLLBACK TO unit").await {
+                Ok(()) => exec(conn, "RELEASE unit").await,
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(e) = ended {
+            self.end_batch(&mut turn, Err(e.to_string())).await;
+            return Err(e);
+        }
+        let outcome = keep.then(|| {
+            let (tell, hear) = oneshot::channel();
+            turn.waiters.push(tell);
+            turn.units += 1;
+            hear
+        });
+        if self.queued.load(Ordering::SeqCst) == 0 || turn.units >= MAX_UNITS_PER_BATCH {
+            let committed = exec(turn.conn.as_deref_mut().expect("open"), "COMMIT")
+                .await
+                .map_err(|e| e.to_string());
+            if committed.is_ok() {
+                self.committed.fetch_add(1, Ordering::SeqCst);
+                // Units per fsync = units / batches.
+                metrics::counter!("storefront_sqlite_batches_total").increment(1);
+                metrics::counter!("storefront_sqlite_batch_units_total")
+                    .increment(turn.units as u64);
+            }
+            self.end_batch(&mut turn, committed).await;
+        }
+        drop(turn);
+        match outcome {
+            None => Ok(()),
+            Some(hear) => match hear.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => Err(sqlx::Error::Protocol(format!(
+                    "the batch this write was in did not commit: {message}"
+                ))),
+                Err(_) => Err(sqlx::Error::Protocol(
+                    "the batch this write was in ended without an outcome".into(),
+                )),
+            },
+        }
+    }
+
+    /// Closes the open batch with `outcome` (a failed one is rolled back) and tells its units;
+    /// the connection goes back to the pool, which replaces it if it is not clean.
+    async fn end_batch(&self, turn: &mut Batch, outcome: Result<(), String>) {
+        if let Some(mut conn) = turn.conn.take() {
+            if outcome.is_err() {
+                let _ = exec(&mut conn, "ROLLBACK").await;
+            }
+        }
+        turn.units = 0;
+        for waiter in turn.waiters.drain(..) {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
 }
 
 impl SqliteStore {
@@ -60,14 +243,20 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
-        Ok(Self { writer, reader })
+        let group = Arc::new(GroupCommit {
+            writer,
+            batch: Arc::default(),
+            queued: AtomicUsize::new(0),
+            committed: AtomicUsize::new(0),
+        });
+        Ok(Self { reader, group })
     }
 
-    async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        let writer = self.writer.clone();
-        crate::detached(async move { writer.begin_with("BEGIN IMMEDIATE").await })
-            .await
-            .map_err(backend)
+    /// Opens a write unit of the next batch (see [`GroupCommit`]), in a task of its own so a
+    /// dropped caller cannot interrupt it.
+    async fn begin(&self) -> StoreResult<GroupUnit> {
+        let group = self.group.clone();
+        crate::detached(group.begin()).await.map_err(backend)
     }
 
     fn reader(&self) -> &SqlitePool {
@@ -111,9 +300,14 @@ fn in_autocommit(handle: std::ptr::NonNull<libsqlite3_sys::sqlite3>) -> bool {
 /// What the shared SQL (`shared/`) needs to know about this backend.
 mod db {
     pub(super) type Adapter = super::SqliteStore;
-    pub(super) type Database = sqlx::Sqlite;
     pub(super) type Row = sqlx::sqlite::SqliteRow;
     pub(super) type Connection = sqlx::SqliteConnection;
+    /// A write transaction: a unit of a group-committed batch.
+    pub(super) type Transaction = super::GroupUnit;
+
+    pub(super) async fn commit(unit: Transaction) -> Result<(), sqlx::Error> {
+        unit.commit().await
+    }
     /// Appended to the subquery that picks the next job to claim: nothing, the one write
     /// connection already serializes claims.
     pub(super) const JOB_CLAIM_LOCK: &str = "";
@@ -141,6 +335,84 @@ mod tests {
     use super::*;
     use storefront_app::ports::SettingsStore;
 
+    async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        (dir, store)
+    }
+
+    async fn set(unit: &mut GroupUnit, name: &str) {
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, 'v')")
+            .bind(name)
+            .execute(&mut **unit)
+            .await
+            .unwrap();
+    }
+
+    async fn stored(store: &SqliteStore, name: &str) -> bool {
+        sqlx::query("SELECT 1 FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(store.reader())
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    #[tokio::test]
+    async fn units_queued_behind_each_other_commit_in_one_batch() {
+        let (_dir, store) = temp_store().await;
+        let mut first = store.begin().await.unwrap();
+        set(&mut first, "a").await;
+        let later: Vec<_> = ["b", "c"]
+            .into_iter()
+            .map(|name| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut unit = store.begin().await.unwrap();
+                    set(&mut unit, name).await;
+                    unit.commit().await
+                })
+            })
+            .collect();
+        while store.group.queued.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        // The first leaves the commit to those queued behind it, and is answered with them.
+        first.commit().await.unwrap();
+        for unit in later {
+            unit.await.unwrap().unwrap();
+        }
+        assert_eq!(store.group.committed.load(Ordering::SeqCst), 1, "one fsync for three");
+        for name in ["a", "b", "c"] {
+            assert!(stored(&store, name).await, "{name} is durable once answered");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_unit_that_fails_rolls_back_only_itself() {
+        let (_dir, store) = temp_store().await;
+        let mut failing = store.begin().await.unwrap();
+        set(&mut failing, "lost").await;
+        let kept = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut unit = store.begin().await.unwrap();
+                set(&mut unit, "kept").await;
+                unit.commit().await
+            })
+        };
+        while store.group.queued.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        // An error path: the unit is dropped without its commit.
+        drop(failing);
+        kept.await.unwrap().unwrap();
+        assert!(stored(&store, "kept").await);
+        assert!(!stored(&store, "lost").await, "the failed unit left nothing");
+        assert_eq!(store.group.committed.load(Ordering::SeqCst), 1);
+    }
+
     /// The state the outage left behind — the one write connection back in the pool inside a
     /// transaction nothing will end — no longer stops writes: the pool replaces the connection.
     #[tokio::test]
@@ -153,7 +425,7 @@ mod tests {
         // As sqlx's `begin_with` leaves it when dropped after `BEGIN`: a transaction sqlx counts
         // and SQLite has open, with no guard left to end it.
         {
-            let mut conn = store.writer.acquire().await.unwrap();
+            let mut conn = store.group.writer.acquire().await.unwrap();
             let guard = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
             std::mem::forget(guard);
         }
@@ -161,7 +433,7 @@ mod tests {
 
         // A transaction SQLite has open but sqlx never counted (a raw `BEGIN`).
         {
-            let mut conn = store.writer.acquire().await.unwrap();
+            let mut conn = store.group.writer.acquire().await.unwrap();
             sqlx::raw_sql("BEGIN IMMEDIATE")
                 .execute(&mut *conn)
                 .await

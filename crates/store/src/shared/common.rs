@@ -32,10 +32,11 @@ pub(super) fn corrupt(what: &str) -> StoreError {
     StoreError::Backend(format!("unreadable {what} in the database"))
 }
 
-/// Commits in a task of its own: once a use-case reaches its commit, the commit happens and its
-/// outcome is settled even if the caller is dropped at this `.await` (see `crate::detached`).
-pub(super) async fn commit(tx: sqlx::Transaction<'static, db::Database>) -> StoreResult<()> {
-    crate::detached(tx.commit()).await.map_err(backend)
+/// Commits the backend's way (SQLite: the unit's batch; PostgreSQL: the transaction), in a task
+/// of its own: once a use-case reaches its commit, the commit happens and its outcome is settled
+/// even if the caller is dropped at this `.await` (see `crate::detached`).
+pub(super) async fn commit(tx: db::Transaction) -> StoreResult<()> {
+    db::commit(tx).await.map_err(backend)
 }
 
 pub(super) fn parse_ts(raw: &str) -> StoreResult<Timestamp> {
