@@ -13,17 +13,17 @@
 
 use crate::OpenError;
 use shared::backend;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Sqlite, SqlitePool};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, OwnedMutexGuard};
 use storefront_app::ports::StoreResult;
+use tokio::sync::{oneshot, OwnedMutexGuard};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -149,7 +149,11 @@ impl GroupCommit {
     /// Ends a unit (`keep`: release its savepoint into the batch; otherwise roll it back), commits
     /// the batch if nobody is queued behind it or it is full, and for a kept unit waits for the
     /// batch's outcome.
-    async fn finish(&self, mut turn: OwnedMutexGuard<Batch>, keep: bool) -> Result<(), sqlx::Error> {
+    async fn finish(
+        &self,
+        mut turn: OwnedMutexGuard<Batch>,
+        keep: bool,
+    ) -> Result<(), sqlx::Error> {
         let conn = turn.conn.as_deref_mut().expect("a unit's batch is open");
         let ended = if keep {
             exec(conn, "RELEASE unit").await
@@ -383,9 +387,16 @@ mod tests {
         for unit in later {
             unit.await.unwrap().unwrap();
         }
-        assert_eq!(store.group.committed.load(Ordering::SeqCst), 1, "one fsync for three");
+        assert_eq!(
+            store.group.committed.load(Ordering::SeqCst),
+            1,
+            "one fsync for three"
+        );
         for name in ["a", "b", "c"] {
-            assert!(stored(&store, name).await, "{name} is durable once answered");
+            assert!(
+                stored(&store, name).await,
+                "{name} is durable once answered"
+            );
         }
     }
 
@@ -409,7 +420,10 @@ mod tests {
         drop(failing);
         kept.await.unwrap().unwrap();
         assert!(stored(&store, "kept").await);
-        assert!(!stored(&store, "lost").await, "the failed unit left nothing");
+        assert!(
+            !stored(&store, "lost").await,
+            "the failed unit left nothing"
+        );
         assert_eq!(store.group.committed.load(Ordering::SeqCst), 1);
     }
 
