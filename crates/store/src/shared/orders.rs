@@ -45,16 +45,19 @@ impl OrderStore for db::Adapter {
         account: &AccountId,
         page: &PageRequest,
     ) -> StoreResult<Vec<LedgerEntry>> {
-        let rows = sqlx::query(
-            "SELECT * FROM ledger_entries WHERE account_id = $1 AND ($2 IS NULL OR id < $2)
-             ORDER BY id DESC LIMIT $3",
-        )
-        .bind(account.as_str())
-        .bind(page.cursor.as_deref())
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(self.reader())
-        .await
-        .map_err(backend)?;
+        // The cursor is part of the index condition only when it is written as one (`$2 IS NULL
+        // OR id < $2` is a filter, and a deep page would walk every newer row): two statements.
+        let sql = match page.cursor {
+            Some(_) => "SELECT * FROM ledger_entries WHERE account_id = $1 AND id < $3 ORDER BY id DESC LIMIT $2",
+            None => "SELECT * FROM ledger_entries WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
+        };
+        let mut query = sqlx::query(sql)
+            .bind(account.as_str())
+            .bind(i64::from(page.limit) + 1);
+        if let Some(cursor) = page.cursor.as_deref() {
+            query = query.bind(cursor);
+        }
+        let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
         rows.iter().map(ledger_from_row).collect()
     }
 
@@ -205,19 +208,30 @@ impl OrderStore for db::Adapter {
     }
 
     async fn list_orders(&self, account: &AccountId, f: &OrderFilter) -> StoreResult<Vec<Order>> {
-        let rows = sqlx::query(
-            "SELECT * FROM orders WHERE account_id = $1
-               AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR product_id = $3) AND ($4 IS NULL OR id < $4)
-             ORDER BY id DESC LIMIT $5",
-        )
-        .bind(account.as_str())
-        .bind(f.status.map(|s| s.as_str()))
-        .bind(f.product_id.as_deref())
-        .bind(f.page.cursor.as_deref())
-        .bind(i64::from(f.page.limit) + 1)
-        .fetch_all(self.reader())
-        .await
-        .map_err(backend)?;
+        // Only the conditions that apply, so the cursor is an index condition (see `list_ledger`).
+        let mut sql = String::from("SELECT * FROM orders WHERE account_id = $1");
+        let mut values: Vec<&str> = Vec::new();
+        for (column, value) in [
+            ("status", f.status.map(|s| s.as_str())),
+            ("product_id", f.product_id.as_deref()),
+        ] {
+            if let Some(value) = value {
+                values.push(value);
+                sql.push_str(&format!(" AND {column} = ${}", values.len() + 2));
+            }
+        }
+        if let Some(cursor) = f.page.cursor.as_deref() {
+            values.push(cursor);
+            sql.push_str(&format!(" AND id < ${}", values.len() + 2));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT $2");
+        let mut query = sqlx::query(&sql)
+            .bind(account.as_str())
+            .bind(i64::from(f.page.limit) + 1);
+        for value in values {
+            query = query.bind(value);
+        }
+        let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
         rows.iter().map(order_from_row).collect()
     }
 }
