@@ -236,20 +236,7 @@ async fn an_lxd_machine_lives_its_whole_life_on_the_engine(backend: Backend) {
     assert_eq!(instance["expanded_devices"]["root"]["size"], "2GiB");
 
     // Restart: processes gone, files kept.
-    let restart = s
-        .post(
-            &format!("/api/v1/services/{service_id}/restart"),
-            Some(&key),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(restart.status, 202, "{:?}", restart.body);
-    s.poll_until(
-        &format!("/api/v1/services/{service_id}"),
-        Some(&key),
-        status_is("active"),
-    )
-    .await;
+    s.service_action_done(&key, &service_id, "restart").await;
     let out = ssh_pinned(
         &private_key,
         &known_host,
@@ -259,21 +246,7 @@ async fn an_lxd_machine_lives_its_whole_life_on_the_engine(backend: Backend) {
     assert_eq!(out.lines().collect::<Vec<_>>(), ["kept", "0"]);
 
     // Reinstall: files gone, a new host key announced, same address.
-    let reinstall = s
-        .post(
-            &format!("/api/v1/services/{service_id}/reinstall"),
-            Some(&key),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(reinstall.status, 202, "{:?}", reinstall.body);
-    let after = s
-        .poll_until(
-            &format!("/api/v1/services/{service_id}"),
-            Some(&key),
-            status_is("active"),
-        )
-        .await;
+    let after = s.service_action_done(&key, &service_id, "reinstall").await;
     let server = &after["data"]["service"]["server"];
     let new_known_host = server["known_hosts_line"].as_str().unwrap().to_owned();
     assert_ne!(new_known_host, known_host, "a new host key");

@@ -278,6 +278,23 @@ impl TestServer {
     }
 
     /// Polls `path` until `done` holds for its body (a real system settling; `GUARD` bounds it).
+    /// Asks for a management action on a service (`restart`, `reinstall`), checks it is
+    /// accepted, and waits until the service is active again; returns its view.
+    pub async fn service_action_done(&self, key: &str, service_id: &str, action: &str) -> Value {
+        let asked = self
+            .post(
+                &format!("/api/v1/services/{service_id}/{action}"),
+                Some(key),
+                &serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(asked.status, 202, "{action}: {:?}", asked.body);
+        self.poll_until(&format!("/api/v1/services/{service_id}"), Some(key), |b| {
+            b["data"]["service"]["status"] == "active"
+        })
+        .await
+    }
+
     pub async fn poll_until(
         &self,
         path: &str,
