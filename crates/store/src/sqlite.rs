@@ -37,6 +37,9 @@ pub struct SqliteStore {
 /// its commits within a bounded wait.
 const MAX_UNITS_PER_BATCH: usize = 64;
 
+/// How long a unit waits for its turn before it fails.
+const TURN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Group commit: SQLite has one writer, and each durable commit costs an fsync. Write units (an
 /// order with its charge and jobs, a quote, an audit record) take turns on the one connection
 /// inside a shared transaction, each in a savepoint of its own, so one unit's failure or refusal
@@ -127,8 +130,25 @@ fn exec<'c>(
 impl GroupCommit {
     async fn begin(self: Arc<Self>) -> Result<GroupUnit, sqlx::Error> {
         self.queued.fetch_add(1, Ordering::SeqCst);
-        let mut turn = self.batch.clone().lock_owned().await;
+        // As long as a pooled connection would have been waited for: a unit that never ends
+        // (a bug) then fails the writers behind it instead of hanging them.
+        let turn = tokio::time::timeout(TURN_TIMEOUT, self.batch.clone().lock_owned()).await;
         self.queued.fetch_sub(1, Ordering::SeqCst);
+        let Ok(mut turn) = turn else {
+            // A unit ahead may have left the batch's commit to this one: whoever gets the turn
+            // next with nobody queued commits what is open.
+            let group = self.clone();
+            tokio::spawn(async move {
+                let mut turn = group.batch.clone().lock_owned().await;
+                if turn.conn.is_some() && group.queued.load(Ordering::SeqCst) == 0 {
+                    let committed = exec(turn.conn.as_deref_mut().expect("open"), "COMMIT")
+                        .await
+                        .map_err(|e| e.to_string());
+                    group.end_batch(&mut turn, committed).await;
+                }
+            });
+            return Err(sqlx::Error::PoolTimedOut);
+        };
         if turn.conn.is_none() {
             let mut conn = self.writer.acquire().await?;
             exec(&mut conn, "BEGIN IMMEDIATE").await?;
