@@ -146,10 +146,6 @@ fn catalog_file(dir: &Path) -> PathBuf {
     path
 }
 
-fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
-    move |b| b["data"]["service"]["status"] == status
-}
-
 dual_test!(an_lxd_machine_lives_its_whole_life_on_the_engine);
 async fn an_lxd_machine_lives_its_whole_life_on_the_engine(backend: Backend) {
     let Some(socket) = lxd_socket() else { return };
@@ -312,20 +308,7 @@ async fn an_lxd_machine_lives_its_whole_life_on_the_engine(backend: Backend) {
     );
 
     // Terminate: the instance is gone from the engine.
-    let del = s
-        .send(
-            s.client
-                .delete(s.url(&format!("/api/v1/services/{service_id}")))
-                .bearer_auth(&key),
-        )
-        .await;
-    assert_eq!(del.status, 202);
-    s.poll_until(
-        &format!("/api/v1/services/{service_id}"),
-        Some(&key),
-        status_is("terminated"),
-    )
-    .await;
+    s.terminate_service_done(&key, &service_id).await;
     assert!(project
         .instance(&service_id)
         .await

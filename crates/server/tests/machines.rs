@@ -211,20 +211,7 @@ async fn a_bought_machine_can_be_used_restarted_reinstalled_and_terminated(backe
     .await;
     assert_eq!(out.trim(), "gone", "reinstall wipes the machine");
 
-    let del = s
-        .send(
-            s.client
-                .delete(s.url(&format!("/api/v1/services/{service_id}")))
-                .bearer_auth(&key),
-        )
-        .await;
-    assert_eq!(del.status, 202);
-    s.poll_until(
-        &format!("/api/v1/services/{service_id}"),
-        Some(&key),
-        status_is("terminated"),
-    )
-    .await;
+    s.terminate_service_done(&key, &service_id).await;
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "connection refused"

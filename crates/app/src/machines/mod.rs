@@ -12,7 +12,7 @@ use crate::app::{store_failure, App};
 use crate::jobs::kinds::{ReinstallMachine, RestartMachine, StopMachine, TerminateMachine};
 use crate::jobs::JobKind;
 use crate::page::{Page, PageRequest};
-use crate::ports::{Applied, Backup, Change, MachineSpec, Provisioner};
+use crate::ports::{Applied, Backup, Change, Machine, MachineSpec, Provisioner};
 use crate::principal::{Principal, TokenScope};
 use serde::Serialize;
 use std::sync::Arc;
@@ -477,6 +477,38 @@ impl App {
 
     /// (a lease does not outlive the process that ran it; its files do), and machines the
     /// database does not know as live are removed.
+    /// What a machine started again by reconciliation tells that its record may lack: a new
+    /// port (its old one was taken in the meantime; agents would be sent to the old address) or,
+    /// for a service recorded before host keys were handed over, its host key.
+    async fn record_restarted_machine(&self, service: &Service, machine: &Machine) {
+        let same_key =
+            service.host_key_fingerprint.as_deref() == Some(machine.host_key_fingerprint.as_str());
+        let moved = service.ssh_port != Some(machine.port)
+            || service.host.as_deref() != Some(machine.host.as_str());
+        let keyless = same_key && service.host_public_key.is_none();
+        if !moved && !keyless {
+            return;
+        }
+        // Read again: reconciliation may have taken long, and a change made meanwhile (a paid
+        // extension) must not be written over.
+        let Ok(mut current) = self.load_service(&service.id).await else {
+            return;
+        };
+        current.host = Some(machine.host.clone());
+        current.ssh_port = Some(machine.port);
+        if current.host_key_fingerprint.as_deref() == Some(machine.host_key_fingerprint.as_str()) {
+            current.host_public_key = Some(machine.host_public_key.clone());
+        }
+        current.updated_at = self.clock.now();
+        let change = Change {
+            service: Some((&current, &[current.status])),
+            ..Change::default()
+        };
+        if let Err(e) = self.store.apply_change(&change).await {
+            tracing::error!(service_id = %service.id, error = %e, "could not record a machine's new address");
+        }
+    }
+
     pub async fn reconcile_machines(&self) -> Result<(), DomainError> {
         let live = [
             ServiceStatus::Active,
@@ -491,39 +523,7 @@ impl App {
             match provisioner.create(&spec_of(service)).await {
                 Ok(machine) => {
                     tracing::info!(service_id = %service.id, "machine running again after start");
-                    // A machine whose port was taken in the meantime comes back on another one:
-                    // the record follows, or agents would be sent to the old address. A service
-                    // recorded before host keys were handed over gets its key.
-                    let moved = service.ssh_port != Some(machine.port)
-                        || service.host.as_deref() != Some(machine.host.as_str());
-                    let keyless = service.host_public_key.is_none()
-                        && service.host_key_fingerprint.as_deref()
-                            == Some(machine.host_key_fingerprint.as_str());
-                    if moved || keyless {
-                        // Read again: the loop may have taken long, and a change made meanwhile
-                        // (a paid extension) must not be written over.
-                        let Ok(mut moved) = self.load_service(&service.id).await else {
-                            continue;
-                        };
-                        moved.host = Some(machine.host.clone());
-                        moved.ssh_port = Some(machine.port);
-                        if moved.host_key_fingerprint.as_deref()
-                            == Some(machine.host_key_fingerprint.as_str())
-                        {
-                            moved.host_public_key = Some(machine.host_public_key.clone());
-                        }
-                        moved.updated_at = self.clock.now();
-                        if let Err(e) = self
-                            .store
-                            .apply_change(&Change {
-                                service: Some((&moved, &[moved.status])),
-                                ..Change::default()
-                            })
-                            .await
-                        {
-                            tracing::error!(service_id = %service.id, error = %e, "could not record a machine's new address");
-                        }
-                    }
+                    self.record_restarted_machine(service, &machine).await;
                 }
                 Err(e) => {
                     tracing::error!(service_id = %service.id, error = %e, "could not start a machine again")

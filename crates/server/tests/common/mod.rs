@@ -295,6 +295,22 @@ impl TestServer {
         .await
     }
 
+    /// Terminates a service (`DELETE`), checks it is accepted, and waits until it is terminated.
+    pub async fn terminate_service_done(&self, key: &str, service_id: &str) {
+        let asked = self
+            .send(
+                self.client
+                    .delete(self.url(&format!("/api/v1/services/{service_id}")))
+                    .bearer_auth(key),
+            )
+            .await;
+        assert_eq!(asked.status, 202, "terminate: {:?}", asked.body);
+        self.poll_until(&format!("/api/v1/services/{service_id}"), Some(key), |b| {
+            b["data"]["service"]["status"] == "terminated"
+        })
+        .await;
+    }
+
     pub async fn poll_until(
         &self,
         path: &str,
