@@ -5,6 +5,8 @@
 //! raw single-row durable commit rate of the same database with the same settings (storage
 //! ceiling). Results are printed as a Markdown table for `docs/benchmarks.md`.
 
+mod preload;
+
 use clap::Parser;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -27,6 +29,12 @@ struct Args {
     /// Use the release binaries already built.
     #[arg(long)]
     skip_build: bool,
+    /// Orders of other accounts loaded before the reads are measured again (0: skip that part).
+    #[arg(long, default_value_t = 1_000_000)]
+    preload_orders: u64,
+    /// Accounts those orders are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    preload_accounts: u64,
 }
 
 /// One load run's figures.
@@ -526,7 +534,7 @@ async fn bench_storefront(
     database_url: Option<&str>,
     args: &Args,
     ceilings: Ceilings<'_>,
-) -> (Vec<Row>, f64) {
+) -> Outcome {
     let (http_ceiling, storage_ceiling) = (ceilings.http, ceilings.storage);
     let mut env = vec![
         (
@@ -570,7 +578,7 @@ async fn bench_storefront(
         ],
     );
     let cold = cold_start_ms(binary, dir, &env);
-    let server = Server::start(binary, &env, Some(dir));
+    let mut server = Server::start(binary, &env, Some(dir));
     let http = reqwest::Client::new();
     let post = |path: &str, key: &str, body: Value| {
         http.post(format!("{}{path}", server.base))
@@ -748,11 +756,99 @@ async fn bench_storefront(
         statuses: Vec::new(),
         sample: None,
     });
-    (rows, cold)
+    if args.preload_orders == 0 {
+        return Outcome {
+            rows,
+            cold,
+            scale: None,
+        };
+    }
+
+    // Flat cost at scale: the reads of one account, before and after the database fills with
+    // other accounts' orders.
+    let sqlite_file = dir.join("data").join("storefront.db");
+    let db = preload::Db::open(database_url, &sqlite_file).await;
+    let middle = preload::middle_order(&db, &account_id)
+        .await
+        .expect("the bench account has orders");
+    let reads: Vec<(&str, String)> = vec![
+        ("order get", format!("/api/v1/orders/{order_id}")),
+        ("orders, first page", "/api/v1/orders".into()),
+        (
+            "orders, deep page",
+            format!("/api/v1/orders?cursor={middle}"),
+        ),
+        ("ledger page", "/api/v1/account/ledger".into()),
+        ("balance", "/api/v1/account/balance".into()),
+    ];
+    let owner_auth = auth(&owner);
+    let measure = |base: &str| -> Vec<Load> {
+        reads
+            .iter()
+            .map(|(name, path)| {
+                eprintln!("  {name}...");
+                wrk(
+                    base,
+                    path,
+                    Some(&owner_auth),
+                    args.duration,
+                    args.connections,
+                )
+            })
+            .collect()
+    };
+    eprintln!("  reads before the preload:");
+    let before = measure(&server.base);
+    drop(server);
+    eprintln!(
+        "  preloading {} orders over {} accounts...",
+        args.preload_orders, args.preload_accounts
+    );
+    let loaded = preload::preload(
+        &db,
+        &account_id,
+        &order_id,
+        args.preload_orders,
+        args.preload_accounts,
+    )
+    .await;
+    drop(db);
+    server = Server::start(binary, &env, Some(dir));
+    eprintln!("  reads after the preload:");
+    let after = measure(&server.base);
+    let scale = Scale {
+        rows: reads
+            .iter()
+            .zip(before.into_iter().zip(after))
+            .map(|((name, _), (before, after))| (name.to_string(), before, after))
+            .collect(),
+        loaded,
+        rss_mb: server.rss_mb("VmRSS:"),
+    };
+    Outcome {
+        rows,
+        cold,
+        scale: Some(scale),
+    }
 }
 
-fn print_table(backend: &str, http: &Load, storage: f64, result: &(Vec<Row>, f64)) {
-    let (rows, cold) = result;
+/// What one backend's run measured.
+struct Outcome {
+    rows: Vec<Row>,
+    /// Cold start, milliseconds.
+    cold: f64,
+    scale: Option<Scale>,
+}
+
+/// The reads of one account before and after the preload.
+struct Scale {
+    rows: Vec<(String, Load, Load)>,
+    loaded: preload::Preloaded,
+    rss_mb: f64,
+}
+
+fn print_table(backend: &str, http: &Load, storage: f64, result: &Outcome) {
+    let (rows, cold) = (&result.rows, &result.cold);
     println!();
     println!("### {backend}");
     println!();
@@ -802,6 +898,35 @@ fn print_table(backend: &str, http: &Load, storage: f64, result: &(Vec<Row>, f64
             },
             r.sample.as_deref().unwrap_or("none reproduced")
         );
+    }
+    if let Some(scale) = &result.scale {
+        println!();
+        println!(
+            "#### {backend}: one account's reads with {} more orders over {} accounts (loaded in {:.0} s; each with its ledger entry and an event)",
+            scale.loaded.orders,
+            scale.loaded.accounts,
+            scale.loaded.took.as_secs_f64()
+        );
+        println!();
+        println!("| scenario | before req/s | after req/s | after p50 ms | after p99 ms | errors | ratio | target |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (name, before, after) in &scale.rows {
+            let ratio = if before.rps > 0.0 {
+                after.rps / before.rps
+            } else {
+                0.0
+            };
+            println!(
+                "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {ratio:.2} × | ≥ 0.8 × |",
+                before.rps,
+                after.rps,
+                after.p50_ms,
+                after.p99_ms,
+                before.errors + after.errors
+            );
+        }
+        println!();
+        println!("Server RSS after the loaded reads: {:.1} MB.", scale.rss_mb);
     }
 }
 

@@ -101,6 +101,11 @@ impl App {
             return Err(DomainError::unauthorized());
         }
         let hash = hash_secret(secret);
+        let now = self.clock.now();
+        if let Some(principal) = self.key_cache.get(&hash, now) {
+            return Ok(principal);
+        }
+        let generation = self.key_cache.generation();
         let key = self
             .store
             .find_api_key_by_hash(&hash)
@@ -108,7 +113,7 @@ impl App {
             .map_err(store_failure)?
             .filter(|k| constant_time_eq(&k.secret_hash, &hash) && k.revoked_at.is_none())
             .ok_or_else(DomainError::unauthorized)?;
-        Ok(match key.role {
+        let principal = match key.role {
             KeyRole::Owner => Principal::Owner {
                 account_id: key.account_id,
                 key_id: Some(key.id),
@@ -118,7 +123,9 @@ impl App {
                 key_id: key.id,
                 agent_id: key.agent_id,
             },
-        })
+        };
+        self.key_cache.remember(hash, &principal, now, generation);
+        Ok(principal)
     }
 
     pub async fn account(&self, principal: &Principal) -> Result<Account, DomainError> {
@@ -215,9 +222,10 @@ impl App {
         let revoked = self
             .store
             .revoke_api_key(account, &id, self.clock.now())
-            .await
-            .map_err(store_failure)?;
-        if revoked {
+            .await;
+        // Even after an error: the revocation may have committed.
+        self.key_cache.forget_all();
+        if revoked.map_err(store_failure)? {
             tracing::info!(key_id = %id, "API key revoked");
             Ok(())
         } else {

@@ -279,10 +279,10 @@ impl App {
     /// Deletes the agent; its keys stop working at once.
     pub async fn delete_agent(&self, principal: &Principal, id: &str) -> Result<(), DomainError> {
         let agent = self.owned_agent(principal, id).await?;
-        self.store
-            .delete_agent(&agent.id, self.clock.now())
-            .await
-            .map_err(store_failure)?;
+        let deleted = self.store.delete_agent(&agent.id, self.clock.now()).await;
+        // Even after an error: the deletion may have committed.
+        self.key_cache.forget_all();
+        deleted.map_err(store_failure)?;
         Ok(())
     }
 

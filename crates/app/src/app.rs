@@ -51,6 +51,9 @@ pub struct AppSettings {
     pub readiness_timeout: std::time::Duration,
     /// The SHA-256 of the token `/metrics` requires (`None`: `/metrics` is open).
     pub metrics_token_hash: Option<String>,
+    /// How long an authenticated API key is remembered without reading the database again
+    /// (zero: never). A key revoked by another process works here for at most this long.
+    pub api_key_cache_ttl: Duration,
 }
 
 impl Default for AppSettings {
@@ -73,6 +76,7 @@ impl Default for AppSettings {
             request_timeout: std::time::Duration::from_secs(30),
             readiness_timeout: std::time::Duration::from_secs(2),
             metrics_token_hash: None,
+            api_key_cache_ttl: Duration::seconds(5),
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct AppState {
     /// What telling others about events needs (one shared handle: an `App` is cloned for every
     /// request, and each handle it holds is one more shared counter to update).
     pub(crate) outbound: Arc<Outbound>,
+    /// Recently authenticated API keys (see [`crate::key_cache`]).
+    pub(crate) key_cache: crate::key_cache::KeyCache,
 }
 
 /// The event doors' shared state.
@@ -140,7 +146,9 @@ impl App {
         signer: UrlSigner,
         settings: AppSettings,
     ) -> Self {
+        let key_cache = crate::key_cache::KeyCache::new(settings.api_key_cache_ttl);
         let state = AppState {
+            key_cache,
             store,
             catalog: Arc::new(catalog),
             clock,

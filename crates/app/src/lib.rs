@@ -21,6 +21,7 @@ pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod jobs;
+mod key_cache;
 pub mod leases;
 pub mod lifecycle;
 pub mod machines;

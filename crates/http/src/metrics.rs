@@ -29,6 +29,15 @@ pub fn handle() -> &'static PrometheusHandle {
             .expect("the buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
+        // Histogram samples pile up in the recorder until they are folded into their buckets:
+        // without a scrape, that happens only here. Every 5 s keeps memory flat under load.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            });
         // Another recorder may already be installed (a test harness); then this one only renders
         // what it was given, which is still a valid, if empty, exposition.
         if metrics::set_global_recorder(recorder).is_ok() {

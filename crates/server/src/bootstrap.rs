@@ -385,6 +385,7 @@ pub async fn build_app(
         readiness_timeout: std::time::Duration::from_secs(
             config.readiness_timeout_seconds.clamp(1, 60),
         ),
+        api_key_cache_ttl: chrono::Duration::seconds(config.api_key_cache_seconds.min(3600) as i64),
         metrics_token_hash: config
             .metrics_token
             .as_deref()

@@ -38,6 +38,9 @@ fn default_request_timeout() -> u64 {
 fn default_readiness_timeout() -> u64 {
     2
 }
+fn default_api_key_cache() -> u64 {
+    5
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -116,6 +119,10 @@ pub struct Config {
     /// answers `503`.
     #[serde(default = "default_readiness_timeout")]
     pub readiness_timeout_seconds: u64,
+    /// Seconds an authenticated API key is remembered without a database read (0: never). A
+    /// key revoked through another process (replica, `admin`) still works here this long.
+    #[serde(default = "default_api_key_cache")]
+    pub api_key_cache_seconds: u64,
     /// Outgoing webhooks.
     #[serde(default)]
     pub webhooks: WebhookConfig,
@@ -425,6 +432,9 @@ impl Config {
         }
         if let Some(v) = env("STOREFRONT_READINESS_TIMEOUT_SECONDS") {
             self.readiness_timeout_seconds = number("STOREFRONT_READINESS_TIMEOUT_SECONDS", v)?;
+        }
+        if let Some(v) = env("STOREFRONT_API_KEY_CACHE_SECONDS") {
+            self.api_key_cache_seconds = number("STOREFRONT_API_KEY_CACHE_SECONDS", v)?;
         }
         if let Some(v) = env("STOREFRONT_JOB_LEASE_SECONDS") {
             self.job_lease_seconds = number("STOREFRONT_JOB_LEASE_SECONDS", v)?.max(1);

@@ -2,6 +2,7 @@
 //! replicas on one database). The database URL selects the adapter; both run the same SQL
 //! (`shared/`, compiled into each adapter's module).
 
+mod append;
 pub mod postgres;
 pub mod sqlite;
 

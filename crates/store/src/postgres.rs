@@ -10,6 +10,7 @@ use shared::backend;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use storefront_app::ports::StoreResult;
 
@@ -21,6 +22,7 @@ const POOL_SIZE: u32 = 16;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    appends: Arc<crate::append::Appends>,
 }
 
 impl PgStore {
@@ -42,7 +44,10 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            appends: Arc::default(),
+        })
     }
 
     /// Opens a write transaction in a task of its own, so a dropped caller cannot interrupt it
@@ -56,6 +61,10 @@ impl PgStore {
 
     fn reader(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn appends(&self) -> &crate::append::Appends {
+        &self.appends
     }
 }
 
@@ -73,6 +82,7 @@ mod db {
     pub(super) type Row = sqlx::postgres::PgRow;
     pub(super) type Connection = sqlx::PgConnection;
     pub(super) type Transaction = sqlx::Transaction<'static, sqlx::Postgres>;
+    pub(super) type Database = sqlx::Postgres;
 
     /// Commits in a task of its own (see `crate::detached`).
     pub(super) async fn commit(tx: Transaction) -> Result<(), sqlx::Error> {

@@ -31,6 +31,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     reader: SqlitePool,
     group: Arc<GroupCommit>,
+    appends: Arc<crate::append::Appends>,
 }
 
 /// Most write units one batch holds before it commits, so a steady stream of writers still sees
@@ -273,7 +274,11 @@ impl SqliteStore {
             queued: AtomicUsize::new(0),
             committed: AtomicUsize::new(0),
         });
-        Ok(Self { reader, group })
+        Ok(Self {
+            reader,
+            group,
+            appends: Arc::default(),
+        })
     }
 
     /// Opens a write unit of the next batch (see [`GroupCommit`]), in a task of its own so a
@@ -285,6 +290,10 @@ impl SqliteStore {
 
     fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+
+    fn appends(&self) -> &crate::append::Appends {
+        &self.appends
     }
 }
 
@@ -328,6 +337,7 @@ mod db {
     pub(super) type Connection = sqlx::SqliteConnection;
     /// A write transaction: a unit of a group-committed batch.
     pub(super) type Transaction = super::GroupUnit;
+    pub(super) type Database = sqlx::Sqlite;
 
     pub(super) async fn commit(unit: Transaction) -> Result<(), sqlx::Error> {
         unit.commit().await

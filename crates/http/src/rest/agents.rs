@@ -794,7 +794,9 @@ async fn set_stores(
     ))]
 async fn check(
     State(app): State<App>,
-    Caller(principal): Caller,
+    // The check reads the agent anyway and refuses a suspended one itself (`kill_switch_active`),
+    // so the extractor does not read it a second time.
+    CallerEvenIfSuspended(principal): CallerEvenIfSuspended,
     body: ApiJson<CheckBody>,
 ) -> Result<Success, ApiError> {
     let CheckBody {

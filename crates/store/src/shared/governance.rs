@@ -184,24 +184,20 @@ impl GovernanceStore for db::Adapter {
         Ok(done == 1)
     }
 
+    /// Batched with the audit records of other callers (see `crate::append`).
     async fn insert_audit(&self, e: &AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO audit_events (id, account_id, agent_id, kind, result, rule_code, detail, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(e.id.as_str())
-        .bind(e.account_id.as_str())
-        .bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
-        .bind(&e.kind)
-        .bind(e.result.as_deref())
-        .bind(e.rule_code.as_deref())
-        .bind(to_json(&e.detail))
-        .bind(ts(&e.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        commit(tx).await
+        let store = self.clone();
+        self.appends()
+            .audit
+            .append(e.clone(), move |events| {
+                let store = store.clone();
+                async move {
+                    let mut tx = store.begin().await?;
+                    insert_audit_rows(&mut tx, &events).await?;
+                    commit(tx).await
+                }
+            })
+            .await
     }
 
     async fn list_audit(
@@ -513,4 +509,23 @@ pub(super) async fn update_checkout_row(
         .map_err(backend)?
         .rows_affected()
         == 1)
+}
+
+/// Many audit records in one statement.
+async fn insert_audit_rows(conn: &mut db::Connection, events: &[AuditEvent]) -> StoreResult<()> {
+    let mut insert = sqlx::QueryBuilder::<db::Database>::new(
+        "INSERT INTO audit_events (id, account_id, agent_id, kind, result, rule_code, detail, created_at) ",
+    );
+    insert.push_values(events, |mut row, e| {
+        row.push_bind(e.id.as_str().to_owned())
+            .push_bind(e.account_id.as_str().to_owned())
+            .push_bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+            .push_bind(e.kind.clone())
+            .push_bind(e.result.clone())
+            .push_bind(e.rule_code.clone())
+            .push_bind(to_json(&e.detail))
+            .push_bind(ts(&e.created_at));
+    });
+    insert.build().execute(&mut *conn).await.map_err(backend)?;
+    Ok(())
 }

@@ -12,10 +12,20 @@ use super::rows::quote_from_row;
 
 #[async_trait]
 impl QuoteStore for db::Adapter {
+    /// Batched with the quotes of other callers (see `crate::append`).
     async fn insert_quote(&self, q: &Quote) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        insert_quote_row(&mut tx, q).await?;
-        commit(tx).await
+        let store = self.clone();
+        self.appends()
+            .quotes
+            .append(q.clone(), move |quotes| {
+                let store = store.clone();
+                async move {
+                    let mut tx = store.begin().await?;
+                    insert_quote_rows(&mut tx, &quotes).await?;
+                    commit(tx).await
+                }
+            })
+            .await
     }
 
     async fn get_quote(&self, id: &QuoteId) -> StoreResult<Option<Quote>> {
@@ -50,5 +60,30 @@ pub(super) async fn insert_quote_row(conn: &mut db::Connection, q: &Quote) -> St
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    Ok(())
+}
+
+/// Many quotes in one statement.
+async fn insert_quote_rows(conn: &mut db::Connection, quotes: &[Quote]) -> StoreResult<()> {
+    let mut insert = sqlx::QueryBuilder::<db::Database>::new(
+        "INSERT INTO quotes (id, account_id, product_id, quantity, configuration, warnings, line_items,
+                             total_minor, currency, catalog_version, management_capabilities, created_at, expires_at) ",
+    );
+    insert.push_values(quotes, |mut row, q| {
+        row.push_bind(q.id.as_str().to_owned())
+            .push_bind(q.account_id.as_ref().map(|a| a.as_str().to_owned()))
+            .push_bind(q.product_id.clone())
+            .push_bind(q.quantity)
+            .push_bind(to_json(&q.configuration_normalized))
+            .push_bind(to_json(&q.configuration_warnings))
+            .push_bind(to_json(&q.line_items))
+            .push_bind(q.total_minor)
+            .push_bind(q.currency.as_str().to_owned())
+            .push_bind(q.catalog_version.clone())
+            .push_bind(to_json(&q.management_capabilities))
+            .push_bind(ts(&q.created_at))
+            .push_bind(ts(&q.expires_at));
+    });
+    insert.build().execute(&mut *conn).await.map_err(backend)?;
     Ok(())
 }
