@@ -120,7 +120,14 @@ fn main() {
             Duration::from_secs(args.duration),
             args.connections,
         ));
-        let rows = runtime.block_on(bench_storefront(
+        eprintln!("{backend}: point-read ceiling (the driver, no HTTP)...");
+        let read_ceiling = runtime.block_on(point_read_rate(
+            database_url.as_deref(),
+            data.path(),
+            Duration::from_secs(args.duration),
+            args.connections,
+        ));
+        let mut rows = runtime.block_on(bench_storefront(
             &bin_dir.join("storefront"),
             data.path(),
             database_url.as_deref(),
@@ -131,8 +138,92 @@ fn main() {
                 hello: &hello.base,
             },
         ));
+        rows.read_ceiling = read_ceiling;
         print_table(backend, &http_ceiling, storage_ceiling, &rows);
     }
+}
+
+/// The rate of primary-key reads of one small row through the same driver and pool size as the
+/// store, from as many concurrent tasks as wrk has connections, in this process: what one
+/// database read costs before any HTTP, JSON or logic (a request that reads once cannot beat it).
+async fn point_read_rate(
+    postgres: Option<&str>,
+    dir: &Path,
+    duration: Duration,
+    connections: u32,
+) -> f64 {
+    let end = Instant::now() + duration;
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    match postgres {
+        None => {
+            use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+            let file = dir.join("reads.db");
+            let options = SqliteConnectOptions::new()
+                .filename(&file)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .expect("SQLite opens");
+            sqlx::raw_sql("CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT NOT NULL); INSERT INTO t VALUES ('a', 'row');")
+                .execute(&writer)
+                .await
+                .expect("table");
+            // The store's reader pool: eight read-only connections.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options.read_only(true))
+                .await
+                .expect("SQLite opens");
+            for _ in 0..connections {
+                let (pool, count) = (pool.clone(), count.clone());
+                tasks.push(tokio::spawn(async move {
+                    while Instant::now() < end {
+                        let _: (String, String) =
+                            sqlx::query_as("SELECT id, v FROM t WHERE id = $1")
+                                .bind("a")
+                                .fetch_one(&pool)
+                                .await
+                                .expect("read");
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }));
+            }
+        }
+        Some(url) => {
+            // The store's pool size.
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(16)
+                .connect(url)
+                .await
+                .expect("PostgreSQL answers");
+            sqlx::raw_sql("CREATE TABLE read_ceiling (id TEXT PRIMARY KEY, v TEXT NOT NULL); INSERT INTO read_ceiling VALUES ('a', 'row');")
+                .execute(&pool)
+                .await
+                .expect("table");
+            for _ in 0..connections {
+                let (pool, count) = (pool.clone(), count.clone());
+                tasks.push(tokio::spawn(async move {
+                    while Instant::now() < end {
+                        let _: (String, String) =
+                            sqlx::query_as("SELECT id, v FROM read_ceiling WHERE id = $1")
+                                .bind("a")
+                                .fetch_one(&pool)
+                                .await
+                                .expect("read");
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }));
+            }
+        }
+    }
+    for t in tasks {
+        t.await.expect("reader");
+    }
+    count.load(std::sync::atomic::Ordering::Relaxed) as f64 / duration.as_secs_f64()
 }
 
 fn describe_machine() -> String {
@@ -221,6 +312,16 @@ impl Server {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+impl Server {
+    /// Stops the server the way an operator does (SIGTERM, then waits for it to exit).
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 }
 
@@ -759,6 +860,7 @@ async fn bench_storefront(
     if args.preload_orders == 0 {
         return Outcome {
             rows,
+            read_ceiling: 0.0,
             cold,
             scale: None,
         };
@@ -797,9 +899,14 @@ async fn bench_storefront(
             })
             .collect()
     };
+    // Both sides on a freshly started server over a checkpointed database: after the write
+    // scenarios SQLite's write-ahead log is long, and reads that follow pay for it.
+    server.stop();
+    db.checkpoint().await;
+    server = Server::start(binary, &env, Some(dir));
     eprintln!("  reads before the preload:");
     let before = measure(&server.base);
-    drop(server);
+    server.stop();
     eprintln!(
         "  preloading {} orders over {} accounts...",
         args.preload_orders, args.preload_accounts
@@ -812,7 +919,8 @@ async fn bench_storefront(
         args.preload_accounts,
     )
     .await;
-    drop(db);
+    db.checkpoint().await;
+    db.close().await;
     server = Server::start(binary, &env, Some(dir));
     eprintln!("  reads after the preload:");
     let after = measure(&server.base);
@@ -827,6 +935,7 @@ async fn bench_storefront(
     };
     Outcome {
         rows,
+        read_ceiling: 0.0,
         cold,
         scale: Some(scale),
     }
@@ -835,6 +944,8 @@ async fn bench_storefront(
 /// What one backend's run measured.
 struct Outcome {
     rows: Vec<Row>,
+    /// Point reads a second through the driver alone (filled in by the caller).
+    read_ceiling: f64,
     /// Cold start, milliseconds.
     cold: f64,
     scale: Option<Scale>,
@@ -849,11 +960,12 @@ struct Scale {
 
 fn print_table(backend: &str, http: &Load, storage: f64, result: &Outcome) {
     let (rows, cold) = (&result.rows, &result.cold);
+    let read_ceiling = result.read_ceiling;
     println!();
     println!("### {backend}");
     println!();
     println!(
-        "Ceilings: HTTP (minimal axum server) {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; storage (single-row durable commits) {storage:.0} commits/s. Cold start (spawn to first /healthz answer, median of 5): {cold:.0} ms.",
+        "Ceilings: HTTP (minimal axum server) {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; storage (single-row durable commits) {storage:.0} commits/s; point reads through the driver, no HTTP {read_ceiling:.0}/s. Cold start (spawn to first /healthz answer, median of 5): {cold:.0} ms.",
         http.rps, http.p50_ms, http.p99_ms
     );
     println!();

@@ -185,3 +185,54 @@ async fn another_accounts_key_cannot_be_revoked_or_seen(backend: Backend) {
     assert_eq!(r.status, 404);
     assert_eq!(s.get("/api/v1/account", Some(&a)).await.status, 200);
 }
+
+dual_test!(a_key_revoked_by_another_process_stops_here_within_the_cache_lifetime);
+async fn a_key_revoked_by_another_process_stops_here_within_the_cache_lifetime(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let (account, owner) = s.account(0).await;
+    let created = s
+        .post("/api/v1/account/api-keys", Some(&owner), &json!({}))
+        .await;
+    let secret = created.body["data"]["api_key"].as_str().unwrap().to_owned();
+    let key_id = created.body["data"]["key_id"].as_str().unwrap().to_owned();
+    // This server has now seen the key and remembers it.
+    assert_eq!(s.get("/api/v1/account", Some(&secret)).await.status, 200);
+
+    // Another process on the same database (a replica: its own App, so its own cache) revokes it.
+    let replica = storefront::bootstrap::build_app(
+        &s.config,
+        s.store.clone(),
+        s.clock.clone(),
+        s.base.clone(),
+    )
+    .await
+    .unwrap();
+    let account_id = storefront_app::domain::ids::AccountId::parse(&account).unwrap();
+    replica
+        .revoke_api_key(
+            &storefront_app::Principal::Owner {
+                account_id,
+                key_id: None,
+            },
+            &key_id,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        replica
+            .authenticate(&secret)
+            .await
+            .expect_err("the revoking process refuses it at once")
+            .code
+            .as_str(),
+        "unauthorized"
+    );
+
+    // Here it works until the remembered entry is older than api_key_cache_seconds (5 s)...
+    s.clock.advance(chrono::Duration::milliseconds(4_900));
+    assert_eq!(s.get("/api/v1/account", Some(&secret)).await.status, 200);
+    // ...and not a moment longer.
+    s.clock.advance(chrono::Duration::milliseconds(100));
+    let after = s.get("/api/v1/account", Some(&secret)).await;
+    assert_eq!((after.status.as_u16(), after.code()), (401, "unauthorized"));
+}

@@ -39,28 +39,7 @@ impl QuoteStore for db::Adapter {
 }
 
 pub(super) async fn insert_quote_row(conn: &mut db::Connection, q: &Quote) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO quotes (id, account_id, product_id, quantity, configuration, warnings, line_items,
-                             total_minor, currency, catalog_version, management_capabilities, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(q.id.as_str())
-    .bind(q.account_id.as_ref().map(|a| a.as_str().to_owned()))
-    .bind(&q.product_id)
-    .bind(q.quantity)
-    .bind(to_json(&q.configuration_normalized))
-    .bind(to_json(&q.configuration_warnings))
-    .bind(to_json(&q.line_items))
-    .bind(q.total_minor)
-    .bind(q.currency.as_str())
-    .bind(&q.catalog_version)
-    .bind(to_json(&q.management_capabilities))
-    .bind(ts(&q.created_at))
-    .bind(ts(&q.expires_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
-    Ok(())
+    insert_quote_rows(conn, std::slice::from_ref(q)).await
 }
 
 /// Many quotes in one statement.
