@@ -760,11 +760,14 @@ impl App {
         let week = Period::Week.start(now);
         let month = Period::Month.start(now);
         let since = day.min(week).min(month);
-        let spending = self
-            .store
-            .agent_spending(&agent.id, since)
-            .await
-            .map_err(store_failure)?;
+        let spending = if rules.iter().any(|r| r.enabled && r.kind.reads_spending()) {
+            self.store
+                .agent_spending(&agent.id, since)
+                .await
+                .map_err(store_failure)?
+        } else {
+            Vec::new()
+        };
         let sum_since = |start| spent_since(&spending, start);
         // The longest rate window any rule can ask about is 31 days; older orders never count.
         let recent = spending.iter().map(|(at, _)| *at).collect();

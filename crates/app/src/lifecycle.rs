@@ -267,6 +267,43 @@ impl App {
         Ok(Some(outcome))
     }
 
+    /// Fulfils a paid instant order before its payment commits, when its product's fulfiller
+    /// computes in this process: the order is then stored fulfilled, with `order.fulfilled` and
+    /// without the fulfilment job, in the unit that charges it, and its answer is known at
+    /// commit. `false` (and `paid` untouched) for any other product, or when fulfilling failed:
+    /// that order is paid first and fulfilled after, and refunded if it fails again.
+    pub(crate) async fn fulfil_before_commit(&self, paid: &mut Paid, product: &Product) -> bool {
+        let Some(fulfiller) = self
+            .fulfillers
+            .get(&product.fulfiller)
+            .filter(|f| f.computes_in_process())
+        else {
+            return false;
+        };
+        if !paid.fulfil_inline {
+            return false;
+        }
+        let order = &mut paid.order;
+        match fulfiller
+            .fulfill(product, &order.configuration, order.quantity)
+            .await
+        {
+            Ok(value) => {
+                order.status = OrderStatus::Fulfilled;
+                order.result = Some(value);
+                paid.jobs.retain(|job| job.kind != FulfillOrder::KIND);
+                paid.events
+                    .extend(self.order_events(&[EventType::OrderFulfilled], &paid.order));
+                paid.fulfil_inline = false;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(order_id = %order.id, detail = %e.detail, "fulfilling before the payment failed; the order takes the regular way");
+                false
+            }
+        }
+    }
+
     /// Runs the fulfiller of a paid instant order and records fulfilled, or failed and
     /// refunded (and the answer of the request's key, when a request waits for it).
     pub(crate) async fn fulfill_paid(

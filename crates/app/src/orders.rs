@@ -81,6 +81,32 @@ pub struct PlacedOrder {
     pub replayed: bool,
 }
 
+/// What `place_in_one_unit` came to (returned once and taken apart at once: its size does not
+/// matter).
+#[allow(clippy::large_enum_variant)]
+enum OneUnit<'a> {
+    Placed(OrderOutcome),
+    /// Take the regular way, with what was decided on the way.
+    Regular(Decided<'a>),
+}
+
+/// What the one-unit attempt already decided, so the regular way does not ask twice (the
+/// rules' decision is audited).
+#[derive(Default)]
+struct Decided<'a> {
+    prepared: Option<(Quote, &'a Product, PaymentMethod)>,
+    gate: Option<Gate>,
+}
+
+impl<'a> Decided<'a> {
+    fn prepared(prepared: (Quote, &'a Product, PaymentMethod)) -> Self {
+        Self {
+            prepared: Some(prepared),
+            gate: None,
+        }
+    }
+}
+
 impl App {
     fn payment_methods_for(&self, principal: &Principal) -> Vec<PaymentMethod> {
         let mut methods = Vec::new();
@@ -218,7 +244,20 @@ impl App {
         mpp_credential: Option<&str>,
     ) -> Result<PlacedOrder, DomainError> {
         let key = IdempotencyRef::new(principal, ORDER_ROUTE, key);
-        let key = match self.claim(key, &req.fingerprint()).await? {
+        let fingerprint = req.fingerprint();
+        let decided = match self
+            .place_in_one_unit(principal, &key, req, &fingerprint)
+            .await?
+        {
+            OneUnit::Placed(outcome) => {
+                return Ok(PlacedOrder {
+                    outcome,
+                    replayed: false,
+                })
+            }
+            OneUnit::Regular(decided) => decided,
+        };
+        let key = match self.claim(key, &fingerprint).await? {
             Claim::Replay(stored) => {
                 return Ok(PlacedOrder {
                     outcome: remembered(stored)?,
@@ -256,7 +295,7 @@ impl App {
         }
 
         match self
-            .charge_and_create(principal, &key, req, mpp_credential)
+            .charge_and_create(principal, &key, req, mpp_credential, decided)
             .await
         {
             Ok(outcome) => Ok(PlacedOrder {
@@ -280,14 +319,105 @@ impl App {
         }
     }
 
-    async fn charge_and_create(
-        &self,
+    /// Places a credit order for an instant product whose fulfiller computes in this process
+    /// (`Fulfiller::computes_in_process`) in one durable unit: the order, already fulfilled,
+    /// commits with its charge, its events and its key recorded done — one transaction instead
+    /// of three (claim the key; charge; record the fulfilment) and no safety-net job. The key is
+    /// not claimed first, so a key seen before takes the regular way (which replays or refuses
+    /// it), and of two identical requests racing here the second finds the key taken inside its
+    /// unit, which then writes nothing, and takes the regular way too. Anything else — another
+    /// rail or product, an escalation, a failed fulfilment, a request the regular way must
+    /// judge under its key — goes the regular way with what was decided here, so the rules are
+    /// asked (and audited) once.
+    async fn place_in_one_unit<'a>(
+        &'a self,
         principal: &Principal,
         key: &IdempotencyRef,
         req: &OrderRequest,
-        mpp_credential: Option<&str>,
-    ) -> Result<OrderOutcome, DomainError> {
-        let (quote, product, method) = self.prepare_order(principal, req).await?;
+        fingerprint: &str,
+    ) -> Result<OneUnit<'a>, DomainError> {
+        // Errors are judged on the regular way, after the key: a retry gets its first answer.
+        let Ok(prepared) = self.prepare_order(principal, req).await else {
+            return Ok(OneUnit::Regular(Decided::default()));
+        };
+        let (quote, product, method) = &prepared;
+        let in_process = self
+            .fulfillers
+            .get(&product.fulfiller)
+            .is_some_and(|f| f.computes_in_process());
+        if *method != PaymentMethod::Credit || product.kind != ProductKind::Instant || !in_process {
+            return Ok(OneUnit::Regular(Decided::prepared(prepared)));
+        }
+        if self
+            .store
+            .idempotency_key_exists(key)
+            .await
+            .map_err(store_failure)?
+        {
+            return Ok(OneUnit::Regular(Decided::prepared(prepared)));
+        }
+        let order = self
+            .new_order(principal, key, quote, product, *method)
+            .await?;
+        let budget = match self
+            .govern_order(
+                principal,
+                product,
+                order.total_minor,
+                order.currency.as_str(),
+            )
+            .await?
+        {
+            Gate::Proceed(budget) => budget,
+            escalate => {
+                return Ok(OneUnit::Regular(Decided {
+                    prepared: Some(prepared),
+                    gate: Some(escalate),
+                }))
+            }
+        };
+        let mut paid = self.mark_paid(order, product, Rail::Credit).await?;
+        if !self.fulfil_before_commit(&mut paid, product).await {
+            return Ok(OneUnit::Regular(Decided {
+                prepared: Some(prepared),
+                gate: Some(Gate::Proceed(budget)),
+            }));
+        }
+        let answer = self
+            .answer_at_commit(&paid, None)
+            .ok_or_else(DomainError::internal)?;
+        let completion = IdempotencyCompletion::new(key.clone(), answer.to_value());
+        let inserted = self
+            .store
+            .insert_order(&crate::ports::NewOrder {
+                quote: matches!(req.source, OrderSource::Configure(_)).then_some(quote),
+                idempotency: Some(key),
+                completes: Some(&completion),
+                records_key: Some(fingerprint),
+                budget: budget.as_ref(),
+                ..paid.new_order()
+            })
+            .await;
+        if !charged(inserted, &paid.order)? {
+            // The key was taken meanwhile: the regular way answers under it.
+            return Ok(OneUnit::Regular(Decided::default()));
+        }
+        let answer = self
+            .paid_committed(paid, Rail::Credit, Some(key), None)
+            .await?;
+        let answer = answer.ok_or_else(DomainError::internal)?;
+        Ok(OneUnit::Placed(answer))
+    }
+
+    /// A new order of the principal for `quote`, waiting for payment.
+    async fn new_order(
+        &self,
+        principal: &Principal,
+        key: &IdempotencyRef,
+        quote: &Quote,
+        product: &Product,
+        method: PaymentMethod,
+    ) -> Result<Order, DomainError> {
         let account_id = match method {
             PaymentMethod::Credit => principal.require_account()?.clone(),
             PaymentMethod::Card | PaymentMethod::Mpp => match principal.account_id() {
@@ -296,7 +426,7 @@ impl App {
             },
         };
         let now = self.clock.now();
-        let order = Order {
+        Ok(Order {
             id: OrderId::generate(),
             account_id: Some(account_id),
             agent_id: principal.agent_id().cloned(),
@@ -321,20 +451,41 @@ impl App {
             service_id: None,
             result: None,
             failure: None,
+        })
+    }
+
+    async fn charge_and_create(
+        &self,
+        principal: &Principal,
+        key: &IdempotencyRef,
+        req: &OrderRequest,
+        mpp_credential: Option<&str>,
+        decided: Decided<'_>,
+    ) -> Result<OrderOutcome, DomainError> {
+        let (quote, product, method) = match decided.prepared {
+            Some(prepared) => prepared,
+            None => self.prepare_order(principal, req).await?,
         };
+        let order = self
+            .new_order(principal, key, &quote, product, method)
+            .await?;
         // A quote made for this order alone is stored with it.
         let own_quote = matches!(req.source, OrderSource::Configure(_)).then_some(&quote);
         // An agent key's order passes its owner's rules first; its budgets are re-checked in
         // the order's own transaction.
-        let budget = match self
-            .govern_order(
-                principal,
-                product,
-                order.total_minor,
-                order.currency.as_str(),
-            )
-            .await?
-        {
+        let gate = match decided.gate {
+            Some(gate) => gate,
+            None => {
+                self.govern_order(
+                    principal,
+                    product,
+                    order.total_minor,
+                    order.currency.as_str(),
+                )
+                .await?
+            }
+        };
+        let budget = match gate {
             Gate::Proceed(guard) => guard,
             Gate::Escalate(escalation) if method == PaymentMethod::Credit => {
                 if let Some(quote) = own_quote {

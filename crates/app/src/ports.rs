@@ -139,6 +139,10 @@ pub struct NewOrder<'a> {
     /// the service's current status.
     pub updates_service: Option<(&'a Service, &'a [ServiceStatus])>,
     pub completes: Option<&'a IdempotencyCompletion>,
+    /// The fingerprint of the request whose key `completes` records when the key was not
+    /// claimed before (an order placed in one unit): the key is inserted done, and the whole
+    /// unit is `Applied::Stale` if the key (or an order under it) already exists.
+    pub records_key: Option<&'a str>,
     /// A pending card payment (the order's checkout session).
     pub payment: Option<&'a Payment>,
     /// Budgets the order must fit, checked in the order's own transaction.
@@ -162,6 +166,7 @@ impl<'a> NewOrder<'a> {
             resource_tokens: &[],
             updates_service: None,
             completes: None,
+            records_key: None,
             payment: None,
             budget: None,
             approval: None,
@@ -290,6 +295,14 @@ pub struct FulfillmentError {
 /// Delivers instant products inline.
 #[async_trait]
 pub trait Fulfiller: Send + Sync + 'static {
+    /// Whether fulfilling only computes inside this process: no call out, no effect anywhere
+    /// else, so running it again (or for an order that is then refused) costs nothing but CPU.
+    /// An order of such a product is fulfilled before its payment commits and stored fulfilled
+    /// in that one transaction (`orders.rs`, "placed in one unit").
+    fn computes_in_process(&self) -> bool {
+        false
+    }
+
     async fn fulfill(
         &self,
         product: &Product,

@@ -119,6 +119,12 @@ impl RuleKind {
         "escalate_above",
     ];
 
+    /// Whether evaluating the rule needs the agent's recent spending (its orders of the last
+    /// month): an agent without such a rule is checked without reading them.
+    pub fn reads_spending(&self) -> bool {
+        matches!(self, Self::Budget { .. } | Self::Rate { .. })
+    }
+
     /// The fixed evaluation order.
     fn rank(&self) -> usize {
         match self {

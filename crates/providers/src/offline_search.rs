@@ -195,6 +195,11 @@ fn snippet(text: &str, query_terms: &[String]) -> String {
 
 #[async_trait]
 impl Fulfiller for OfflineSearch {
+    /// A search of an index held in memory.
+    fn computes_in_process(&self) -> bool {
+        true
+    }
+
     async fn fulfill(
         &self,
         _product: &Product,

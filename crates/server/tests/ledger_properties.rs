@@ -66,6 +66,12 @@ struct Flaky;
 
 #[async_trait]
 impl Fulfiller for Flaky {
+    // A computation: its orders are fulfilled in the unit that charges them, and one that fails
+    // takes the regular way (charged, then refunded) — the properties hold on both.
+    fn computes_in_process(&self) -> bool {
+        true
+    }
+
     async fn fulfill(
         &self,
         _p: &Product,

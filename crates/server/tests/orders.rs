@@ -37,6 +37,11 @@ async fn an_instant_order_is_fulfilled_inline_and_charged_once(backend: Backend)
     assert_eq!(ledger[0]["kind"], "charge");
     assert_eq!(ledger[0]["amount_minor"].as_i64().unwrap(), -total);
     assert_eq!(ledger[0]["order_id"], order["id"]);
+    // Fulfilled in the transaction that charged it: no job is left to fulfil it, now or later.
+    use storefront_app::clock::Clock;
+    let a_day_later = s.clock.now() + chrono::Duration::days(1);
+    let backlog = s.store.job_backlog(a_day_later).await.unwrap();
+    assert_eq!((backlog.due, backlog.running), (0, 0), "{backlog:?}");
 }
 
 dual_test!(an_async_order_is_accepted_processing_with_retry_after);

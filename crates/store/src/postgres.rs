@@ -19,6 +19,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// Connections per process; PostgreSQL's default limit is 100 for the whole server.
 const POOL_SIZE: u32 = 16;
 
+/// A pooled connection idle this long is pinged before it is handed out (the server may have
+/// closed it meanwhile: a restart, an idle timeout).
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -35,7 +39,15 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(30))
             // A connection left inside a transaction (a caller dropped at the wrong moment) is
             // closed, which ends the transaction on the server, instead of being reused.
-            .before_acquire(|conn, _| Box::pin(async move { Ok(is_clean(conn, "before_acquire")) }))
+            // A connection in steady use is not pinged (a round trip to the server before every
+            // query); one idle for a while is, and a dead one is replaced before anyone uses it.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    Ok(is_clean(conn, "before_acquire")
+                        && (meta.idle_for < PING_WHEN_IDLE_FOR || conn.ping().await.is_ok()))
+                })
+            })
             .after_release(|conn, _| Box::pin(async move { Ok(is_clean(conn, "after_release")) }))
             .connect_with(options)
             .await
@@ -99,7 +111,9 @@ mod db {
     pub(super) const DELIVERY_CLAIM_LOCK: &str = "FOR UPDATE OF d SKIP LOCKED";
     /// An event's position in the log: the next value of its sequence, taken under
     /// `EVENT_ORDER_LOCK`.
-    pub(super) const NEXT_EVENT_POSITION: &str = "DEFAULT";
+    pub(super) fn next_event_position(_nth: usize) -> &'static str {
+        "DEFAULT"
+    }
     /// Taken before an account's events are written, and held until commit: the account's row,
     /// so that its events take their positions in commit order. `FOR NO KEY UPDATE` is the lock
     /// a charge's balance update takes (so credit orders wait for nothing new); unlike

@@ -247,8 +247,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
+        // sqlx pings a connection before handing it out unless told not to: on SQLite a hop to
+        // the connection's thread and back for nothing (it is in this process).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             // Cheap on the way out (sqlx's own count); thorough on the way back, where an
             // interrupted caller leaves its traces.
@@ -265,6 +268,7 @@ impl SqliteStore {
             .map_err(|e| OpenError::Migrate(e.to_string()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
@@ -350,10 +354,11 @@ mod db {
     pub(super) const ROW_LOCK: &str = "";
     /// Appended to the subquery that picks deliveries to claim: nothing, as for jobs.
     pub(super) const DELIVERY_CLAIM_LOCK: &str = "";
-    /// An event's position in the log: one more than the last. The one writer makes insert
-    /// order commit order.
-    pub(super) const NEXT_EVENT_POSITION: &str =
-        "(SELECT COALESCE(MAX(position), 0) + 1 FROM events)";
+    /// The position in the log of the `nth` (from 1) event of one insert statement: after the
+    /// last one. The one writer makes insert order commit order.
+    pub(super) fn next_event_position(nth: usize) -> String {
+        format!("(SELECT COALESCE(MAX(position), 0) FROM events) + {nth}")
+    }
     /// Taken before an account's events are written: nothing, the one writer already keeps
     /// insert order and commit order the same.
     pub(super) const EVENT_ORDER_LOCK: Option<&str> = None;

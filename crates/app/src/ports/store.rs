@@ -191,6 +191,8 @@ pub trait IdempotencyStore: Send + Sync {
     /// for its MPP payment): the identical request may claim it again at once; another body
     /// still gets `idempotency_key_reused`.
     async fn unlock_idempotency_key(&self, key: &IdempotencyRef) -> StoreResult<()>;
+    /// Whether the key was ever claimed (a read: it takes nothing).
+    async fn idempotency_key_exists(&self, key: &IdempotencyRef) -> StoreResult<bool>;
 }
 
 /// Orders, the changes that move them (with everything that commits alongside), and the

@@ -10,7 +10,7 @@ use storefront_domain::timestamp::format as ts;
 use super::common::{backend, corrupt, parse_json, parse_ts, placeholders, to_json};
 use super::db;
 use super::webhooks::{enabled_endpoints, insert_delivery_row};
-use storefront_domain::webhook::{WebhookDelivery, WebhookEndpoint};
+use storefront_domain::webhook::WebhookDelivery;
 
 #[async_trait]
 impl EventStore for db::Adapter {
@@ -73,47 +73,44 @@ impl EventStore for db::Adapter {
 /// Positions follow commit order within an account: the account is locked first
 /// (`db::EVENT_ORDER_LOCK`, held to commit), so no transaction can take a position for the
 /// account while another that took an earlier one has not committed yet.
+/// Inserts events — each account's run of them with one statement — and queues their webhook
+/// deliveries.
 pub(super) async fn insert_event_rows(
     conn: &mut db::Connection,
     events: &[Event],
 ) -> StoreResult<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO events (id, account_id, agent_id, type, data, created_at, position)
-         VALUES ($1, $2, $3, $4, $5, $6, {})",
-        db::NEXT_EVENT_POSITION
-    );
-    let mut endpoints: Vec<WebhookEndpoint> = Vec::new();
-    let mut endpoints_of: Option<&AccountId> = None;
-    for e in events {
-        if endpoints_of != Some(&e.account_id) {
-            if let Some(lock) = db::EVENT_ORDER_LOCK {
-                sqlx::query(lock)
-                    .bind(e.account_id.as_str())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(backend)?;
-            }
-            endpoints = enabled_endpoints(conn, &e.account_id).await?;
-            endpoints_of = Some(&e.account_id);
+    for run in events.chunk_by(|a, b| a.account_id == b.account_id) {
+        let account = &run[0].account_id;
+        if let Some(lock) = db::EVENT_ORDER_LOCK {
+            sqlx::query(lock)
+                .bind(account.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
         }
-        sqlx::query(&sql)
-            .bind(e.id.as_str())
-            .bind(e.account_id.as_str())
-            .bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
-            .bind(e.kind.as_str())
-            .bind(to_json(&e.data))
-            .bind(ts(&e.created_at))
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
-        for endpoint in endpoints
-            .iter()
-            .filter(|w| w.wants(e.kind, e.agent_id.as_ref()))
-        {
-            insert_delivery_row(conn, &WebhookDelivery::of_event(endpoint, e)).await?;
+        let endpoints = enabled_endpoints(conn, account).await?;
+        let mut insert = sqlx::QueryBuilder::<db::Database>::new(
+            "INSERT INTO events (id, account_id, agent_id, type, data, created_at, position) ",
+        );
+        let mut nth = 0;
+        insert.push_values(run, |mut row, e| {
+            nth += 1;
+            row.push_bind(e.id.as_str().to_owned())
+                .push_bind(e.account_id.as_str().to_owned())
+                .push_bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+                .push_bind(e.kind.as_str())
+                .push_bind(to_json(&e.data))
+                .push_bind(ts(&e.created_at))
+                .push(db::next_event_position(nth));
+        });
+        insert.build().execute(&mut *conn).await.map_err(backend)?;
+        for e in run {
+            for endpoint in endpoints
+                .iter()
+                .filter(|w| w.wants(e.kind, e.agent_id.as_ref()))
+            {
+                insert_delivery_row(conn, &WebhookDelivery::of_event(endpoint, e)).await?;
+            }
         }
     }
     Ok(())

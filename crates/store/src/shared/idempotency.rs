@@ -122,6 +122,45 @@ impl IdempotencyStore for db::Adapter {
             .map_err(backend)?;
         commit(tx).await
     }
+
+    async fn idempotency_key_exists(&self, key: &IdempotencyRef) -> StoreResult<bool> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM idempotency_keys WHERE scope = $1 AND route = $2 AND key = $3",
+        )
+        .bind(&key.scope)
+        .bind(&key.route)
+        .bind(&key.key)
+        .fetch_optional(self.reader())
+        .await
+        .map_err(backend)?;
+        Ok(found.is_some())
+    }
+}
+
+/// Inserts a key already done, with its answer (a request that was never claimed because its
+/// whole effect is this one unit); `false`, and nothing written, when the key exists.
+pub(super) async fn insert_completed_key(
+    conn: &mut db::Connection,
+    c: &IdempotencyCompletion,
+    fingerprint: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let now_s = ts(&now);
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, route, key, fingerprint, outcome, locked_at, created_at, completed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(&c.key.scope)
+    .bind(&c.key.route)
+    .bind(&c.key.key)
+    .bind(fingerprint)
+    .bind(to_json(&c.outcome))
+    .bind(&now_s)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 pub(super) async fn complete_key(

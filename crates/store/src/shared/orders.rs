@@ -18,7 +18,7 @@ use super::events::insert_event_rows;
 use super::governance::{
     check_budget, insert_approval_row, update_approval_row, update_checkout_row,
 };
-use super::idempotency::complete_key;
+use super::idempotency::{complete_key, insert_completed_key};
 use super::jobs::insert_job_row;
 use super::payments::{insert_payment_row, update_payment_row};
 use super::quotes::insert_quote_row;
@@ -72,10 +72,20 @@ impl OrderStore for db::Adapter {
     }
 
     // Every early return drops the transaction, which rolls it back: a refused or stale unit
-    // writes nothing.
+    // writes nothing. The events and the charge come last: on PostgreSQL both lock the account's
+    // row until the commit, and concurrent orders of one account queue on that lock, so it is
+    // held for as few statements as possible.
     async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<Applied> {
         let o = new.order;
         let mut tx = self.begin().await?;
+        if let Some(fingerprint) = new.records_key {
+            let completion = new.completes.ok_or_else(|| {
+                StoreError::Backend("an order that records its key needs its answer".into())
+            })?;
+            if !insert_completed_key(&mut tx, completion, fingerprint, o.created_at).await? {
+                return Ok(Applied::Stale);
+            }
+        }
         if let Some(guard) = new.budget {
             if let Err(refusal) = check_budget(&mut tx, guard).await? {
                 return Ok(Applied::Refused(refusal));
@@ -86,15 +96,12 @@ impl OrderStore for db::Adapter {
                 return Ok(Applied::Stale);
             }
         }
-        if let Some(charge) = new.charge {
-            if let Err(refusal) = apply_movement(&mut tx, charge, o.created_at).await? {
-                return Ok(Applied::Refused(refusal));
-            }
-        }
         if let Some(quote) = new.quote {
             insert_quote_row(&mut tx, quote).await?;
         }
-        insert_order_row(&mut tx, o, new.idempotency).await?;
+        if !insert_order_row(&mut tx, o, new.idempotency).await? {
+            return Ok(Applied::Stale);
+        }
         if let Some(service) = new.service {
             insert_service_row(&mut tx, service).await?;
         }
@@ -108,9 +115,14 @@ impl OrderStore for db::Adapter {
         if let Some(payment) = new.payment {
             insert_payment_row(&mut tx, payment).await?;
         }
-        insert_event_rows(&mut tx, new.events).await?;
-        if let Some(c) = new.completes {
+        if let Some(c) = new.completes.filter(|_| new.records_key.is_none()) {
             complete_key(&mut tx, c).await?;
+        }
+        insert_event_rows(&mut tx, new.events).await?;
+        if let Some(charge) = new.charge {
+            if let Err(refusal) = apply_movement(&mut tx, charge, o.created_at).await? {
+                return Ok(Applied::Refused(refusal));
+            }
         }
         commit(tx).await?;
         Ok(Applied::Done)
@@ -300,24 +312,26 @@ async fn apply_movement(
     Ok(Ok(entry))
 }
 
-/// Inserts an order row. Orders without a key get a unique per-order scope so the uniqueness
-/// constraint on keys still holds.
+/// Inserts an order row; `false` (nothing written) when an order under the same idempotency key
+/// exists. Orders without a key get a unique per-order scope so the uniqueness constraint on
+/// keys still holds.
 async fn insert_order_row(
     conn: &mut db::Connection,
     o: &Order,
     idempotency: Option<&IdempotencyRef>,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     let (scope, route, key) = match idempotency {
         Some(k) => (k.scope.clone(), k.route.clone(), k.key.clone()),
         None => (o.id.to_string(), String::new(), o.id.to_string()),
     };
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO orders (id, account_id, status, payment_status, payment_method, product_id, quantity,
                              configuration, configuration_warnings, line_items, total_minor, currency, quote_id,
                              idempotency_scope, idempotency_route, idempotency_key,
                              provisioning_estimate, requires_install_configuration, service_id, result, failure,
                              created_at, updated_at, agent_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
+         ON CONFLICT (idempotency_scope, idempotency_route, idempotency_key) DO NOTHING",
     )
     .bind(o.id.as_str())
     .bind(o.account_id.as_ref().map(|a| a.as_str().to_owned()))
@@ -345,8 +359,9 @@ async fn insert_order_row(
     .bind(o.agent_id.as_ref().map(|a| a.as_str().to_owned()))
     .execute(&mut *conn)
     .await
-    .map_err(backend)?;
-    Ok(())
+    .map_err(backend)?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 /// The status check is part of the UPDATE, so two concurrent transitions (even from two
