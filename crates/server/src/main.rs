@@ -1,6 +1,11 @@
 //! `storefront`: serve the API, migrate the database, administer accounts.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// mimalloc instead of glibc's malloc: a profile of a busy server showed ~12 % of its CPU in
+/// glibc's allocator (docs/benchmarks.md, "Issue 19, third steps").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
