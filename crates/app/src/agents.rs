@@ -724,14 +724,25 @@ impl App {
             .await
             .map_err(store_failure)?
             .ok_or_else(DomainError::unauthorized)?;
-        match agent.status {
-            AgentStatus::Suspended => Err(kill_switch_active(&agent)),
-            AgentStatus::Pending => Err(DomainError::forbidden(format!(
-                "Agent {} waits for the owner's confirmation.",
-                agent.id
-            ))),
-            AgentStatus::Active => Ok(Some(agent)),
-        }
+        acting(agent).map(Some)
+    }
+
+    /// The agent an agent key acts for (refusing a suspended one) with its rules, in one read.
+    async fn acting_agent_with_rules(
+        &self,
+        principal: &Principal,
+    ) -> Result<Option<(Agent, Vec<Rule>)>, DomainError> {
+        let Some(agent_id) = principal.agent_id() else {
+            return Ok(None);
+        };
+        let (agent, rules) = self
+            .store
+            .get_agent_with_rules(agent_id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(DomainError::unauthorized)?;
+        let rules = rules.into_iter().map(|r| r.rule).collect();
+        Ok(Some((acting(agent)?, rules)))
     }
 
     /// Evaluates the agent's rules for a transaction; also the budget limits to re-check
@@ -740,13 +751,7 @@ impl App {
         &self,
         agent: &Agent,
         tx: &Transaction,
-    ) -> Result<
-        (
-            Decision,
-            Vec<(storefront_domain::timestamp::Timestamp, i64)>,
-        ),
-        DomainError,
-    > {
+    ) -> Result<(Decision, BudgetLimits), DomainError> {
         let rules: Vec<Rule> = self
             .store
             .list_rules(&agent.id)
@@ -755,6 +760,16 @@ impl App {
             .into_iter()
             .map(|r| r.rule)
             .collect();
+        self.decide_by(agent, &rules, tx).await
+    }
+
+    /// [`Self::decide`] with the agent's rules already read.
+    async fn decide_by(
+        &self,
+        agent: &Agent,
+        rules: &[Rule],
+        tx: &Transaction,
+    ) -> Result<(Decision, BudgetLimits), DomainError> {
         let now = self.clock.now();
         let day = Period::Day.start(now);
         let week = Period::Week.start(now);
@@ -788,7 +803,7 @@ impl App {
                 _ => None,
             })
             .collect();
-        Ok((evaluate(&rules, tx, &context), limits))
+        Ok((evaluate(rules, tx, &context), limits))
     }
 
     /// `POST /api/v1/agent/check`: what the rules say about a purchase the agent is about to make.
@@ -797,9 +812,12 @@ impl App {
         principal: &Principal,
         tx: Transaction,
     ) -> Result<CheckResult, DomainError> {
-        let agent = self.acting_agent(principal).await?.ok_or_else(|| {
-            principal.refuse("Only an agent key (POST /api/v1/agents/{id}/keys) can check.")
-        })?;
+        let (agent, rules) = self
+            .acting_agent_with_rules(principal)
+            .await?
+            .ok_or_else(|| {
+                principal.refuse("Only an agent key (POST /api/v1/agents/{id}/keys) can check.")
+            })?;
         if !(1..=MAX_AMOUNT_MINOR).contains(&tx.amount_minor) {
             return Err(DomainError::validation(
                 "transaction.amount_minor",
@@ -807,7 +825,7 @@ impl App {
                 "Send amount_minor as a whole number of minor units, like 1999.",
             ));
         }
-        let (decision, _) = self.decide(&agent, &tx).await?;
+        let (decision, _) = self.decide_by(&agent, &rules, &tx).await?;
         self.audit_decision(
             &agent.account_id,
             &agent.id,
@@ -841,7 +859,7 @@ impl App {
         amount_minor: i64,
         currency: &str,
     ) -> Result<Gate, DomainError> {
-        let Some(agent) = self.acting_agent(principal).await? else {
+        let Some((agent, rules)) = self.acting_agent_with_rules(principal).await? else {
             return Ok(Gate::Proceed(None));
         };
         let host = self
@@ -860,7 +878,7 @@ impl App {
             category: Some(product.category.clone()),
             product_id: Some(product.id.clone()),
         };
-        let (decision, limits) = self.decide(&agent, &tx).await?;
+        let (decision, limits) = self.decide_by(&agent, &rules, &tx).await?;
         self.audit_decision(
             &agent.account_id,
             &agent.id,
@@ -913,6 +931,21 @@ pub(crate) struct Escalation {
     pub timeout_seconds: u32,
     pub rule_code: String,
     pub reason: String,
+}
+
+/// Budgets to re-check in an order's transaction: each limit's start and its maximum.
+type BudgetLimits = Vec<(storefront_domain::timestamp::Timestamp, i64)>;
+
+/// An agent that may act: not suspended (kill switch), not waiting for its owner's confirmation.
+fn acting(agent: Agent) -> Result<Agent, DomainError> {
+    match agent.status {
+        AgentStatus::Suspended => Err(kill_switch_active(&agent)),
+        AgentStatus::Pending => Err(DomainError::forbidden(format!(
+            "Agent {} waits for the owner's confirmation.",
+            agent.id
+        ))),
+        AgentStatus::Active => Ok(agent),
+    }
 }
 
 fn kill_switch_active(agent: &Agent) -> DomainError {

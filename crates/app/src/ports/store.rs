@@ -332,6 +332,12 @@ pub trait GovernanceStore: Send + Sync {
     async fn insert_agent(&self, agent: &Agent) -> StoreResult<()>;
     /// A live (not deleted) agent.
     async fn get_agent(&self, id: &AgentId) -> StoreResult<Option<Agent>>;
+    /// A live agent with its rules (ordered by code), in one read: what a governance decision
+    /// needs.
+    async fn get_agent_with_rules(
+        &self,
+        id: &AgentId,
+    ) -> StoreResult<Option<(Agent, Vec<AgentRule>)>>;
     async fn list_agents(&self, account: &AccountId) -> StoreResult<Vec<Agent>>;
     /// Saves the agent and, in the same transaction, the events that say what changed; `false`
     /// (and nothing written) when there is no such agent.

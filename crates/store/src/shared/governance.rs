@@ -14,7 +14,8 @@ use super::common::{backend, commit, parse_json, parse_ts, placeholders, to_json
 use super::db;
 use super::events::insert_event_rows;
 use super::rows::{
-    agent_from_row, approval_from_row, checkout_from_row, order_from_row, rule_from_row,
+    agent_from_row, approval_from_row, checkout_from_row, order_from_row, rule_from_columns,
+    rule_from_row,
 };
 
 #[async_trait]
@@ -54,6 +55,35 @@ impl GovernanceStore for db::Adapter {
             agent_from_row,
         )
         .await
+    }
+
+    async fn get_agent_with_rules(
+        &self,
+        id: &AgentId,
+    ) -> StoreResult<Option<(Agent, Vec<AgentRule>)>> {
+        let rows = sqlx::query(
+            "SELECT a.*, r.id AS rule_id, r.agent_id AS rule_agent_id, r.code AS rule_code,
+                    r.name AS rule_name, r.kind AS rule_kind, r.params AS rule_params,
+                    r.action AS rule_action, r.enabled AS rule_enabled,
+                    r.created_at AS rule_created_at, r.updated_at AS rule_updated_at
+             FROM agents a LEFT JOIN rules r ON r.agent_id = a.id
+             WHERE a.id = $1 AND a.deleted_at IS NULL
+             ORDER BY r.code",
+        )
+        .bind(id.as_str())
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let agent = agent_from_row(first)?;
+        let rules = rows
+            .iter()
+            .filter(|r| r.get::<Option<String>, _>("rule_id").is_some())
+            .map(|r| rule_from_columns(r, "rule_"))
+            .collect::<StoreResult<_>>()?;
+        Ok(Some((agent, rules)))
     }
 
     async fn list_agents(&self, account: &AccountId) -> StoreResult<Vec<Agent>> {

@@ -355,19 +355,27 @@ pub(super) fn agent_from_row(r: &db::Row) -> StoreResult<Agent> {
 }
 
 pub(super) fn rule_from_row(r: &db::Row) -> StoreResult<AgentRule> {
-    let params: Value = parse_json(r.get("params"))?;
-    let kind: &str = r.get("kind");
+    rule_from_columns(r, "")
+}
+
+/// A rule from the columns named `{prefix}id`, `{prefix}code`, ... (a join names them apart from
+/// the other table's).
+pub(super) fn rule_from_columns(r: &db::Row, prefix: &str) -> StoreResult<AgentRule> {
+    let column = |name: &str| format!("{prefix}{name}");
+    let params: Value = parse_json(r.get(column("params").as_str()))?;
+    let kind: &str = r.get(column("kind").as_str());
     Ok(AgentRule {
-        agent_id: AgentId::from_trusted(r.get("agent_id")),
+        agent_id: AgentId::from_trusted(r.get(column("agent_id").as_str())),
         rule: Rule {
-            id: r.get("id"),
-            code: r.get("code"),
-            name: r.get("name"),
-            enabled: r.get("enabled"),
-            action: RuleAction::parse(r.get("action")).ok_or_else(|| corrupt("rule action"))?,
+            id: r.get(column("id").as_str()),
+            code: r.get(column("code").as_str()),
+            name: r.get(column("name").as_str()),
+            enabled: r.get(column("enabled").as_str()),
+            action: RuleAction::parse(r.get(column("action").as_str()))
+                .ok_or_else(|| corrupt("rule action"))?,
             kind: RuleKind::parse(kind, &params).map_err(|_| corrupt("rule params"))?,
         },
-        created_at: parse_ts(r.get("created_at"))?,
-        updated_at: parse_ts(r.get("updated_at"))?,
+        created_at: parse_ts(r.get(column("created_at").as_str()))?,
+        updated_at: parse_ts(r.get(column("updated_at").as_str()))?,
     })
 }
