@@ -12,6 +12,9 @@ use axum::Router;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Bodies already made, by size.
 type Bodies = Arc<Mutex<HashMap<usize, Bytes>>>;
 
