@@ -64,6 +64,8 @@ struct Row {
     statuses: Vec<(String, u64)>,
     /// One error answer (status and body) from a one-second rerun, when the run had errors.
     sample: Option<String>,
+    /// The first `ERROR` lines the server logged during the run, when it had errors.
+    logged: Vec<String>,
 }
 
 fn main() {
@@ -264,6 +266,26 @@ fn describe_machine() -> String {
     )
 }
 
+/// The storefront's log, in its directory.
+const SERVER_LOG: &str = "server.log";
+
+/// The server log's length now: where the next scenario's lines begin.
+fn log_length(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join(SERVER_LOG)).map_or(0, |m| m.len())
+}
+
+/// The first few `ERROR` lines the server logged after `from`.
+fn logged_errors(dir: &Path, from: u64) -> Vec<String> {
+    let log = std::fs::read(dir.join(SERVER_LOG)).unwrap_or_default();
+    let new = log.get(from as usize..).unwrap_or_default();
+    String::from_utf8_lossy(new)
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("panicked"))
+        .take(3)
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A server process: the storefront or the hello-world ceiling.
 struct Server {
     child: Child,
@@ -279,12 +301,22 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        if let Some(d) = dir {
-            cmd.current_dir(d);
-        }
+        // The storefront's log (warnings and errors) goes to `server.log` in its directory, so
+        // an error answer in a run can be explained by what the server said about it.
+        let stderr = match dir {
+            Some(d) => {
+                cmd.current_dir(d);
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(d.join(SERVER_LOG))
+                    .map_or_else(|_| Stdio::null(), Stdio::from)
+            }
+            None => Stdio::null(),
+        };
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("server starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -816,6 +848,7 @@ async fn bench_storefront(
     for (name, path, script, ceiling_name, ceiling, target) in scenarios {
         eprintln!("  {name}...");
         let before = error_statuses(&http, &server.base).await;
+        let log_from = log_length(dir);
         let load = wrk(
             &server.base,
             &path,
@@ -825,6 +858,11 @@ async fn bench_storefront(
         );
         let statuses = statuses_between(&before, &error_statuses(&http, &server.base).await);
         let rss_mb = server.rss_mb("VmRSS:");
+        let logged = if load.errors > 0 {
+            logged_errors(dir, log_from)
+        } else {
+            Vec::new()
+        };
         let sample = (load.errors > 0)
             .then(|| sample_error(&server.base, &path, script.as_deref(), args.connections))
             .flatten();
@@ -837,6 +875,7 @@ async fn bench_storefront(
             target,
             statuses,
             sample,
+            logged,
         });
     }
     eprintln!("  memory under {} connections...", args.memory_connections);
@@ -856,6 +895,7 @@ async fn bench_storefront(
         target: 0.6,
         statuses: Vec::new(),
         sample: None,
+        logged: Vec::new(),
     });
     if args.preload_orders == 0 {
         return Outcome {
@@ -978,7 +1018,7 @@ fn print_table(backend: &str, http: &Load, storage: f64, result: &Outcome) {
             0.0
         };
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.2} × {} | ≥ {:.1} × |",
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.2} × {} | ≥ {} × |",
             r.name,
             r.load.rps,
             r.load.p50_ms,
@@ -1010,6 +1050,9 @@ fn print_table(backend: &str, http: &Load, storage: f64, result: &Outcome) {
             },
             r.sample.as_deref().unwrap_or("none reproduced")
         );
+        for line in &r.logged {
+            println!("- the server logged: `{}`", line.trim());
+        }
     }
     if let Some(scale) = &result.scale {
         println!();
