@@ -856,9 +856,9 @@ impl App {
         &self,
         principal: &Principal,
         product: &Product,
-        amount_minor: i64,
-        currency: &str,
+        order: &storefront_domain::order::Order,
     ) -> Result<Gate, DomainError> {
+        let (amount_minor, currency) = (order.total_minor, order.currency.as_str());
         let Some((agent, rules)) = self.acting_agent_with_rules(principal).await? else {
             return Ok(Gate::Proceed(None));
         };

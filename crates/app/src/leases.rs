@@ -103,15 +103,7 @@ impl App {
             .extension_order(principal, &service, product, additional_minutes, key)
             .await?;
         // An agent key's extension passes the owner's rules like an order.
-        let budget = match self
-            .govern_order(
-                principal,
-                product,
-                order.total_minor,
-                order.currency.as_str(),
-            )
-            .await?
-        {
+        let budget = match self.govern_order(principal, product, &order).await? {
             Gate::Proceed(guard) => guard,
             Gate::Escalate(escalation) => {
                 self.store

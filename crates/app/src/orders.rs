@@ -4,7 +4,9 @@
 //! Placing follows the idempotency state machine of `idempotency.rs` (docs/api.md,
 //! "Idempotency"): the key is claimed first (so a concurrent duplicate sees
 //! `idempotency_in_progress`), the charge and the order commit in one transaction with the
-//! request's answer, and errors that did not act release the key.
+//! request's answer, and errors that did not act release the key. One exception saves two
+//! durable writes: a credit order for an instant product fulfilled in this process is placed in
+//! one unit, its key recorded done with it (`place_in_one_unit`).
 
 use crate::agents::Gate;
 use crate::app::{store_failure, App};
@@ -359,15 +361,7 @@ impl App {
         let order = self
             .new_order(principal, key, quote, product, *method)
             .await?;
-        let budget = match self
-            .govern_order(
-                principal,
-                product,
-                order.total_minor,
-                order.currency.as_str(),
-            )
-            .await?
-        {
+        let budget = match self.govern_order(principal, product, &order).await? {
             Gate::Proceed(budget) => budget,
             escalate => {
                 return Ok(OneUnit::Regular(Decided {
@@ -475,15 +469,7 @@ impl App {
         // the order's own transaction.
         let gate = match decided.gate {
             Some(gate) => gate,
-            None => {
-                self.govern_order(
-                    principal,
-                    product,
-                    order.total_minor,
-                    order.currency.as_str(),
-                )
-                .await?
-            }
+            None => self.govern_order(principal, product, &order).await?,
         };
         let budget = match gate {
             Gate::Proceed(guard) => guard,
