@@ -267,17 +267,24 @@ impl App {
         Ok(Some(outcome))
     }
 
+    /// The fulfiller of `product` when it only computes in this process
+    /// ([`crate::ports::Fulfiller::computes_in_process`]).
+    pub(crate) fn in_process_fulfiller(
+        &self,
+        product: &Product,
+    ) -> Option<&std::sync::Arc<dyn crate::ports::Fulfiller>> {
+        self.fulfillers
+            .get(&product.fulfiller)
+            .filter(|f| f.computes_in_process())
+    }
+
     /// Fulfils a paid instant order before its payment commits, when its product's fulfiller
     /// computes in this process: the order is then stored fulfilled, with `order.fulfilled` and
     /// without the fulfilment job, in the unit that charges it, and its answer is known at
     /// commit. `false` (and `paid` untouched) for any other product, or when fulfilling failed:
     /// that order is paid first and fulfilled after, and refunded if it fails again.
     pub(crate) async fn fulfil_before_commit(&self, paid: &mut Paid, product: &Product) -> bool {
-        let Some(fulfiller) = self
-            .fulfillers
-            .get(&product.fulfiller)
-            .filter(|f| f.computes_in_process())
-        else {
+        let Some(fulfiller) = self.in_process_fulfiller(product) else {
             return false;
         };
         if !paid.fulfil_inline {

@@ -343,10 +343,7 @@ impl App {
             return Ok(OneUnit::Regular(Decided::default()));
         };
         let (quote, product, method) = &prepared;
-        let in_process = self
-            .fulfillers
-            .get(&product.fulfiller)
-            .is_some_and(|f| f.computes_in_process());
+        let in_process = self.in_process_fulfiller(product).is_some();
         if *method != PaymentMethod::Credit || product.kind != ProductKind::Instant || !in_process {
             return Ok(OneUnit::Regular(Decided::prepared(prepared)));
         }
