@@ -727,22 +727,26 @@ impl App {
         acting(agent).map(Some)
     }
 
-    /// The agent an agent key acts for (refusing a suspended one) with its rules, in one read.
-    async fn acting_agent_with_rules(
+    /// The agent an agent key acts for (refusing a suspended one) with what a decision about it
+    /// reads: its rules and, when they need it, its spending — in one read.
+    async fn acting_agent_for_decision(
         &self,
         principal: &Principal,
-    ) -> Result<Option<(Agent, Vec<Rule>)>, DomainError> {
+    ) -> Result<Option<Decidable>, DomainError> {
         let Some(agent_id) = principal.agent_id() else {
             return Ok(None);
         };
-        let (agent, rules) = self
+        let read = self
             .store
-            .get_agent_with_rules(agent_id)
+            .get_agent_for_decision(agent_id, spending_window_start(self.clock.now()))
             .await
             .map_err(store_failure)?
             .ok_or_else(DomainError::unauthorized)?;
-        let rules = rules.into_iter().map(|r| r.rule).collect();
-        Ok(Some((acting(agent)?, rules)))
+        Ok(Some(Decidable {
+            agent: acting(read.agent)?,
+            rules: read.rules.into_iter().map(|r| r.rule).collect(),
+            spending: read.spending,
+        }))
     }
 
     /// Evaluates the agent's rules for a transaction; also the budget limits to re-check
@@ -752,45 +756,33 @@ impl App {
         agent: &Agent,
         tx: &Transaction,
     ) -> Result<(Decision, BudgetLimits), DomainError> {
-        let rules: Vec<Rule> = self
+        let read = self
             .store
-            .list_rules(&agent.id)
+            .get_agent_for_decision(&agent.id, spending_window_start(self.clock.now()))
             .await
             .map_err(store_failure)?
-            .into_iter()
-            .map(|r| r.rule)
-            .collect();
-        self.decide_by(agent, &rules, tx).await
+            .ok_or_else(DomainError::unauthorized)?;
+        let rules: Vec<Rule> = read.rules.into_iter().map(|r| r.rule).collect();
+        Ok(self.decide_by(agent, &rules, &read.spending, tx))
     }
 
-    /// [`Self::decide`] with the agent's rules already read.
-    async fn decide_by(
+    /// [`Self::decide`] with the agent's rules and spending already read.
+    fn decide_by(
         &self,
         agent: &Agent,
         rules: &[Rule],
+        spending: &[(storefront_domain::timestamp::Timestamp, i64)],
         tx: &Transaction,
-    ) -> Result<(Decision, BudgetLimits), DomainError> {
+    ) -> (Decision, BudgetLimits) {
         let now = self.clock.now();
-        let day = Period::Day.start(now);
-        let week = Period::Week.start(now);
-        let month = Period::Month.start(now);
-        let since = day.min(week).min(month);
-        let spending = if rules.iter().any(|r| r.enabled && r.kind.reads_spending()) {
-            self.store
-                .agent_spending(&agent.id, since)
-                .await
-                .map_err(store_failure)?
-        } else {
-            Vec::new()
-        };
-        let sum_since = |start| spent_since(&spending, start);
+        let sum_since = |start| spent_since(spending, start);
         // The longest rate window any rule can ask about is 31 days; older orders never count.
         let recent = spending.iter().map(|(at, _)| *at).collect();
         let context = Context {
             now,
-            spent_day_minor: sum_since(day),
-            spent_week_minor: sum_since(week),
-            spent_month_minor: sum_since(month),
+            spent_day_minor: sum_since(Period::Day.start(now)),
+            spent_week_minor: sum_since(Period::Week.start(now)),
+            spent_month_minor: sum_since(Period::Month.start(now)),
             recent_transactions: recent,
             trusted_stores: agent.trusted_stores.clone(),
             blocked_stores: agent.blocked_stores.clone(),
@@ -803,7 +795,7 @@ impl App {
                 _ => None,
             })
             .collect();
-        Ok((evaluate(rules, tx, &context), limits))
+        (evaluate(rules, tx, &context), limits)
     }
 
     /// `POST /api/v1/agent/check`: what the rules say about a purchase the agent is about to make.
@@ -812,8 +804,12 @@ impl App {
         principal: &Principal,
         tx: Transaction,
     ) -> Result<CheckResult, DomainError> {
-        let (agent, rules) = self
-            .acting_agent_with_rules(principal)
+        let Decidable {
+            agent,
+            rules,
+            spending,
+        } = self
+            .acting_agent_for_decision(principal)
             .await?
             .ok_or_else(|| {
                 principal.refuse("Only an agent key (POST /api/v1/agents/{id}/keys) can check.")
@@ -825,7 +821,7 @@ impl App {
                 "Send amount_minor as a whole number of minor units, like 1999.",
             ));
         }
-        let (decision, _) = self.decide_by(&agent, &rules, &tx).await?;
+        let (decision, _) = self.decide_by(&agent, &rules, &spending, &tx);
         self.audit_decision(
             &agent.account_id,
             &agent.id,
@@ -859,7 +855,12 @@ impl App {
         order: &storefront_domain::order::Order,
     ) -> Result<Gate, DomainError> {
         let (amount_minor, currency) = (order.total_minor, order.currency.as_str());
-        let Some((agent, rules)) = self.acting_agent_with_rules(principal).await? else {
+        let Some(Decidable {
+            agent,
+            rules,
+            spending,
+        }) = self.acting_agent_for_decision(principal).await?
+        else {
             return Ok(Gate::Proceed(None));
         };
         let host = self
@@ -878,7 +879,7 @@ impl App {
             category: Some(product.category.clone()),
             product_id: Some(product.id.clone()),
         };
-        let (decision, limits) = self.decide_by(&agent, &rules, &tx).await?;
+        let (decision, limits) = self.decide_by(&agent, &rules, &spending, &tx);
         self.audit_decision(
             &agent.account_id,
             &agent.id,
@@ -931,6 +932,24 @@ pub(crate) struct Escalation {
     pub timeout_seconds: u32,
     pub rule_code: String,
     pub reason: String,
+}
+
+/// An acting agent with what its governance decision reads.
+struct Decidable {
+    agent: Agent,
+    rules: Vec<Rule>,
+    spending: Vec<(storefront_domain::timestamp::Timestamp, i64)>,
+}
+
+/// The start of the longest window a rule sums spending over (the day, week or month, whichever
+/// began first): older orders never count.
+fn spending_window_start(
+    now: storefront_domain::timestamp::Timestamp,
+) -> storefront_domain::timestamp::Timestamp {
+    Period::Day
+        .start(now)
+        .min(Period::Week.start(now))
+        .min(Period::Month.start(now))
 }
 
 /// Budgets to re-check in an order's transaction: each limit's start and its maximum.

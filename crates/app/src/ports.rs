@@ -194,6 +194,16 @@ pub struct AgentRule {
     pub updated_at: Timestamp,
 }
 
+/// What a governance decision reads about an agent ([`store::GovernanceStore::get_agent_for_decision`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentForDecision {
+    pub agent: storefront_domain::agent::Agent,
+    /// Ordered by code.
+    pub rules: Vec<AgentRule>,
+    /// When and how much the agent spent, oldest first; empty unless an enabled rule reads it.
+    pub spending: Vec<(Timestamp, i64)>,
+}
+
 /// A resource token as stored: only its hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceToken {

@@ -119,10 +119,14 @@ impl RuleKind {
         "escalate_above",
     ];
 
-    /// Whether evaluating the rule needs the agent's recent spending (its orders of the last
-    /// month): an agent without such a rule is checked without reading them.
+    /// The kinds whose evaluation needs the agent's recent spending (its orders of the last
+    /// month): an agent without an enabled rule of these kinds is checked without reading them.
+    /// The store asks for spending by these names, in the same read as the rules.
+    pub const READING_SPENDING: [&'static str; 2] = ["budget", "rate"];
+
+    /// Whether evaluating the rule needs the agent's recent spending ([`Self::READING_SPENDING`]).
     pub fn reads_spending(&self) -> bool {
-        matches!(self, Self::Budget { .. } | Self::Rate { .. })
+        Self::READING_SPENDING.contains(&self.name())
     }
 
     /// The fixed evaluation order.

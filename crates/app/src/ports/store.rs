@@ -21,8 +21,9 @@ use storefront_domain::timestamp::Timestamp;
 use storefront_domain::webhook::{WebhookDelivery, WebhookEndpoint};
 
 use super::{
-    AgentRule, Applied, Change, ClaimOutcome, DeliveryFinish, EventFilter, IdempotencyCompletion,
-    IdempotencyRef, NewOrder, OrderFilter, Refusal, ResourceToken, StoreResult,
+    AgentForDecision, AgentRule, Applied, Change, ClaimOutcome, DeliveryFinish, EventFilter,
+    IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, Refusal, ResourceToken,
+    StoreResult,
 };
 use crate::page::PageRequest;
 
@@ -332,12 +333,14 @@ pub trait GovernanceStore: Send + Sync {
     async fn insert_agent(&self, agent: &Agent) -> StoreResult<()>;
     /// A live (not deleted) agent.
     async fn get_agent(&self, id: &AgentId) -> StoreResult<Option<Agent>>;
-    /// A live agent with its rules (ordered by code), in one read: what a governance decision
-    /// needs.
-    async fn get_agent_with_rules(
+    /// A live agent with its rules (ordered by code) and, when one of them is enabled and reads
+    /// spending (`RuleKind::READING_SPENDING`), what the agent spent since `spending_since` (as
+    /// [`Self::agent_spending`]) — in one read: what a governance decision needs.
+    async fn get_agent_for_decision(
         &self,
         id: &AgentId,
-    ) -> StoreResult<Option<(Agent, Vec<AgentRule>)>>;
+        spending_since: Timestamp,
+    ) -> StoreResult<Option<AgentForDecision>>;
     async fn list_agents(&self, account: &AccountId) -> StoreResult<Vec<Agent>>;
     /// Saves the agent and, in the same transaction, the events that say what changed; `false`
     /// (and nothing written) when there is no such agent.

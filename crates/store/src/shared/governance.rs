@@ -2,10 +2,13 @@
 
 use async_trait::async_trait;
 use sqlx::Row as _;
-use storefront_app::ports::{AgentRule, BudgetGuard, GovernanceStore, Refusal, StoreResult};
+use storefront_app::ports::{
+    AgentForDecision, AgentRule, BudgetGuard, GovernanceStore, Refusal, StoreResult,
+};
 use storefront_domain::agent::{Agent, Approval, ApprovalStatus, AuditEvent};
 use storefront_domain::checkout::{Checkout, CheckoutStatus};
 use storefront_domain::event::Event;
+use storefront_domain::governance::RuleKind;
 use storefront_domain::ids::{AccountId, AgentId, ApprovalId, AuditId, CheckoutId, OrderId};
 use storefront_domain::order::Order;
 use storefront_domain::timestamp::{format as ts, Timestamp};
@@ -57,20 +60,38 @@ impl GovernanceStore for db::Adapter {
         .await
     }
 
-    async fn get_agent_with_rules(
+    async fn get_agent_for_decision(
         &self,
         id: &AgentId,
-    ) -> StoreResult<Option<(Agent, Vec<AgentRule>)>> {
+        spending_since: Timestamp,
+    ) -> StoreResult<Option<AgentForDecision>> {
+        // The agent joined with its rules and its spending rows (one source per row: a rule's
+        // columns or a spending row's), so a decision costs one read. Spending is read only when
+        // an enabled rule needs it; `agent_spending` says which rows count.
         let rows = sqlx::query(
-            "SELECT a.*, r.id AS rule_id, r.agent_id AS rule_agent_id, r.code AS rule_code,
-                    r.name AS rule_name, r.kind AS rule_kind, r.params AS rule_params,
-                    r.action AS rule_action, r.enabled AS rule_enabled,
-                    r.created_at AS rule_created_at, r.updated_at AS rule_updated_at
-             FROM agents a LEFT JOIN rules r ON r.agent_id = a.id
+            "SELECT a.*, x.* FROM agents a LEFT JOIN (
+                 SELECT r.id AS rule_id, r.agent_id AS rule_agent_id, r.code AS rule_code,
+                        r.name AS rule_name, r.kind AS rule_kind, r.params AS rule_params,
+                        r.action AS rule_action, r.enabled AS rule_enabled,
+                        r.created_at AS rule_created_at, r.updated_at AS rule_updated_at,
+                        NULL AS spent_at, NULL AS spent_minor
+                 FROM rules r WHERE r.agent_id = $1
+                 UNION ALL
+                 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, s.created_at, s.total_minor
+                 FROM (SELECT created_at, total_minor FROM orders
+                       WHERE agent_id = $1 AND created_at >= $2 AND status NOT IN ('failed', 'canceled')
+                       UNION ALL
+                       SELECT created_at, total_minor FROM checkouts
+                       WHERE agent_id = $1 AND created_at >= $2 AND status IN ('approved', 'completed')) s
+                 WHERE EXISTS (SELECT 1 FROM rules WHERE agent_id = $1 AND enabled AND kind IN ($3, $4))
+             ) x ON TRUE
              WHERE a.id = $1 AND a.deleted_at IS NULL
-             ORDER BY r.code",
+             ORDER BY x.rule_code, x.spent_at",
         )
         .bind(id.as_str())
+        .bind(ts(&spending_since))
+        .bind(RuleKind::READING_SPENDING[0])
+        .bind(RuleKind::READING_SPENDING[1])
         .fetch_all(self.reader())
         .await
         .map_err(backend)?;
@@ -78,12 +99,20 @@ impl GovernanceStore for db::Adapter {
             return Ok(None);
         };
         let agent = agent_from_row(first)?;
-        let rules = rows
-            .iter()
-            .filter(|r| r.get::<Option<String>, _>("rule_id").is_some())
-            .map(|r| rule_from_columns(r, "rule_"))
-            .collect::<StoreResult<_>>()?;
-        Ok(Some((agent, rules)))
+        let mut rules = Vec::new();
+        let mut spending = Vec::new();
+        for row in &rows {
+            if row.get::<Option<String>, _>("rule_id").is_some() {
+                rules.push(rule_from_columns(row, "rule_")?);
+            } else if let Some(at) = row.get::<Option<String>, _>("spent_at") {
+                spending.push((parse_ts(&at)?, row.get::<i64, _>("spent_minor")));
+            }
+        }
+        Ok(Some(AgentForDecision {
+            agent,
+            rules,
+            spending,
+        }))
     }
 
     async fn list_agents(&self, account: &AccountId) -> StoreResult<Vec<Agent>> {
