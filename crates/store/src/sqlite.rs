@@ -150,13 +150,18 @@ impl GroupCommit {
             });
             return Err(sqlx::Error::PoolTimedOut);
         };
+        // Every statement is a hand-off to the connection's thread and back, on the path all
+        // writers wait on: the batch's first unit opens it and its savepoint in one.
         if turn.conn.is_none() {
             let mut conn = self.writer.acquire().await?;
-            exec(&mut conn, "BEGIN IMMEDIATE").await?;
+            if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE; SAVEPOINT unit").await {
+                // Whichever of the two failed, nothing stays open on the connection.
+                let _ = exec(&mut conn, "ROLLBACK").await;
+                return Err(e);
+            }
             turn.conn = Some(conn);
-        }
-        let conn = turn.conn.as_deref_mut().expect("just opened");
-        if let Err(e) = exec(conn, "SAVEPOINT unit").await {
+        } else if let Err(e) = exec(turn.conn.as_deref_mut().expect("open"), "SAVEPOINT unit").await
+        {
             // The batch is unusable: end it for everyone in it.
             self.end_batch(&mut turn, Err(e.to_string())).await;
             return Err(e);
@@ -167,26 +172,24 @@ impl GroupCommit {
         })
     }
 
-    /// Ends a unit (`keep`: release its savepoint into the batch; otherwise roll it back), commits
+    /// Ends a unit (`keep`: leave its savepoint in the batch; otherwise roll it back), commits
     /// the batch if nobody is queued behind it or it is full, and for a kept unit waits for the
     /// batch's outcome.
+    ///
+    /// A kept unit's savepoint is not released: the next unit's nests inside it, and `COMMIT`
+    /// ends them all. That saves a statement per unit; a unit rolled back (the innermost
+    /// savepoint named `unit`, its own) is rolled back and released, so it leaves nothing.
     async fn finish(
         &self,
         mut turn: OwnedMutexGuard<Batch>,
         keep: bool,
     ) -> Result<(), sqlx::Error> {
-        let conn = turn.conn.as_deref_mut().expect("a unit's batch is open");
-        let ended = if keep {
-            exec(conn, "RELEASE unit").await
-        } else {
-            match exec(conn, "ROLLBACK TO unit").await {
-                Ok(()) => exec(conn, "RELEASE unit").await,
-                Err(e) => Err(e),
+        if !keep {
+            let conn = turn.conn.as_deref_mut().expect("a unit's batch is open");
+            if let Err(e) = exec(conn, "ROLLBACK TO unit; RELEASE unit").await {
+                self.end_batch(&mut turn, Err(e.to_string())).await;
+                return Err(e);
             }
-        };
-        if let Err(e) = ended {
-            self.end_batch(&mut turn, Err(e.to_string())).await;
-            return Err(e);
         }
         let outcome = keep.then(|| {
             let (tell, hear) = oneshot::channel();
