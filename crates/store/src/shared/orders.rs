@@ -14,7 +14,7 @@ use storefront_domain::timestamp::{format as ts, Timestamp};
 
 use super::common::{backend, commit, placeholders, to_json};
 use super::db;
-use super::events::insert_event_rows;
+use super::events::insert_event_rows_of_locked;
 use super::governance::{
     check_budget, insert_approval_row, update_approval_row, update_checkout_row,
 };
@@ -118,12 +118,15 @@ impl OrderStore for db::Adapter {
         if let Some(c) = new.completes.filter(|_| new.records_key.is_none()) {
             complete_key(&mut tx, c).await?;
         }
-        insert_event_rows(&mut tx, new.events).await?;
+        // The charge, then the events: on PostgreSQL the charge's update locks the account's
+        // row, which is the lock that orders the account's events, so both are taken once and
+        // held only for these last statements and the commit.
         if let Some(charge) = new.charge {
             if let Err(refusal) = apply_movement(&mut tx, charge, o.created_at).await? {
                 return Ok(Applied::Refused(refusal));
             }
         }
+        insert_event_rows_of_locked(&mut tx, new.events, new.charge.map(|c| &c.account_id)).await?;
         commit(tx).await?;
         Ok(Applied::Done)
     }
@@ -186,7 +189,12 @@ impl OrderStore for db::Adapter {
         for job in change.jobs {
             insert_job_row(&mut tx, job).await?;
         }
-        insert_event_rows(&mut tx, change.events).await?;
+        insert_event_rows_of_locked(
+            &mut tx,
+            change.events,
+            change.movement.map(|(m, _)| &m.account_id),
+        )
+        .await?;
         if let Some(c) = change.completes {
             complete_key(&mut tx, c).await?;
         }
@@ -306,7 +314,7 @@ async fn apply_movement(
     .map_err(backend)?;
     if let Some(threshold) = low_threshold {
         if let Some(event) = Event::balance_low(&entry, threshold, &currency) {
-            insert_event_rows(conn, &[event]).await?;
+            insert_event_rows_of_locked(conn, &[event], Some(&m.account_id)).await?;
         }
     }
     Ok(Ok(entry))
