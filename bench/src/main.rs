@@ -35,12 +35,24 @@ struct Args {
     /// Accounts those orders are spread over.
     #[arg(long, default_value_t = 10_000)]
     preload_accounts: u64,
+    /// Run only the scenarios whose name contains one of these (comma-separated, e.g.
+    /// `--only check,credit`); the ceilings are still measured.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| scenario.contains(o.as_str()))
+    }
 }
 
 /// One load run's figures.
 #[derive(Debug, Clone, Default)]
 struct Load {
     rps: f64,
+    /// Requests completed in the run.
+    requests: u64,
     p50_ms: f64,
     p99_ms: f64,
     /// Every failed request: answers that were not 2xx or 3xx, and socket errors.
@@ -66,6 +78,9 @@ struct Row {
     sample: Option<String>,
     /// The first `ERROR` lines the server logged during the run, when it had errors.
     logged: Vec<String>,
+    /// The server's CPU time (user + system, all threads) per request of the run, in µs: what
+    /// a request costs, steadier from run to run than its rate on a shared machine.
+    cpu_us: f64,
 }
 
 fn main() {
@@ -335,6 +350,23 @@ impl Server {
         Self { child, base }
     }
 
+    /// CPU seconds the server has used (user + system), from `/proc/PID/stat`.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) : state is the 3rd field,
+        // utime and stime the 14th and 15th.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / clock_ticks_per_second()
+    }
+
     fn rss_mb(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -362,6 +394,19 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The kernel's unit of `/proc/PID/stat` CPU times (`getconf CLK_TCK`, 100 almost everywhere).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Runs wrk against `base + path` (a Lua script for POST bodies and headers) and reads its
@@ -406,6 +451,7 @@ fn parse_wrk(text: &str) -> Load {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
             ["Requests/sec:", rps] => load.rps = rps.parse().unwrap_or(0.0),
+            [n, "requests", "in", ..] => load.requests = n.parse().unwrap_or(0),
             ["50%", v] => load.p50_ms = to_ms(v),
             ["99%", v] => load.p99_ms = to_ms(v),
             ["Non-2xx", "or", "3xx", "responses:", n] => {
@@ -710,6 +756,41 @@ async fn bench_storefront(
             "bench",
         ],
     );
+    // Orders of many accounts at once: the same order as above, without every order of the run
+    // waiting for one account's balance (a row each order updates; on PostgreSQL a row lock held
+    // to commit, so one account's orders commit one after another).
+    let many_accounts = if args.runs(MANY_ACCOUNTS) {
+        eprintln!("  creating {} accounts...", args.connections);
+        (0..args.connections)
+            .map(|i| {
+                let email = format!("bench-{i}@example.com");
+                let created = admin(
+                    binary,
+                    dir,
+                    &env,
+                    &["create-account", "--email", &email, "--name", "Bench"],
+                );
+                let id = created["account_id"].as_str().expect("account");
+                admin(
+                    binary,
+                    dir,
+                    &env,
+                    &[
+                        "grant-credits",
+                        "--account",
+                        id,
+                        "--amount-minor",
+                        "10000000000",
+                        "--reason",
+                        "bench",
+                    ],
+                );
+                created["api_key"].as_str().expect("key").to_owned()
+            })
+            .collect::<Vec<_>>()
+    } else {
+        Vec::new()
+    };
     let cold = cold_start_ms(binary, dir, &env);
     let mut server = Server::start(binary, &env, Some(dir));
     let http = reqwest::Client::new();
@@ -825,6 +906,22 @@ async fn bench_storefront(
             target(1.5, 0.5),
         ),
         (
+            MANY_ACCOUNTS,
+            "/api/v1/orders".into(),
+            Some(format!(
+                "local keys = {{{}}}\nlocal threads = 0\nfunction setup(thread) threads = threads + 1; thread:set(\"prefix\", \"m\" .. threads .. \"-\" .. os.time()) end\n\
+                 local n = 0\nfunction request()\n  n = n + 1\n  return wrk.format(\"POST\", nil, {{[\"Content-Type\"] = \"application/json\", [\"Authorization\"] = \"Bearer \" .. keys[n % #keys + 1], [\"Idempotency-Key\"] = prefix .. \"-\" .. n}}, \"{order_body}\")\nend\n",
+                many_accounts
+                    .iter()
+                    .map(|k| format!("\"{k}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            "storage",
+            storage_ceiling,
+            target(1.5, 0.5),
+        ),
+        (
             "order get",
             format!("/api/v1/orders/{order_id}"),
             Some(auth(&owner)),
@@ -846,9 +943,13 @@ async fn bench_storefront(
     ];
     let mut rows = Vec::new();
     for (name, path, script, ceiling_name, ceiling, target) in scenarios {
+        if !args.runs(name) {
+            continue;
+        }
         eprintln!("  {name}...");
         let before = error_statuses(&http, &server.base).await;
         let log_from = log_length(dir);
+        let cpu_before = server.cpu_seconds();
         let load = wrk(
             &server.base,
             &path,
@@ -856,6 +957,7 @@ async fn bench_storefront(
             args.duration,
             args.connections,
         );
+        let cpu_us = per_request_us(server.cpu_seconds() - cpu_before, &load);
         let statuses = statuses_between(&before, &error_statuses(&http, &server.base).await);
         let rss_mb = server.rss_mb("VmRSS:");
         let logged = if load.errors > 0 {
@@ -876,27 +978,33 @@ async fn bench_storefront(
             statuses,
             sample,
             logged,
+            cpu_us,
         });
     }
-    eprintln!("  memory under {} connections...", args.memory_connections);
-    let load = wrk(
-        &server.base,
-        "/api/v1/products",
-        None,
-        args.duration,
-        args.memory_connections,
-    );
-    rows.push(Row {
-        name: format!("catalog list, {} connections", args.memory_connections),
-        load,
-        rss_mb: server.rss_mb("VmHWM:"),
-        ceiling_name: "static same-size",
-        ceiling: same_size[0],
-        target: 0.6,
-        statuses: Vec::new(),
-        sample: None,
-        logged: Vec::new(),
-    });
+    let memory_run = format!("catalog list, {} connections", args.memory_connections);
+    if args.runs(&memory_run) {
+        eprintln!("  memory under {} connections...", args.memory_connections);
+        let cpu_before = server.cpu_seconds();
+        let load = wrk(
+            &server.base,
+            "/api/v1/products",
+            None,
+            args.duration,
+            args.memory_connections,
+        );
+        rows.push(Row {
+            name: memory_run,
+            cpu_us: per_request_us(server.cpu_seconds() - cpu_before, &load),
+            load,
+            rss_mb: server.rss_mb("VmHWM:"),
+            ceiling_name: "static same-size",
+            ceiling: same_size[0],
+            target: 0.6,
+            statuses: Vec::new(),
+            sample: None,
+            logged: Vec::new(),
+        });
+    }
     if args.preload_orders == 0 {
         return Outcome {
             rows,
@@ -981,6 +1089,17 @@ async fn bench_storefront(
     }
 }
 
+/// The credit-order scenario spread over as many accounts as connections.
+const MANY_ACCOUNTS: &str = "credit order (unique keys, one account per connection)";
+
+/// CPU microseconds per completed request of a load run.
+fn per_request_us(cpu_seconds: f64, load: &Load) -> f64 {
+    if load.requests == 0 {
+        return 0.0;
+    }
+    cpu_seconds * 1e6 / load.requests as f64
+}
+
 /// What one backend's run measured.
 struct Outcome {
     rows: Vec<Row>,
@@ -1009,8 +1128,8 @@ fn print_table(backend: &str, http: &Load, storage: f64, result: &Outcome) {
         http.rps, http.p50_ms, http.p99_ms
     );
     println!();
-    println!("| scenario | req/s | p50 ms | p99 ms | errors | server RSS MB | ratio to ceiling | target |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| scenario | req/s | p50 ms | p99 ms | errors | server RSS MB | server CPU µs/req | ratio to ceiling | target |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let ratio = if r.ceiling > 0.0 {
             r.load.rps / r.ceiling
@@ -1018,13 +1137,14 @@ fn print_table(backend: &str, http: &Load, storage: f64, result: &Outcome) {
             0.0
         };
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.2} × {} | ≥ {} × |",
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {:.2} × {} | ≥ {} × |",
             r.name,
             r.load.rps,
             r.load.p50_ms,
             r.load.p99_ms,
             r.load.errors,
             r.rss_mb,
+            r.cpu_us,
             ratio,
             r.ceiling_name,
             r.target
@@ -1094,6 +1214,7 @@ mod tests {
         let text = "Running 1s test @ http://127.0.0.1:1/\n  2 threads and 4 connections\n  Latency Distribution\n     50%  120.00us\n     75%  1.50ms\n     90%    2.00ms\n     99%    1.20s\n  1000 requests in 1.00s, 1.00MB read\n  Non-2xx or 3xx responses: 7\nRequests/sec:   1234.56\n";
         let load = parse_wrk(text);
         assert_eq!(load.rps, 1234.56);
+        assert_eq!(load.requests, 1000);
         assert!((load.p50_ms - 0.12).abs() < 1e-9);
         assert!((load.p99_ms - 1200.0).abs() < 1e-9);
         assert_eq!(load.errors, 7);
