@@ -137,6 +137,20 @@ fn main() {
             Duration::from_secs(args.duration),
             args.connections,
         ));
+        // On SQLite every write is serialized by the one writer: the storage ceiling above is
+        // already the one-row ceiling.
+        let hot_row_ceiling = match database_url.as_deref() {
+            Some(url) => {
+                eprintln!("{backend}: one-row ceiling (64 writers updating one row)...");
+                runtime.block_on(postgres_commit_rate(
+                    url,
+                    "UPDATE ceiling SET v = v WHERE id = 1",
+                    Duration::from_secs(args.duration),
+                    args.connections,
+                ))
+            }
+            None => storage_ceiling,
+        };
         eprintln!("{backend}: point-read ceiling (the driver, no HTTP)...");
         let read_ceiling = runtime.block_on(point_read_rate(
             database_url.as_deref(),
@@ -156,7 +170,12 @@ fn main() {
             },
         ));
         rows.read_ceiling = read_ceiling;
-        print_table(backend, &http_ceiling, storage_ceiling, &rows);
+        print_table(
+            backend,
+            &http_ceiling,
+            (storage_ceiling, hot_row_ceiling),
+            &rows,
+        );
     }
 }
 
@@ -604,42 +623,64 @@ async fn commit_rate(
             n as f64 / duration.as_secs_f64()
         }
         Some(url) => {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(connections.min(32))
-                .connect(url)
-                .await
-                .expect("PostgreSQL answers");
-            sqlx::query("CREATE TABLE ceiling (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)")
-                .execute(&pool)
-                .await
-                .expect("table");
-            let end = Instant::now() + duration;
-            let mut tasks = Vec::new();
-            for _ in 0..connections {
-                let pool = pool.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut n = 0u64;
-                    while Instant::now() < end {
-                        let mut tx = pool.begin().await.expect("begin");
-                        sqlx::query("INSERT INTO ceiling (v) VALUES ($1)")
-                            .bind("row")
-                            .execute(&mut *tx)
-                            .await
-                            .expect("insert");
-                        tx.commit().await.expect("commit");
-                        n += 1;
-                    }
-                    n
-                }));
-            }
-            let mut total = 0;
-            for t in tasks {
-                total += t.await.expect("writer");
-            }
-            sqlx::query("DROP TABLE ceiling").execute(&pool).await.ok();
-            total as f64 / duration.as_secs_f64()
+            postgres_commit_rate(
+                url,
+                "INSERT INTO ceiling (v) VALUES ('row')",
+                duration,
+                connections,
+            )
+            .await
         }
     }
+}
+
+/// Durable one-statement transactions a second on PostgreSQL from `connections` concurrent
+/// writers, each running `statement` over a table `ceiling (id, v)` that starts with one row
+/// (`id = 1`): independent inserts give the single-insert ceiling, an update of that one row
+/// the ceiling of anything that must update one row per transaction (one account's balance).
+async fn postgres_commit_rate(
+    url: &str,
+    statement: &'static str,
+    duration: Duration,
+    connections: u32,
+) -> f64 {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections.min(32))
+        .connect(url)
+        .await
+        .expect("PostgreSQL answers");
+    sqlx::query("CREATE TABLE ceiling (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("table");
+    sqlx::query("INSERT INTO ceiling (v) VALUES ('row')")
+        .execute(&pool)
+        .await
+        .expect("first row");
+    let end = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let mut tx = pool.begin().await.expect("begin");
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("statement");
+                tx.commit().await.expect("commit");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("writer");
+    }
+    sqlx::query("DROP TABLE ceiling").execute(&pool).await.ok();
+    total as f64 / duration.as_secs_f64()
 }
 
 fn admin(binary: &Path, dir: &Path, env: &[(&str, String)], args: &[&str]) -> Value {
@@ -1117,15 +1158,22 @@ struct Scale {
     rss_mb: f64,
 }
 
-fn print_table(backend: &str, http: &Load, storage: f64, result: &Outcome) {
+/// `storage`: the single-row commit ceiling and the one-row-updated-by-everyone ceiling.
+fn print_table(backend: &str, http: &Load, storage: (f64, f64), result: &Outcome) {
+    let (storage, hot_row) = storage;
     let (rows, cold) = (&result.rows, &result.cold);
     let read_ceiling = result.read_ceiling;
     println!();
     println!("### {backend}");
     println!();
     println!(
-        "Ceilings: HTTP (minimal axum server) {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; storage (single-row durable commits) {storage:.0} commits/s; point reads through the driver, no HTTP {read_ceiling:.0}/s. Cold start (spawn to first /healthz answer, median of 5): {cold:.0} ms.",
-        http.rps, http.p50_ms, http.p99_ms
+        "Ceilings: HTTP (minimal axum server) {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; storage (single-row durable commits) {storage:.0} commits/s{}; point reads through the driver, no HTTP {read_ceiling:.0}/s. Cold start (spawn to first /healthz answer, median of 5): {cold:.0} ms.",
+        http.rps, http.p50_ms, http.p99_ms,
+        if hot_row != storage {
+            format!(", one row updated by every writer {hot_row:.0} commits/s")
+        } else {
+            String::new()
+        }
     );
     println!();
     println!("| scenario | req/s | p50 ms | p99 ms | errors | server RSS MB | server CPU µs/req | ratio to ceiling | target |");
@@ -1149,6 +1197,17 @@ fn print_table(backend: &str, http: &Load, storage: f64, result: &Outcome) {
             r.ceiling_name,
             r.target
         );
+    }
+    // One account's orders all update that account's row: on PostgreSQL each holds the row's
+    // lock to its commit, so they are bounded by the one-row ceiling, not the insert ceiling.
+    if hot_row != storage {
+        if let Some(r) = rows.iter().find(|r| r.name == "credit order (unique keys)") {
+            println!();
+            println!(
+                "One account's credit orders against the one-row ceiling ({hot_row:.0} one-statement transactions a second updating one row, as many writers as connections): {:.2} ×.",
+                r.load.rps / hot_row
+            );
+        }
     }
     // Every error counted above, explained: wrk's kinds, the server's status codes, one answer.
     for r in rows.iter().filter(|r| r.load.errors > 0) {

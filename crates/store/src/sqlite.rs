@@ -249,7 +249,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // A batch nests a savepoint per unit, and SQLite keeps each savepoint's original
+            // pages in a sub-journal, spilled to a temporary file past 64 KiB: in memory instead
+            // (it lives for one batch; durability is the WAL's, untouched).
+            .pragma("temp_store", "memory");
         // sqlx pings a connection before handing it out unless told not to: on SQLite a hop to
         // the connection's thread and back for nothing (it is in this process).
         let writer = SqlitePoolOptions::new()
