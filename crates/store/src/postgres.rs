@@ -114,6 +114,8 @@ mod db {
     pub(super) fn next_event_position(_nth: usize) -> &'static str {
         "DEFAULT"
     }
+    /// Several statements in one query: not with binds (the extended protocol runs one).
+    pub(super) const CHAINS_STATEMENTS: bool = false;
     /// Taken before an account's events are written, and held until commit: the account's row,
     /// so that its events take their positions in commit order. `FOR NO KEY UPDATE` is the lock
     /// a charge's balance update takes (so credit orders wait for nothing new); unlike

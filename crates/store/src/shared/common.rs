@@ -7,6 +7,11 @@ use storefront_domain::timestamp::Timestamp;
 
 use super::db;
 
+/// Statements built with their binds. On SQLite several of them, separated by `;`, go to the
+/// connection's thread in one hand-off (`db::CHAINS_STATEMENTS`); binds are numbered in order
+/// across them.
+pub(super) type Statements<'a> = sqlx::QueryBuilder<'a, db::Database>;
+
 /// `count` bind placeholders from `$first` on, comma-separated, for an `IN (...)` list.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)

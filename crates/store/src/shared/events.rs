@@ -7,7 +7,7 @@ use storefront_domain::event::{Event, EventType};
 use storefront_domain::ids::{AccountId, AgentId, EventId};
 use storefront_domain::timestamp::format as ts;
 
-use super::common::{backend, corrupt, parse_json, parse_ts, placeholders, to_json};
+use super::common::{backend, corrupt, parse_json, parse_ts, placeholders, to_json, Statements};
 use super::db;
 use super::webhooks::{enabled_endpoints, insert_delivery_row};
 use storefront_domain::webhook::WebhookDelivery;
@@ -99,42 +99,57 @@ pub(super) async fn insert_event_rows_of_locked(
                 .await
                 .map_err(backend)?;
         }
-        let mut insert = sqlx::QueryBuilder::<db::Database>::new(
-            "INSERT INTO events (id, account_id, agent_id, type, data, created_at, position) ",
-        );
-        let mut nth = 0;
-        insert.push_values(run, |mut row, e| {
-            nth += 1;
-            row.push_bind(e.id.as_str().to_owned())
-                .push_bind(e.account_id.as_str().to_owned())
-                .push_bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
-                .push_bind(e.kind.as_str())
-                .push_bind(to_json(&e.data))
-                .push_bind(ts(&e.created_at))
-                .push(db::next_event_position(nth));
-        });
-        // Whether the account has an enabled endpoint comes back with the insert: most accounts
-        // have none, and then the events cost one statement.
-        insert
-            .push(" RETURNING EXISTS (SELECT 1 FROM webhook_endpoints WHERE account_id = ")
-            .push_bind(account.as_str().to_owned())
-            .push(" AND enabled)");
+        let mut insert = Statements::new("");
+        push_events(&mut insert, run);
         let has_endpoints: Vec<bool> = insert
             .build_query_scalar()
             .fetch_all(&mut *conn)
             .await
             .map_err(backend)?;
-        if !has_endpoints.first().copied().unwrap_or(false) {
-            continue;
+        if has_endpoints.first().copied().unwrap_or(false) {
+            queue_deliveries(conn, run).await?;
         }
-        let endpoints = enabled_endpoints(conn, account).await?;
-        for e in run {
-            for endpoint in endpoints
-                .iter()
-                .filter(|w| w.wants(e.kind, e.agent_id.as_ref()))
-            {
-                insert_delivery_row(conn, &WebhookDelivery::of_event(endpoint, e)).await?;
-            }
+    }
+    Ok(())
+}
+
+/// The insert of one account's run of events. It answers, for each event, whether the account
+/// has an enabled webhook endpoint: most accounts have none, and then the events cost this one
+/// statement ([`queue_deliveries`] only when it says yes).
+pub(super) fn push_events(q: &mut Statements<'_>, run: &[Event]) {
+    let Some(first) = run.first() else {
+        return;
+    };
+    q.push("INSERT INTO events (id, account_id, agent_id, type, data, created_at, position) ");
+    let mut nth = 0;
+    q.push_values(run, |mut row, e| {
+        nth += 1;
+        row.push_bind(e.id.as_str().to_owned())
+            .push_bind(e.account_id.as_str().to_owned())
+            .push_bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+            .push_bind(e.kind.as_str())
+            .push_bind(to_json(&e.data))
+            .push_bind(ts(&e.created_at))
+            .push(db::next_event_position(nth));
+    });
+    q.push(" RETURNING EXISTS (SELECT 1 FROM webhook_endpoints WHERE account_id = ")
+        .push_bind(first.account_id.as_str().to_owned())
+        .push(" AND enabled)");
+}
+
+/// Queues a delivery of each event of one account's run to every enabled endpoint of the
+/// account that asked for it.
+pub(super) async fn queue_deliveries(conn: &mut db::Connection, run: &[Event]) -> StoreResult<()> {
+    let Some(first) = run.first() else {
+        return Ok(());
+    };
+    let endpoints = enabled_endpoints(conn, &first.account_id).await?;
+    for e in run {
+        for endpoint in endpoints
+            .iter()
+            .filter(|w| w.wants(e.kind, e.agent_id.as_ref()))
+        {
+            insert_delivery_row(conn, &WebhookDelivery::of_event(endpoint, e)).await?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use storefront_app::ports::{
 };
 use storefront_domain::timestamp::{format as ts, Timestamp};
 
-use super::common::{backend, commit, parse_json, parse_ts, to_json};
+use super::common::{backend, commit, parse_json, parse_ts, to_json, Statements};
 use super::db;
 
 #[async_trait]
@@ -145,22 +145,39 @@ pub(super) async fn insert_completed_key(
     fingerprint: &str,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let now_s = ts(&now);
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, route, key, fingerprint, outcome, locked_at, created_at, completed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT DO NOTHING",
-    )
-    .bind(&c.key.scope)
-    .bind(&c.key.route)
-    .bind(&c.key.key)
-    .bind(fingerprint)
-    .bind(to_json(&c.outcome))
-    .bind(&now_s)
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?
-    .rows_affected();
+    let mut insert = Statements::new("");
+    push_completed_key(&mut insert, c, fingerprint, now);
+    let inserted = insert
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?
+        .rows_affected();
     Ok(inserted == 1)
+}
+
+/// The statement of [`insert_completed_key`]: one row inserted, none when the key exists.
+pub(super) fn push_completed_key(
+    q: &mut Statements<'_>,
+    c: &IdempotencyCompletion,
+    fingerprint: &str,
+    now: Timestamp,
+) {
+    let now_s = ts(&now);
+    q.push(
+        "INSERT INTO idempotency_keys (scope, route, key, fingerprint, outcome, locked_at, created_at, completed_at) VALUES (",
+    );
+    let mut values = q.separated(", ");
+    values
+        .push_bind(c.key.scope.clone())
+        .push_bind(c.key.route.clone())
+        .push_bind(c.key.key.clone())
+        .push_bind(fingerprint.to_owned())
+        .push_bind(to_json(&c.outcome))
+        .push_bind(now_s.clone())
+        .push_bind(now_s.clone())
+        .push_bind(now_s);
+    q.push(") ON CONFLICT DO NOTHING");
 }
 
 pub(super) async fn complete_key(

@@ -1,10 +1,12 @@
 //! Orders, the conditional changes that move them, and the ledger.
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt as _;
+use sqlx::Row as _;
 use storefront_app::page::PageRequest;
 use storefront_app::ports::{
-    Applied, Change, IdempotencyRef, NewOrder, OrderFilter, OrderStore, Refusal, StoreError,
-    StoreResult,
+    Applied, Change, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, OrderStore,
+    Refusal, StoreError, StoreResult,
 };
 use storefront_domain::event::Event;
 use storefront_domain::ids::{AccountId, LedgerEntryId, OrderId};
@@ -12,16 +14,16 @@ use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
 use storefront_domain::timestamp::{format as ts, Timestamp};
 
-use super::common::{backend, commit, placeholders, to_json};
+use super::common::{backend, commit, placeholders, to_json, Statements};
 use super::db;
-use super::events::insert_event_rows_of_locked;
+use super::events::{insert_event_rows_of_locked, push_events, queue_deliveries};
 use super::governance::{
     check_budget, insert_approval_row, update_approval_row, update_checkout_row,
 };
-use super::idempotency::{complete_key, insert_completed_key};
+use super::idempotency::{complete_key, insert_completed_key, push_completed_key};
 use super::jobs::insert_job_row;
 use super::payments::{insert_payment_row, update_payment_row};
-use super::quotes::insert_quote_row;
+use super::quotes::{insert_quote_row, push_quote_rows};
 use super::rows::{ledger_from_row, order_from_row};
 use super::services::{insert_service_row, insert_token_rows, update_service_row};
 
@@ -76,6 +78,9 @@ impl OrderStore for db::Adapter {
     // row until the commit, and concurrent orders of one account queue on that lock, so it is
     // held for as few statements as possible.
     async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<Applied> {
+        if let Some(chained) = ChainedOrder::of(new).filter(|_| db::CHAINS_STATEMENTS) {
+            return chained.insert(self).await;
+        }
         let o = new.order;
         let mut tx = self.begin().await?;
         if let Some(fingerprint) = new.records_key {
@@ -256,6 +261,136 @@ impl OrderStore for db::Adapter {
     }
 }
 
+/// An order placed in one unit (its key inserted done) and paid from credit, with nothing but
+/// its quote and its events (all of its account) committing with it: the instant order of an
+/// owner or of an agent without budgets. Where the database allows it (`db::CHAINS_STATEMENTS`: SQLite, whose
+/// every statement is a hand-off to the connection's thread and back), its five statements go in
+/// one call and their answers are read afterwards; the savepoint of the unit takes back what a
+/// lost race or a refusal wrote. The SQL is that of the statement-by-statement path.
+struct ChainedOrder<'a> {
+    new: &'a NewOrder<'a>,
+    completion: &'a IdempotencyCompletion,
+    fingerprint: &'a str,
+    charge: &'a LedgerMovement,
+}
+
+impl<'a> ChainedOrder<'a> {
+    fn of(new: &'a NewOrder<'a>) -> Option<Self> {
+        let (Some(fingerprint), Some(completion), Some(charge)) =
+            (new.records_key, new.completes, new.charge)
+        else {
+            return None;
+        };
+        let alone = new.budget.is_none()
+            && new.updates_service.is_none()
+            && new.service.is_none()
+            && new.jobs.is_empty()
+            && new.resource_tokens.is_empty()
+            && new.approval.is_none()
+            && new.payment.is_none();
+        let one_account =
+            !new.events.is_empty() && new.events.iter().all(|e| e.account_id == charge.account_id);
+        (alone && one_account).then_some(Self {
+            new,
+            completion,
+            fingerprint,
+            charge,
+        })
+    }
+
+    async fn insert(self, store: &db::Adapter) -> StoreResult<Applied> {
+        let (o, charge) = (self.new.order, self.charge);
+        // The entry's id and time are known now; its balance is the update's answer.
+        let mut entry = ledger_entry(charge, 0, o.created_at);
+        let mut q = Statements::new("");
+        push_completed_key(&mut q, self.completion, self.fingerprint, o.created_at);
+        q.push("; ");
+        if let Some(quote) = self.new.quote {
+            push_quote_rows(&mut q, std::slice::from_ref(quote));
+            q.push("; ");
+        }
+        push_order_row(&mut q, o, self.new.idempotency);
+        q.push("; ");
+        push_balance_update(&mut q, charge, o.created_at);
+        q.push("; ");
+        // Only after an update that matched: a refused debit writes no entry.
+        push_ledger_entry(&mut q, &entry, " AND changes() = 1");
+        q.push("; ");
+        push_events(&mut q, self.new.events);
+        let mut tx = store.begin().await?;
+        #[allow(deprecated)] // sqlx keeps several statements per query for SQLite only; see db.
+        let answers: Vec<_> = q
+            .build()
+            .fetch_many(&mut *tx)
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        let mut answers = by_statement(answers).into_iter();
+        let mut next = || {
+            answers
+                .next()
+                .ok_or_else(|| StoreError::Backend("a chained statement went unanswered".into()))
+        };
+        let key = next()?;
+        if self.new.quote.is_some() {
+            next()?;
+        }
+        let (order, debit, ledger, events) = (next()?, next()?, next()?, next()?);
+        if key.changed != 1 || order.changed != 1 {
+            // A key or an order under it exists: nothing of this unit stays (it rolls back when
+            // dropped).
+            return Ok(Applied::Stale);
+        }
+        let Some(debited) = debit.rows.first() else {
+            return Ok(Applied::Refused(refusal(&mut tx, charge).await?));
+        };
+        entry.balance_after_minor = debited.try_get(0).map_err(backend)?;
+        if ledger.changed != 1 {
+            return Err(StoreError::Backend(
+                "the ledger entry of a debit was not written".into(),
+            ));
+        }
+        let low_threshold: Option<i64> = debited.try_get(1).map_err(backend)?;
+        let currency: String = debited.try_get(2).map_err(backend)?;
+        if let Some(event) = low_threshold.and_then(|t| Event::balance_low(&entry, t, &currency)) {
+            insert_event_rows_of_locked(&mut tx, &[event], Some(&charge.account_id)).await?;
+        }
+        let has_endpoints = match events.rows.first() {
+            Some(row) => row.try_get::<bool, _>(0).map_err(backend)?,
+            None => false,
+        };
+        if has_endpoints {
+            queue_deliveries(&mut tx, self.new.events).await?;
+        }
+        commit(tx).await?;
+        Ok(Applied::Done)
+    }
+}
+
+/// One statement's answer in a chained call: the rows it returned and the rows it changed.
+struct Answer {
+    rows: Vec<db::Row>,
+    changed: u64,
+}
+
+/// Splits a chained call's answers by statement (each statement's rows, then its result).
+fn by_statement(
+    answers: Vec<sqlx::Either<<db::Database as sqlx::Database>::QueryResult, db::Row>>,
+) -> Vec<Answer> {
+    let mut statements = Vec::new();
+    let mut rows = Vec::new();
+    for answer in answers {
+        match answer {
+            sqlx::Either::Right(row) => rows.push(row),
+            sqlx::Either::Left(done) => statements.push(Answer {
+                rows: std::mem::take(&mut rows),
+                changed: done.rows_affected(),
+            }),
+        }
+    }
+    statements
+}
+
 /// Applies a ledger movement inside the caller's transaction: the conditional update refuses an
 /// overdraft atomically, then the entry records the balance it produced. On a refusal the
 /// caller must roll back (nothing was written by this function, but the unit is incomplete).
@@ -264,60 +399,89 @@ async fn apply_movement(
     m: &LedgerMovement,
     now: Timestamp,
 ) -> StoreResult<Result<LedgerEntry, Refusal>> {
-    let now_s = ts(&now);
-    let updated: Option<(i64, Option<i64>, String)> = sqlx::query_as(
-        "UPDATE accounts SET balance_minor = balance_minor + $1, updated_at = $2
-         WHERE id = $3 AND balance_minor + $1 >= 0 RETURNING balance_minor, balance_low_minor, currency",
-    )
-    .bind(m.amount_minor)
-    .bind(&now_s)
-    .bind(m.account_id.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(backend)?;
+    let mut debit = Statements::new("");
+    push_balance_update(&mut debit, m, now);
+    let updated: Option<(i64, Option<i64>, String)> = debit
+        .build_query_as()
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
     let Some((balance_after, low_threshold, currency)) = updated else {
-        let balance: Option<i64> =
-            sqlx::query_scalar("SELECT balance_minor FROM accounts WHERE id = $1")
-                .bind(m.account_id.as_str())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(backend)?;
-        return match balance {
-            Some(balance_minor) => Ok(Err(Refusal::InsufficientCredits { balance_minor })),
-            None => Err(StoreError::NotFound(format!("account {}", m.account_id))),
-        };
+        return Ok(Err(refusal(conn, m).await?));
     };
-    let entry = LedgerEntry {
-        id: LedgerEntryId::generate_at(now),
-        account_id: m.account_id.clone(),
-        kind: m.kind,
-        amount_minor: m.amount_minor,
-        balance_after_minor: balance_after,
-        order_id: m.order_id.clone(),
-        description: m.description.clone(),
-        created_at: now,
-    };
-    sqlx::query(
-        "INSERT INTO ledger_entries (id, account_id, kind, amount_minor, balance_after_minor, order_id, description, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(entry.id.as_str())
-    .bind(entry.account_id.as_str())
-    .bind(entry.kind.as_str())
-    .bind(entry.amount_minor)
-    .bind(entry.balance_after_minor)
-    .bind(entry.order_id.as_ref().map(|o| o.as_str().to_owned()))
-    .bind(&entry.description)
-    .bind(&now_s)
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
+    let entry = ledger_entry(m, balance_after, now);
+    let mut insert = Statements::new("");
+    push_ledger_entry(&mut insert, &entry, "");
+    insert.build().execute(&mut *conn).await.map_err(backend)?;
     if let Some(threshold) = low_threshold {
         if let Some(event) = Event::balance_low(&entry, threshold, &currency) {
             insert_event_rows_of_locked(conn, &[event], Some(&m.account_id)).await?;
         }
     }
     Ok(Ok(entry))
+}
+
+/// Why a movement's balance update matched no row: the balance it would overdraw.
+async fn refusal(conn: &mut db::Connection, m: &LedgerMovement) -> StoreResult<Refusal> {
+    let balance: Option<i64> =
+        sqlx::query_scalar("SELECT balance_minor FROM accounts WHERE id = $1")
+            .bind(m.account_id.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+    match balance {
+        Some(balance_minor) => Ok(Refusal::InsufficientCredits { balance_minor }),
+        None => Err(StoreError::NotFound(format!("account {}", m.account_id))),
+    }
+}
+
+/// The entry a movement writes, with the balance its update produced.
+fn ledger_entry(m: &LedgerMovement, balance_after_minor: i64, now: Timestamp) -> LedgerEntry {
+    LedgerEntry {
+        id: LedgerEntryId::generate_at(now),
+        account_id: m.account_id.clone(),
+        kind: m.kind,
+        amount_minor: m.amount_minor,
+        balance_after_minor,
+        order_id: m.order_id.clone(),
+        description: m.description.clone(),
+        created_at: now,
+    }
+}
+
+/// The conditional balance update of a movement: no row when it would overdraw; otherwise the
+/// balance after it, the account's low-balance threshold and its currency.
+fn push_balance_update(q: &mut Statements<'_>, m: &LedgerMovement, now: Timestamp) {
+    q.push("UPDATE accounts SET balance_minor = balance_minor + ")
+        .push_bind(m.amount_minor)
+        .push(", updated_at = ")
+        .push_bind(ts(&now))
+        .push(" WHERE id = ")
+        .push_bind(m.account_id.as_str().to_owned())
+        .push(" AND balance_minor + ")
+        .push_bind(m.amount_minor)
+        .push(" >= 0 RETURNING balance_minor, balance_low_minor, currency");
+}
+
+/// The ledger entry's insert; its balance is read from the account row the update just changed
+/// (the same as `entry.balance_after_minor`), so the statement can follow the update without
+/// waiting for its answer. `guard` is appended to its condition.
+fn push_ledger_entry(q: &mut Statements<'_>, entry: &LedgerEntry, guard: &str) {
+    q.push(
+        "INSERT INTO ledger_entries (id, account_id, kind, amount_minor, balance_after_minor, order_id, description, created_at) SELECT ",
+    );
+    q.separated(", ")
+        .push_bind(entry.id.as_str().to_owned())
+        .push_bind(entry.account_id.as_str().to_owned())
+        .push_bind(entry.kind.as_str())
+        .push_bind(entry.amount_minor)
+        .push_unseparated(", balance_minor")
+        .push_bind(entry.order_id.as_ref().map(|o| o.as_str().to_owned()))
+        .push_bind(entry.description.clone())
+        .push_bind(ts(&entry.created_at));
+    q.push(" FROM accounts WHERE id = ")
+        .push_bind(entry.account_id.as_str().to_owned())
+        .push(guard);
 }
 
 /// Inserts an order row; `false` (nothing written) when an order under the same idempotency key
@@ -328,48 +492,56 @@ async fn insert_order_row(
     o: &Order,
     idempotency: Option<&IdempotencyRef>,
 ) -> StoreResult<bool> {
+    let mut insert = Statements::new("");
+    push_order_row(&mut insert, o, idempotency);
+    let inserted = insert
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// The statement of [`insert_order_row`].
+fn push_order_row(q: &mut Statements<'_>, o: &Order, idempotency: Option<&IdempotencyRef>) {
     let (scope, route, key) = match idempotency {
         Some(k) => (k.scope.clone(), k.route.clone(), k.key.clone()),
         None => (o.id.to_string(), String::new(), o.id.to_string()),
     };
-    let inserted = sqlx::query(
+    q.push(
         "INSERT INTO orders (id, account_id, status, payment_status, payment_method, product_id, quantity,
                              configuration, configuration_warnings, line_items, total_minor, currency, quote_id,
                              idempotency_scope, idempotency_route, idempotency_key,
                              provisioning_estimate, requires_install_configuration, service_id, result, failure,
-                             created_at, updated_at, agent_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
-         ON CONFLICT (idempotency_scope, idempotency_route, idempotency_key) DO NOTHING",
-    )
-    .bind(o.id.as_str())
-    .bind(o.account_id.as_ref().map(|a| a.as_str().to_owned()))
-    .bind(o.status.as_str())
-    .bind(o.payment_status.as_str())
-    .bind(o.payment_method.as_str())
-    .bind(&o.product_id)
-    .bind(o.quantity)
-    .bind(to_json(&o.configuration))
-    .bind(to_json(&o.configuration_warnings))
-    .bind(to_json(&o.line_items))
-    .bind(o.total_minor)
-    .bind(o.currency.as_str())
-    .bind(o.quote_id.as_str())
-    .bind(scope)
-    .bind(route)
-    .bind(key)
-    .bind(o.provisioning_estimate.as_ref().map(to_json))
-    .bind(o.requires_install_configuration)
-    .bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
-    .bind(o.result.as_ref().map(to_json))
-    .bind(o.failure.as_ref().map(to_json))
-    .bind(ts(&o.created_at))
-    .bind(ts(&o.updated_at))
-    .bind(o.agent_id.as_ref().map(|a| a.as_str().to_owned()))
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?
-    .rows_affected();
-    Ok(inserted == 1)
+                             created_at, updated_at, agent_id) VALUES (",
+    );
+    q.separated(", ")
+        .push_bind(o.id.as_str().to_owned())
+        .push_bind(o.account_id.as_ref().map(|a| a.as_str().to_owned()))
+        .push_bind(o.status.as_str())
+        .push_bind(o.payment_status.as_str())
+        .push_bind(o.payment_method.as_str())
+        .push_bind(o.product_id.clone())
+        .push_bind(o.quantity)
+        .push_bind(to_json(&o.configuration))
+        .push_bind(to_json(&o.configuration_warnings))
+        .push_bind(to_json(&o.line_items))
+        .push_bind(o.total_minor)
+        .push_bind(o.currency.as_str().to_owned())
+        .push_bind(o.quote_id.as_str().to_owned())
+        .push_bind(scope)
+        .push_bind(route)
+        .push_bind(key)
+        .push_bind(o.provisioning_estimate.as_ref().map(to_json))
+        .push_bind(o.requires_install_configuration)
+        .push_bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
+        .push_bind(o.result.as_ref().map(to_json))
+        .push_bind(o.failure.as_ref().map(to_json))
+        .push_bind(ts(&o.created_at))
+        .push_bind(ts(&o.updated_at))
+        .push_bind(o.agent_id.as_ref().map(|a| a.as_str().to_owned()));
+    q.push(") ON CONFLICT (idempotency_scope, idempotency_route, idempotency_key) DO NOTHING");
 }
 
 /// The status check is part of the UPDATE, so two concurrent transitions (even from two

@@ -6,7 +6,7 @@ use storefront_domain::ids::QuoteId;
 use storefront_domain::quote::Quote;
 use storefront_domain::timestamp::format as ts;
 
-use super::common::{backend, commit, to_json};
+use super::common::{backend, commit, to_json, Statements};
 use super::db;
 use super::rows::quote_from_row;
 
@@ -44,7 +44,15 @@ pub(super) async fn insert_quote_row(conn: &mut db::Connection, q: &Quote) -> St
 
 /// Many quotes in one statement.
 async fn insert_quote_rows(conn: &mut db::Connection, quotes: &[Quote]) -> StoreResult<()> {
-    let mut insert = sqlx::QueryBuilder::<db::Database>::new(
+    let mut insert = Statements::new("");
+    push_quote_rows(&mut insert, quotes);
+    insert.build().execute(&mut *conn).await.map_err(backend)?;
+    Ok(())
+}
+
+/// The statement of [`insert_quote_rows`].
+pub(super) fn push_quote_rows(insert: &mut Statements<'_>, quotes: &[Quote]) {
+    insert.push(
         "INSERT INTO quotes (id, account_id, product_id, quantity, configuration, warnings, line_items,
                              total_minor, currency, catalog_version, management_capabilities, created_at, expires_at) ",
     );
@@ -63,6 +71,4 @@ async fn insert_quote_rows(conn: &mut db::Connection, quotes: &[Quote]) -> Store
             .push_bind(ts(&q.created_at))
             .push_bind(ts(&q.expires_at));
     });
-    insert.build().execute(&mut *conn).await.map_err(backend)?;
-    Ok(())
 }
