@@ -12,6 +12,15 @@ use super::db;
 /// across them.
 pub(super) type Statements<'a> = sqlx::QueryBuilder<'a, db::Database>;
 
+/// Runs built statements inside the caller's transaction; the rows they changed.
+pub(super) async fn execute(conn: &mut db::Connection, mut q: Statements<'_>) -> StoreResult<u64> {
+    Ok(q.build()
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?
+        .rows_affected())
+}
+
 /// `count` bind placeholders from `$first` on, comma-separated, for an `IN (...)` list.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)

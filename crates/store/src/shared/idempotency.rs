@@ -8,7 +8,7 @@ use storefront_app::ports::{
 };
 use storefront_domain::timestamp::{format as ts, Timestamp};
 
-use super::common::{backend, commit, parse_json, parse_ts, to_json, Statements};
+use super::common::{backend, commit, execute, parse_json, parse_ts, to_json, Statements};
 use super::db;
 
 #[async_trait]
@@ -147,13 +147,7 @@ pub(super) async fn insert_completed_key(
 ) -> StoreResult<bool> {
     let mut insert = Statements::new("");
     push_completed_key(&mut insert, c, fingerprint, now);
-    let inserted = insert
-        .build()
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?
-        .rows_affected();
-    Ok(inserted == 1)
+    Ok(execute(conn, insert).await? == 1)
 }
 
 /// The statement of [`insert_completed_key`]: one row inserted, none when the key exists.

@@ -14,7 +14,7 @@ use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
 use storefront_domain::timestamp::{format as ts, Timestamp};
 
-use super::common::{backend, commit, placeholders, to_json, Statements};
+use super::common::{backend, commit, execute, placeholders, to_json, Statements};
 use super::db;
 use super::events::{insert_event_rows_of_locked, push_events, queue_deliveries};
 use super::governance::{
@@ -412,7 +412,7 @@ async fn apply_movement(
     let entry = ledger_entry(m, balance_after, now);
     let mut insert = Statements::new("");
     push_ledger_entry(&mut insert, &entry, "");
-    insert.build().execute(&mut *conn).await.map_err(backend)?;
+    execute(conn, insert).await?;
     if let Some(threshold) = low_threshold {
         if let Some(event) = Event::balance_low(&entry, threshold, &currency) {
             insert_event_rows_of_locked(conn, &[event], Some(&m.account_id)).await?;
@@ -494,13 +494,7 @@ async fn insert_order_row(
 ) -> StoreResult<bool> {
     let mut insert = Statements::new("");
     push_order_row(&mut insert, o, idempotency);
-    let inserted = insert
-        .build()
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?
-        .rows_affected();
-    Ok(inserted == 1)
+    Ok(execute(conn, insert).await? == 1)
 }
 
 /// The statement of [`insert_order_row`].

@@ -6,7 +6,7 @@ use storefront_domain::ids::QuoteId;
 use storefront_domain::quote::Quote;
 use storefront_domain::timestamp::format as ts;
 
-use super::common::{backend, commit, to_json, Statements};
+use super::common::{commit, execute, to_json, Statements};
 use super::db;
 use super::rows::quote_from_row;
 
@@ -46,7 +46,7 @@ pub(super) async fn insert_quote_row(conn: &mut db::Connection, q: &Quote) -> St
 async fn insert_quote_rows(conn: &mut db::Connection, quotes: &[Quote]) -> StoreResult<()> {
     let mut insert = Statements::new("");
     push_quote_rows(&mut insert, quotes);
-    insert.build().execute(&mut *conn).await.map_err(backend)?;
+    execute(conn, insert).await?;
     Ok(())
 }
 
