@@ -59,26 +59,35 @@ pub fn router(app: App, doors: Router) -> Router {
             ratelimit::limit,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // Inside the time limit, so that giving up on an answer does not stop the work.
-        .layer(axum::middleware::from_fn_with_state(app, run_to_completion))
         .layer(axum::middleware::from_fn_with_state(
-            app_request_timeout,
-            time_limit,
+            (app, app_request_timeout),
+            every_request,
         ))
         .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(axum::middleware::from_fn(one_host))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
-/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host` header, and no request carries
-/// two — which one would count? (The answer matters: `/mcp` allows only listed hosts.) HTTP/2
-/// names its authority in the request line; HTTP/1.0 may omit `Host`.
-async fn one_host(
+/// What every request passes, in one middleware (each `from_fn` layer clones the boxed service
+/// inside it for every request, a cost the profile of the catalog showed): the Host check, then
+/// the time limit, and inside the time limit — so that giving up on an answer does not stop the
+/// work — a write run to completion.
+async fn every_request(
+    axum::extract::State((app, limit)): axum::extract::State<(App, Duration)>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    if let Some(refusal) = host_refusal(&request) {
+        return refusal;
+    }
+    time_limit(limit, run_to_completion(&app, request, next)).await
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host` header, and no request carries
+/// two — which one would count? (The answer matters: `/mcp` allows only listed hosts.) HTTP/2
+/// names its authority in the request line; HTTP/1.0 may omit `Host`.
+fn host_refusal(request: &axum::extract::Request) -> Option<axum::response::Response> {
     use axum::response::IntoResponse;
     let hosts = request
         .headers()
@@ -92,14 +101,16 @@ async fn one_host(
         } else {
             "The request has more than one Host header."
         };
-        return error::ApiError(storefront_domain::DomainError::validation(
-            "Host",
-            message,
-            "Send exactly one Host header naming this server.",
-        ))
-        .into_response();
+        return Some(
+            error::ApiError(storefront_domain::DomainError::validation(
+                "Host",
+                message,
+                "Send exactly one Host header naming this server.",
+            ))
+            .into_response(),
+        );
     }
-    next.run(request).await
+    None
 }
 
 /// Requests that may write (every method but GET, HEAD, OPTIONS and TRACE) run to completion in
@@ -109,7 +120,7 @@ async fn one_host(
 /// client only means that nobody reads the answer; the idempotency record keeps it for the
 /// retry. Reads write nothing and stay cancellable.
 async fn run_to_completion(
-    axum::extract::State(app): axum::extract::State<App>,
+    app: &App,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -136,12 +147,11 @@ async fn run_to_completion(
 /// `503 service_unavailable`, so a stuck dependency or a trickling client cannot hold a
 /// connection and its resources indefinitely.
 async fn time_limit(
-    axum::extract::State(limit): axum::extract::State<Duration>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
+    limit: Duration,
+    answer: impl std::future::Future<Output = axum::response::Response>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match tokio::time::timeout(limit, next.run(request)).await {
+    match tokio::time::timeout(limit, answer).await {
         Ok(response) => response,
         Err(_) => error::ApiError(
             storefront_domain::DomainError::service_unavailable(

@@ -109,7 +109,8 @@ impl Drop for GroupUnit {
 }
 
 impl GroupUnit {
-    /// Releases the unit's savepoint into the batch and waits until the batch is durable.
+    /// Leaves the unit's writes in the batch (its savepoint stays open until the batch's
+    /// `COMMIT`) and waits until the batch is durable.
     pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
         let mut turn = self.turn.take().expect("a unit is committed once");
         let group = self.group.clone();

@@ -263,10 +263,11 @@ impl OrderStore for db::Adapter {
 
 /// An order placed in one unit (its key inserted done) and paid from credit, with nothing but
 /// its quote and its events (all of its account) committing with it: the instant order of an
-/// owner or of an agent without budgets. Where the database allows it (`db::CHAINS_STATEMENTS`: SQLite, whose
-/// every statement is a hand-off to the connection's thread and back), its five statements go in
-/// one call and their answers are read afterwards; the savepoint of the unit takes back what a
-/// lost race or a refusal wrote. The SQL is that of the statement-by-statement path.
+/// owner or of an agent without budgets. Where the database allows it (`db::CHAINS_STATEMENTS`:
+/// SQLite, whose every statement is a hand-off to the connection's thread and back), its
+/// statements (key, quote, order, debit, ledger entry, events) go in one call and their answers
+/// are read afterwards; the unit's savepoint takes back what a lost race or a refusal wrote. The
+/// SQL is that of the statement-by-statement path (the same `push_*` functions build it).
 struct ChainedOrder<'a> {
     new: &'a NewOrder<'a>,
     completion: &'a IdempotencyCompletion,
