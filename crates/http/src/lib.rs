@@ -54,13 +54,9 @@ pub fn router(app: App, doors: Router) -> Router {
         .route_layer(axum::middleware::from_fn(metrics::track))
         .with_state(app.clone())
         .merge(doors)
-        .layer(axum::middleware::from_fn_with_state(
-            limits,
-            ratelimit::limit,
-        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
-            (app, app_request_timeout),
+            (app, app_request_timeout, limits),
             every_request,
         ))
         .layer(CatchPanicLayer::custom(error::panic_response))
@@ -71,17 +67,23 @@ pub fn router(app: App, doors: Router) -> Router {
 
 /// What every request passes, in one middleware (each `from_fn` layer clones the boxed service
 /// inside it for every request, a cost the profile of the catalog showed): the Host check, then
-/// the time limit, and inside the time limit — so that giving up on an answer does not stop the
-/// work — a write run to completion.
+/// the time limit, inside it — so that giving up on an answer does not stop the work — a write
+/// run to completion, and inside that the rate limits.
 async fn every_request(
-    axum::extract::State((app, limit)): axum::extract::State<(App, Duration)>,
+    axum::extract::State((app, limit, limits)): axum::extract::State<(
+        App,
+        Duration,
+        ratelimit::Limits,
+    )>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     if let Some(refusal) = host_refusal(&request) {
         return refusal;
     }
-    time_limit(limit, run_to_completion(&app, request, next)).await
+    let writes = !request.method().is_safe();
+    let answer = ratelimit::limit(axum::extract::State(limits), request, next);
+    time_limit(limit, run_to_completion(&app, writes, answer)).await
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host` header, and no request carries
@@ -121,14 +123,14 @@ fn host_refusal(request: &axum::extract::Request) -> Option<axum::response::Resp
 /// retry. Reads write nothing and stay cancellable.
 async fn run_to_completion(
     app: &App,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
+    writes: bool,
+    answer: impl std::future::Future<Output = axum::response::Response> + Send + 'static,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if request.method().is_safe() {
-        return next.run(request).await;
+    if !writes {
+        return answer.await;
     }
-    match app.run_to_completion(next.run(request)).await {
+    match app.run_to_completion(answer).await {
         Ok(response) => response,
         // The panic goes on to `CatchPanicLayer`, which answers it like any other.
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
