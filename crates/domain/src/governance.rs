@@ -124,11 +124,6 @@ impl RuleKind {
     /// The store asks for spending by these names, in the same read as the rules.
     pub const READING_SPENDING: [&'static str; 2] = ["budget", "rate"];
 
-    /// Whether evaluating the rule needs the agent's recent spending ([`Self::READING_SPENDING`]).
-    pub fn reads_spending(&self) -> bool {
-        Self::READING_SPENDING.contains(&self.name())
-    }
-
     /// The fixed evaluation order.
     fn rank(&self) -> usize {
         match self {

@@ -21,6 +21,14 @@ use super::rows::{
     rule_from_row,
 };
 
+/// What an agent spent (`$1`) since a time (`$2`): its live orders and its approved or completed
+/// checkouts, as `(created_at, total_minor)` rows.
+const SPENDING: &str = "SELECT created_at, total_minor FROM orders
+     WHERE agent_id = $1 AND created_at >= $2 AND status NOT IN ('failed', 'canceled')
+     UNION ALL
+     SELECT created_at, total_minor FROM checkouts
+     WHERE agent_id = $1 AND created_at >= $2 AND status IN ('approved', 'completed')";
+
 #[async_trait]
 impl GovernanceStore for db::Adapter {
     async fn insert_agent(&self, a: &Agent) -> StoreResult<()> {
@@ -67,8 +75,8 @@ impl GovernanceStore for db::Adapter {
     ) -> StoreResult<Option<AgentForDecision>> {
         // The agent joined with its rules and its spending rows (one source per row: a rule's
         // columns or a spending row's), so a decision costs one read. Spending is read only when
-        // an enabled rule needs it; `agent_spending` says which rows count.
-        let rows = sqlx::query(
+        // an enabled rule needs it; `SPENDING` says which rows count.
+        let sql = format!(
             "SELECT a.*, x.* FROM agents a LEFT JOIN (
                  SELECT r.id AS rule_id, r.agent_id AS rule_agent_id, r.code AS rule_code,
                         r.name AS rule_name, r.kind AS rule_kind, r.params AS rule_params,
@@ -78,23 +86,20 @@ impl GovernanceStore for db::Adapter {
                  FROM rules r WHERE r.agent_id = $1
                  UNION ALL
                  SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, s.created_at, s.total_minor
-                 FROM (SELECT created_at, total_minor FROM orders
-                       WHERE agent_id = $1 AND created_at >= $2 AND status NOT IN ('failed', 'canceled')
-                       UNION ALL
-                       SELECT created_at, total_minor FROM checkouts
-                       WHERE agent_id = $1 AND created_at >= $2 AND status IN ('approved', 'completed')) s
+                 FROM ({SPENDING}) s
                  WHERE EXISTS (SELECT 1 FROM rules WHERE agent_id = $1 AND enabled AND kind IN ($3, $4))
              ) x ON TRUE
              WHERE a.id = $1 AND a.deleted_at IS NULL
-             ORDER BY x.rule_code, x.spent_at",
-        )
-        .bind(id.as_str())
-        .bind(ts(&spending_since))
-        .bind(RuleKind::READING_SPENDING[0])
-        .bind(RuleKind::READING_SPENDING[1])
-        .fetch_all(self.reader())
-        .await
-        .map_err(backend)?;
+             ORDER BY x.rule_code, x.spent_at"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(id.as_str())
+            .bind(ts(&spending_since))
+            .bind(RuleKind::READING_SPENDING[0])
+            .bind(RuleKind::READING_SPENDING[1])
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend)?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };
@@ -406,19 +411,12 @@ impl GovernanceStore for db::Adapter {
         agent: &AgentId,
         since: Timestamp,
     ) -> StoreResult<Vec<(Timestamp, i64)>> {
-        let rows = sqlx::query(
-            "SELECT created_at, total_minor FROM orders
-             WHERE agent_id = $1 AND created_at >= $2 AND status NOT IN ('failed', 'canceled')
-             UNION ALL
-             SELECT created_at, total_minor FROM checkouts
-             WHERE agent_id = $1 AND created_at >= $2 AND status IN ('approved', 'completed')
-             ORDER BY created_at",
-        )
-        .bind(agent.as_str())
-        .bind(ts(&since))
-        .fetch_all(self.reader())
-        .await
-        .map_err(backend)?;
+        let rows = sqlx::query(&format!("{SPENDING} ORDER BY created_at"))
+            .bind(agent.as_str())
+            .bind(ts(&since))
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend)?;
         rows.iter()
             .map(|r| {
                 Ok((

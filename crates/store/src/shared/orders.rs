@@ -353,9 +353,7 @@ impl<'a> ChainedOrder<'a> {
         }
         let low_threshold: Option<i64> = debited.try_get(1).map_err(backend)?;
         let currency: String = debited.try_get(2).map_err(backend)?;
-        if let Some(event) = low_threshold.and_then(|t| Event::balance_low(&entry, t, &currency)) {
-            insert_event_rows_of_locked(&mut tx, &[event], Some(&charge.account_id)).await?;
-        }
+        record_balance_low(&mut tx, &entry, low_threshold, &currency).await?;
         let has_endpoints = match events.rows.first() {
             Some(row) => row.try_get::<bool, _>(0).map_err(backend)?,
             None => false,
@@ -414,12 +412,22 @@ async fn apply_movement(
     let mut insert = Statements::new("");
     push_ledger_entry(&mut insert, &entry, "");
     execute(conn, insert).await?;
-    if let Some(threshold) = low_threshold {
-        if let Some(event) = Event::balance_low(&entry, threshold, &currency) {
-            insert_event_rows_of_locked(conn, &[event], Some(&m.account_id)).await?;
-        }
-    }
+    record_balance_low(conn, &entry, low_threshold, &currency).await?;
     Ok(Ok(entry))
+}
+
+/// The `balance.low` event of an entry that took its account below its threshold, if it did;
+/// written under the account's row lock, which the entry's balance update holds.
+async fn record_balance_low(
+    conn: &mut db::Connection,
+    entry: &LedgerEntry,
+    low_threshold: Option<i64>,
+    currency: &str,
+) -> StoreResult<()> {
+    if let Some(event) = low_threshold.and_then(|t| Event::balance_low(entry, t, currency)) {
+        insert_event_rows_of_locked(conn, &[event], Some(&entry.account_id)).await?;
+    }
+    Ok(())
 }
 
 /// Why a movement's balance update matched no row: the balance it would overdraw.
