@@ -71,6 +71,30 @@ impl PgStore {
             .map_err(backend)
     }
 
+    /// A unit whose statements are all known first, in a transaction of its own. PostgreSQL
+    /// takes one statement per call with binds (`db::CHAINS_STATEMENTS` is `false`, so the
+    /// shared code sends it no more); `then` reads the answers and says whether to commit.
+    pub(crate) async fn chained<T: Send + 'static>(
+        &self,
+        mut statements: shared::Statements<'static>,
+        then: db::Then<T>,
+    ) -> StoreResult<T> {
+        use futures_util::TryStreamExt as _;
+        let mut tx = self.begin().await?;
+        #[allow(deprecated)] // the same call as SQLite's chained units
+        let answers: db::Answers = statements
+            .build()
+            .fetch_many(&mut *tx)
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        let (value, keep) = then(&mut tx, answers).await?;
+        if keep {
+            tx.commit().await.map_err(backend)?;
+        }
+        Ok(value)
+    }
+
     fn reader(&self) -> &PgPool {
         &self.pool
     }
@@ -116,6 +140,18 @@ mod db {
     }
     /// Several statements in one query: not with binds (the extended protocol runs one).
     pub(super) const CHAINS_STATEMENTS: bool = false;
+    /// A chained unit's first statement: none, its transaction is its own.
+    pub(super) const CHAIN_OPENING: &str = "";
+    pub(super) type Answers = Vec<sqlx::Either<sqlx::postgres::PgQueryResult, Row>>;
+    pub(super) type Then<T> = Box<
+        dyn for<'c> FnOnce(
+                &'c mut Connection,
+                Answers,
+            ) -> futures_util::future::BoxFuture<
+                'c,
+                storefront_app::ports::StoreResult<(T, bool)>,
+            > + Send,
+    >;
     /// Taken before an account's events are written, and held until commit: the account's row,
     /// so that its events take their positions in commit order. `FOR NO KEY UPDATE` is the lock
     /// a charge's balance update takes (so credit orders wait for nothing new); unlike

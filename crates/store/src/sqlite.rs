@@ -56,7 +56,47 @@ struct GroupCommit {
     queued: AtomicUsize,
     /// Batches committed (each one fsync), for tests; `/metrics` counts them too.
     committed: AtomicUsize,
+    /// Units whose statements were known before their turn ([`SqliteStore::chained`]), waiting
+    /// for the task that runs them.
+    chains: std::sync::Mutex<std::collections::VecDeque<Step>>,
+    /// Whether a task is running the queued chained units.
+    driving: std::sync::atomic::AtomicBool,
 }
+
+/// A chained unit, run on the batch's connection: what became of it in the batch.
+type Step = Box<
+    dyn for<'c> FnOnce(&'c mut SqliteConnection) -> futures_util::future::BoxFuture<'c, Ran> + Send,
+>;
+
+/// Where a unit kept in a batch hears the batch's outcome.
+type BatchOutcome = oneshot::Receiver<Result<(), String>>;
+
+/// What a chained unit's run left in the batch.
+enum Ran {
+    /// Its writes stay; it waits for the batch's outcome.
+    Kept(oneshot::Sender<Result<(), String>>),
+    /// It wrote nothing (refused, stale or failed, and rolled back): already answered.
+    Nothing,
+    /// Its rollback failed: the batch is unusable.
+    Broken(String),
+}
+
+/// The answers of a chained call, statement after statement: each one's rows, then its result.
+pub(crate) type Answers =
+    Vec<sqlx::Either<sqlx::sqlite::SqliteQueryResult, sqlx::sqlite::SqliteRow>>;
+
+/// What a chained unit does with its statements' answers, on the batch's connection (a further
+/// statement may follow): its value, and whether its writes stay (`false` rolls it back).
+pub(crate) type Then<T> = Box<
+    dyn for<'c> FnOnce(
+            &'c mut SqliteConnection,
+            Answers,
+        ) -> futures_util::future::BoxFuture<'c, StoreResult<(T, bool)>>
+        + Send,
+>;
+
+/// How a chained unit's statements begin: its savepoint, in the same call.
+const CHAIN_OPENING: &str = "SAVEPOINT unit; ";
 
 #[derive(Default)]
 struct Batch {
@@ -140,7 +180,7 @@ fn exec<'c>(
 }
 
 /// What a unit that joined a batch is answered: the batch's commit, or why it failed.
-async fn batch_outcome(hear: oneshot::Receiver<Result<(), String>>) -> Result<(), sqlx::Error> {
+async fn batch_outcome(hear: BatchOutcome) -> Result<(), sqlx::Error> {
     match hear.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(message)) => Err(sqlx::Error::Protocol(format!(
@@ -222,23 +262,91 @@ impl GroupCommit {
             hear
         });
         if self.queued.load(Ordering::SeqCst) == 0 || turn.units >= MAX_UNITS_PER_BATCH {
-            let committed = exec(turn.conn.as_deref_mut().expect("open"), "COMMIT")
-                .await
-                .map_err(|e| e.to_string());
-            if committed.is_ok() {
-                self.committed.fetch_add(1, Ordering::SeqCst);
-                // Units per fsync = units / batches.
-                metrics::counter!("storefront_sqlite_batches_total").increment(1);
-                metrics::counter!("storefront_sqlite_batch_units_total")
-                    .increment(turn.units as u64);
-            }
-            self.end_batch(&mut turn, committed).await;
+            self.commit_batch(&mut turn).await;
         }
         drop(turn);
         match outcome {
             None => Ok(()),
             Some(hear) => batch_outcome(hear).await,
         }
+    }
+
+    /// Commits the open batch (one fsync) and tells its units.
+    async fn commit_batch(&self, turn: &mut Batch) {
+        let Some(conn) = turn.conn.as_deref_mut() else {
+            return;
+        };
+        let committed = exec(conn, "COMMIT").await.map_err(|e| e.to_string());
+        if committed.is_ok() {
+            self.committed.fetch_add(1, Ordering::SeqCst);
+            // Units per fsync = units / batches.
+            metrics::counter!("storefront_sqlite_batches_total").increment(1);
+            metrics::counter!("storefront_sqlite_batch_units_total").increment(turn.units as u64);
+        }
+        self.end_batch(turn, committed).await;
+    }
+
+    /// Runs the queued chained units, in the order they came, one after another on the batch's
+    /// connection without handing the turn between tasks: per unit one call to the
+    /// connection's thread (its savepoint and statements) and, only when it must, a rollback.
+    /// Commits like any unit: when nobody is queued behind, or the batch is full.
+    async fn drive(self: Arc<Self>) {
+        loop {
+            self.queued.fetch_add(1, Ordering::SeqCst);
+            let turn = tokio::time::timeout(TURN_TIMEOUT, self.batch.clone().lock_owned()).await;
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            let Ok(mut turn) = turn else {
+                // The units queued fail (their answers are dropped), as a unit waiting this
+                // long for its turn does.
+                self.chains.lock().expect("not poisoned").clear();
+                self.driving.store(false, Ordering::SeqCst);
+                return;
+            };
+            while let Some(step) = self.next_chain() {
+                if turn.conn.is_none() {
+                    let opened = match self.writer.acquire().await {
+                        Ok(mut conn) => match exec(&mut conn, "BEGIN IMMEDIATE").await {
+                            Ok(()) => Some(conn),
+                            Err(_) => None,
+                        },
+                        Err(_) => None,
+                    };
+                    let Some(conn) = opened else {
+                        // The step is dropped unrun: its caller hears that it ended without
+                        // an outcome. The next one tries again.
+                        continue;
+                    };
+                    turn.conn = Some(conn);
+                }
+                match step(turn.conn.as_deref_mut().expect("open")).await {
+                    Ran::Kept(tell) => {
+                        turn.waiters.push(tell);
+                        turn.units += 1;
+                    }
+                    Ran::Nothing => {}
+                    Ran::Broken(why) => self.end_batch(&mut turn, Err(why)).await,
+                }
+                if turn.units >= MAX_UNITS_PER_BATCH {
+                    self.commit_batch(&mut turn).await;
+                }
+            }
+            if self.queued.load(Ordering::SeqCst) == 0 {
+                self.commit_batch(&mut turn).await;
+            }
+            drop(turn);
+            self.driving.store(false, Ordering::SeqCst);
+            // A unit queued after the queue was found empty, before `driving` was cleared, would
+            // wait for nobody: run it unless another task has taken over.
+            if self.chains.lock().expect("not poisoned").is_empty()
+                || self.driving.swap(true, Ordering::SeqCst)
+            {
+                return;
+            }
+        }
+    }
+
+    fn next_chain(&self) -> Option<Step> {
+        self.chains.lock().expect("not poisoned").pop_front()
     }
 
     /// Closes the open batch with `outcome` (a failed one is rolled back) and tells its units;
@@ -259,6 +367,7 @@ impl GroupCommit {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies the embedded migrations.
     pub async fn open(url: &str) -> Result<Self, OpenError> {
+        without_memory_statistics();
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| OpenError::Connect(e.to_string()))?
             .create_if_missing(true)
@@ -300,6 +409,8 @@ impl SqliteStore {
             batch: Arc::default(),
             queued: AtomicUsize::new(0),
             committed: AtomicUsize::new(0),
+            chains: Default::default(),
+            driving: Default::default(),
         });
         Ok(Self {
             reader,
@@ -315,12 +426,99 @@ impl SqliteStore {
         crate::detached(group.begin()).await.map_err(backend)
     }
 
+    /// Runs a unit whose statements are all known before its turn: `statements`, which begin
+    /// with the unit's savepoint (`db::CHAIN_OPENING`), go to the connection in one call, and
+    /// `then` reads their answers (the savepoint's left out) and says whether the unit's writes
+    /// stay. Queued units run one after another in one task (see `GroupCommit::drive`), so
+    /// none of them waits for the turn to be handed between tasks. A kept unit is answered once
+    /// its batch is durable.
+    pub(crate) async fn chained<T: Send + 'static>(
+        &self,
+        statements: shared::Statements<'static>,
+        then: Then<T>,
+    ) -> StoreResult<T> {
+        debug_assert!(statements.sql().starts_with(CHAIN_OPENING));
+        let (reply, answer) = oneshot::channel::<StoreResult<(T, Option<BatchOutcome>)>>();
+        let step: Step = Box::new(move |conn| Box::pin(run_chained(conn, statements, then, reply)));
+        let group = &self.group;
+        group.chains.lock().expect("not poisoned").push_back(step);
+        if !group.driving.swap(true, Ordering::SeqCst) {
+            tokio::spawn(group.clone().drive());
+        }
+        let Ok(answer) = answer.await else {
+            return Err(backend(sqlx::Error::Protocol(
+                "the write ended without an outcome".into(),
+            )));
+        };
+        let (value, kept) = answer?;
+        if let Some(hear) = kept {
+            batch_outcome(hear).await.map_err(backend)?;
+        }
+        Ok(value)
+    }
+
     fn reader(&self) -> &SqlitePool {
         &self.reader
     }
 
     fn appends(&self) -> &crate::append::Appends {
         &self.appends
+    }
+}
+
+/// One chained unit on the batch's connection: its statements in one call, then its `then`;
+/// rolled back to its savepoint unless kept. Its caller hears its value (with, if kept, where
+/// the batch's outcome will come) at once.
+async fn run_chained<T>(
+    conn: &mut SqliteConnection,
+    mut statements: shared::Statements<'static>,
+    then: Then<T>,
+    reply: oneshot::Sender<StoreResult<(T, Option<BatchOutcome>)>>,
+) -> Ran {
+    use futures_util::TryStreamExt as _;
+    let mut answers = Answers::new();
+    let mut finished = 0;
+    let ran = {
+        #[allow(deprecated)] // several statements per query: SQLite only; see `db`.
+        let mut stream = statements.build().fetch_many(&mut *conn);
+        loop {
+            match stream.try_next().await {
+                Ok(Some(answer)) => {
+                    finished += usize::from(answer.is_left());
+                    answers.push(answer);
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(backend(e)),
+            }
+        }
+    };
+    // The first answer is the savepoint's: without it there is nothing to take back.
+    let opened = finished > 0;
+    let outcome = match ran {
+        Ok(()) => then(&mut *conn, answers.split_off(1)).await,
+        Err(e) => Err(e),
+    };
+    let keep = matches!(outcome, Ok((_, true)));
+    if !keep && opened {
+        if let Err(e) = exec(conn, "ROLLBACK TO unit; RELEASE unit").await {
+            let _ = reply.send(Err(backend(e)));
+            return Ran::Broken("a unit could not be rolled back".into());
+        }
+    }
+    match outcome {
+        Ok((value, true)) => {
+            let (tell, hear) = oneshot::channel();
+            let _ = reply.send(Ok((value, Some(hear))));
+            Ran::Kept(tell)
+        }
+        Ok((value, false)) => {
+            let _ = reply.send(Ok((value, None)));
+            Ran::Nothing
+        }
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            Ran::Nothing
+        }
     }
 }
 
@@ -347,6 +545,24 @@ async fn is_clean(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
         crate::discard_unclean_connection("after_release");
     }
     Ok(autocommit)
+}
+
+/// Turns off SQLite's memory statistics, which nothing here reads and which take a process-wide
+/// mutex on every allocation and free (seen in the write connection's profile); SQLite's
+/// documentation recommends this (`SQLITE_DEFAULT_MEMSTATUS=0`). Only possible before SQLite
+/// initializes, so it is done before the first connection opens.
+#[allow(unsafe_code)]
+fn without_memory_statistics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `Once` makes this the only call, made before this process opens any SQLite
+        // connection (they all open through `SqliteStore::open`, after it), so no other SQLite
+        // call runs meanwhile, as sqlite3_config requires. Had SQLite initialized already it
+        // would answer SQLITE_MISUSE and change nothing.
+        unsafe {
+            libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS, 0);
+        }
+    });
 }
 
 /// SQLite's own answer to "is this connection outside any transaction?".
@@ -390,6 +606,9 @@ mod db {
     /// and marks that deprecated (its issue 3108); should a later sqlx drop it, `false` here
     /// takes the statement-by-statement path, which runs the same SQL.
     pub(super) const CHAINS_STATEMENTS: bool = true;
+    /// The first statement of a chained unit (`SqliteStore::chained`): its savepoint.
+    pub(super) const CHAIN_OPENING: &str = super::CHAIN_OPENING;
+    pub(super) use super::{Answers, Then};
 }
 
 // Compiled once per backend on purpose: the same SQL over this backend's `db` types.
@@ -488,6 +707,58 @@ mod tests {
             "the failed unit left nothing"
         );
         assert_eq!(store.group.committed.load(Ordering::SeqCst), 1);
+    }
+
+    /// Chained units queued while a unit holds the turn run after it in the same batch, one
+    /// task running them all; each is kept or taken back on its own.
+    #[tokio::test]
+    async fn chained_units_join_the_batch_and_each_is_kept_or_taken_back_alone() {
+        let (_dir, store) = temp_store().await;
+        let mut first = store.begin().await.unwrap();
+        set(&mut first, "first").await;
+        let chain = |name: &'static str, keep: bool| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut q = shared::Statements::new(CHAIN_OPENING);
+                q.push("INSERT INTO settings (name, value) VALUES (")
+                    .push_bind(name)
+                    .push(", 'v')");
+                let then: Then<u64> = Box::new(move |_, answers| {
+                    Box::pin(async move {
+                        let changed = answers
+                            .iter()
+                            .filter_map(|a| a.as_ref().left())
+                            .map(|done| done.rows_affected())
+                            .sum();
+                        Ok((changed, keep))
+                    })
+                });
+                store.chained(q, then).await
+            })
+        };
+        let kept = chain("kept", true);
+        let taken_back = chain("taken back", false);
+        // Its insert fails (the name is taken in this batch): only its own savepoint goes.
+        let failing = chain("first", true);
+        while store.group.chains.lock().unwrap().len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        first.commit().await.unwrap();
+        assert_eq!(kept.await.unwrap().unwrap(), 1);
+        assert_eq!(
+            taken_back.await.unwrap().unwrap(),
+            1,
+            "it ran, and its caller decided"
+        );
+        assert!(failing.await.unwrap().is_err());
+        assert!(stored(&store, "first").await);
+        assert!(stored(&store, "kept").await);
+        assert!(!stored(&store, "taken back").await);
+        assert_eq!(
+            store.group.committed.load(Ordering::SeqCst),
+            1,
+            "one fsync for all"
+        );
     }
 
     /// Kept units leave their savepoints open and later ones nest inside them: a unit rolled

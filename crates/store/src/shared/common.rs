@@ -10,7 +10,7 @@ use super::db;
 /// Statements built with their binds. On SQLite several of them, separated by `;`, go to the
 /// connection's thread in one hand-off (`db::CHAINS_STATEMENTS`); binds are numbered in order
 /// across them.
-pub(super) type Statements<'a> = sqlx::QueryBuilder<'a, db::Database>;
+pub(crate) type Statements<'a> = sqlx::QueryBuilder<'a, db::Database>;
 
 /// Runs built statements inside the caller's transaction; the rows they changed.
 pub(super) async fn execute(conn: &mut db::Connection, mut q: Statements<'_>) -> StoreResult<u64> {

@@ -35,3 +35,4 @@ mod webhooks;
 
 // The backend's `begin()` reports a failure to open a transaction like every other failure.
 pub(super) use common::backend;
+pub(super) use common::Statements;

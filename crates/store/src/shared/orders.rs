@@ -1,7 +1,6 @@
 //! Orders, the conditional changes that move them, and the ledger.
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt as _;
 use sqlx::Row as _;
 use storefront_app::page::PageRequest;
 use storefront_app::ports::{
@@ -300,10 +299,10 @@ impl<'a> ChainedOrder<'a> {
     }
 
     async fn insert(self, store: &db::Adapter) -> StoreResult<Applied> {
-        let (o, charge) = (self.new.order, self.charge);
+        let (o, charge) = (self.new.order, self.charge.clone());
         // The entry's id and time are known now; its balance is the update's answer.
-        let mut entry = ledger_entry(charge, 0, o.created_at);
-        let mut q = Statements::new("");
+        let mut entry = ledger_entry(&charge, 0, o.created_at);
+        let mut q = Statements::new(db::CHAIN_OPENING);
         push_completed_key(&mut q, self.completion, self.fingerprint, o.created_at);
         q.push("; ");
         if let Some(quote) = self.new.quote {
@@ -312,57 +311,54 @@ impl<'a> ChainedOrder<'a> {
         }
         push_order_row(&mut q, o, self.new.idempotency);
         q.push("; ");
-        push_balance_update(&mut q, charge, o.created_at);
+        push_balance_update(&mut q, &charge, o.created_at);
         q.push("; ");
         // Only after an update that matched: a refused debit writes no entry.
         push_ledger_entry(&mut q, &entry, " AND changes() = 1");
         q.push("; ");
         push_events(&mut q, self.new.events);
-        let mut tx = store.begin().await?;
-        #[allow(deprecated)] // sqlx keeps several statements per query for SQLite only; see db.
-        let answers: Vec<_> = q
-            .build()
-            .fetch_many(&mut *tx)
-            .try_collect()
-            .await
-            .map_err(backend)?;
-        let mut answers = by_statement(answers).into_iter();
-        let mut next = || {
-            answers
-                .next()
-                .ok_or_else(|| StoreError::Backend("a chained statement went unanswered".into()))
-        };
-        let key = next()?;
-        if self.new.quote.is_some() {
-            next()?;
-        }
-        let (order, debit, ledger, events) = (next()?, next()?, next()?, next()?);
-        if key.changed != 1 || order.changed != 1 {
-            // A key or an order under it exists: nothing of this unit stays (it rolls back when
-            // dropped).
-            return Ok(Applied::Stale);
-        }
-        let Some(debited) = debit.rows.first() else {
-            return Ok(Applied::Refused(refusal(&mut tx, charge).await?));
-        };
-        entry.balance_after_minor = debited.try_get(0).map_err(backend)?;
-        if ledger.changed != 1 {
-            return Err(StoreError::Backend(
-                "the ledger entry of a debit was not written".into(),
-            ));
-        }
-        let low_threshold: Option<i64> = debited.try_get(1).map_err(backend)?;
-        let currency: String = debited.try_get(2).map_err(backend)?;
-        record_balance_low(&mut tx, &entry, low_threshold, &currency).await?;
-        let has_endpoints = match events.rows.first() {
-            Some(row) => row.try_get::<bool, _>(0).map_err(backend)?,
-            None => false,
-        };
-        if has_endpoints {
-            queue_deliveries(&mut tx, self.new.events).await?;
-        }
-        commit(tx).await?;
-        Ok(Applied::Done)
+        let with_quote = self.new.quote.is_some();
+        let events = self.new.events.to_vec();
+        let then: db::Then<Applied> = Box::new(move |conn, answers| {
+            Box::pin(async move {
+                let mut answers = by_statement(answers).into_iter();
+                let mut next = || {
+                    answers.next().ok_or_else(|| {
+                        StoreError::Backend("a chained statement went unanswered".into())
+                    })
+                };
+                let key = next()?;
+                if with_quote {
+                    next()?;
+                }
+                let (order, debit, ledger, events_written) = (next()?, next()?, next()?, next()?);
+                if key.changed != 1 || order.changed != 1 {
+                    // A key or an order under it exists: nothing of this unit stays.
+                    return Ok((Applied::Stale, false));
+                }
+                let Some(debited) = debit.rows.first() else {
+                    return Ok((Applied::Refused(refusal(conn, &charge).await?), false));
+                };
+                entry.balance_after_minor = debited.try_get(0).map_err(backend)?;
+                if ledger.changed != 1 {
+                    return Err(StoreError::Backend(
+                        "the ledger entry of a debit was not written".into(),
+                    ));
+                }
+                let low_threshold: Option<i64> = debited.try_get(1).map_err(backend)?;
+                let currency: String = debited.try_get(2).map_err(backend)?;
+                record_balance_low(conn, &entry, low_threshold, &currency).await?;
+                let has_endpoints = match events_written.rows.first() {
+                    Some(row) => row.try_get::<bool, _>(0).map_err(backend)?,
+                    None => false,
+                };
+                if has_endpoints {
+                    queue_deliveries(conn, &events).await?;
+                }
+                Ok((Applied::Done, true))
+            })
+        });
+        store.chained(q, then).await
     }
 }
 
@@ -373,9 +369,7 @@ struct Answer {
 }
 
 /// Splits a chained call's answers by statement (each statement's rows, then its result).
-fn by_statement(
-    answers: Vec<sqlx::Either<<db::Database as sqlx::Database>::QueryResult, db::Row>>,
-) -> Vec<Answer> {
+fn by_statement(answers: db::Answers) -> Vec<Answer> {
     let mut statements = Vec::new();
     let mut rows = Vec::new();
     for answer in answers {
