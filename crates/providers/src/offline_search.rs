@@ -29,10 +29,32 @@ const DOCS: &[(&str, &str)] = &[
 struct Document {
     title: String,
     url: String,
-    text: String,
+    /// The text's non-empty lines, each as a snippet shows it and with the terms it holds
+    /// (sorted), worked out once: a snippet is the first line naming a query term.
+    lines: Vec<Line>,
     /// Term frequencies of title (counted twice: a title match matters more) and body.
     terms: HashMap<String, u32>,
     length: u32,
+}
+
+struct Line {
+    /// Trimmed, and cut to about 200 characters.
+    shown: String,
+    terms: Vec<String>,
+}
+
+impl Line {
+    fn of(line: &str) -> Self {
+        let shown = if line.chars().count() > 200 {
+            format!("{}…", line.chars().take(200).collect::<String>())
+        } else {
+            line.to_owned()
+        };
+        let mut terms: Vec<String> = tokens(line).collect();
+        terms.sort();
+        terms.dedup();
+        Self { shown, terms }
+    }
 }
 
 pub struct OfflineSearch {
@@ -116,10 +138,16 @@ impl OfflineSearch {
                     *document_frequency.entry(t.clone()).or_default() += 1;
                 }
                 let length = terms.values().sum();
+                let lines = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(Line::of)
+                    .collect();
                 Document {
                     title,
                     url,
-                    text,
+                    lines,
                     terms,
                     length,
                 }
@@ -169,7 +197,7 @@ impl OfflineSearch {
                 json!({
                     "title": d.title,
                     "url": d.url,
-                    "snippet": snippet(&d.text, &query_terms),
+                    "snippet": d.snippet(&query_terms),
                     "score": (score * 1000.0).round() / 1000.0,
                 })
             })
@@ -177,19 +205,15 @@ impl OfflineSearch {
     }
 }
 
-/// The first line of the text that mentions a query term, trimmed to about 200 characters.
-fn snippet(text: &str, query_terms: &[String]) -> String {
-    let line = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .find(|l| tokens(l).any(|t| query_terms.contains(&t)))
-        .or_else(|| text.lines().map(str::trim).find(|l| !l.is_empty()))
-        .unwrap_or_default();
-    if line.chars().count() > 200 {
-        format!("{}…", line.chars().take(200).collect::<String>())
-    } else {
-        line.to_owned()
+impl Document {
+    /// The first line of the text that mentions a query term (else its first line), trimmed to
+    /// about 200 characters.
+    fn snippet(&self, query_terms: &[String]) -> &str {
+        self.lines
+            .iter()
+            .find(|l| query_terms.iter().any(|t| l.terms.binary_search(t).is_ok()))
+            .or_else(|| self.lines.first())
+            .map_or("", |l| l.shown.as_str())
     }
 }
 
