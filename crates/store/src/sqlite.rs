@@ -295,45 +295,12 @@ impl GroupCommit {
             self.queued.fetch_add(1, Ordering::SeqCst);
             let turn = tokio::time::timeout(TURN_TIMEOUT, self.batch.clone().lock_owned()).await;
             self.queued.fetch_sub(1, Ordering::SeqCst);
-            let Ok(mut turn) = turn else {
+            match turn {
+                Ok(turn) => self.run_chains(turn).await,
                 // The units queued fail (their answers are dropped), as a unit waiting this
                 // long for its turn does.
-                self.chains.lock().expect("not poisoned").clear();
-                self.driving.store(false, Ordering::SeqCst);
-                return;
-            };
-            while let Some(step) = self.next_chain() {
-                if turn.conn.is_none() {
-                    let opened = match self.writer.acquire().await {
-                        Ok(mut conn) => match exec(&mut conn, "BEGIN IMMEDIATE").await {
-                            Ok(()) => Some(conn),
-                            Err(_) => None,
-                        },
-                        Err(_) => None,
-                    };
-                    let Some(conn) = opened else {
-                        // The step is dropped unrun: its caller hears that it ended without
-                        // an outcome. The next one tries again.
-                        continue;
-                    };
-                    turn.conn = Some(conn);
-                }
-                match step(turn.conn.as_deref_mut().expect("open")).await {
-                    Ran::Kept(tell) => {
-                        turn.waiters.push(tell);
-                        turn.units += 1;
-                    }
-                    Ran::Nothing => {}
-                    Ran::Broken(why) => self.end_batch(&mut turn, Err(why)).await,
-                }
-                if turn.units >= MAX_UNITS_PER_BATCH {
-                    self.commit_batch(&mut turn).await;
-                }
+                Err(_) => self.chains.lock().expect("not poisoned").clear(),
             }
-            if self.queued.load(Ordering::SeqCst) == 0 {
-                self.commit_batch(&mut turn).await;
-            }
-            drop(turn);
             self.driving.store(false, Ordering::SeqCst);
             // A unit queued after the queue was found empty, before `driving` was cleared, would
             // wait for nobody: run it unless another task has taken over.
@@ -342,6 +309,49 @@ impl GroupCommit {
             {
                 return;
             }
+        }
+    }
+
+    /// Runs the queued chained units with the turn, then commits unless others wait for it.
+    async fn run_chains(&self, mut turn: OwnedMutexGuard<Batch>) {
+        use futures_util::FutureExt as _;
+        while let Some(step) = self.next_chain() {
+            if turn.conn.is_none() {
+                let opened = match self.writer.acquire().await {
+                    Ok(mut conn) => match exec(&mut conn, "BEGIN IMMEDIATE").await {
+                        Ok(()) => Some(conn),
+                        Err(_) => None,
+                    },
+                    Err(_) => None,
+                };
+                let Some(conn) = opened else {
+                    // The step is dropped unrun: its caller hears that it ended without an
+                    // outcome. The next one tries again.
+                    continue;
+                };
+                turn.conn = Some(conn);
+            }
+            let conn = turn.conn.as_deref_mut().expect("open");
+            // A panic (a bug) in a unit's `then` leaves its writes in an unknown state: the
+            // batch is rolled back for everyone in it, and the queue goes on.
+            let ran = std::panic::AssertUnwindSafe(step(conn))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Ran::Broken("a write unit panicked".into()));
+            match ran {
+                Ran::Kept(tell) => {
+                    turn.waiters.push(tell);
+                    turn.units += 1;
+                }
+                Ran::Nothing => {}
+                Ran::Broken(why) => self.end_batch(&mut turn, Err(why)).await,
+            }
+            if turn.units >= MAX_UNITS_PER_BATCH {
+                self.commit_batch(&mut turn).await;
+            }
+        }
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            self.commit_batch(&mut turn).await;
         }
     }
 
@@ -758,6 +768,30 @@ mod tests {
             store.group.committed.load(Ordering::SeqCst),
             1,
             "one fsync for all"
+        );
+    }
+
+    /// A unit whose `then` panics (a bug) fails alone, its writes taken back, and the queue
+    /// goes on for the units after it.
+    #[tokio::test]
+    async fn a_chained_unit_that_panics_fails_without_stopping_the_queue() {
+        let (_dir, store) = temp_store().await;
+        let insert = |name: &'static str| {
+            let mut q = shared::Statements::new(CHAIN_OPENING);
+            q.push("INSERT INTO settings (name, value) VALUES (")
+                .push_bind(name)
+                .push(", 'v')");
+            q
+        };
+        let panicking: Then<()> =
+            Box::new(|_, _| Box::pin(async { panic!("a bug in a unit's reading of its answers") }));
+        assert!(store.chained(insert("lost"), panicking).await.is_err());
+        let keeping: Then<()> = Box::new(|_, _| Box::pin(async { Ok(((), true)) }));
+        store.chained(insert("after"), keeping).await.unwrap();
+        assert!(stored(&store, "after").await);
+        assert!(
+            !stored(&store, "lost").await,
+            "the panicked unit left nothing"
         );
     }
 
