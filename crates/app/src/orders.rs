@@ -347,11 +347,15 @@ impl App {
         if *method != PaymentMethod::Credit || product.kind != ProductKind::Instant || !in_process {
             return Ok(OneUnit::Regular(Decided::prepared(prepared)));
         }
-        if self
-            .store
-            .idempotency_key_exists(key)
-            .await
-            .map_err(store_failure)?
+        // An agent's order is decided and audited before its unit: a key seen before is looked
+        // up first, so a replay records no second decision. Anyone else's replay is found inside
+        // the unit, whose key insert then changes nothing — a read fewer for every new order.
+        if principal.agent_id().is_some()
+            && self
+                .store
+                .idempotency_key_exists(key)
+                .await
+                .map_err(store_failure)?
         {
             return Ok(OneUnit::Regular(Decided::prepared(prepared)));
         }
