@@ -113,7 +113,7 @@ impl Paid {
     }
 
     /// The machine's `management_tokens`, shown in the one answer that hands them over.
-    fn with_tokens(&self, outcome: OrderOutcome) -> OrderOutcome {
+    pub(crate) fn with_tokens(&self, outcome: OrderOutcome) -> OrderOutcome {
         match (outcome, &self.delivery) {
             (
                 OrderOutcome::Accepted {
@@ -238,6 +238,13 @@ impl App {
         })
     }
 
+    /// A committed payment, logged and counted.
+    pub(crate) fn count_paid(&self, order: &Order, rail: Rail) {
+        tracing::info!(order_id = %order.id, product_id = %order.product_id, total_minor = order.total_minor, rail = ?rail, "order paid");
+        metrics::counter!("storefront_orders_total", "product" => order.product_id.clone())
+            .increment(1);
+    }
+
     /// After the payment committed: counted, logged, and — for the request that paid — its
     /// answer, fulfilling an instant product inline (the key records that answer).
     pub(crate) async fn paid_committed(
@@ -247,10 +254,7 @@ impl App {
         key: Option<&IdempotencyRef>,
         receipt: Option<String>,
     ) -> Result<Option<OrderOutcome>, DomainError> {
-        let order = &paid.order;
-        tracing::info!(order_id = %order.id, product_id = %order.product_id, total_minor = order.total_minor, rail = ?rail, "order paid");
-        metrics::counter!("storefront_orders_total", "product" => order.product_id.clone())
-            .increment(1);
+        self.count_paid(&paid.order, rail);
         if !rail.request_waits() {
             return Ok(None);
         }

@@ -397,11 +397,9 @@ impl App {
             // The key was taken meanwhile: the regular way answers under it.
             return Ok(OneUnit::Regular(Decided::default()));
         }
-        let answer = self
-            .paid_committed(paid, Rail::Credit, Some(key), None)
-            .await?;
-        let answer = answer.ok_or_else(DomainError::internal)?;
-        Ok(OneUnit::Placed(answer))
+        // The answer the key recorded is the one this request gets: built once.
+        self.count_paid(&paid.order, Rail::Credit);
+        Ok(OneUnit::Placed(paid.with_tokens(answer)))
     }
 
     /// A new order of the principal for `quote`, waiting for payment.
