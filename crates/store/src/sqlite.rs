@@ -646,6 +646,15 @@ mod tests {
             .unwrap();
     }
 
+    /// The statements of a chained unit that sets `name`.
+    fn chained_set(name: &'static str) -> shared::Statements<'static> {
+        let mut q = shared::Statements::new(CHAIN_OPENING);
+        q.push("INSERT INTO settings (name, value) VALUES (")
+            .push_bind(name)
+            .push(", 'v')");
+        q
+    }
+
     async fn stored(store: &SqliteStore, name: &str) -> bool {
         sqlx::query("SELECT 1 FROM settings WHERE name = $1")
             .bind(name)
@@ -729,10 +738,6 @@ mod tests {
         let chain = |name: &'static str, keep: bool| {
             let store = store.clone();
             tokio::spawn(async move {
-                let mut q = shared::Statements::new(CHAIN_OPENING);
-                q.push("INSERT INTO settings (name, value) VALUES (")
-                    .push_bind(name)
-                    .push(", 'v')");
                 let then: Then<u64> = Box::new(move |_, answers| {
                     Box::pin(async move {
                         let changed = answers
@@ -743,7 +748,7 @@ mod tests {
                         Ok((changed, keep))
                     })
                 });
-                store.chained(q, then).await
+                store.chained(chained_set(name), then).await
             })
         };
         let kept = chain("kept", true);
@@ -776,18 +781,11 @@ mod tests {
     #[tokio::test]
     async fn a_chained_unit_that_panics_fails_without_stopping_the_queue() {
         let (_dir, store) = temp_store().await;
-        let insert = |name: &'static str| {
-            let mut q = shared::Statements::new(CHAIN_OPENING);
-            q.push("INSERT INTO settings (name, value) VALUES (")
-                .push_bind(name)
-                .push(", 'v')");
-            q
-        };
         let panicking: Then<()> =
             Box::new(|_, _| Box::pin(async { panic!("a bug in a unit's reading of its answers") }));
-        assert!(store.chained(insert("lost"), panicking).await.is_err());
+        assert!(store.chained(chained_set("lost"), panicking).await.is_err());
         let keeping: Then<()> = Box::new(|_, _| Box::pin(async { Ok(((), true)) }));
-        store.chained(insert("after"), keeping).await.unwrap();
+        store.chained(chained_set("after"), keeping).await.unwrap();
         assert!(stored(&store, "after").await);
         assert!(
             !stored(&store, "lost").await,
