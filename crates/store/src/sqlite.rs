@@ -194,22 +194,14 @@ async fn batch_outcome(hear: BatchOutcome) -> Result<(), sqlx::Error> {
 
 impl GroupCommit {
     async fn begin(self: Arc<Self>) -> Result<GroupUnit, sqlx::Error> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        // As long as a pooled connection would have been waited for: a unit that never ends
-        // (a bug) then fails the writers behind it instead of hanging them.
-        let turn = tokio::time::timeout(TURN_TIMEOUT, self.batch.clone().lock_owned()).await;
-        self.queued.fetch_sub(1, Ordering::SeqCst);
-        let Ok(mut turn) = turn else {
+        let Some(mut turn) = self.take_turn().await else {
             // A unit ahead may have left the batch's commit to this one: whoever gets the turn
             // next with nobody queued commits what is open.
             let group = self.clone();
             tokio::spawn(async move {
                 let mut turn = group.batch.clone().lock_owned().await;
-                if turn.conn.is_some() && group.queued.load(Ordering::SeqCst) == 0 {
-                    let committed = exec(turn.conn.as_deref_mut().expect("open"), "COMMIT")
-                        .await
-                        .map_err(|e| e.to_string());
-                    group.end_batch(&mut turn, committed).await;
+                if group.queued.load(Ordering::SeqCst) == 0 {
+                    group.commit_batch(&mut turn).await;
                 }
             });
             return Err(sqlx::Error::PoolTimedOut);
@@ -217,13 +209,7 @@ impl GroupCommit {
         // Every statement is a hand-off to the connection's thread and back, on the path all
         // writers wait on: the batch's first unit opens it and its savepoint in one.
         if turn.conn.is_none() {
-            let mut conn = self.writer.acquire().await?;
-            if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE; SAVEPOINT unit").await {
-                // Whichever of the two failed, nothing stays open on the connection.
-                let _ = exec(&mut conn, "ROLLBACK").await;
-                return Err(e);
-            }
-            turn.conn = Some(conn);
+            turn.conn = Some(self.open_batch("BEGIN IMMEDIATE; SAVEPOINT unit").await?);
         } else if let Err(e) = exec(turn.conn.as_deref_mut().expect("open"), "SAVEPOINT unit").await
         {
             // The batch is unusable: end it for everyone in it.
@@ -234,6 +220,28 @@ impl GroupCommit {
             turn: Some(turn),
             group: self,
         })
+    }
+
+    /// Waits for the turn on the write connection, counted as queued meanwhile (so a finishing
+    /// unit leaves the commit to whoever waits). `None` after [`TURN_TIMEOUT`]: as long as a
+    /// pooled connection would have been waited for, so a unit that never ends (a bug) fails the
+    /// writers behind it instead of hanging them.
+    async fn take_turn(&self) -> Option<OwnedMutexGuard<Batch>> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let turn = tokio::time::timeout(TURN_TIMEOUT, self.batch.clone().lock_owned()).await;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        turn.ok()
+    }
+
+    /// The write connection inside a new batch's transaction, opened by `first` (which begins
+    /// it). On a failure nothing stays open on the connection, whichever statement failed.
+    async fn open_batch(&self, first: &'static str) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
+        let mut conn = self.writer.acquire().await?;
+        if let Err(e) = exec(&mut conn, first).await {
+            let _ = exec(&mut conn, "ROLLBACK").await;
+            return Err(e);
+        }
+        Ok(conn)
     }
 
     /// Ends a unit (`keep`: leave its savepoint in the batch; otherwise roll it back), commits
@@ -292,14 +300,11 @@ impl GroupCommit {
     /// Commits like any unit: when nobody is queued behind, or the batch is full.
     async fn drive(self: Arc<Self>) {
         loop {
-            self.queued.fetch_add(1, Ordering::SeqCst);
-            let turn = tokio::time::timeout(TURN_TIMEOUT, self.batch.clone().lock_owned()).await;
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            match turn {
-                Ok(turn) => self.run_chains(turn).await,
+            match self.take_turn().await {
+                Some(turn) => self.run_chains(turn).await,
                 // The units queued fail (their answers are dropped), as a unit waiting this
                 // long for its turn does.
-                Err(_) => self.chains.lock().expect("not poisoned").clear(),
+                None => self.chains.lock().expect("not poisoned").clear(),
             }
             self.driving.store(false, Ordering::SeqCst);
             // A unit queued after the queue was found empty, before `driving` was cleared, would
@@ -317,19 +322,15 @@ impl GroupCommit {
         use futures_util::FutureExt as _;
         while let Some(step) = self.next_chain() {
             if turn.conn.is_none() {
-                let opened = match self.writer.acquire().await {
-                    Ok(mut conn) => match exec(&mut conn, "BEGIN IMMEDIATE").await {
-                        Ok(()) => Some(conn),
-                        Err(_) => None,
-                    },
-                    Err(_) => None,
-                };
-                let Some(conn) = opened else {
-                    // The step is dropped unrun: its caller hears that it ended without an
-                    // outcome. The next one tries again.
-                    continue;
-                };
-                turn.conn = Some(conn);
+                match self.open_batch("BEGIN IMMEDIATE").await {
+                    Ok(conn) => turn.conn = Some(conn),
+                    Err(e) => {
+                        // The step is dropped unrun: its caller hears that it ended without an
+                        // outcome. The failure is counted; the next step tries again.
+                        crate::count_failure(crate::failure_kind(&e));
+                        continue;
+                    }
+                }
             }
             let conn = turn.conn.as_deref_mut().expect("open");
             // A panic (a bug) in a unit's `then` leaves its writes in an unknown state: the
