@@ -140,6 +140,9 @@ mod db {
     }
     /// Several statements in one query: not with binds (the extended protocol runs one).
     pub(super) const CHAINS_STATEMENTS: bool = false;
+    /// Data-modifying CTEs (`WITH x AS (INSERT ... RETURNING ...)`): a one-unit order's writes
+    /// go as one statement instead (see `shared/orders.rs`).
+    pub(super) const WRITES_IN_CTES: bool = true;
     /// A chained unit's first statement: none, its transaction is its own.
     pub(super) const CHAIN_OPENING: &str = "";
     pub(super) type Answers = Vec<sqlx::Either<sqlx::postgres::PgQueryResult, Row>>;

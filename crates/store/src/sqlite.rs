@@ -617,6 +617,8 @@ mod db {
     /// and marks that deprecated (its issue 3108); should a later sqlx drop it, `false` here
     /// takes the statement-by-statement path, which runs the same SQL.
     pub(super) const CHAINS_STATEMENTS: bool = true;
+    /// Data-modifying CTEs: SQLite has none (a `WITH` may only precede the statement that writes).
+    pub(super) const WRITES_IN_CTES: bool = false;
     /// The first statement of a chained unit (`SqliteStore::chained`): its savepoint.
     pub(super) const CHAIN_OPENING: &str = super::CHAIN_OPENING;
     pub(super) use super::{Answers, Then};

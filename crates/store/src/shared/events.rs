@@ -137,6 +137,30 @@ pub(super) fn push_events(q: &mut Statements<'_>, run: &[Event]) {
         .push(" AND enabled)");
 }
 
+/// The insert of one account's run of events as a CTE of a statement whose `debit` CTE updates
+/// the account's balance (PostgreSQL's one-statement order): the rows are produced from the
+/// debit's answer, so they take their positions (the column's default) only once the debit
+/// holds the account's row (`db::EVENT_ORDER_LOCK`'s lock), in the run's order, and none are
+/// written when it matched nothing.
+pub(super) fn push_events_after_debit(q: &mut Statements<'_>, run: &[Event]) {
+    q.push(
+        "INSERT INTO events (id, account_id, agent_id, type, data, created_at) \
+         SELECT e.id, e.account_id, e.agent_id, e.type, e.data, e.created_at FROM debit, (",
+    );
+    let mut nth = 0;
+    q.push_values(run, |mut row, e| {
+        nth += 1;
+        row.push_bind(e.id.as_str().to_owned())
+            .push_bind(e.account_id.as_str().to_owned())
+            .push_bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
+            .push_bind(e.kind.as_str())
+            .push_bind(to_json(&e.data))
+            .push_bind(ts(&e.created_at))
+            .push(nth.to_string());
+    });
+    q.push(") AS e (id, account_id, agent_id, type, data, created_at, nth) ORDER BY e.nth");
+}
+
 /// Queues a delivery of each event of one account's run to every enabled endpoint of the
 /// account that asked for it.
 pub(super) async fn queue_deliveries(conn: &mut db::Connection, run: &[Event]) -> StoreResult<()> {

@@ -15,7 +15,9 @@ use storefront_domain::timestamp::{format as ts, Timestamp};
 
 use super::common::{backend, commit, execute, placeholders, to_json, Statements};
 use super::db;
-use super::events::{insert_event_rows_of_locked, push_events, queue_deliveries};
+use super::events::{
+    insert_event_rows_of_locked, push_events, push_events_after_debit, queue_deliveries,
+};
 use super::governance::{
     check_budget, insert_approval_row, update_approval_row, update_checkout_row,
 };
@@ -77,7 +79,9 @@ impl OrderStore for db::Adapter {
     // row until the commit, and concurrent orders of one account queue on that lock, so it is
     // held for as few statements as possible.
     async fn insert_order(&self, new: &NewOrder<'_>) -> StoreResult<Applied> {
-        if let Some(chained) = ChainedOrder::of(new).filter(|_| db::CHAINS_STATEMENTS) {
+        if let Some(chained) =
+            ChainedOrder::of(new).filter(|_| db::CHAINS_STATEMENTS || db::WRITES_IN_CTES)
+        {
             return chained.insert(self).await;
         }
         let o = new.order;
@@ -262,16 +266,37 @@ impl OrderStore for db::Adapter {
 
 /// An order placed in one unit (its key inserted done) and paid from credit, with nothing but
 /// its quote and its events (all of its account) committing with it: the instant order of an
-/// owner or of an agent without budgets. Where the database allows it (`db::CHAINS_STATEMENTS`:
-/// SQLite, whose every statement is a hand-off to the connection's thread and back), its
-/// statements (key, quote, order, debit, ledger entry, events) go in one call and their answers
-/// are read afterwards; the unit's savepoint takes back what a lost race or a refusal wrote. The
-/// SQL is that of the statement-by-statement path (the same `push_*` functions build it).
+/// owner or of an agent without budgets. Its writes (key, quote, order, debit, ledger entry,
+/// events) go to the database in one call and their answers are read afterwards:
+///
+/// - on SQLite (`db::CHAINS_STATEMENTS`), whose every statement is a hand-off to the
+///   connection's thread and back, as `;`-separated statements; the unit's savepoint takes back
+///   what a lost race or a refusal wrote;
+/// - on PostgreSQL (`db::WRITES_IN_CTES`), whose extended protocol takes one statement per call,
+///   as one statement of data-modifying CTEs (begin, this statement, commit: three round trips
+///   instead of eight); the debit runs only when the key and the order were inserted, and the
+///   entry and the events only after the debit, so a replay never waits on the account's row and
+///   the events take their positions under its lock; a refusal rolls the transaction back.
+///
+/// Both are the SQL of the statement-by-statement path (the same `push_*` functions build it).
 struct ChainedOrder<'a> {
     new: &'a NewOrder<'a>,
     completion: &'a IdempotencyCompletion,
     fingerprint: &'a str,
     charge: &'a LedgerMovement,
+}
+
+/// What a one-unit order's writes answered, whichever form they took.
+struct UnitAnswers {
+    key_written: bool,
+    order_written: bool,
+    /// The debit's balance after, the account's low-balance threshold and its currency; `None`
+    /// when the debit matched no row (it would overdraw, or it did not run).
+    debited: Option<(i64, Option<i64>, String)>,
+    entry_written: bool,
+    /// Whether the account has an enabled webhook endpoint (then the events' deliveries are
+    /// queued).
+    has_endpoints: bool,
 }
 
 impl<'a> ChainedOrder<'a> {
@@ -302,6 +327,46 @@ impl<'a> ChainedOrder<'a> {
         let (o, charge) = (self.new.order, self.charge.clone());
         // The entry's id and time are known now; its balance is the update's answer.
         let mut entry = ledger_entry(&charge, 0, o.created_at);
+        let q = if db::CHAINS_STATEMENTS {
+            self.as_chained_statements(&entry)
+        } else {
+            self.as_one_statement(&entry)
+        };
+        let with_quote = self.new.quote.is_some();
+        let events = self.new.events.to_vec();
+        let then: db::Then<Applied> = Box::new(move |conn, answers| {
+            Box::pin(async move {
+                let answers = if db::CHAINS_STATEMENTS {
+                    read_chained_answers(answers, with_quote)?
+                } else {
+                    read_one_statement_answer(answers)?
+                };
+                if !answers.key_written || !answers.order_written {
+                    // A key or an order under it exists: nothing of this unit stays.
+                    return Ok((Applied::Stale, false));
+                }
+                let Some((balance_after, low_threshold, currency)) = answers.debited else {
+                    return Ok((Applied::Refused(refusal(conn, &charge).await?), false));
+                };
+                entry.balance_after_minor = balance_after;
+                if !answers.entry_written {
+                    return Err(StoreError::Backend(
+                        "the ledger entry of a debit was not written".into(),
+                    ));
+                }
+                record_balance_low(conn, &entry, low_threshold, &currency).await?;
+                if answers.has_endpoints {
+                    queue_deliveries(conn, &events).await?;
+                }
+                Ok((Applied::Done, true))
+            })
+        });
+        store.chained(q, then).await
+    }
+
+    /// SQLite's form: the statements one after another, after the unit's savepoint.
+    fn as_chained_statements(&self, entry: &LedgerEntry) -> Statements<'static> {
+        let o = self.new.order;
         let mut q = Statements::new(db::CHAIN_OPENING);
         push_completed_key(&mut q, self.completion, self.fingerprint, o.created_at);
         q.push("; ");
@@ -311,55 +376,111 @@ impl<'a> ChainedOrder<'a> {
         }
         push_order_row(&mut q, o, self.new.idempotency);
         q.push("; ");
-        push_balance_update(&mut q, &charge, o.created_at);
+        push_balance_update(&mut q, self.charge, o.created_at, "");
         q.push("; ");
         // Only after an update that matched: a refused debit writes no entry.
-        push_ledger_entry(&mut q, &entry, " AND changes() = 1");
+        push_ledger_entry(
+            &mut q,
+            entry,
+            BalanceAfter::AccountRow {
+                guard: " AND changes() = 1",
+            },
+        );
         q.push("; ");
         push_events(&mut q, self.new.events);
-        let with_quote = self.new.quote.is_some();
-        let events = self.new.events.to_vec();
-        let then: db::Then<Applied> = Box::new(move |conn, answers| {
-            Box::pin(async move {
-                let mut answers = by_statement(answers).into_iter();
-                let mut next = || {
-                    answers.next().ok_or_else(|| {
-                        StoreError::Backend("a chained statement went unanswered".into())
-                    })
-                };
-                let key = next()?;
-                if with_quote {
-                    next()?;
-                }
-                let (order, debit, ledger, events_written) = (next()?, next()?, next()?, next()?);
-                if key.changed != 1 || order.changed != 1 {
-                    // A key or an order under it exists: nothing of this unit stays.
-                    return Ok((Applied::Stale, false));
-                }
-                let Some(debited) = debit.rows.first() else {
-                    return Ok((Applied::Refused(refusal(conn, &charge).await?), false));
-                };
-                entry.balance_after_minor = debited.try_get(0).map_err(backend)?;
-                if ledger.changed != 1 {
-                    return Err(StoreError::Backend(
-                        "the ledger entry of a debit was not written".into(),
-                    ));
-                }
-                let low_threshold: Option<i64> = debited.try_get(1).map_err(backend)?;
-                let currency: String = debited.try_get(2).map_err(backend)?;
-                record_balance_low(conn, &entry, low_threshold, &currency).await?;
-                let has_endpoints = match events_written.rows.first() {
-                    Some(row) => row.try_get::<bool, _>(0).map_err(backend)?,
-                    None => false,
-                };
-                if has_endpoints {
-                    queue_deliveries(conn, &events).await?;
-                }
-                Ok((Applied::Done, true))
-            })
-        });
-        store.chained(q, then).await
+        q
     }
+
+    /// PostgreSQL's form: one statement; each CTE's rows are its answer.
+    fn as_one_statement(&self, entry: &LedgerEntry) -> Statements<'static> {
+        let o = self.new.order;
+        let mut q = Statements::new("WITH written_key AS (");
+        push_completed_key(&mut q, self.completion, self.fingerprint, o.created_at);
+        q.push(" RETURNING 1), ");
+        if let Some(quote) = self.new.quote {
+            q.push("written_quote AS (");
+            push_quote_rows(&mut q, std::slice::from_ref(quote));
+            q.push("), ");
+        }
+        q.push("written_order AS (");
+        push_order_row(&mut q, o, self.new.idempotency);
+        q.push(" RETURNING 1), debit AS (");
+        push_balance_update(
+            &mut q,
+            self.charge,
+            o.created_at,
+            " AND EXISTS (SELECT 1 FROM written_key) AND EXISTS (SELECT 1 FROM written_order)",
+        );
+        q.push("), written_entry AS (");
+        push_ledger_entry(&mut q, entry, BalanceAfter::DebitAnswer);
+        q.push(" RETURNING 1), written_events AS (");
+        push_events_after_debit(&mut q, self.new.events);
+        q.push(
+            ") SELECT (SELECT COUNT(*) FROM written_key), (SELECT COUNT(*) FROM written_order), \
+             debit.balance_minor, debit.balance_low_minor, debit.currency, \
+             (SELECT COUNT(*) FROM written_entry), \
+             EXISTS (SELECT 1 FROM webhook_endpoints WHERE account_id = ",
+        )
+        .push_bind(self.charge.account_id.as_str().to_owned())
+        .push(" AND enabled) FROM (SELECT 1) AS one LEFT JOIN debit ON TRUE");
+        q
+    }
+}
+
+/// The answers of SQLite's chained statements (see `ChainedOrder::as_chained_statements`).
+fn read_chained_answers(answers: db::Answers, with_quote: bool) -> StoreResult<UnitAnswers> {
+    let mut answers = by_statement(answers).into_iter();
+    let mut next = || {
+        answers
+            .next()
+            .ok_or_else(|| StoreError::Backend("a chained statement went unanswered".into()))
+    };
+    let key = next()?;
+    if with_quote {
+        next()?;
+    }
+    let (order, debit, entry, events) = (next()?, next()?, next()?, next()?);
+    let debited = match debit.rows.first() {
+        Some(row) => Some((
+            row.try_get(0).map_err(backend)?,
+            row.try_get(1).map_err(backend)?,
+            row.try_get(2).map_err(backend)?,
+        )),
+        None => None,
+    };
+    let has_endpoints = match events.rows.first() {
+        Some(row) => row.try_get::<bool, _>(0).map_err(backend)?,
+        None => false,
+    };
+    Ok(UnitAnswers {
+        key_written: key.changed == 1,
+        order_written: order.changed == 1,
+        debited,
+        entry_written: entry.changed == 1,
+        has_endpoints,
+    })
+}
+
+/// The one row of PostgreSQL's statement (see `ChainedOrder::as_one_statement`).
+fn read_one_statement_answer(answers: db::Answers) -> StoreResult<UnitAnswers> {
+    let row = by_statement(answers)
+        .into_iter()
+        .next()
+        .and_then(|answer| answer.rows.into_iter().next())
+        .ok_or_else(|| StoreError::Backend("an order's statement went unanswered".into()))?;
+    let count = |i: usize| row.try_get::<i64, _>(i).map_err(backend);
+    let balance_after: Option<i64> = row.try_get(2).map_err(backend)?;
+    let low_threshold: Option<i64> = row.try_get(3).map_err(backend)?;
+    let currency: Option<String> = row.try_get(4).map_err(backend)?;
+    Ok(UnitAnswers {
+        key_written: count(0)? == 1,
+        order_written: count(1)? == 1,
+        debited: balance_after
+            .zip(currency)
+            .map(|(b, c)| (b, low_threshold, c)),
+        entry_written: count(5)? == 1,
+        has_endpoints: row.try_get(6).map_err(backend)?,
+    })
 }
 
 /// One statement's answer in a chained call: the rows it returned and the rows it changed.
@@ -393,7 +514,7 @@ async fn apply_movement(
     now: Timestamp,
 ) -> StoreResult<Result<LedgerEntry, Refusal>> {
     let mut debit = Statements::new("");
-    push_balance_update(&mut debit, m, now);
+    push_balance_update(&mut debit, m, now, "");
     let updated: Option<(i64, Option<i64>, String)> = debit
         .build_query_as()
         .fetch_optional(&mut *conn)
@@ -404,7 +525,7 @@ async fn apply_movement(
     };
     let entry = ledger_entry(m, balance_after, now);
     let mut insert = Statements::new("");
-    push_ledger_entry(&mut insert, &entry, "");
+    push_ledger_entry(&mut insert, &entry, BalanceAfter::AccountRow { guard: "" });
     execute(conn, insert).await?;
     record_balance_low(conn, &entry, low_threshold, &currency).await?;
     Ok(Ok(entry))
@@ -453,8 +574,9 @@ fn ledger_entry(m: &LedgerMovement, balance_after_minor: i64, now: Timestamp) ->
 }
 
 /// The conditional balance update of a movement: no row when it would overdraw; otherwise the
-/// balance after it, the account's low-balance threshold and its currency.
-fn push_balance_update(q: &mut Statements<'_>, m: &LedgerMovement, now: Timestamp) {
+/// balance after it, the account's low-balance threshold and its currency. `guard` is appended
+/// to its condition.
+fn push_balance_update(q: &mut Statements<'_>, m: &LedgerMovement, now: Timestamp, guard: &str) {
     q.push("UPDATE accounts SET balance_minor = balance_minor + ")
         .push_bind(m.amount_minor)
         .push(", updated_at = ")
@@ -463,13 +585,24 @@ fn push_balance_update(q: &mut Statements<'_>, m: &LedgerMovement, now: Timestam
         .push_bind(m.account_id.as_str().to_owned())
         .push(" AND balance_minor + ")
         .push_bind(m.amount_minor)
-        .push(" >= 0 RETURNING balance_minor, balance_low_minor, currency");
+        .push(" >= 0")
+        .push(guard)
+        .push(" RETURNING balance_minor, balance_low_minor, currency");
 }
 
-/// The ledger entry's insert; its balance is read from the account row the update just changed
-/// (the same as `entry.balance_after_minor`), so the statement can follow the update without
-/// waiting for its answer. `guard` is appended to its condition.
-fn push_ledger_entry(q: &mut Statements<'_>, entry: &LedgerEntry, guard: &str) {
+/// Where a ledger entry's insert reads the balance its debit produced, so the insert can follow
+/// the debit without waiting for its answer (the value is `entry.balance_after_minor`'s).
+enum BalanceAfter<'g> {
+    /// The account's row, which the update just changed (statements that see each other's
+    /// changes), when `guard`, appended to the condition, holds.
+    AccountRow { guard: &'g str },
+    /// The `debit` CTE's answer (CTEs of one statement see only each other's answers); no row
+    /// when the debit matched none.
+    DebitAnswer,
+}
+
+/// The ledger entry's insert.
+fn push_ledger_entry(q: &mut Statements<'_>, entry: &LedgerEntry, balance: BalanceAfter<'_>) {
     q.push(
         "INSERT INTO ledger_entries (id, account_id, kind, amount_minor, balance_after_minor, order_id, description, created_at) SELECT ",
     );
@@ -482,9 +615,16 @@ fn push_ledger_entry(q: &mut Statements<'_>, entry: &LedgerEntry, guard: &str) {
         .push_bind(entry.order_id.as_ref().map(|o| o.as_str().to_owned()))
         .push_bind(entry.description.clone())
         .push_bind(ts(&entry.created_at));
-    q.push(" FROM accounts WHERE id = ")
-        .push_bind(entry.account_id.as_str().to_owned())
-        .push(guard);
+    match balance {
+        BalanceAfter::AccountRow { guard } => {
+            q.push(" FROM accounts WHERE id = ")
+                .push_bind(entry.account_id.as_str().to_owned())
+                .push(guard);
+        }
+        BalanceAfter::DebitAnswer => {
+            q.push(" FROM debit");
+        }
+    }
 }
 
 /// Inserts an order row; `false` (nothing written) when an order under the same idempotency key
