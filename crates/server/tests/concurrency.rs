@@ -95,3 +95,50 @@ async fn concurrent_different_orders_never_overdraw(backend: Backend) {
         .sum();
     assert_eq!(sum, 0, "the ledger sums to the balance");
 }
+
+// An instant credit order is placed in one unit (key, order, debit, entry and events in one
+// database call): a refused debit must take back everything else the unit wrote, its key too.
+dual_test!(concurrent_instant_orders_never_overdraw_and_a_refused_key_stays_free);
+async fn concurrent_instant_orders_never_overdraw_and_a_refused_key_stays_free(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    let body = json!({"product_id": "web-search", "configuration": {"query": "overdraw"}});
+    let (_, probe) = s.account(1_000).await;
+    let price = s.post("/api/v1/quotes", Some(&probe), &body).await.body["data"]["quote"]
+        ["total_minor"]
+        .as_i64()
+        .expect("a priced quote");
+    assert!(price > 0);
+    // Credit for exactly 7 orders.
+    let (account, key) = s.account(7 * price).await;
+    let idempotency_keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    let requests = idempotency_keys
+        .iter()
+        .map(|k| s.order(Some(&key), k, &body));
+    let replies = futures::future::join_all(requests).await;
+    let created: Vec<usize> = (0..30).filter(|&i| replies[i].status == 201).collect();
+    let refused: Vec<usize> = (0..30)
+        .filter(|&i| replies[i].status == 402 && replies[i].code() == "insufficient_credits")
+        .collect();
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!((created.len(), refused.len()), (7, 23), "{statuses:?}");
+    assert_eq!(s.balance(&key).await, 0);
+    let ledger = s.ledger(&key).await;
+    assert_eq!(
+        ledger.iter().filter(|e| e["kind"] == "charge").count(),
+        7,
+        "one charge per created order"
+    );
+    let orders = s.get("/api/v1/orders?limit=100", Some(&key)).await;
+    assert_eq!(orders.body["data"]["orders"].as_array().unwrap().len(), 7);
+
+    // A refused key recorded nothing: after a top-up, the same key places the order.
+    s.app
+        .admin_grant_credits(&account, price, "top-up")
+        .await
+        .expect("credits");
+    let retried = s
+        .order(Some(&key), &idempotency_keys[refused[0]], &body)
+        .await;
+    assert_eq!(retried.status, 201, "{:?}", retried.body);
+    assert_eq!(s.balance(&key).await, 0);
+}

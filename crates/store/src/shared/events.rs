@@ -121,17 +121,7 @@ pub(super) fn push_events(q: &mut Statements<'_>, run: &[Event]) {
         return;
     };
     q.push("INSERT INTO events (id, account_id, agent_id, type, data, created_at, position) ");
-    let mut nth = 0;
-    q.push_values(run, |mut row, e| {
-        nth += 1;
-        row.push_bind(e.id.as_str().to_owned())
-            .push_bind(e.account_id.as_str().to_owned())
-            .push_bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
-            .push_bind(e.kind.as_str())
-            .push_bind(to_json(&e.data))
-            .push_bind(ts(&e.created_at))
-            .push(db::next_event_position(nth));
-    });
+    push_event_values(q, run, db::next_event_position);
     q.push(" RETURNING EXISTS (SELECT 1 FROM webhook_endpoints WHERE account_id = ")
         .push_bind(first.account_id.as_str().to_owned())
         .push(" AND enabled)");
@@ -147,6 +137,16 @@ pub(super) fn push_events_after_debit(q: &mut Statements<'_>, run: &[Event]) {
         "INSERT INTO events (id, account_id, agent_id, type, data, created_at) \
          SELECT e.id, e.account_id, e.agent_id, e.type, e.data, e.created_at FROM debit, (",
     );
+    push_event_values(q, run, |nth| nth);
+    q.push(") AS e (id, account_id, agent_id, type, data, created_at, nth) ORDER BY e.nth");
+}
+
+/// The `VALUES` of a run of events: each event's columns, then `last(nth)` (`nth` from 1).
+fn push_event_values<D: std::fmt::Display>(
+    q: &mut Statements<'_>,
+    run: &[Event],
+    last: impl Fn(usize) -> D,
+) {
     let mut nth = 0;
     q.push_values(run, |mut row, e| {
         nth += 1;
@@ -156,9 +156,8 @@ pub(super) fn push_events_after_debit(q: &mut Statements<'_>, run: &[Event]) {
             .push_bind(e.kind.as_str())
             .push_bind(to_json(&e.data))
             .push_bind(ts(&e.created_at))
-            .push(nth.to_string());
+            .push(last(nth));
     });
-    q.push(") AS e (id, account_id, agent_id, type, data, created_at, nth) ORDER BY e.nth");
 }
 
 /// Queues a delivery of each event of one account's run to every enabled endpoint of the
