@@ -40,7 +40,7 @@ impl From<&Event> for EventView {
             id: e.id.to_string(),
             kind: e.kind,
             created_at: format(&e.created_at),
-            data: e.data.clone(),
+            data: Value::clone(&e.data),
         }
     }
 }
@@ -55,6 +55,7 @@ impl App {
         let mut data = serde_json::to_value(self.order_view(order)).unwrap_or_default();
         // Signed URLs are bearer secrets: an event keeps none.
         crate::secrets::UrlSigner::strip_signatures(&mut data);
+        let data = std::sync::Arc::new(data);
         kinds
             .iter()
             .map(|kind| {
@@ -114,7 +115,7 @@ impl App {
             .map_err(store_failure)?
             .map(|a| a.name);
         let product_name = self.catalog.get(product_id).map(|p| p.name.clone());
-        if let Value::Object(data) = &mut event.data {
+        if let Value::Object(data) = std::sync::Arc::make_mut(&mut event.data) {
             let base = &self.settings.base_url;
             data.insert("agent_name".into(), agent_name.into());
             data.insert("product_id".into(), product_id.into());

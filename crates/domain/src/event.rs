@@ -6,6 +6,7 @@ use crate::ledger::LedgerEntry;
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// What an event says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,8 +105,10 @@ pub struct Event {
     pub account_id: AccountId,
     /// The agent whose action this is, when an agent key acted.
     pub agent_id: Option<AgentId>,
-    /// The object as the API shows it at that moment, without secrets.
-    pub data: Value,
+    /// The object as the API shows it at that moment, without secrets. Shared: the events one
+    /// change writes (an order's `created`, `paid`, `fulfilled`) carry the same snapshot, built,
+    /// and stored as text, once.
+    pub data: Arc<Value>,
     pub created_at: Timestamp,
 }
 
@@ -114,7 +117,7 @@ impl Event {
         kind: EventType,
         account_id: AccountId,
         agent_id: Option<AgentId>,
-        data: Value,
+        data: impl Into<Arc<Value>>,
         at: Timestamp,
     ) -> Self {
         Self {
@@ -122,7 +125,7 @@ impl Event {
             kind,
             account_id,
             agent_id,
-            data,
+            data: data.into(),
             created_at: at,
         }
     }

@@ -1,7 +1,9 @@
 //! The event log: rows written by the units of work that record changes, read oldest first.
 
 use async_trait::async_trait;
+use serde_json::Value;
 use sqlx::Row as _;
+use std::sync::Arc;
 use storefront_app::ports::{EventFilter, EventStore, StoreResult};
 use storefront_domain::event::{Event, EventType};
 use storefront_domain::ids::{AccountId, AgentId, EventId};
@@ -148,13 +150,23 @@ fn push_event_values<D: std::fmt::Display>(
     last: impl Fn(usize) -> D,
 ) {
     let mut nth = 0;
+    // Events of one change share their snapshot: it is serialized once.
+    let mut previous: Option<(&Arc<Value>, String)> = None;
     q.push_values(run, |mut row, e| {
         nth += 1;
+        let data = match &previous {
+            Some((shared, text)) if Arc::ptr_eq(shared, &e.data) => text.clone(),
+            _ => {
+                let text = to_json(&e.data);
+                previous = Some((&e.data, text.clone()));
+                text
+            }
+        };
         row.push_bind(e.id.as_str().to_owned())
             .push_bind(e.account_id.as_str().to_owned())
             .push_bind(e.agent_id.as_ref().map(|a| a.as_str().to_owned()))
             .push_bind(e.kind.as_str())
-            .push_bind(to_json(&e.data))
+            .push_bind(data)
             .push_bind(ts(&e.created_at))
             .push(last(nth));
     });
@@ -187,7 +199,7 @@ fn event_from_row(r: &db::Row) -> StoreResult<Event> {
         agent_id: r
             .get::<Option<String>, _>("agent_id")
             .map(AgentId::from_trusted),
-        data: parse_json(r.get("data"))?,
+        data: Arc::new(parse_json(r.get("data"))?),
         created_at: parse_ts(r.get("created_at"))?,
     })
 }
