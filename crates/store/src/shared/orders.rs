@@ -391,7 +391,9 @@ impl<'a> ChainedOrder<'a> {
         q
     }
 
-    /// PostgreSQL's form: one statement; each CTE's rows are its answer.
+    /// PostgreSQL's form: one statement, answering one row of what each CTE returned. The
+    /// events' CTE is not read: PostgreSQL runs every data-modifying CTE to completion,
+    /// referenced or not.
     fn as_one_statement(&self, entry: &LedgerEntry) -> Statements<'static> {
         let o = self.new.order;
         let mut q = Statements::new("WITH written_key AS (");
