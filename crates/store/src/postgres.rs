@@ -124,6 +124,16 @@ mod db {
     pub(super) async fn commit(tx: Transaction) -> Result<(), sqlx::Error> {
         crate::detached(tx.commit()).await
     }
+    /// Reads answered on the calling thread: none here, every statement is a round trip to the
+    /// server (the SQLite adapter's comment says why it has them).
+    pub(super) fn read_inline<R>(
+        _: &Adapter,
+        _: &str,
+        _: &[&str],
+        _: &dyn Fn(&mut dyn super::shared::Rows) -> storefront_app::ports::StoreResult<R>,
+    ) -> Option<storefront_app::ports::StoreResult<R>> {
+        None
+    }
     /// Appended to the subquery that picks the next job to claim: a claimer skips a job another
     /// transaction is claiming instead of waiting for it, so no job is held by two workers.
     pub(super) const JOB_CLAIM_LOCK: &str = "FOR UPDATE SKIP LOCKED";

@@ -27,9 +27,12 @@ use tokio::sync::{oneshot, OwnedMutexGuard};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+mod inline;
+
 #[derive(Clone)]
 pub struct SqliteStore {
     reader: SqlitePool,
+    inline: Arc<inline::InlineReads>,
     group: Arc<GroupCommit>,
     appends: Arc<crate::append::Appends>,
 }
@@ -409,6 +412,7 @@ impl SqliteStore {
             .run(&writer)
             .await
             .map_err(|e| OpenError::Migrate(e.to_string()))?;
+        let inline = Arc::new(inline::InlineReads::new(options.get_filename()));
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             .test_before_acquire(false)
@@ -425,6 +429,7 @@ impl SqliteStore {
         });
         Ok(Self {
             reader,
+            inline,
             group,
             appends: Arc::default(),
         })
@@ -595,6 +600,16 @@ mod db {
 
     pub(super) async fn commit(unit: Transaction) -> Result<(), sqlx::Error> {
         unit.commit().await
+    }
+    /// The hottest reads, answered on the calling thread when they can be (see
+    /// [`super::inline`]); `None` sends them to the reader pool.
+    pub(super) fn read_inline<R>(
+        store: &Adapter,
+        sql: &str,
+        params: &[&str],
+        read: &dyn Fn(&mut dyn super::shared::Rows) -> storefront_app::ports::StoreResult<R>,
+    ) -> Option<storefront_app::ports::StoreResult<R>> {
+        store.inline.read(sql, params, read)
     }
     /// Appended to the subquery that picks the next job to claim: nothing, the one write
     /// connection already serializes claims.
@@ -862,5 +877,68 @@ mod tests {
                 .unwrap();
         }
         store.probe_write(now).await.expect("writes work again");
+    }
+
+    /// What an inline read of the setting `name` answers: `None` when it gave way to the pool,
+    /// else whether the setting is there.
+    fn inline_has(store: &SqliteStore, name: &str) -> Option<bool> {
+        store
+            .inline
+            .read(
+                "SELECT name FROM settings WHERE name = $1",
+                &[name],
+                &|rows| Ok(rows.next_row()?.is_some()),
+            )
+            .map(|answer| answer.unwrap())
+    }
+
+    #[tokio::test]
+    async fn inline_reads_see_each_commit() {
+        let (dir, store) = temp_store().await;
+        assert_eq!(inline_has(&store, "a"), Some(false));
+        let mut unit = store.begin().await.unwrap();
+        set(&mut unit, "a").await;
+        unit.commit().await.unwrap();
+        assert_eq!(
+            inline_has(&store, "a"),
+            Some(true),
+            "a kept connection reads past the commit that followed its last read"
+        );
+    }
+
+    #[test]
+    fn an_inline_read_gives_way_to_a_lock_instead_of_waiting() {
+        // A database another connection holds exclusively (with a rollback journal, where that
+        // shuts readers out, as WAL recovery or a migration's exclusive lock does).
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("locked.db");
+        let other = rusqlite::Connection::open(&file).unwrap();
+        other
+            .execute_batch(
+                "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT);
+                 INSERT INTO settings VALUES ('a', 'v');",
+            )
+            .unwrap();
+        let reads = inline::InlineReads::new(&file);
+        let has_a = || {
+            reads
+                .read(
+                    "SELECT name FROM settings WHERE name = $1",
+                    &["a"],
+                    &|rows| Ok(rows.next_row()?.is_some()),
+                )
+                .map(|answer| answer.unwrap())
+        };
+        assert_eq!(has_a(), Some(true));
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        assert_eq!(has_a(), None, "gives way to the pool at once");
+        other.execute_batch("COMMIT").unwrap();
+        assert_eq!(has_a(), Some(true), "answers again once the lock is gone");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_has_no_inline_reads() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        assert_eq!(inline_has(&store, "a"), None);
     }
 }

@@ -6,6 +6,7 @@ use storefront_app::ports::{StoreError, StoreResult};
 use storefront_domain::timestamp::Timestamp;
 
 use super::db;
+use super::rows::Rows;
 
 /// Statements built with their binds. On SQLite several of them, separated by `;`, go to the
 /// connection's thread in one hand-off (`db::CHAINS_STATEMENTS`); binds are numbered in order
@@ -81,5 +82,27 @@ impl db::Adapter {
             .await
             .map_err(backend)?;
         row.as_ref().map(map).transpose()
+    }
+
+    /// What `sql` finds for `params` (bound as `$1`, `$2`, ...), read by `read`. For the
+    /// hottest reads: SQLite answers them on the calling thread when it can do so at once (see
+    /// `db::read_inline`); otherwise, and on PostgreSQL, they go through the reader pool.
+    /// `read` may run twice (an inline attempt that had to give way, then the pool), so it
+    /// keeps nothing between calls.
+    pub(super) async fn read_rows<R>(
+        &self,
+        sql: &str,
+        params: &[&str],
+        read: impl Fn(&mut dyn Rows) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        if let Some(answer) = db::read_inline(self, sql, params, &read) {
+            return answer;
+        }
+        let mut query = sqlx::query(sql);
+        for param in params {
+            query = query.bind(*param);
+        }
+        let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
+        read(&mut rows.iter())
     }
 }

@@ -18,8 +18,30 @@ use super::db;
 use super::events::insert_event_rows;
 use super::rows::{
     agent_from_row, approval_from_row, checkout_from_row, order_from_row, rule_from_columns,
-    rule_from_row,
+    rule_from_row, ColumnsExt as _,
 };
+
+/// An agent (`$1`) joined with its rules and its spending rows (one source per row: a rule's
+/// columns or a spending row's), so a decision costs one read. Spending (since `$2`) is read
+/// only when an enabled rule of a kind `$3`, `$4` needs it; `SPENDING` says which rows count.
+static AGENT_FOR_DECISION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT a.*, x.* FROM agents a LEFT JOIN (
+             SELECT r.id AS rule_id, r.agent_id AS rule_agent_id, r.code AS rule_code,
+                    r.name AS rule_name, r.kind AS rule_kind, r.params AS rule_params,
+                    r.action AS rule_action, r.enabled AS rule_enabled,
+                    r.created_at AS rule_created_at, r.updated_at AS rule_updated_at,
+                    NULL AS spent_at, NULL AS spent_minor
+             FROM rules r WHERE r.agent_id = $1
+             UNION ALL
+             SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, s.created_at, s.total_minor
+             FROM ({SPENDING}) s
+             WHERE EXISTS (SELECT 1 FROM rules WHERE agent_id = $1 AND enabled AND kind IN ($3, $4))
+         ) x ON TRUE
+         WHERE a.id = $1 AND a.deleted_at IS NULL
+         ORDER BY x.rule_code, x.spent_at"
+    )
+});
 
 /// What an agent spent (`$1`) since a time (`$2`): its live orders and its approved or completed
 /// checkouts, as `(created_at, total_minor)` rows.
@@ -63,7 +85,7 @@ impl GovernanceStore for db::Adapter {
         self.find_one(
             "SELECT * FROM agents WHERE id = $1 AND deleted_at IS NULL",
             id.as_str(),
-            agent_from_row,
+            |r| agent_from_row(r),
         )
         .await
     }
@@ -73,51 +95,36 @@ impl GovernanceStore for db::Adapter {
         id: &AgentId,
         spending_since: Timestamp,
     ) -> StoreResult<Option<AgentForDecision>> {
-        // The agent joined with its rules and its spending rows (one source per row: a rule's
-        // columns or a spending row's), so a decision costs one read. Spending is read only when
-        // an enabled rule needs it; `SPENDING` says which rows count.
-        let sql = format!(
-            "SELECT a.*, x.* FROM agents a LEFT JOIN (
-                 SELECT r.id AS rule_id, r.agent_id AS rule_agent_id, r.code AS rule_code,
-                        r.name AS rule_name, r.kind AS rule_kind, r.params AS rule_params,
-                        r.action AS rule_action, r.enabled AS rule_enabled,
-                        r.created_at AS rule_created_at, r.updated_at AS rule_updated_at,
-                        NULL AS spent_at, NULL AS spent_minor
-                 FROM rules r WHERE r.agent_id = $1
-                 UNION ALL
-                 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, s.created_at, s.total_minor
-                 FROM ({SPENDING}) s
-                 WHERE EXISTS (SELECT 1 FROM rules WHERE agent_id = $1 AND enabled AND kind IN ($3, $4))
-             ) x ON TRUE
-             WHERE a.id = $1 AND a.deleted_at IS NULL
-             ORDER BY x.rule_code, x.spent_at"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(id.as_str())
-            .bind(ts(&spending_since))
-            .bind(RuleKind::READING_SPENDING[0])
-            .bind(RuleKind::READING_SPENDING[1])
-            .fetch_all(self.reader())
-            .await
-            .map_err(backend)?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let agent = agent_from_row(first)?;
-        let mut rules = Vec::new();
-        let mut spending = Vec::new();
-        for row in &rows {
-            if row.get::<Option<String>, _>("rule_id").is_some() {
-                rules.push(rule_from_columns(row, "rule_")?);
-            } else if let Some(at) = row.get::<Option<String>, _>("spent_at") {
-                spending.push((parse_ts(&at)?, row.get::<i64, _>("spent_minor")));
+        let params = [
+            id.as_str(),
+            &ts(&spending_since),
+            RuleKind::READING_SPENDING[0],
+            RuleKind::READING_SPENDING[1],
+        ];
+        // Every agent-key order and check starts here: inline where it can be.
+        self.read_rows(&AGENT_FOR_DECISION, &params, |rows| {
+            let Some(first) = rows.next_row()? else {
+                return Ok(None);
+            };
+            let agent = agent_from_row(first)?;
+            let mut rules = Vec::new();
+            let mut spending = Vec::new();
+            let mut row = Some(first);
+            while let Some(r) = row {
+                if r.column::<Option<&str>>("rule_id").is_some() {
+                    rules.push(rule_from_columns(r, "rule_")?);
+                } else if let Some(at) = r.column::<Option<&str>>("spent_at") {
+                    spending.push((parse_ts(at)?, r.column::<i64>("spent_minor")));
+                }
+                row = rows.next_row()?;
             }
-        }
-        Ok(Some(AgentForDecision {
-            agent,
-            rules,
-            spending,
-        }))
+            Ok(Some(AgentForDecision {
+                agent,
+                rules,
+                spending,
+            }))
+        })
+        .await
     }
 
     async fn list_agents(&self, account: &AccountId) -> StoreResult<Vec<Agent>> {
@@ -128,7 +135,7 @@ impl GovernanceStore for db::Adapter {
         .fetch_all(self.reader())
         .await
         .map_err(backend)?;
-        rows.iter().map(agent_from_row).collect()
+        rows.iter().map(|r| agent_from_row(r)).collect()
     }
 
     async fn update_agent(&self, a: &Agent, events: &[Event]) -> StoreResult<bool> {
@@ -369,7 +376,7 @@ impl GovernanceStore for db::Adapter {
         .fetch_all(self.reader())
         .await
         .map_err(backend)?;
-        rows.iter().map(order_from_row).collect()
+        rows.iter().map(|r| order_from_row(r)).collect()
     }
 
     async fn get_approval(&self, id: &ApprovalId) -> StoreResult<Option<Approval>> {

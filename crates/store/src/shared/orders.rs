@@ -211,10 +211,11 @@ impl OrderStore for db::Adapter {
     }
 
     async fn get_order(&self, id: &OrderId) -> StoreResult<Option<Order>> {
-        self.find_one(
+        // The read behind every `GET /orders/{id}` (agents poll it): inline where it can be.
+        self.read_rows(
             "SELECT * FROM orders WHERE id = $1",
-            id.as_str(),
-            order_from_row,
+            &[id.as_str()],
+            |rows| rows.next_row()?.map(order_from_row).transpose(),
         )
         .await
     }
@@ -232,7 +233,7 @@ impl OrderStore for db::Adapter {
         .fetch_optional(self.reader())
         .await
         .map_err(backend)?;
-        row.as_ref().map(order_from_row).transpose()
+        row.as_ref().map(|r| order_from_row(r)).transpose()
     }
 
     async fn list_orders(&self, account: &AccountId, f: &OrderFilter) -> StoreResult<Vec<Order>> {
@@ -260,7 +261,7 @@ impl OrderStore for db::Adapter {
             query = query.bind(value);
         }
         let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
-        rows.iter().map(order_from_row).collect()
+        rows.iter().map(|r| order_from_row(r)).collect()
     }
 }
 

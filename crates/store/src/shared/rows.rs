@@ -23,6 +23,87 @@ use storefront_domain::service::{Service, ServiceStatus};
 use super::common::{corrupt, parse_json, parse_ts};
 use super::db;
 
+/// A row's columns by name, however it was read: through sqlx, or — SQLite's hottest point
+/// reads — inline through rusqlite (see `db::read_inline`). The mappers of rows read both ways
+/// take this, so each domain type still has one mapper. As with sqlx's `Row::get`, a column
+/// missing or of another type than the schema gives is a bug and panics.
+pub(crate) trait Columns {
+    fn text_or_null(&self, name: &str) -> Option<&str>;
+    fn int_or_null(&self, name: &str) -> Option<i64>;
+    fn bool_or_null(&self, name: &str) -> Option<bool>;
+}
+
+impl Columns for db::Row {
+    fn text_or_null(&self, name: &str) -> Option<&str> {
+        self.get(name)
+    }
+    fn int_or_null(&self, name: &str) -> Option<i64> {
+        self.get(name)
+    }
+    fn bool_or_null(&self, name: &str) -> Option<bool> {
+        self.get(name)
+    }
+}
+
+/// Rows handed over one at a time, however they were read.
+pub(crate) trait Rows {
+    fn next_row(&mut self) -> StoreResult<Option<&dyn Columns>>;
+}
+
+impl Rows for std::slice::Iter<'_, db::Row> {
+    fn next_row(&mut self) -> StoreResult<Option<&dyn Columns>> {
+        Ok(self.next().map(|row| row as &dyn Columns))
+    }
+}
+
+/// A value [`ColumnsExt::column`] reads.
+pub(crate) trait FromColumn<'r>: Sized {
+    fn from_column(row: &'r (impl Columns + ?Sized), name: &str) -> Self;
+}
+
+fn not_null<T>(value: Option<T>, name: &str) -> T {
+    value.unwrap_or_else(|| panic!("column {name} is NULL against the schema"))
+}
+
+impl<'r> FromColumn<'r> for Option<&'r str> {
+    fn from_column(row: &'r (impl Columns + ?Sized), name: &str) -> Self {
+        row.text_or_null(name)
+    }
+}
+impl<'r> FromColumn<'r> for &'r str {
+    fn from_column(row: &'r (impl Columns + ?Sized), name: &str) -> Self {
+        not_null(row.text_or_null(name), name)
+    }
+}
+impl<'r> FromColumn<'r> for Option<String> {
+    fn from_column(row: &'r (impl Columns + ?Sized), name: &str) -> Self {
+        row.text_or_null(name).map(str::to_owned)
+    }
+}
+impl<'r> FromColumn<'r> for String {
+    fn from_column(row: &'r (impl Columns + ?Sized), name: &str) -> Self {
+        not_null(row.text_or_null(name), name).to_owned()
+    }
+}
+impl<'r> FromColumn<'r> for i64 {
+    fn from_column(row: &'r (impl Columns + ?Sized), name: &str) -> Self {
+        not_null(row.int_or_null(name), name)
+    }
+}
+impl<'r> FromColumn<'r> for bool {
+    fn from_column(row: &'r (impl Columns + ?Sized), name: &str) -> Self {
+        not_null(row.bool_or_null(name), name)
+    }
+}
+
+/// `column::<T>(name)` on any [`Columns`].
+pub(crate) trait ColumnsExt: Columns {
+    fn column<'r, T: FromColumn<'r>>(&'r self, name: &str) -> T {
+        T::from_column(self, name)
+    }
+}
+impl<C: Columns + ?Sized> ColumnsExt for C {}
+
 pub(super) fn account_from_row(r: &db::Row) -> StoreResult<Account> {
     Ok(Account {
         id: AccountId::from_trusted(r.get("id")),
@@ -91,46 +172,46 @@ pub(super) fn quote_from_row(r: &db::Row) -> StoreResult<Quote> {
     })
 }
 
-pub(super) fn order_from_row(r: &db::Row) -> StoreResult<Order> {
+pub(super) fn order_from_row(r: &dyn Columns) -> StoreResult<Order> {
     let opt_json = |col: &str| -> StoreResult<Option<Value>> {
-        r.get::<Option<&str>, _>(col).map(parse_json).transpose()
+        r.column::<Option<&str>>(col).map(parse_json).transpose()
     };
     Ok(Order {
-        id: OrderId::from_trusted(r.get("id")),
+        id: OrderId::from_trusted(r.column("id")),
         account_id: r
-            .get::<Option<String>, _>("account_id")
+            .column::<Option<String>>("account_id")
             .map(AccountId::from_trusted),
         agent_id: r
-            .get::<Option<String>, _>("agent_id")
+            .column::<Option<String>>("agent_id")
             .map(AgentId::from_trusted),
-        status: OrderStatus::parse(r.get("status")).ok_or_else(|| corrupt("order status"))?,
-        payment_status: PaymentStatus::parse(r.get("payment_status"))
+        status: OrderStatus::parse(r.column("status")).ok_or_else(|| corrupt("order status"))?,
+        payment_status: PaymentStatus::parse(r.column("payment_status"))
             .ok_or_else(|| corrupt("payment status"))?,
-        payment_method: PaymentMethod::parse(r.get("payment_method"))
+        payment_method: PaymentMethod::parse(r.column("payment_method"))
             .ok_or_else(|| corrupt("payment method"))?,
-        product_id: r.get("product_id"),
-        quantity: r.get("quantity"),
-        configuration: parse_json(r.get("configuration"))?,
-        configuration_warnings: parse_json(r.get("configuration_warnings"))?,
-        line_items: parse_json(r.get("line_items"))?,
-        total_minor: r.get("total_minor"),
-        currency: Currency::parse(r.get::<&str, _>("currency"))
+        product_id: r.column("product_id"),
+        quantity: r.column("quantity"),
+        configuration: parse_json(r.column("configuration"))?,
+        configuration_warnings: parse_json(r.column("configuration_warnings"))?,
+        line_items: parse_json(r.column("line_items"))?,
+        total_minor: r.column("total_minor"),
+        currency: Currency::parse(r.column::<&str>("currency"))
             .ok_or_else(|| corrupt("currency"))?,
-        quote_id: QuoteId::from_trusted(r.get("quote_id")),
-        idempotency_key: r.get("idempotency_key"),
-        created_at: parse_ts(r.get("created_at"))?,
-        updated_at: parse_ts(r.get("updated_at"))?,
+        quote_id: QuoteId::from_trusted(r.column("quote_id")),
+        idempotency_key: r.column("idempotency_key"),
+        created_at: parse_ts(r.column("created_at"))?,
+        updated_at: parse_ts(r.column("updated_at"))?,
         provisioning_estimate: r
-            .get::<Option<&str>, _>("provisioning_estimate")
+            .column::<Option<&str>>("provisioning_estimate")
             .map(parse_json)
             .transpose()?,
-        requires_install_configuration: r.get("requires_install_configuration"),
+        requires_install_configuration: r.column("requires_install_configuration"),
         service_id: r
-            .get::<Option<String>, _>("service_id")
+            .column::<Option<String>>("service_id")
             .map(ServiceId::from_trusted),
         result: opt_json("result")?,
         failure: r
-            .get::<Option<&str>, _>("failure")
+            .column::<Option<&str>>("failure")
             .map(parse_json)
             .transpose()?,
     })
@@ -331,26 +412,26 @@ pub(super) fn device_grant_from_row(r: &db::Row) -> StoreResult<DeviceGrant> {
     })
 }
 
-pub(super) fn agent_from_row(r: &db::Row) -> StoreResult<Agent> {
+pub(super) fn agent_from_row(r: &dyn Columns) -> StoreResult<Agent> {
     Ok(Agent {
-        id: AgentId::from_trusted(r.get("id")),
-        account_id: AccountId::from_trusted(r.get("account_id")),
-        name: r.get("name"),
-        description: r.get("description"),
-        status: AgentStatus::parse(r.get("status")).ok_or_else(|| corrupt("agent status"))?,
-        soul: r.get("soul"),
-        trusted_stores: parse_json(r.get("trusted_stores"))?,
-        blocked_stores: parse_json(r.get("blocked_stores"))?,
-        requires_confirmation: r.get("requires_confirmation"),
-        agent_type: r.get("agent_type"),
-        platform: r.get("platform"),
-        capabilities: parse_json(r.get("capabilities"))?,
+        id: AgentId::from_trusted(r.column("id")),
+        account_id: AccountId::from_trusted(r.column("account_id")),
+        name: r.column("name"),
+        description: r.column("description"),
+        status: AgentStatus::parse(r.column("status")).ok_or_else(|| corrupt("agent status"))?,
+        soul: r.column("soul"),
+        trusted_stores: parse_json(r.column("trusted_stores"))?,
+        blocked_stores: parse_json(r.column("blocked_stores"))?,
+        requires_confirmation: r.column("requires_confirmation"),
+        agent_type: r.column("agent_type"),
+        platform: r.column("platform"),
+        capabilities: parse_json(r.column("capabilities"))?,
         connected_at: r
-            .get::<Option<&str>, _>("connected_at")
+            .column::<Option<&str>>("connected_at")
             .map(parse_ts)
             .transpose()?,
-        created_at: parse_ts(r.get("created_at"))?,
-        updated_at: parse_ts(r.get("updated_at"))?,
+        created_at: parse_ts(r.column("created_at"))?,
+        updated_at: parse_ts(r.column("updated_at"))?,
     })
 }
 
@@ -360,22 +441,22 @@ pub(super) fn rule_from_row(r: &db::Row) -> StoreResult<AgentRule> {
 
 /// A rule from the columns named `{prefix}id`, `{prefix}code`, ... (a join names them apart from
 /// the other table's).
-pub(super) fn rule_from_columns(r: &db::Row, prefix: &str) -> StoreResult<AgentRule> {
+pub(super) fn rule_from_columns(r: &dyn Columns, prefix: &str) -> StoreResult<AgentRule> {
     let column = |name: &str| format!("{prefix}{name}");
-    let params: Value = parse_json(r.get(column("params").as_str()))?;
-    let kind: &str = r.get(column("kind").as_str());
+    let params: Value = parse_json(r.column(column("params").as_str()))?;
+    let kind: &str = r.column(column("kind").as_str());
     Ok(AgentRule {
-        agent_id: AgentId::from_trusted(r.get(column("agent_id").as_str())),
+        agent_id: AgentId::from_trusted(r.column(column("agent_id").as_str())),
         rule: Rule {
-            id: r.get(column("id").as_str()),
-            code: r.get(column("code").as_str()),
-            name: r.get(column("name").as_str()),
-            enabled: r.get(column("enabled").as_str()),
-            action: RuleAction::parse(r.get(column("action").as_str()))
+            id: r.column(column("id").as_str()),
+            code: r.column(column("code").as_str()),
+            name: r.column(column("name").as_str()),
+            enabled: r.column(column("enabled").as_str()),
+            action: RuleAction::parse(r.column(column("action").as_str()))
                 .ok_or_else(|| corrupt("rule action"))?,
             kind: RuleKind::parse(kind, &params).map_err(|_| corrupt("rule params"))?,
         },
-        created_at: parse_ts(r.get(column("created_at").as_str()))?,
-        updated_at: parse_ts(r.get(column("updated_at").as_str()))?,
+        created_at: parse_ts(r.column(column("created_at").as_str()))?,
+        updated_at: parse_ts(r.column(column("updated_at").as_str()))?,
     })
 }
