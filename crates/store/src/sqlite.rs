@@ -894,7 +894,7 @@ mod tests {
 
     #[tokio::test]
     async fn inline_reads_see_each_commit() {
-        let (dir, store) = temp_store().await;
+        let (_dir, store) = temp_store().await;
         assert_eq!(inline_has(&store, "a"), Some(false));
         let mut unit = store.begin().await.unwrap();
         set(&mut unit, "a").await;
