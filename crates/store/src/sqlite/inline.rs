@@ -105,6 +105,8 @@ fn run<R>(
         locked: false,
     };
     let answer = read(&mut rows);
+    // Dropping the rows resets the statement, which ends its read transaction: a kept
+    // connection holds no snapshot between reads (one would keep checkpoints from finishing).
     (!rows.locked).then_some(answer)
 }
 
