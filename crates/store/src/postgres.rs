@@ -130,7 +130,7 @@ mod db {
         _: &Adapter,
         _: &str,
         _: &[&str],
-        _: &dyn Fn(&mut dyn super::shared::Rows) -> storefront_app::ports::StoreResult<R>,
+        _: &dyn Fn(&mut dyn super::shared::rows::Rows) -> storefront_app::ports::StoreResult<R>,
     ) -> Option<storefront_app::ports::StoreResult<R>> {
         None
     }

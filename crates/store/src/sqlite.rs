@@ -4,7 +4,8 @@
 //! writers queue inside the process instead of spinning on SQLite's busy handler, and a
 //! read-then-write transaction can never fail to upgrade its lock. Other processes (the
 //! `admin` commands while a server runs) wait on the busy timeout. Reads use a separate pool
-//! and see the last committed state (WAL snapshots).
+//! and see the last committed state (WAL snapshots); the hottest of them skip the pool's thread
+//! hand-off and run where they are asked ([`inline`]).
 //!
 //! The one write connection is precious: if it were ever handed out inside a transaction, every
 //! write would fail until a restart. So transactions open in a task of their own
@@ -607,7 +608,7 @@ mod db {
         store: &Adapter,
         sql: &str,
         params: &[&str],
-        read: &dyn Fn(&mut dyn super::shared::Rows) -> storefront_app::ports::StoreResult<R>,
+        read: &dyn Fn(&mut dyn super::shared::rows::Rows) -> storefront_app::ports::StoreResult<R>,
     ) -> Option<storefront_app::ports::StoreResult<R>> {
         store.inline.read(sql, params, read)
     }

@@ -28,7 +28,9 @@ mod jobs;
 mod orders;
 mod payments;
 mod quotes;
-mod rows;
+// Public to the backend module for what its inline reads (`db::read_inline`) map rows with
+// (`rows::Columns`, `rows::Rows`); the mappers themselves stay `pub(super)`, private to `shared`.
+pub(super) mod rows;
 mod services;
 mod settings;
 mod webhooks;
@@ -36,8 +38,3 @@ mod webhooks;
 // The backend's `begin()` reports a failure to open a transaction like every other failure.
 pub(super) use common::backend;
 pub(super) use common::Statements;
-// What a backend's inline reads (`db::read_inline`) hand their rows to; only SQLite has rows of
-// its own to map (PostgreSQL's answer is always "through the pool").
-#[allow(unused_imports)]
-pub(super) use rows::Columns;
-pub(super) use rows::Rows;

@@ -14,7 +14,7 @@
 //! sqlx's reader pool, whose threads may wait. Reads see the last committed state, as the pool's
 //! do (WAL snapshots).
 
-use super::shared::{Columns, Rows};
+use super::shared::rows::{Columns, Rows};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -140,10 +140,12 @@ impl Rows for InlineRows<'_> {
     fn next_row(&mut self) -> StoreResult<Option<&dyn Columns>> {
         match self.rows.next() {
             Ok(row) => Ok(row.map(|row| row as &dyn Columns)),
-            Err(e) => {
-                self.locked |= is_locked(&e);
-                Err(store_error(e))
+            // A locked step is not a failure: the answer is discarded and the pool reads.
+            Err(e) if is_locked(&e) => {
+                self.locked = true;
+                Err(StoreError::Backend(e.to_string()))
             }
+            Err(e) => Err(store_error(e)),
         }
     }
 }
