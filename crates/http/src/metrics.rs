@@ -4,11 +4,16 @@
 //! and `# TYPE`. With `metrics_token` set, only a request bearing it reads them.
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap};
-use axum::middleware::Next;
+use axum::http::{header, HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 use std::time::Instant;
 use storefront_app::app::App;
 
@@ -83,22 +88,118 @@ fn describe() {
 }
 
 /// Counts and times every request by its route template (never the raw path, which carries ids)
-/// and status.
-pub async fn track(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("storefront_http_requests_total", &labels).increment(1);
-    metrics::histogram!("storefront_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
+/// and status. A route layer, because only inside the router is the template known; a service of
+/// its own rather than `from_fn`, which clones the route it wraps for every request.
+#[derive(Clone, Copy)]
+pub struct TrackLayer;
+
+impl<S> tower::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track { inner }
+    }
+}
+
+/// See [`TrackLayer`].
+#[derive(Clone)]
+pub struct Track<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Track<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        Tracked {
+            started: Instant::now(),
+            method: method_label(request.method()),
+            route: request.extensions().get::<MatchedPath>().cloned(),
+            answer: self.inner.call(request),
+        }
+    }
+}
+
+/// The answer of a tracked request, recorded when it is ready.
+pub struct Tracked<F> {
+    started: Instant,
+    method: &'static str,
+    route: Option<MatchedPath>,
+    answer: F,
+}
+
+impl<F> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Poll::Ready(Ok(response)) = Pin::new(&mut this.answer).poll(cx) else {
+            return Poll::Pending;
+        };
+        let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let status = response.status().as_u16();
+        HANDLES.with_borrow_mut(|handles| {
+            let (counter, histogram) = handles
+                .entry((this.method, status))
+                .or_default()
+                .entry(route.into())
+                .or_insert_with(|| {
+                    let labels = [
+                        ("method", this.method.to_owned()),
+                        ("route", route.to_owned()),
+                        ("status", status.to_string()),
+                    ];
+                    (
+                        metrics::counter!("storefront_http_requests_total", &labels),
+                        metrics::histogram!("storefront_http_request_duration_seconds", &labels),
+                    )
+                });
+            counter.increment(1);
+            histogram.record(this.started.elapsed().as_secs_f64());
+        });
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The request counter and latency histogram of each (method, status, route), by runtime thread:
+/// making a metric's key (three label strings) and finding it in the recorder's registry cost
+/// more than the counting itself. Bounded: methods are the standard ones (and `OTHER`), routes
+/// the router's templates (and `unmatched`).
+type Handles =
+    HashMap<(&'static str, u16), HashMap<Box<str>, (metrics::Counter, metrics::Histogram)>>;
+
+thread_local! {
+    static HANDLES: RefCell<Handles> = RefCell::default();
+}
+
+/// The method as a label: a client can send any token as a method, and each would otherwise be a
+/// new time series kept for the life of the process.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
 }
 
 pub async fn render(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {

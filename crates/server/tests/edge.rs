@@ -123,6 +123,30 @@ async fn metrics_count_requests_by_route_template(backend: Backend) {
     );
 }
 
+dual_test!(metrics_label_a_made_up_method_as_other);
+async fn metrics_label_a_made_up_method_as_other(backend: Backend) {
+    let s = TestServer::start(&backend).await;
+    // Any token is a valid method on the wire; each must not become a time series of its own.
+    let made_up = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let reply = s
+        .send(s.client.request(made_up, s.url("/api/v1/products")))
+        .await;
+    assert_eq!(reply.status, 405, "{:?}", reply.body);
+    let text = s.get("/metrics", None).await.body;
+    let text = text.as_str().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("storefront_http_requests_total")
+                && l.contains("method=\"OTHER\"")
+                && l.contains("status=\"405\"")),
+        "no OTHER method line in:\n{text}"
+    );
+    assert!(
+        !text.contains("BREW"),
+        "the made-up method is a label:\n{text}"
+    );
+}
+
 dual_test!(metrics_describe_themselves_and_report_the_backlog);
 async fn metrics_describe_themselves_and_report_the_backlog(backend: Backend) {
     let s = TestServer::start(&backend).await;

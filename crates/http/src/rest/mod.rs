@@ -73,9 +73,13 @@ pub fn routes() -> Router<App> {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::Extension(Arc::new(
-            products::RenderedCatalog::default(),
-        )))
+}
+
+/// What the routes find in every request's extensions: the catalog answers rendered once per
+/// server. Added around the whole router (`crate::router`) rather than with `Router::layer`,
+/// which would wrap every route in one more boxed service to clone on each request.
+pub(crate) fn shared_extensions() -> axum::Extension<Arc<products::RenderedCatalog>> {
+    axum::Extension(Arc::new(products::RenderedCatalog::default()))
 }
 
 /// A success envelope, already serialized: `{"ok": true, "data": ...}` written straight from
