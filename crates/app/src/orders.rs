@@ -797,7 +797,7 @@ impl App {
             .list_orders(account, filter)
             .await
             .map_err(store_failure)?;
-        let views = orders.iter().map(|o| self.order_view(o)).collect();
+        let views = orders.into_iter().map(|o| self.order_view_of(o)).collect();
         Ok(Page::from_fetched(
             views,
             filter.page.limit,

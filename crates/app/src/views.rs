@@ -98,53 +98,59 @@ impl App {
     }
 
     pub(crate) fn order_view(&self, order: &Order) -> OrderView {
+        self.order_view_of(order.clone())
+    }
+
+    /// [`App::order_view`] of an order the caller no longer needs: its configuration, line items
+    /// and result move into the view instead of being copied (a page of orders is mostly these).
+    pub(crate) fn order_view_of(&self, order: Order) -> OrderView {
         let path = status_path(order.id.as_str());
         // The expiry derives from the order's creation, so every rendering of the same order is
         // identical (a replayed response must be byte-for-byte the original).
         let expires_at = order.created_at + self.settings.status_url_ttl;
         let query = self.signer.sign("GET", &path, expires_at);
+        // After payment, install configuration goes to a signed URL (docs/api.md, "Install configuration").
+        let install_action =
+            (order.status == OrderStatus::AwaitingInstallConfiguration).then(|| {
+                let path = install_path(order.id.as_str());
+                SignedAction {
+                    method: "POST".into(),
+                    url: format!(
+                        "{}{path}?{}",
+                        self.settings.base_url,
+                        self.signer.sign("POST", &path, expires_at)
+                    ),
+                    expires_at: format(&expires_at),
+                }
+            });
         OrderView {
             id: order.id.to_string(),
             status: order.status,
             payment_status: order.payment_status,
             payment_method: order.payment_method,
-            product_id: order.product_id.clone(),
+            product_id: order.product_id,
             quantity: order.quantity,
-            configuration: order.configuration.clone(),
-            configuration_warnings: order.configuration_warnings.clone(),
-            line_items: order.line_items.clone(),
+            configuration: order.configuration,
+            configuration_warnings: order.configuration_warnings,
+            line_items: order.line_items,
             total_minor: order.total_minor,
             currency: order.currency.to_string(),
             quote_id: order.quote_id.to_string(),
             created_at: format(&order.created_at),
             updated_at: format(&order.updated_at),
             status_url: format!("{}{path}?{query}", self.settings.base_url),
-            idempotency_key: order.idempotency_key.clone(),
+            idempotency_key: order.idempotency_key,
             approval: None,
             payment_action: None,
             provisioning_estimate: order.provisioning_estimate,
             requires_install_configuration: order.requires_install_configuration,
-            // After payment, install configuration goes to a signed URL (docs/api.md, "Install configuration").
-            install_action: (order.status == OrderStatus::AwaitingInstallConfiguration).then(
-                || {
-                    let path = install_path(order.id.as_str());
-                    SignedAction {
-                        method: "POST".into(),
-                        url: format!(
-                            "{}{path}?{}",
-                            self.settings.base_url,
-                            self.signer.sign("POST", &path, expires_at)
-                        ),
-                        expires_at: format(&expires_at),
-                    }
-                },
-            ),
+            install_action,
             credentials_available: false,
             credentials_action: None,
             service_id: order.service_id.as_ref().map(ToString::to_string),
             // Filled in by `with_service` when the service is known to be active.
-            result: order.result.clone(),
-            failure: order.failure.clone(),
+            result: order.result,
+            failure: order.failure,
             management_tokens: None,
         }
     }

@@ -146,9 +146,7 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let Poll::Ready(Ok(response)) = Pin::new(&mut this.answer).poll(cx) else {
-            return Poll::Pending;
-        };
+        let Ok(response) = std::task::ready!(Pin::new(&mut this.answer).poll(cx));
         let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
         let status = response.status().as_u16();
         HANDLES.with_borrow_mut(|handles| {

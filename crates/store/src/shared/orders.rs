@@ -25,7 +25,7 @@ use super::idempotency::{complete_key, insert_completed_key, push_completed_key}
 use super::jobs::insert_job_row;
 use super::payments::{insert_payment_row, update_payment_row};
 use super::quotes::{insert_quote_row, push_quote_rows};
-use super::rows::{ledger_from_row, order_from_row};
+use super::rows::{every_row, ledger_from_row, order_from_row};
 use super::services::{insert_service_row, insert_token_rows, update_service_row};
 
 #[async_trait]
@@ -50,18 +50,16 @@ impl OrderStore for db::Adapter {
     ) -> StoreResult<Vec<LedgerEntry>> {
         // The cursor is part of the index condition only when it is written as one (`$2 IS NULL
         // OR id < $2` is a filter, and a deep page would walk every newer row): two statements.
+        // The page size is written in, as in `list_orders`, so the read can run inline.
         let sql = match page.cursor {
-            Some(_) => "SELECT * FROM ledger_entries WHERE account_id = $1 AND id < $3 ORDER BY id DESC LIMIT $2",
-            None => "SELECT * FROM ledger_entries WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
+            Some(_) => "SELECT * FROM ledger_entries WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT ",
+            None => "SELECT * FROM ledger_entries WHERE account_id = $1 ORDER BY id DESC LIMIT ",
         };
-        let mut query = sqlx::query(sql)
-            .bind(account.as_str())
-            .bind(i64::from(page.limit) + 1);
-        if let Some(cursor) = page.cursor.as_deref() {
-            query = query.bind(cursor);
-        }
-        let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
-        rows.iter().map(ledger_from_row).collect()
+        let sql = format!("{sql}{}", page.limit + 1);
+        let mut params = vec![account.as_str()];
+        params.extend(page.cursor.as_deref());
+        self.read_rows(&sql, &params, |rows| every_row(rows, ledger_from_row))
+            .await
     }
 
     async fn ledger_sum(&self, account: &AccountId) -> StoreResult<i64> {
@@ -238,30 +236,27 @@ impl OrderStore for db::Adapter {
 
     async fn list_orders(&self, account: &AccountId, f: &OrderFilter) -> StoreResult<Vec<Order>> {
         // Only the conditions that apply, so the cursor is an index condition (see `list_ledger`).
+        // The page size is written into the statement (a number this function formats, never
+        // the caller's text): it is known to the planner, and every other value is text, which
+        // lets the read run inline where it can (agents poll their orders).
         let mut sql = String::from("SELECT * FROM orders WHERE account_id = $1");
-        let mut values: Vec<&str> = Vec::new();
+        let mut params: Vec<&str> = vec![account.as_str()];
         for (column, value) in [
             ("status", f.status.map(|s| s.as_str())),
             ("product_id", f.product_id.as_deref()),
         ] {
             if let Some(value) = value {
-                values.push(value);
-                sql.push_str(&format!(" AND {column} = ${}", values.len() + 2));
+                params.push(value);
+                sql.push_str(&format!(" AND {column} = ${}", params.len()));
             }
         }
         if let Some(cursor) = f.page.cursor.as_deref() {
-            values.push(cursor);
-            sql.push_str(&format!(" AND id < ${}", values.len() + 2));
+            params.push(cursor);
+            sql.push_str(&format!(" AND id < ${}", params.len()));
         }
-        sql.push_str(" ORDER BY id DESC LIMIT $2");
-        let mut query = sqlx::query(&sql)
-            .bind(account.as_str())
-            .bind(i64::from(f.page.limit) + 1);
-        for value in values {
-            query = query.bind(value);
-        }
-        let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
-        rows.iter().map(|r| order_from_row(r)).collect()
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.page.limit + 1));
+        self.read_rows(&sql, &params, |rows| every_row(rows, order_from_row))
+            .await
     }
 }
 

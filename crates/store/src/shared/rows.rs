@@ -50,6 +50,18 @@ pub(crate) trait Rows {
     fn next_row(&mut self) -> StoreResult<Option<&dyn Columns>>;
 }
 
+/// Every remaining row, each mapped by `map`.
+pub(crate) fn every_row<T>(
+    rows: &mut dyn Rows,
+    map: fn(&dyn Columns) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut all = Vec::new();
+    while let Some(row) = rows.next_row()? {
+        all.push(map(row)?);
+    }
+    Ok(all)
+}
+
 impl Rows for std::slice::Iter<'_, db::Row> {
     fn next_row(&mut self) -> StoreResult<Option<&dyn Columns>> {
         Ok(self.next().map(|row| row as &dyn Columns))
@@ -136,18 +148,18 @@ pub(super) fn key_from_row(r: &db::Row) -> StoreResult<ApiKey> {
     })
 }
 
-pub(super) fn ledger_from_row(r: &db::Row) -> StoreResult<LedgerEntry> {
+pub(super) fn ledger_from_row(r: &dyn Columns) -> StoreResult<LedgerEntry> {
     Ok(LedgerEntry {
-        id: LedgerEntryId::from_trusted(r.get("id")),
-        account_id: AccountId::from_trusted(r.get("account_id")),
-        kind: LedgerKind::parse(r.get("kind")).ok_or_else(|| corrupt("ledger kind"))?,
-        amount_minor: r.get("amount_minor"),
-        balance_after_minor: r.get("balance_after_minor"),
+        id: LedgerEntryId::from_trusted(r.column("id")),
+        account_id: AccountId::from_trusted(r.column("account_id")),
+        kind: LedgerKind::parse(r.column("kind")).ok_or_else(|| corrupt("ledger kind"))?,
+        amount_minor: r.column("amount_minor"),
+        balance_after_minor: r.column("balance_after_minor"),
         order_id: r
-            .get::<Option<String>, _>("order_id")
+            .column::<Option<String>>("order_id")
             .map(OrderId::from_trusted),
-        description: r.get("description"),
-        created_at: parse_ts(r.get("created_at"))?,
+        description: r.column("description"),
+        created_at: parse_ts(r.column("created_at"))?,
     })
 }
 

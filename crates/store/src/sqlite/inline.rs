@@ -15,6 +15,7 @@
 //! do (WAL snapshots).
 
 use super::shared::rows::{Columns, Rows};
+use fallible_streaming_iterator::FallibleStreamingIterator;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -83,6 +84,9 @@ fn open(file: &Path) -> rusqlite::Result<Connection> {
     )?;
     // Never wait on this thread (see the module's comment).
     conn.busy_timeout(Duration::ZERO)?;
+    // A page's statement carries its page size, so a few pages' sizes and filters make as many
+    // statements (rusqlite keeps 16 by default).
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
@@ -96,12 +100,18 @@ fn run<R>(
         Ok(statement) => statement,
         Err(e) => return failed(e),
     };
+    let names = statement
+        .column_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let rows = match statement.query(rusqlite::params_from_iter(params)) {
         Ok(rows) => rows,
         Err(e) => return failed(e),
     };
     let mut rows = InlineRows {
         rows,
+        names,
         locked: false,
     };
     let answer = read(&mut rows);
@@ -132,14 +142,18 @@ fn store_error(e: rusqlite::Error) -> StoreError {
 
 struct InlineRows<'s> {
     rows: rusqlite::Rows<'s>,
+    /// The statement's column names, read once. rusqlite finds a column by name by asking SQLite
+    /// for each column's name in turn and comparing it; for a page of orders (25 columns, each
+    /// read by name) that was a fifth of the read's time.
+    names: Vec<String>,
     /// Whether a step found the database locked: the answer is then discarded.
     locked: bool,
 }
 
 impl Rows for InlineRows<'_> {
     fn next_row(&mut self) -> StoreResult<Option<&dyn Columns>> {
-        match self.rows.next() {
-            Ok(row) => Ok(row.map(|row| row as &dyn Columns)),
+        match self.rows.advance() {
+            Ok(()) => Ok(self.rows.get().is_some().then_some(&*self as &dyn Columns)),
             // A locked step is not a failure: the answer is discarded and the pool reads.
             Err(e) if is_locked(&e) => {
                 self.locked = true;
@@ -150,11 +164,27 @@ impl Rows for InlineRows<'_> {
     }
 }
 
-impl Columns for rusqlite::Row<'_> {
+impl InlineRows<'_> {
+    /// The current row's value of column `name`.
+    fn value(&self, name: &str) -> ValueRef<'_> {
+        let row = self
+            .rows
+            .get()
+            .expect("columns are read only from the row `next_row` handed over");
+        let index = self
+            .names
+            .iter()
+            .position(|column| column == name)
+            .unwrap_or_else(|| panic!("the statement has no column {name}"));
+        row.get_ref_unwrap(index)
+    }
+}
+
+impl Columns for InlineRows<'_> {
     fn text_or_null(&self, name: &str) -> Option<&str> {
-        match self.get_ref(name) {
-            Ok(ValueRef::Null) => None,
-            Ok(ValueRef::Text(text)) => Some(
+        match self.value(name) {
+            ValueRef::Null => None,
+            ValueRef::Text(text) => Some(
                 std::str::from_utf8(text)
                     .unwrap_or_else(|_| panic!("column {name} is not UTF-8 text")),
             ),
@@ -163,9 +193,9 @@ impl Columns for rusqlite::Row<'_> {
     }
 
     fn int_or_null(&self, name: &str) -> Option<i64> {
-        match self.get_ref(name) {
-            Ok(ValueRef::Null) => None,
-            Ok(ValueRef::Integer(n)) => Some(n),
+        match self.value(name) {
+            ValueRef::Null => None,
+            ValueRef::Integer(n) => Some(n),
             other => panic!("column {name} is not an integer: {other:?}"),
         }
     }
