@@ -150,23 +150,24 @@ where
         let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
         let status = response.status().as_u16();
         HANDLES.with_borrow_mut(|handles| {
-            let (counter, histogram) = handles
-                .entry((this.method, status))
-                .or_default()
-                .entry(route.into())
-                .or_insert_with(|| {
-                    let labels = [
-                        ("method", this.method.to_owned()),
-                        ("route", route.to_owned()),
-                        ("status", status.to_string()),
-                    ];
-                    (
-                        metrics::counter!("storefront_http_requests_total", &labels),
-                        metrics::histogram!("storefront_http_request_duration_seconds", &labels),
-                    )
-                });
-            counter.increment(1);
-            histogram.record(this.started.elapsed().as_secs_f64());
+            let by_route = handles.entry((this.method, status)).or_default();
+            // Looked up by `&str` first: the key is allocated only the first time.
+            if !by_route.contains_key(route) {
+                let labels = [
+                    ("method", this.method.to_owned()),
+                    ("route", route.to_owned()),
+                    ("status", status.to_string()),
+                ];
+                let handles = (
+                    metrics::counter!("storefront_http_requests_total", &labels),
+                    metrics::histogram!("storefront_http_request_duration_seconds", &labels),
+                );
+                by_route.insert(route.into(), handles);
+            }
+            if let Some((counter, histogram)) = by_route.get(route) {
+                counter.increment(1);
+                histogram.record(this.started.elapsed().as_secs_f64());
+            }
         });
         Poll::Ready(Ok(response))
     }

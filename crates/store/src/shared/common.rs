@@ -98,6 +98,17 @@ impl db::Adapter {
         if let Some(answer) = db::read_inline(self, sql, params, &read) {
             return answer;
         }
+        self.read_rows_pooled(sql, params, read).await
+    }
+
+    /// [`Self::read_rows`] always through the reader pool: for a read that may walk many rows,
+    /// which would hold a runtime thread inline.
+    pub(super) async fn read_rows_pooled<R>(
+        &self,
+        sql: &str,
+        params: &[&str],
+        read: impl Fn(&mut dyn Rows) -> StoreResult<R>,
+    ) -> StoreResult<R> {
         let mut query = sqlx::query(sql);
         for param in params {
             query = query.bind(*param);

@@ -25,7 +25,7 @@ use super::idempotency::{complete_key, insert_completed_key, push_completed_key}
 use super::jobs::insert_job_row;
 use super::payments::{insert_payment_row, update_payment_row};
 use super::quotes::{insert_quote_row, push_quote_rows};
-use super::rows::{every_row, ledger_from_row, order_from_row};
+use super::rows::{every_row, ledger_from_row, order_from_row, Rows};
 use super::services::{insert_service_row, insert_token_rows, update_service_row};
 
 #[async_trait]
@@ -55,7 +55,7 @@ impl OrderStore for db::Adapter {
             Some(_) => "SELECT * FROM ledger_entries WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT ",
             None => "SELECT * FROM ledger_entries WHERE account_id = $1 ORDER BY id DESC LIMIT ",
         };
-        let sql = format!("{sql}{}", page.limit + 1);
+        let sql = format!("{sql}{}", u64::from(page.limit) + 1);
         let mut params = vec![account.as_str()];
         params.extend(page.cursor.as_deref());
         self.read_rows(&sql, &params, |rows| every_row(rows, ledger_from_row))
@@ -254,9 +254,18 @@ impl OrderStore for db::Adapter {
             params.push(cursor);
             sql.push_str(&format!(" AND id < ${}", params.len()));
         }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.page.limit + 1));
-        self.read_rows(&sql, &params, |rows| every_row(rows, order_from_row))
-            .await
+        sql.push_str(&format!(
+            " ORDER BY id DESC LIMIT {}",
+            u64::from(f.page.limit) + 1
+        ));
+        let read = |rows: &mut dyn Rows| every_row(rows, order_from_row);
+        // Only the account and the cursor are in the index: a filtered page may walk every
+        // order of the account to fill itself, too long to hold a runtime thread for.
+        if f.status.is_some() || f.product_id.is_some() {
+            self.read_rows_pooled(&sql, &params, read).await
+        } else {
+            self.read_rows(&sql, &params, read).await
+        }
     }
 }
 

@@ -100,18 +100,13 @@ fn run<R>(
         Ok(statement) => statement,
         Err(e) => return failed(e),
     };
-    let names = statement
-        .column_names()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
     let rows = match statement.query(rusqlite::params_from_iter(params)) {
         Ok(rows) => rows,
         Err(e) => return failed(e),
     };
     let mut rows = InlineRows {
         rows,
-        names,
+        names: Vec::new(),
         locked: false,
     };
     let answer = read(&mut rows);
@@ -142,9 +137,10 @@ fn store_error(e: rusqlite::Error) -> StoreError {
 
 struct InlineRows<'s> {
     rows: rusqlite::Rows<'s>,
-    /// The statement's column names, read once. rusqlite finds a column by name by asking SQLite
-    /// for each column's name in turn and comparing it; for a page of orders (25 columns, each
-    /// read by name) that was a fifth of the read's time.
+    /// The statement's column names, read once, at the first row (a statement SQLite prepared
+    /// again after a schema change has its new columns by then). rusqlite finds a column by name
+    /// by asking SQLite for each column's name in turn and comparing it; for a page of orders (25
+    /// columns, each read by name) that was a fifth of the read's time.
     names: Vec<String>,
     /// Whether a step found the database locked: the answer is then discarded.
     locked: bool,
@@ -153,7 +149,20 @@ struct InlineRows<'s> {
 impl Rows for InlineRows<'_> {
     fn next_row(&mut self) -> StoreResult<Option<&dyn Columns>> {
         match self.rows.advance() {
-            Ok(()) => Ok(self.rows.get().is_some().then_some(&*self as &dyn Columns)),
+            Ok(()) => {
+                let Some(row) = self.rows.get() else {
+                    return Ok(None);
+                };
+                if self.names.is_empty() {
+                    let statement: &rusqlite::Statement = row.as_ref();
+                    self.names = statement
+                        .column_names()
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect();
+                }
+                Ok(Some(&*self as &dyn Columns))
+            }
             // A locked step is not a failure: the answer is discarded and the pool reads.
             Err(e) if is_locked(&e) => {
                 self.locked = true;
@@ -174,7 +183,7 @@ impl InlineRows<'_> {
         let index = self
             .names
             .iter()
-            .position(|column| column == name)
+            .position(|column| column.eq_ignore_ascii_case(name))
             .unwrap_or_else(|| panic!("the statement has no column {name}"));
         row.get_ref_unwrap(index)
     }
