@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use storefront_domain::catalog::ProvisioningEstimate;
 use storefront_domain::order::{Failure, Order, OrderStatus, PaymentMethod, PaymentStatus};
 use storefront_domain::pricing::{ConfigurationWarning, LineItem};
-use storefront_domain::timestamp::format;
+use storefront_domain::timestamp::{format, Timestamp};
 use storefront_domain::DomainError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,15 +78,7 @@ impl App {
         if order.service_id.is_some() {
             let path = credentials_path(order.id.as_str());
             let expires_at = order.created_at + self.settings.status_url_ttl;
-            view.credentials_action = Some(SignedAction {
-                method: "GET".into(),
-                url: format!(
-                    "{}{path}?{}",
-                    self.settings.base_url,
-                    self.signer.sign("GET", &path, expires_at)
-                ),
-                expires_at: format(&expires_at),
-            });
+            view.credentials_action = Some(self.signed_action("GET", &path, expires_at));
         }
         // The order and its service are read separately; both must agree before credentials are
         // announced, so a poll never sees them available on an order still `processing`.
@@ -95,6 +87,19 @@ impl App {
             && service
                 .is_some_and(|s| s.status == storefront_domain::service::ServiceStatus::Active);
         view
+    }
+
+    /// `method` on this server's `path`, signed until `expires_at`.
+    fn signed_action(&self, method: &str, path: &str, expires_at: Timestamp) -> SignedAction {
+        SignedAction {
+            method: method.into(),
+            url: format!(
+                "{}{path}?{}",
+                self.settings.base_url,
+                self.signer.sign(method, path, expires_at)
+            ),
+            expires_at: format(&expires_at),
+        }
     }
 
     pub(crate) fn order_view(&self, order: &Order) -> OrderView {
@@ -110,19 +115,8 @@ impl App {
         let expires_at = order.created_at + self.settings.status_url_ttl;
         let query = self.signer.sign("GET", &path, expires_at);
         // After payment, install configuration goes to a signed URL (docs/api.md, "Install configuration").
-        let install_action =
-            (order.status == OrderStatus::AwaitingInstallConfiguration).then(|| {
-                let path = install_path(order.id.as_str());
-                SignedAction {
-                    method: "POST".into(),
-                    url: format!(
-                        "{}{path}?{}",
-                        self.settings.base_url,
-                        self.signer.sign("POST", &path, expires_at)
-                    ),
-                    expires_at: format(&expires_at),
-                }
-            });
+        let install_action = (order.status == OrderStatus::AwaitingInstallConfiguration)
+            .then(|| self.signed_action("POST", &install_path(order.id.as_str()), expires_at));
         OrderView {
             id: order.id.to_string(),
             status: order.status,
