@@ -153,6 +153,17 @@ mod db {
     /// Data-modifying CTEs (`WITH x AS (INSERT ... RETURNING ...)`): a one-unit order's writes
     /// go as one statement instead (see `shared/orders.rs`).
     pub(super) const WRITES_IN_CTES: bool = true;
+    /// How a page of one account's rows asks for them, newest first: the condition on the
+    /// account (`$1`) and the order. Written so that only the `(account_id, id)` index gives
+    /// that order. With `account_id = $1 ... ORDER BY id DESC`, PostgreSQL's planner walks the
+    /// primary key backwards and filters by account whenever the account holds a large share of
+    /// the table — through every newer row of the other accounts when the account's own rows are
+    /// older (5 ms and 40,000 rows thrown away for a page of 51, against 0.05 ms and 5 buffers
+    /// this way). A range that is one value is not an equality to the planner, so it cannot
+    /// drop `account_id` from the order as it does for a column an equality fixes; and a
+    /// backward scan still starts at the cursor (`id < $n`), as with an equality.
+    pub(super) const ACCOUNT_PAGE: (&str, &str) =
+        ("account_id BETWEEN $1 AND $1", "account_id DESC, id DESC");
     /// A chained unit's first statement: none, its transaction is its own.
     pub(super) const CHAIN_OPENING: &str = "";
     pub(super) type Answers = Vec<sqlx::Either<sqlx::postgres::PgQueryResult, Row>>;
@@ -184,16 +195,15 @@ mod tests {
     use super::*;
     use storefront_app::ports::SettingsStore;
 
-    /// A connection returned to the pool inside a transaction nothing will end (a caller dropped
-    /// at the wrong moment) is closed instead of being handed out again.
-    #[tokio::test]
-    async fn a_connection_left_inside_a_transaction_is_not_reused() {
+    /// A store on a database of its own, or `None` (the test is skipped) without
+    /// `STOREFRONT_TEST_POSTGRES_URL`.
+    async fn fresh_store() -> Option<PgStore> {
         let Some(admin_url) = std::env::var("STOREFRONT_TEST_POSTGRES_URL")
             .ok()
             .filter(|u| !u.is_empty())
         else {
             eprintln!("skipped on PostgreSQL: set STOREFRONT_TEST_POSTGRES_URL to run it");
-            return;
+            return None;
         };
         // A database of its own (named like the server tests' so `.ci/run` drops it).
         let name = format!(
@@ -210,7 +220,16 @@ mod tests {
             Some((server, _)) => format!("{server}/{name}"),
             None => unreachable!("a PostgreSQL URL names a database"),
         };
-        let store = PgStore::open(&url).await.unwrap();
+        Some(PgStore::open(&url).await.unwrap())
+    }
+
+    /// A connection returned to the pool inside a transaction nothing will end (a caller dropped
+    /// at the wrong moment) is closed instead of being handed out again.
+    #[tokio::test]
+    async fn a_connection_left_inside_a_transaction_is_not_reused() {
+        let Some(store) = fresh_store().await else {
+            return;
+        };
 
         // Hold every connection of the pool, each left inside a transaction with no guard.
         let mut held = Vec::new();
@@ -237,5 +256,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 1, "the probe's row is there, committed");
+    }
+
+    /// A page of an account that holds most of a table, but whose newest rows are older than
+    /// the others', is read through the account's index: walking the primary key backwards
+    /// would first pass every newer row of the other accounts.
+    #[tokio::test]
+    async fn a_page_of_an_account_is_read_through_its_index() {
+        use storefront_app::page::PageRequest;
+        use storefront_app::ports::OrderStore;
+        use storefront_domain::ids::AccountId;
+
+        let Some(store) = fresh_store().await else {
+            return;
+        };
+        let (older, newer) = (60_000, 40_000);
+        sqlx::raw_sql(&format!(
+            "INSERT INTO accounts (id, email, name, currency, created_at, updated_at) VALUES
+                 ('acct_big', 'big@example.test', 'Big', 'usd', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z'),
+                 ('acct_new', 'new@example.test', 'New', 'usd', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');
+             INSERT INTO ledger_entries
+                 (id, account_id, kind, amount_minor, balance_after_minor, description, created_at)
+             SELECT 'le_' || lpad(n::text, 8, '0'),
+                    CASE WHEN n <= {older} THEN 'acct_big' ELSE 'acct_new' END,
+                    'top_up', 1, 1, 'seed', '2026-01-01T00:00:00.000Z'
+             FROM generate_series(1, {older} + {newer}) AS n;
+             ANALYZE ledger_entries;"
+        ))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+
+        // The first page, and a deep one (after the cursor, its newest entries are half way).
+        let middle = format!("le_{:08}", older / 2);
+        for (cursor, newest) in [(None, older), (Some(middle), older / 2 - 1)] {
+            let page = PageRequest {
+                limit: 50,
+                cursor: cursor.clone(),
+            };
+            let conditions = if cursor.is_some() { " AND id < $2" } else { "" };
+            let sql = shared::orders::newest_first("ledger_entries", conditions, &page);
+            let explain = format!("EXPLAIN {sql}");
+            let mut query = sqlx::query_scalar(&explain).bind("acct_big");
+            if let Some(cursor) = &cursor {
+                query = query.bind(cursor);
+            }
+            let plan: Vec<String> = query.fetch_all(&store.pool).await.unwrap();
+            let plan = plan.join("\n");
+            assert!(
+                plan.contains("ledger_entries_by_account") && !plan.contains("Filter"),
+                "the page is read from the account's index, with no row read and thrown away:\n{plan}"
+            );
+
+            let entries = store
+                .list_ledger(&AccountId::from_trusted("acct_big".into()), &page)
+                .await
+                .unwrap();
+            let ids: Vec<String> = entries.iter().map(|e| e.id.as_str().to_owned()).collect();
+            let expected: Vec<String> = (newest - 50..=newest)
+                .rev()
+                .map(|n| format!("le_{n:08}"))
+                .collect();
+            assert_eq!(
+                ids, expected,
+                "the account's entries, newest first, and one more"
+            );
+        }
     }
 }

@@ -635,6 +635,10 @@ mod db {
     pub(super) const CHAINS_STATEMENTS: bool = true;
     /// Data-modifying CTEs: SQLite has none (a `WITH` may only precede the statement that writes).
     pub(super) const WRITES_IN_CTES: bool = false;
+    /// How a page of one account's rows asks for them, newest first: the condition on the
+    /// account (`$1`) and the order. SQLite's planner takes the `(account_id, id)` index for this
+    /// equality and order, and with the equality a cursor (`id < $n`) bounds the index scan.
+    pub(super) const ACCOUNT_PAGE: (&str, &str) = ("account_id = $1", "id DESC");
     /// The first statement of a chained unit (`SqliteStore::chained`): its savepoint.
     pub(super) const CHAIN_OPENING: &str = super::CHAIN_OPENING;
     pub(super) use super::{Answers, Then};

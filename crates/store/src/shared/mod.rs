@@ -25,7 +25,8 @@ mod events;
 mod governance;
 mod idempotency;
 mod jobs;
-mod orders;
+// Public to the backend module for its tests of the statements a page is read with.
+pub(super) mod orders;
 mod payments;
 mod quotes;
 // Public to the backend module for what its inline reads (`db::read_inline`) map rows with

@@ -50,12 +50,13 @@ impl OrderStore for db::Adapter {
     ) -> StoreResult<Vec<LedgerEntry>> {
         // The cursor is part of the index condition only when it is written as one (`$2 IS NULL
         // OR id < $2` is a filter, and a deep page would walk every newer row): two statements.
-        // The page size is written in, as in `list_orders`, so the read can run inline.
-        let sql = match page.cursor {
-            Some(_) => "SELECT * FROM ledger_entries WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT ",
-            None => "SELECT * FROM ledger_entries WHERE account_id = $1 ORDER BY id DESC LIMIT ",
+        // The page size is written in (`newest_first`), so every parameter is text and the read
+        // can run inline.
+        let conditions = match page.cursor {
+            Some(_) => " AND id < $2",
+            None => "",
         };
-        let sql = format!("{sql}{}", u64::from(page.limit) + 1);
+        let sql = newest_first("ledger_entries", conditions, page);
         let mut params = vec![account.as_str()];
         params.extend(page.cursor.as_deref());
         self.read_rows(&sql, &params, |rows| every_row(rows, ledger_from_row))
@@ -236,10 +237,10 @@ impl OrderStore for db::Adapter {
 
     async fn list_orders(&self, account: &AccountId, f: &OrderFilter) -> StoreResult<Vec<Order>> {
         // Only the conditions that apply, so the cursor is an index condition (see `list_ledger`).
-        // The page size is written into the statement (a number this function formats, never
-        // the caller's text): it is known to the planner, and every other value is text, which
-        // lets the read run inline where it can (agents poll their orders).
-        let mut sql = String::from("SELECT * FROM orders WHERE account_id = $1");
+        // The page size is written into the statement (`newest_first`): it is known to the
+        // planner, and every other value is text, which lets the read run inline where it can
+        // (agents poll their orders).
+        let mut conditions = String::new();
         let mut params: Vec<&str> = vec![account.as_str()];
         for (column, value) in [
             ("status", f.status.map(|s| s.as_str())),
@@ -247,17 +248,14 @@ impl OrderStore for db::Adapter {
         ] {
             if let Some(value) = value {
                 params.push(value);
-                sql.push_str(&format!(" AND {column} = ${}", params.len()));
+                conditions.push_str(&format!(" AND {column} = ${}", params.len()));
             }
         }
         if let Some(cursor) = f.page.cursor.as_deref() {
             params.push(cursor);
-            sql.push_str(&format!(" AND id < ${}", params.len()));
+            conditions.push_str(&format!(" AND id < ${}", params.len()));
         }
-        sql.push_str(&format!(
-            " ORDER BY id DESC LIMIT {}",
-            u64::from(f.page.limit) + 1
-        ));
+        let sql = newest_first("orders", &conditions, &f.page);
         let read = |rows: &mut dyn Rows| every_row(rows, order_from_row);
         // Only the account and the cursor are in the index: a filtered page may walk every
         // order of the account to fill itself, too long to hold a runtime thread for.
@@ -267,6 +265,18 @@ impl OrderStore for db::Adapter {
             self.read_rows(&sql, &params, read).await
         }
     }
+}
+
+/// The statement that reads one page of `table`'s rows of the account `$1` that also match
+/// `conditions` (`AND ...`, may be empty), newest first, and one row more (which tells whether
+/// another page follows). The page size is written in: a number this function formats, never
+/// the caller's text.
+pub(crate) fn newest_first(table: &str, conditions: &str, page: &PageRequest) -> String {
+    let (account, order) = db::ACCOUNT_PAGE;
+    format!(
+        "SELECT * FROM {table} WHERE {account}{conditions} ORDER BY {order} LIMIT {}",
+        u64::from(page.limit) + 1
+    )
 }
 
 /// An order placed in one unit (its key inserted done) and paid from credit, with nothing but
