@@ -295,7 +295,7 @@ mod tests {
                 cursor: cursor.clone(),
             };
             let conditions = if cursor.is_some() { " AND id < $2" } else { "" };
-            let sql = shared::orders::newest_first("ledger_entries", conditions, &page);
+            let sql = shared::newest_first("ledger_entries", conditions, &page);
             let explain = format!("EXPLAIN {sql}");
             let mut query = sqlx::query_scalar(&explain).bind("acct_big");
             if let Some(cursor) = &cursor {

@@ -884,6 +884,57 @@ mod tests {
         store.probe_write(now).await.expect("writes work again");
     }
 
+    /// An account's services come newest first, a page at a time, each page after its cursor.
+    #[tokio::test]
+    async fn services_are_paged_newest_first() {
+        use storefront_app::page::PageRequest;
+        use storefront_app::ports::ServiceStore;
+        use storefront_domain::ids::AccountId;
+
+        let (_dir, store) = temp_store().await;
+        let at = "2026-01-01T00:00:00.000Z";
+        let mut seed = format!(
+            "INSERT INTO accounts (id, email, name, currency, created_at, updated_at)
+             VALUES ('acct_a', 'a@example.test', 'A', 'usd', '{at}', '{at}');"
+        );
+        for n in 1..=5 {
+            seed.push_str(&format!(
+                "INSERT INTO orders (id, account_id, status, payment_status, payment_method,
+                     product_id, quantity, configuration, configuration_warnings, line_items,
+                     total_minor, currency, quote_id, idempotency_scope, idempotency_route,
+                     idempotency_key, requires_install_configuration, created_at, updated_at)
+                 VALUES ('ord_{n}', 'acct_a', 'fulfilled', 'paid', 'credit', 'vm', 1, '{{}}', '[]',
+                     '[]', 0, 'usd', 'quo_{n}', 'acct_a', 'orders', 'k{n}', 0, '{at}', '{at}');
+                 INSERT INTO services (id, order_id, account_id, product_id, status, display_name,
+                     image, region, ssh_username, lease_seconds, management_capabilities,
+                     created_at, updated_at)
+                 VALUES ('svc_{n}', 'ord_{n}', 'acct_a', 'vm', 'active', 'vm {n}', 'debian-12',
+                     'local', 'root', 3600, '[]', '{at}', '{at}');"
+            ));
+        }
+        sqlx::raw_sql(&seed)
+            .execute(&store.group.writer)
+            .await
+            .unwrap();
+
+        let account = AccountId::from_trusted("acct_a".into());
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = PageRequest { limit: 2, cursor };
+            let mut rows = store.list_services(&account, &page).await.unwrap();
+            // A page asks for one row more than it shows: the sign that another page follows.
+            let more = rows.len() > 2;
+            rows.truncate(2);
+            seen.extend(rows.iter().map(|s| s.id.as_str().to_owned()));
+            if !more {
+                break;
+            }
+            cursor = seen.last().cloned();
+        }
+        assert_eq!(seen, ["svc_5", "svc_4", "svc_3", "svc_2", "svc_1"]);
+    }
+
     /// What an inline read of the setting `name` answers: `None` when it gave way to the pool,
     /// else whether the setting is there.
     fn inline_has(store: &SqliteStore, name: &str) -> Option<bool> {

@@ -2,6 +2,7 @@
 //! one-row lookup.
 
 use serde::de::DeserializeOwned;
+use storefront_app::page::PageRequest;
 use storefront_app::ports::{StoreError, StoreResult};
 use storefront_domain::timestamp::Timestamp;
 
@@ -116,4 +117,16 @@ impl db::Adapter {
         let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
         read(&mut rows.iter())
     }
+}
+
+/// The statement that reads one page of `table`'s rows of the account `$1` that also match
+/// `conditions` (`AND ...`, may be empty), newest first, and one row more (which tells whether
+/// another page follows). The page size is written in: a number this function formats, never
+/// the caller's text.
+pub(crate) fn newest_first(table: &str, conditions: &str, page: &PageRequest) -> String {
+    let (account, order) = db::ACCOUNT_PAGE;
+    format!(
+        "SELECT * FROM {table} WHERE {account}{conditions} ORDER BY {order} LIMIT {}",
+        u64::from(page.limit) + 1
+    )
 }

@@ -25,8 +25,7 @@ mod events;
 mod governance;
 mod idempotency;
 mod jobs;
-// Public to the backend module for its tests of the statements a page is read with.
-pub(super) mod orders;
+mod orders;
 mod payments;
 mod quotes;
 // Public to the backend module for what its inline reads (`db::read_inline`) map rows with
@@ -38,4 +37,7 @@ mod webhooks;
 
 // The backend's `begin()` reports a failure to open a transaction like every other failure.
 pub(super) use common::backend;
+// For the backend's tests of the statement a page is read with.
+#[cfg(test)]
+pub(super) use common::newest_first;
 pub(super) use common::Statements;

@@ -13,7 +13,7 @@ use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
 use storefront_domain::timestamp::{format as ts, Timestamp};
 
-use super::common::{backend, commit, execute, placeholders, to_json, Statements};
+use super::common::{backend, commit, execute, newest_first, placeholders, to_json, Statements};
 use super::db;
 use super::events::{
     insert_event_rows_of_locked, push_events, push_events_after_debit, queue_deliveries,
@@ -265,18 +265,6 @@ impl OrderStore for db::Adapter {
             self.read_rows(&sql, &params, read).await
         }
     }
-}
-
-/// The statement that reads one page of `table`'s rows of the account `$1` that also match
-/// `conditions` (`AND ...`, may be empty), newest first, and one row more (which tells whether
-/// another page follows). The page size is written in: a number this function formats, never
-/// the caller's text.
-pub(crate) fn newest_first(table: &str, conditions: &str, page: &PageRequest) -> String {
-    let (account, order) = db::ACCOUNT_PAGE;
-    format!(
-        "SELECT * FROM {table} WHERE {account}{conditions} ORDER BY {order} LIMIT {}",
-        u64::from(page.limit) + 1
-    )
 }
 
 /// An order placed in one unit (its key inserted done) and paid from credit, with nothing but

@@ -8,7 +8,7 @@ use storefront_domain::ids::{AccountId, AgentId, ServiceId};
 use storefront_domain::service::{Service, ServiceStatus};
 use storefront_domain::timestamp::format as ts;
 
-use super::common::{backend, commit, corrupt, parse_ts, placeholders, to_json};
+use super::common::{backend, commit, corrupt, newest_first, parse_ts, placeholders, to_json};
 use super::db;
 use super::rows::service_from_row;
 
@@ -68,15 +68,17 @@ impl ServiceStore for db::Adapter {
         account: &AccountId,
         page: &PageRequest,
     ) -> StoreResult<Vec<Service>> {
-        let rows = sqlx::query(
-            "SELECT * FROM services WHERE account_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-        )
-        .bind(account.as_str())
-        .bind(page.cursor.as_deref())
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(self.reader())
-        .await
-        .map_err(backend)?;
+        // The cursor as an index condition, as for a page of orders.
+        let conditions = match page.cursor {
+            Some(_) => " AND id < $2",
+            None => "",
+        };
+        let sql = newest_first("services", conditions, page);
+        let mut query = sqlx::query(&sql).bind(account.as_str());
+        if let Some(cursor) = &page.cursor {
+            query = query.bind(cursor);
+        }
+        let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
         rows.iter().map(service_from_row).collect()
     }
 
