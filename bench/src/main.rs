@@ -176,6 +176,9 @@ fn main() {
             (storage_ceiling, hot_row_ceiling),
             &rows,
         );
+        if let (Some(admin), Some(url)) = (&admin_url, &database_url) {
+            runtime.block_on(drop_postgres_database(admin, url));
+        }
     }
 }
 
@@ -560,7 +563,8 @@ fn sample_error(base: &str, path: &str, script: Option<&str>, connections: u32) 
         .map(str::to_owned)
 }
 
-/// A new PostgreSQL database for one run (dropped by nobody: it is named `sf_bench_*`).
+/// A new PostgreSQL database for one run, `sf_bench_PID`: `drop_postgres_database` drops it
+/// after the run; one an interrupted run left is dropped by hand.
 async fn fresh_postgres_database(admin_url: &str) -> String {
     use sqlx::Connection;
     let name = format!("sf_bench_{}", std::process::id());
@@ -577,6 +581,25 @@ async fn fresh_postgres_database(admin_url: &str) -> String {
         .expect("create");
     let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
     format!("{base}/{name}")
+}
+
+/// Drops a run's database (with the preload, several gigabytes), waiting for nothing: the
+/// storefront was stopped with the run, and any connection left is closed by `FORCE`.
+async fn drop_postgres_database(admin_url: &str, database_url: &str) {
+    use sqlx::Connection;
+    let Some((_, name)) = database_url.rsplit_once('/') else {
+        return;
+    };
+    let dropped = match sqlx::PgConnection::connect(admin_url).await {
+        Ok(mut conn) => sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = dropped {
+        eprintln!("the run's database {name} was not dropped ({e}); drop it by hand");
+    }
 }
 
 /// The storage ceiling: single-row INSERTs, each its own durable transaction, as many as the

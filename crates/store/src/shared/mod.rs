@@ -37,7 +37,9 @@ mod webhooks;
 
 // The backend's `begin()` reports a failure to open a transaction like every other failure.
 pub(super) use common::backend;
-// For the backend's tests of the statement a page is read with.
+// For the PostgreSQL adapter's test of the statement a page is read with (this module is
+// compiled into both adapters; SQLite's tests do not use it).
 #[cfg(test)]
+#[allow(unused_imports)]
 pub(super) use common::newest_first;
 pub(super) use common::Statements;
