@@ -992,6 +992,35 @@ mod tests {
         assert_eq!(has_a(), Some(true), "answers again once the lock is gone");
     }
 
+    /// An inline read finds every column by name whatever order the columns are asked for in,
+    /// row after row (the search starts after the column found last).
+    #[tokio::test]
+    async fn inline_reads_find_columns_in_any_order() {
+        let (_dir, store) = temp_store().await;
+        let sql = "SELECT 'one' AS a, 'two' AS b, 'three' AS c \
+                   UNION ALL SELECT 'four', 'five', 'six' WHERE $1 = 'x'";
+        let read = store
+            .inline
+            .read(sql, &["x"], &|rows| {
+                let mut seen = Vec::new();
+                while let Some(row) = rows.next_row()? {
+                    for name in ["c", "A", "b", "b", "a", "C"] {
+                        seen.push(row.text_or_null(name).unwrap_or_default().to_owned());
+                    }
+                }
+                Ok(seen)
+            })
+            .expect("read inline")
+            .unwrap();
+        assert_eq!(
+            read,
+            [
+                "three", "one", "two", "two", "one", "three", //
+                "six", "four", "five", "five", "four", "six"
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn an_in_memory_database_has_no_inline_reads() {
         let store = SqliteStore::open("sqlite::memory:").await.unwrap();

@@ -18,6 +18,7 @@ use super::shared::rows::{Columns, Rows};
 use fallible_streaming_iterator::FallibleStreamingIterator;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -107,6 +108,7 @@ fn run<R>(
     let mut rows = InlineRows {
         rows,
         names: Vec::new(),
+        next: Cell::new(0),
         locked: false,
     };
     let answer = read(&mut rows);
@@ -142,6 +144,10 @@ struct InlineRows<'s> {
     /// by asking SQLite for each column's name in turn and comparing it; for a page of orders (25
     /// columns, each read by name) that was a fifth of the read's time.
     names: Vec<String>,
+    /// Where the next search for a column by name starts: after the column found last. The row
+    /// mappers read a row's columns mostly in the statement's order (`SELECT *` and the schema's
+    /// order), so the next one is found at once instead of after a walk over the names before it.
+    next: Cell<usize>,
     /// Whether a step found the database locked: the answer is then discarded.
     locked: bool,
 }
@@ -180,11 +186,13 @@ impl InlineRows<'_> {
             .rows
             .get()
             .expect("columns are read only from the row `next_row` handed over");
-        let index = self
-            .names
-            .iter()
-            .position(|column| column.eq_ignore_ascii_case(name))
+        let count = self.names.len();
+        let start = self.next.get();
+        let index = (0..count)
+            .map(|offset| (start + offset) % count)
+            .find(|&i| self.names[i].eq_ignore_ascii_case(name))
             .unwrap_or_else(|| panic!("the statement has no column {name}"));
+        self.next.set(index + 1);
         row.get_ref_unwrap(index)
     }
 }
