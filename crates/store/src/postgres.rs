@@ -304,12 +304,12 @@ mod tests {
                 limit: 50,
                 cursor: cursor.clone(),
             };
-            let conditions = if cursor.is_some() { " AND id < $2" } else { "" };
-            let sql = shared::newest_first("ledger_entries", conditions, &page);
+            let mut params = vec!["acct_big"];
+            let sql = shared::newest_first("ledger_entries", "", &page, &mut params);
             let explain = format!("EXPLAIN {sql}");
-            let mut query = sqlx::query_scalar(&explain).bind("acct_big");
-            if let Some(cursor) = &cursor {
-                query = query.bind(cursor);
+            let mut query = sqlx::query_scalar(&explain);
+            for param in params {
+                query = query.bind(param);
             }
             let plan: Vec<String> = query.fetch_all(&store.pool).await.unwrap();
             let plan = plan.join("\n");

@@ -120,13 +120,26 @@ impl db::Adapter {
 }
 
 /// The statement that reads one page of `table`'s rows of the account `$1` that also match
-/// `conditions` (`AND ...`, may be empty), newest first, and one row more (which tells whether
-/// another page follows). The page size is written in: a number this function formats, never
-/// the caller's text.
-pub(crate) fn newest_first(table: &str, conditions: &str, page: &PageRequest) -> String {
+/// `filters` (`AND ...`, may be empty, numbering the values already in `params`), newest first,
+/// and one row more (which tells whether another page follows). The page's cursor, if any, is
+/// added to `params` and written as `id < $n` only then: `$n IS NULL OR id < $n` would be a filter,
+/// and a deep page would walk every newer row. The page size is written in, a number this
+/// function formats: it is known to the planner, and every parameter is text (inline reads).
+pub(crate) fn newest_first<'p>(
+    table: &str,
+    filters: &str,
+    page: &'p PageRequest,
+    params: &mut Vec<&'p str>,
+) -> String {
     let (account, order) = db::ACCOUNT_PAGE;
-    format!(
-        "SELECT * FROM {table} WHERE {account}{conditions} ORDER BY {order} LIMIT {}",
+    let mut sql = format!("SELECT * FROM {table} WHERE {account}{filters}");
+    if let Some(cursor) = page.cursor.as_deref() {
+        params.push(cursor);
+        sql.push_str(&format!(" AND id < ${}", params.len()));
+    }
+    sql.push_str(&format!(
+        " ORDER BY {order} LIMIT {}",
         u64::from(page.limit) + 1
-    )
+    ));
+    sql
 }

@@ -48,17 +48,8 @@ impl OrderStore for db::Adapter {
         account: &AccountId,
         page: &PageRequest,
     ) -> StoreResult<Vec<LedgerEntry>> {
-        // The cursor is part of the index condition only when it is written as one (`$2 IS NULL
-        // OR id < $2` is a filter, and a deep page would walk every newer row): two statements.
-        // The page size is written in (`newest_first`), so every parameter is text and the read
-        // can run inline.
-        let conditions = match page.cursor {
-            Some(_) => " AND id < $2",
-            None => "",
-        };
-        let sql = newest_first("ledger_entries", conditions, page);
         let mut params = vec![account.as_str()];
-        params.extend(page.cursor.as_deref());
+        let sql = newest_first("ledger_entries", "", page, &mut params);
         self.read_rows(&sql, &params, |rows| every_row(rows, ledger_from_row))
             .await
     }
@@ -236,11 +227,9 @@ impl OrderStore for db::Adapter {
     }
 
     async fn list_orders(&self, account: &AccountId, f: &OrderFilter) -> StoreResult<Vec<Order>> {
-        // Only the conditions that apply, so the cursor is an index condition (see `list_ledger`).
-        // The page size is written into the statement (`newest_first`): it is known to the
-        // planner, and every other value is text, which lets the read run inline where it can
-        // (agents poll their orders).
-        let mut conditions = String::new();
+        // Only the conditions that apply (see `newest_first`); every value is text, which lets
+        // the read run inline where it can (agents poll their orders).
+        let mut filters = String::new();
         let mut params: Vec<&str> = vec![account.as_str()];
         for (column, value) in [
             ("status", f.status.map(|s| s.as_str())),
@@ -248,14 +237,10 @@ impl OrderStore for db::Adapter {
         ] {
             if let Some(value) = value {
                 params.push(value);
-                conditions.push_str(&format!(" AND {column} = ${}", params.len()));
+                filters.push_str(&format!(" AND {column} = ${}", params.len()));
             }
         }
-        if let Some(cursor) = f.page.cursor.as_deref() {
-            params.push(cursor);
-            conditions.push_str(&format!(" AND id < ${}", params.len()));
-        }
-        let sql = newest_first("orders", &conditions, &f.page);
+        let sql = newest_first("orders", &filters, &f.page, &mut params);
         let read = |rows: &mut dyn Rows| every_row(rows, order_from_row);
         // Only the account and the cursor are in the index: a filtered page may walk every
         // order of the account to fill itself, too long to hold a runtime thread for.

@@ -68,15 +68,11 @@ impl ServiceStore for db::Adapter {
         account: &AccountId,
         page: &PageRequest,
     ) -> StoreResult<Vec<Service>> {
-        // The cursor as an index condition, as for a page of orders.
-        let conditions = match page.cursor {
-            Some(_) => " AND id < $2",
-            None => "",
-        };
-        let sql = newest_first("services", conditions, page);
-        let mut query = sqlx::query(&sql).bind(account.as_str());
-        if let Some(cursor) = &page.cursor {
-            query = query.bind(cursor);
+        let mut params = vec![account.as_str()];
+        let sql = newest_first("services", "", page, &mut params);
+        let mut query = sqlx::query(&sql);
+        for param in params {
+            query = query.bind(param);
         }
         let rows = query.fetch_all(self.reader()).await.map_err(backend)?;
         rows.iter().map(service_from_row).collect()
