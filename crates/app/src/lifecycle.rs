@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use storefront_domain::catalog::Product;
 use storefront_domain::event::{Event, EventType};
 use storefront_domain::job::Job;
+use storefront_domain::json::RawJson;
 use storefront_domain::ledger::{LedgerKind, LedgerMovement};
 use storefront_domain::money::display_minor;
 use storefront_domain::order::{Failure, Order, OrderStatus, PaymentMethod, PaymentStatus};
@@ -301,7 +302,7 @@ impl App {
         {
             Ok(value) => {
                 order.status = OrderStatus::Fulfilled;
-                order.result = Some(value);
+                order.result = Some(RawJson::from_value(&value));
                 paid.jobs.retain(|job| job.kind != FulfillOrder::KIND);
                 paid.events
                     .extend(self.order_events(&[EventType::OrderFulfilled], &paid.order));
@@ -341,7 +342,7 @@ impl App {
         let refund = match result {
             Ok(value) => {
                 order.status = OrderStatus::Fulfilled;
-                order.result = Some(value);
+                order.result = Some(RawJson::from_value(&value));
                 Refund::default()
             }
             Err(e) => {

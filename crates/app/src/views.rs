@@ -6,6 +6,7 @@ use crate::app::App;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use storefront_domain::catalog::ProvisioningEstimate;
+use storefront_domain::json::RawJson;
 use storefront_domain::order::{Failure, Order, OrderStatus, PaymentMethod, PaymentStatus};
 use storefront_domain::pricing::{ConfigurationWarning, LineItem};
 use storefront_domain::timestamp::{format, Timestamp};
@@ -46,7 +47,9 @@ pub struct OrderView {
     pub credentials_available: bool,
     pub credentials_action: Option<SignedAction>,
     pub service_id: Option<String>,
-    pub result: Option<Value>,
+    // Written out as stored, never parsed (see `RawJson`); the schema is any JSON value.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
+    pub result: Option<RawJson>,
     pub failure: Option<Failure>,
     pub management_tokens: Option<Value>,
 }

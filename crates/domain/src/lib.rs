@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod input;
 pub mod job;
+pub mod json;
 pub mod ledger;
 pub mod money;
 pub mod order;

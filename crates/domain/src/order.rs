@@ -8,6 +8,7 @@
 
 use crate::catalog::{Product, ProductKind, ProvisioningEstimate};
 use crate::ids::{AccountId, AgentId, OrderId, QuoteId, ServiceId};
+use crate::json::RawJson;
 use crate::money::Currency;
 use crate::pricing::{ConfigurationWarning, LineItem};
 use crate::timestamp::{rfc3339, Timestamp};
@@ -165,7 +166,8 @@ pub struct Order {
     pub provisioning_estimate: Option<ProvisioningEstimate>,
     pub requires_install_configuration: bool,
     pub service_id: Option<ServiceId>,
-    pub result: Option<Value>,
+    /// What the fulfiller returned, kept as its JSON text: only ever shown (see [`RawJson`]).
+    pub result: Option<RawJson>,
     pub failure: Option<Failure>,
 }
 
@@ -208,10 +210,10 @@ impl Order {
         self.updated_at = now;
         self.status = match self.lease_extension() {
             Some((service, added)) => {
-                self.result = Some(serde_json::json!({
+                self.result = Some(RawJson::from_value(&serde_json::json!({
                     "extended_service_id": service,
                     "added_seconds": added,
-                }));
+                })));
                 OrderStatus::Fulfilled
             }
             None => Self::status_once_paid(product),

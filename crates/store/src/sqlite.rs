@@ -935,6 +935,52 @@ mod tests {
         assert_eq!(seen, ["svc_5", "svc_4", "svc_3", "svc_2", "svc_1"]);
     }
 
+    /// An order's result comes back as the very text it was stored with (it is written out
+    /// unparsed), and a stored result that is not JSON is reported as unreadable, never shown.
+    #[tokio::test]
+    async fn an_orders_result_is_read_as_its_text_and_refused_when_not_json() {
+        use storefront_app::ports::OrderStore;
+        use storefront_domain::ids::OrderId;
+
+        let (_dir, store) = temp_store().await;
+        let at = "2026-01-01T00:00:00.000Z";
+        let kept = r#"{"results":[{"title":"a \"b\" \u00e9","score":0.5}],"query":"q"}"#;
+        let mut seed = format!(
+            "INSERT INTO accounts (id, email, name, currency, created_at, updated_at)
+             VALUES ('acct_a', 'a@example.test', 'A', 'usd', '{at}', '{at}');"
+        );
+        for (id, result) in [("ord_kept", kept), ("ord_broken", r#"{"results":[1,"#)] {
+            seed.push_str(&format!(
+                "INSERT INTO orders (id, account_id, status, payment_status, payment_method,
+                     product_id, quantity, configuration, configuration_warnings, line_items,
+                     total_minor, currency, quote_id, idempotency_scope, idempotency_route,
+                     idempotency_key, requires_install_configuration, result, created_at,
+                     updated_at)
+                 VALUES ('{id}', 'acct_a', 'fulfilled', 'paid', 'credit', 'web-search', 1, '{{}}',
+                     '[]', '[]', 0, 'usd', 'quo_{id}', 'acct_a', 'orders', '{id}', 0, '{result}',
+                     '{at}', '{at}');"
+            ));
+        }
+        sqlx::raw_sql(&seed)
+            .execute(&store.group.writer)
+            .await
+            .unwrap();
+
+        let order = store
+            .get_order(&OrderId::from_trusted("ord_kept".into()))
+            .await
+            .unwrap()
+            .expect("the order is there");
+        assert_eq!(order.result.expect("it has a result").as_str(), kept);
+        let broken = store
+            .get_order(&OrderId::from_trusted("ord_broken".into()))
+            .await;
+        assert!(
+            matches!(&broken, Err(storefront_app::ports::StoreError::Backend(m)) if m.contains("unreadable order result")),
+            "{broken:?}"
+        );
+    }
+
     /// What an inline read of the setting `name` answers: `None` when it gave way to the pool,
     /// else whether the setting is there.
     fn inline_has(store: &SqliteStore, name: &str) -> Option<bool> {

@@ -9,6 +9,7 @@ use storefront_app::ports::{
 };
 use storefront_domain::event::Event;
 use storefront_domain::ids::{AccountId, LedgerEntryId, OrderId};
+use storefront_domain::json::RawJson;
 use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
 use storefront_domain::timestamp::{format as ts, Timestamp};
@@ -663,7 +664,7 @@ fn push_order_row(q: &mut Statements<'_>, o: &Order, idempotency: Option<&Idempo
         .push_bind(o.provisioning_estimate.as_ref().map(to_json))
         .push_bind(o.requires_install_configuration)
         .push_bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
-        .push_bind(o.result.as_ref().map(to_json))
+        .push_bind(o.result.as_ref().map(|r| r.as_str().to_owned()))
         .push_bind(o.failure.as_ref().map(to_json))
         .push_bind(ts(&o.created_at))
         .push_bind(ts(&o.updated_at))
@@ -693,7 +694,7 @@ async fn update_order_row(
         .bind(o.status.as_str())
         .bind(o.payment_status.as_str())
         .bind(o.service_id.as_ref().map(|s| s.as_str().to_owned()))
-        .bind(o.result.as_ref().map(to_json))
+        .bind(o.result.as_ref().map(RawJson::as_str))
         .bind(o.failure.as_ref().map(to_json))
         .bind(ts(&o.updated_at))
         .bind(o.id.as_str())

@@ -13,6 +13,7 @@ use storefront_domain::ids::{
     QuoteId, ServiceId,
 };
 use storefront_domain::job::{Job, JobStatus};
+use storefront_domain::json::RawJson;
 use storefront_domain::ledger::{LedgerEntry, LedgerKind};
 use storefront_domain::money::Currency;
 use storefront_domain::order::{Order, OrderStatus, PaymentMethod, PaymentStatus};
@@ -185,9 +186,6 @@ pub(super) fn quote_from_row(r: &db::Row) -> StoreResult<Quote> {
 }
 
 pub(super) fn order_from_row(r: &dyn Columns) -> StoreResult<Order> {
-    let opt_json = |col: &str| -> StoreResult<Option<Value>> {
-        r.column::<Option<&str>>(col).map(parse_json).transpose()
-    };
     Ok(Order {
         id: OrderId::from_trusted(r.column("id")),
         account_id: r
@@ -221,7 +219,10 @@ pub(super) fn order_from_row(r: &dyn Columns) -> StoreResult<Order> {
         service_id: r
             .column::<Option<String>>("service_id")
             .map(ServiceId::from_trusted),
-        result: opt_json("result")?,
+        result: r
+            .column::<Option<String>>("result")
+            .map(|text| RawJson::from_text(text).map_err(|_| corrupt("order result")))
+            .transpose()?,
         failure: r
             .column::<Option<&str>>("failure")
             .map(parse_json)
