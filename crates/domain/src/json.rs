@@ -38,14 +38,8 @@ impl RawJson {
     }
 }
 
-impl From<Value> for RawJson {
-    fn from(value: Value) -> Self {
-        Self::from_value(&value)
-    }
-}
-
-/// Two texts are equal when they are the same text: every `RawJson` the storefront makes is the
-/// compact serialization of a value, so equal values give equal texts.
+/// Equal when the texts are: the storefront writes each result once, as the compact
+/// serialization of its value, so equal values give equal texts.
 impl PartialEq for RawJson {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
