@@ -333,4 +333,64 @@ mod tests {
             );
         }
     }
+
+    /// A row of a few kilobytes (an order with its result, a key's recorded answer, an event's
+    /// snapshot) is stored as it is, without the compression PostgreSQL applies past about
+    /// 2 KB by default; a row larger than a page is still compressed.
+    #[tokio::test]
+    async fn rows_of_a_few_kilobytes_are_stored_uncompressed() {
+        let Some(store) = fresh_store().await else {
+            return;
+        };
+        // Very compressible text, as JSON is: compression would shrink it whenever tried.
+        let text = |bytes: usize| format!("{{\"q\":\"{}\"}}", "abcd".repeat(bytes / 4));
+        sqlx::raw_sql(
+            "INSERT INTO accounts (id, email, name, currency, created_at, updated_at) VALUES
+                 ('acct_a', 'a@example.test', 'A', 'usd', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        for (id, bytes) in [("evt_small", 3_000), ("evt_large", 12_000)] {
+            sqlx::query(
+                "INSERT INTO events (id, account_id, type, data, created_at)
+                 VALUES ($1, 'acct_a', 'order.completed', $2, '2026-01-01T00:00:00.000Z')",
+            )
+            .bind(id)
+            .bind(text(bytes))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        let compression = |id: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, Option<String>>(
+                    "SELECT pg_column_compression(data) FROM events WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        assert_eq!(
+            compression("evt_small").await,
+            None,
+            "3 KB are kept as they are"
+        );
+        assert!(
+            compression("evt_large").await.is_some(),
+            "a row past a page is still compressed"
+        );
+        // The same storage for the other tables whose rows are a few kilobytes.
+        let tuned: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_class
+             WHERE 'toast_tuple_target=8160' = ANY(reloptions) ORDER BY relname",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(tuned, ["events", "idempotency_keys", "orders"]);
+    }
 }
