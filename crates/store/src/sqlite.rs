@@ -29,6 +29,7 @@ use tokio::sync::{oneshot, OwnedMutexGuard};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 mod inline;
+mod priority;
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -406,7 +407,18 @@ impl SqliteStore {
                 Box::pin(async move { Ok(!left_in_transaction(conn, "before_acquire")) })
             })
             .after_release(|conn, _| Box::pin(async move { is_clean(conn).await }))
-            .connect_with(options.clone())
+            // Its thread runs ahead of the request handlers (see [`priority`]).
+            .after_connect(|_, _| {
+                Box::pin(async move {
+                    priority::raise_writer_threads();
+                    Ok(())
+                })
+            })
+            .connect_with(
+                options
+                    .clone()
+                    .thread_name(|id| format!("{}-{id}", priority::WRITER_THREAD)),
+            )
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
         MIGRATOR
@@ -659,6 +671,40 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = SqliteStore::open(&url).await.unwrap();
         (dir, store)
+    }
+
+    /// The writer connection's thread runs ahead of the process's other threads, where the
+    /// process may raise a thread's priority (as root, or with `CAP_SYS_NICE`).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_writer_thread_runs_ahead_of_the_others_where_allowed() {
+        use rustix::process::{getpid, getpriority_process, setpriority_process, Pid};
+        let process = getpriority_process(Some(getpid())).unwrap();
+        let wanted = (process - priority::AHEAD).max(-20);
+        // Whether a thread may be raised here, asked of a thread of its own (on Linux the
+        // calling thread is the one `None` names).
+        let allowed = std::thread::spawn(move || setpriority_process(None, wanted).is_ok())
+            .join()
+            .unwrap();
+        if !allowed {
+            eprintln!("skipped: this process may not raise a thread's priority");
+            return;
+        }
+        let (_dir, _store) = temp_store().await;
+        let writers = priority::threads_named(priority::WRITER_THREAD);
+        assert!(
+            !writers.is_empty(),
+            "the writer's thread is found by its name"
+        );
+        for tid in writers {
+            let nice = getpriority_process(Pid::from_raw(tid)).unwrap();
+            assert_eq!(
+                nice, wanted,
+                "writer thread {tid} runs ahead of the process"
+            );
+        }
+        // Other threads (this test's own) are left as they were.
+        assert_eq!(getpriority_process(None).unwrap(), process);
     }
 
     async fn set(unit: &mut GroupUnit, name: &str) {
