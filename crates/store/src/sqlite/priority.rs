@@ -28,7 +28,7 @@ pub(super) const WRITER_THREAD: &str = "sqlite-writer";
 /// [`AHEAD`] above the process's priority; does nothing where threads cannot be found by name.
 pub(super) fn raise_writer_threads() {
     #[cfg(target_os = "linux")]
-    linux::raise(WRITER_THREAD, AHEAD);
+    linux::raise();
 }
 
 #[cfg(target_os = "linux")]
@@ -36,14 +36,14 @@ mod linux {
     use rustix::process::{getpid, getpriority_process, setpriority_process, Pid};
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    pub(super) fn raise(prefix: &str, ahead: i32) {
+    pub(super) fn raise() {
         static REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
         // The process's priority is its main thread's (the thread whose id is the process's).
         let Ok(process) = getpriority_process(Some(getpid())) else {
             return;
         };
-        let wanted = (process - ahead).max(-20);
-        for tid in threads_named(prefix) {
+        let wanted = (process - super::AHEAD).max(-20);
+        for tid in threads_named(super::WRITER_THREAD) {
             let Some(pid) = Pid::from_raw(tid) else {
                 continue;
             };
@@ -70,9 +70,10 @@ mod linux {
             .filter_map(|task| {
                 let task = task.ok()?;
                 let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
-                name.starts_with(prefix)
-                    .then(|| task.file_name().to_str()?.parse().ok())
-                    .flatten()
+                if !name.starts_with(prefix) {
+                    return None;
+                }
+                task.file_name().to_str()?.parse().ok()
             })
             .collect()
     }
