@@ -28,6 +28,7 @@ use tokio::sync::{oneshot, OwnedMutexGuard};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+mod checkpoint;
 mod inline;
 mod priority;
 
@@ -66,6 +67,9 @@ struct GroupCommit {
     chains: std::sync::Mutex<std::collections::VecDeque<Step>>,
     /// Whether a task is running the queued chained units.
     driving: std::sync::atomic::AtomicBool,
+    /// Copies committed pages into the database file off the writer's path; `None` for an
+    /// in-memory database, which has no WAL.
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 /// A chained unit, run on the batch's connection: what became of it in the batch.
@@ -292,6 +296,9 @@ impl GroupCommit {
         let committed = exec(conn, "COMMIT").await.map_err(|e| e.to_string());
         if committed.is_ok() {
             self.committed.fetch_add(1, Ordering::SeqCst);
+            if let Some(checkpointer) = &self.checkpointer {
+                checkpointer.committed();
+            }
             // Units per fsync = units / batches.
             metrics::counter!("storefront_sqlite_batches_total").increment(1);
             metrics::counter!("storefront_sqlite_batch_units_total").increment(turn.units as u64);
@@ -417,7 +424,12 @@ impl SqliteStore {
             .connect_with(
                 options
                     .clone()
-                    .thread_name(|id| format!("{}-{id}", priority::WRITER_THREAD)),
+                    .thread_name(|id| format!("{}-{id}", priority::WRITER_THREAD))
+                    // Checkpoints are the background checkpointer's; this is the backstop.
+                    .pragma(
+                        "wal_autocheckpoint",
+                        checkpoint::WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+                    ),
             )
             .await
             .map_err(|e| OpenError::Connect(e.to_string()))?;
@@ -426,6 +438,15 @@ impl SqliteStore {
             .await
             .map_err(|e| OpenError::Migrate(e.to_string()))?;
         let inline = Arc::new(inline::InlineReads::new(options.get_filename()));
+        let checkpointer = if inline.on_disk() {
+            Some(
+                checkpoint::Checkpointer::start(&options)
+                    .await
+                    .map_err(|e| OpenError::Connect(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             .test_before_acquire(false)
@@ -439,6 +460,7 @@ impl SqliteStore {
             committed: AtomicUsize::new(0),
             chains: Default::default(),
             driving: Default::default(),
+            checkpointer,
         });
         Ok(Self {
             reader,
@@ -733,6 +755,38 @@ mod tests {
             .await
             .unwrap()
             .is_some()
+    }
+
+    /// Commits reach the database file through the background checkpointer, long before the
+    /// writer's own checkpoint mark: the file alone, copied without its WAL, holds them.
+    #[tokio::test]
+    async fn commits_are_copied_into_the_database_file_in_the_background() {
+        let (dir, store) = temp_store().await;
+        let names: Vec<String> = (0..50).map(|i| format!("checkpointed-{i}")).collect();
+        for name in &names {
+            let mut unit = store.begin().await.unwrap();
+            set(&mut unit, name).await;
+            unit.commit().await.unwrap();
+        }
+        let checkpointer = store.group.checkpointer.as_ref().expect("a file has a WAL");
+        tokio::time::timeout(Duration::from_secs(60), checkpointer.caught_up())
+            .await
+            .expect("a checkpoint follows the commits");
+
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join("t.db"), copy.path().join("t.db")).unwrap();
+        use sqlx::ConnectOptions as _;
+        let mut file_alone = SqliteConnectOptions::new()
+            .filename(copy.path().join("t.db"))
+            .connect()
+            .await
+            .unwrap();
+        let stored: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM settings WHERE name LIKE 'checkpointed-%'")
+                .fetch_one(&mut file_alone)
+                .await
+                .expect("the database file alone holds the committed schema");
+        assert_eq!(stored, names.len() as i64, "and every committed row");
     }
 
     #[tokio::test]

@@ -45,6 +45,11 @@ impl InlineReads {
         }
     }
 
+    /// Whether the database is a file other connections can open.
+    pub(crate) fn on_disk(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// Runs `sql` with `params` bound as `$1`, `$2`, ... and hands its rows to `read`; `None`
     /// when the database could not be read at once (then nothing `read` produced is kept).
     pub(crate) fn read<R>(
