@@ -54,7 +54,7 @@ pub fn handle() -> &'static PrometheusHandle {
 
 /// The `# HELP` of every metric the process records.
 fn describe() {
-    use metrics::{describe_counter, describe_histogram, Unit};
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
         "storefront_http_requests_total",
         "HTTP requests answered, by method, route template and status."
@@ -75,6 +75,22 @@ fn describe() {
     describe_counter!(
         "storefront_store_failures_total",
         "Database failures, by kind."
+    );
+    describe_counter!(
+        "storefront_sqlite_batches_total",
+        "SQLite group commits (one fsync each)."
+    );
+    describe_counter!(
+        "storefront_sqlite_batch_units_total",
+        "Write units committed in SQLite group commits (per batch: units per fsync)."
+    );
+    describe_counter!(
+        "storefront_sqlite_checkpoints_total",
+        "SQLite WAL checkpoints run in the background."
+    );
+    describe_gauge!(
+        "storefront_sqlite_wal_pages",
+        "Pages in the SQLite WAL at the last background checkpoint."
     );
     describe_counter!(
         "storefront_webhook_deliveries_total",
