@@ -1133,11 +1133,6 @@ async fn bench_storefront(
     .await;
     db.checkpoint().await;
     db.close().await;
-    // The preload leaves gigabytes of dirty pages that the kernel would write back during the
-    // first reads measured (their p99 rose to 76-147 ms on SQLite, old and new builds alike):
-    // flushed first, so the reads measure the data's size, not the preload's writeback.
-    let flushed = Command::new("sync").status();
-    assert!(flushed.is_ok_and(|s| s.success()), "sync flushes the preload");
     server = Server::start(binary, &env, Some(dir));
     eprintln!("  reads after the preload:");
     let after = measure(&server.base);

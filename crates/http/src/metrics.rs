@@ -89,8 +89,8 @@ fn describe() {
         "SQLite WAL checkpoints run in the background."
     );
     describe_gauge!(
-        "storefront_sqlite_wal_pages",
-        "Pages in the SQLite WAL at the last background checkpoint."
+        "storefront_sqlite_wal_pages_behind",
+        "SQLite WAL pages the last background checkpoint could not copy yet (a read holds them)."
     );
     describe_counter!(
         "storefront_webhook_deliveries_total",

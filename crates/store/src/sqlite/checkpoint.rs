@@ -9,8 +9,9 @@
 //! what no reader's snapshot still needs.
 //!
 //! Durability is untouched: a commit is durable once its WAL pages are synced, before any
-//! checkpoint. The writer's automatic checkpoint stays as the backstop, at a higher mark
-//! ([`WRITER_AUTOCHECKPOINT_PAGES`]), should this one ever fall behind or fail.
+//! checkpoint. The writer's automatic checkpoint stays, at a higher mark
+//! ([`WRITER_AUTOCHECKPOINT_PAGES`]): it lets the WAL start over, and it is the backstop should
+//! this one ever fall behind or fail.
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
@@ -19,14 +20,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// The writer's own automatic checkpoint, in WAL pages (SQLite's default is 1,000): reached only
-/// if the background checkpoints fall behind, at about 40 MB of WAL with 4 KiB pages.
+/// The writer's own automatic checkpoint, in WAL pages (SQLite's default is 1,000), counted from
+/// the WAL's start, copied or not. Under a steady stream of batches the WAL is never wholly copied
+/// when a write begins, so it does not start over until it reaches this mark (about 40 MB with
+/// 4 KiB pages): then the writer's checkpoint finds all but the last few pages copied, completes
+/// the copy, and the next write restarts the WAL. Should the background checkpoints fall
+/// behind or fail, it does the whole copy, as SQLite would by itself.
 pub(super) const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// Least time between two checkpoints while commits keep coming, so that they sync the database
 /// file at most 50 times a second. Measured (docs/benchmarks.md, "twelfth steps"): checkpoints
-/// 20 ms apart or back to back served credit orders alike; 200 ms apart let the WAL grow to
-/// thousands of pages between them and raised the writes' p99 by half, as the copy's larger
+/// 20 ms apart or back to back served credit orders alike; 200 ms apart left each checkpoint
+/// hundreds of orders' pages to copy and raised the writes' p99 by half, as the copy's larger
 /// syncs held up the commits' own.
 const PAUSE: Duration = Duration::from_millis(20);
 
@@ -98,7 +103,8 @@ async fn run(
                     failing = false;
                 }
                 metrics::counter!("storefront_sqlite_checkpoints_total").increment(1);
-                metrics::gauge!("storefront_sqlite_wal_pages").set(wal_pages as f64);
+                metrics::gauge!("storefront_sqlite_wal_pages_behind")
+                    .set((wal_pages - copied_pages) as f64);
                 // A reader's snapshot can hold pages back; a later checkpoint copies them.
                 if copied_pages == wal_pages {
                     copied.send_replace(covered);
