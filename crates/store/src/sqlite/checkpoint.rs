@@ -97,7 +97,12 @@ async fn run(
         // Every commit counted now is durable in the WAL: the checkpoint below starts after it.
         let covered = commits.load(Ordering::SeqCst);
         match checkpoint(&mut conn).await {
-            Ok((wal_pages, copied_pages)) => {
+            // Another process (an `admin` command) was checkpointing: the next one catches up.
+            Ok(Checkpoint::Busy) => {}
+            Ok(Checkpoint::Done {
+                wal_pages,
+                copied_pages,
+            }) => {
                 if failing {
                     tracing::info!("WAL checkpoints succeed again");
                     failing = false;
@@ -123,11 +128,25 @@ async fn run(
     let _ = conn.close().await;
 }
 
-/// One passive checkpoint: the WAL's pages, and how many of them are in the database file now.
-async fn checkpoint(conn: &mut SqliteConnection) -> Result<(i64, i64), sqlx::Error> {
-    let (_busy, wal_pages, copied_pages): (i64, i64, i64) =
+/// What a passive checkpoint did.
+enum Checkpoint {
+    /// Another connection was checkpointing; nothing was copied.
+    Busy,
+    /// The WAL's pages, and how many of them are in the database file now.
+    Done { wal_pages: i64, copied_pages: i64 },
+}
+
+async fn checkpoint(conn: &mut SqliteConnection) -> Result<Checkpoint, sqlx::Error> {
+    let (busy, wal_pages, copied_pages): (i64, i64, i64) =
         sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(&mut *conn)
             .await?;
-    Ok((wal_pages, copied_pages))
+    Ok(if busy != 0 {
+        Checkpoint::Busy
+    } else {
+        Checkpoint::Done {
+            wal_pages,
+            copied_pages,
+        }
+    })
 }
