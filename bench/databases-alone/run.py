@@ -38,22 +38,32 @@ ORDER = json.loads((HERE / "order.json").read_text())
 ACCOUNTS = 64
 
 
+# The ids each order makes its own (order.json's `unique`, the account aside): a prefix and a
+# suffix around the order's number.
+OWN_IDS = {
+    "key": ("bench-", ""),
+    "quote": ("qt_bench", ""),
+    "order": ("ord_bench", ""),
+    "ledger_entry": ("led_bench", ""),
+    "event_1": ("evt_bench", "_1"),
+    "event_2": ("evt_bench", "_2"),
+    "event_3": ("evt_bench", "_3"),
+}
+# The bench accounts' ids: this and a number from 0.
+ACCOUNT_PREFIX = "acct_bench"
+
+
+def by_index(own: dict) -> dict:
+    """What stands for each of the order's own values, by its 1-based index in postgres_values."""
+    return {i: own[name] for name, indexes in ORDER["unique"].items() for i in indexes}
+
+
 def unique_values(n: int, account: str) -> list:
     """The order's values (PostgreSQL's order, 0-based) with this order's own ids."""
+    own = {name: f"{prefix}{n}{suffix}" for name, (prefix, suffix) in OWN_IDS.items()}
     values = list(ORDER["postgres_values"])
-    own = {
-        "account": account,
-        "key": f"bench-{n}",
-        "quote": f"qt_bench{n}",
-        "order": f"ord_bench{n}",
-        "ledger_entry": f"led_bench{n}",
-        "event_1": f"evt_bench{n}_1",
-        "event_2": f"evt_bench{n}_2",
-        "event_3": f"evt_bench{n}_3",
-    }
-    for name, indexes in ORDER["unique"].items():
-        for i in indexes:
-            values[i - 1] = own[name]
+    for i, value in by_index(own | {"account": account}).items():
+        values[i - 1] = value
     return values
 
 
@@ -92,7 +102,7 @@ def sqlite_alone(binary: str, seconds: float, spread: bool, batch: int) -> tuple
             conn.execute(
                 "INSERT INTO accounts (id, email, name, currency, balance_minor, created_at, updated_at) "
                 "SELECT ?, ?, name, currency, 1000000000000, created_at, updated_at FROM accounts WHERE id = ?",
-                (f"acct_bench{i}", f"bench{i}@example.com", template),
+                (f"{ACCOUNT_PREFIX}{i}", f"bench{i}@example.com", template),
             )
         conn.execute("COMMIT")
         statements = ORDER["sqlite_statements"]
@@ -115,7 +125,7 @@ def sqlite_alone(binary: str, seconds: float, spread: bool, batch: int) -> tuple
         while time.perf_counter() - start < seconds:
             conn.execute("BEGIN IMMEDIATE")
             for unit in range(batch):
-                account = f"acct_bench{unit % ACCOUNTS if spread else 0}"
+                account = f"{ACCOUNT_PREFIX}{unit % ACCOUNTS if spread else 0}"
                 values = unique_values(n, account)
                 args = [values[i] for i in order]
                 conn.execute("SAVEPOINT unit")
@@ -140,21 +150,12 @@ def sqlite_alone(binary: str, seconds: float, spread: bool, batch: int) -> tuple
 def pgbench_script(spread: bool) -> str:
     """The order's statement with its values inline, pgbench variables for what each order makes
     its own (`:n` a random number, `:a` the account's number)."""
-    values = unique_values(0, "")
+    values = ORDER["postgres_values"]
     own = {
-        "account": "('acct_bench' || :a::text)",
-        "key": "('bench-' || :n::text)",
-        "quote": "('qt_bench' || :n::text)",
-        "order": "('ord_bench' || :n::text)",
-        "ledger_entry": "('led_bench' || :n::text)",
-        "event_1": "('evt_bench' || :n::text || '_1')",
-        "event_2": "('evt_bench' || :n::text || '_2')",
-        "event_3": "('evt_bench' || :n::text || '_3')",
+        name: f"('{prefix}' || :n::text" + (f" || '{suffix}')" if suffix else ")")
+        for name, (prefix, suffix) in OWN_IDS.items()
     }
-    literal = {}
-    for name, indexes in ORDER["unique"].items():
-        for i in indexes:
-            literal[i] = own[name]
+    literal = by_index(own | {"account": f"('{ACCOUNT_PREFIX}' || :a::text)"})
 
     def sql(i: int) -> str:
         if i in literal:
@@ -184,7 +185,7 @@ def postgres_alone(binary: str, admin_url: str, seconds: float, spread: bool, cl
             subprocess.run(
                 ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", url, "-c",
                  "INSERT INTO accounts (id, email, name, currency, balance_minor, created_at, updated_at) "
-                 f"SELECT 'acct_bench' || i, 'bench' || i || '@example.com', name, currency, 1000000000000, "
+                 f"SELECT '{ACCOUNT_PREFIX}' || i, 'bench' || i || '@example.com', name, currency, 1000000000000, "
                  f"created_at, updated_at FROM accounts, generate_series(0, {ACCOUNTS - 1}) i WHERE id = '{template}'"],
                 check=True, capture_output=True,
             )
