@@ -83,14 +83,13 @@ impl PgStore {
 
     /// A unit whose statements are all known first, in a transaction of its own. PostgreSQL
     /// takes one statement per call with binds (`db::CHAINS_STATEMENTS` is `false`, so the
-    /// shared code pushes it one); its answers say whether to commit.
+    /// shared code sends it no more); `then` reads the answers and says whether to commit.
     pub(crate) async fn chained<T: Send + 'static>(
         &self,
-        chain: shared::Chain<T>,
+        mut statements: shared::Statements<'static>,
+        then: db::Then<T>,
     ) -> StoreResult<T> {
         use futures_util::TryStreamExt as _;
-        let mut statements = shared::Statements::new("");
-        (chain.push)(&mut statements);
         let mut tx = self.begin().await?;
         #[allow(deprecated)] // the same call as SQLite's chained units
         let answers: db::Answers = statements
@@ -99,17 +98,7 @@ impl PgStore {
             .try_collect()
             .await
             .map_err(backend)?;
-        debug_assert_eq!(
-            answers.iter().filter(|answer| answer.is_left()).count(),
-            chain.statements,
-            "a chained unit answers once per statement"
-        );
-        // Dropped uncommitted, the transaction rolls back.
-        let (value, keep) = match (chain.read)(answers) {
-            shared::Verdict::Keep(value) => (value, true),
-            shared::Verdict::Undo(outcome) => (outcome?, false),
-            shared::Verdict::More(then) => then(&mut tx).await?,
-        };
+        let (value, keep) = then(&mut tx, answers).await?;
         if keep {
             tx.commit().await.map_err(backend)?;
         }
@@ -185,10 +174,13 @@ mod db {
     /// backward scan still starts at the cursor (`id < $n`), as with an equality.
     pub(super) const ACCOUNT_PAGE: (&str, &str) =
         ("account_id BETWEEN $1 AND $1", "account_id DESC, id DESC");
+    /// A chained unit's first statement: none, its transaction is its own.
+    pub(super) const CHAIN_OPENING: &str = "";
     pub(super) type Answers = Vec<sqlx::Either<sqlx::postgres::PgQueryResult, Row>>;
     pub(super) type Then<T> = Box<
         dyn for<'c> FnOnce(
                 &'c mut Connection,
+                Answers,
             ) -> futures_util::future::BoxFuture<
                 'c,
                 storefront_app::ports::StoreResult<(T, bool)>,

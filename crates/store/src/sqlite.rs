@@ -23,7 +23,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use storefront_app::ports::{StoreError, StoreResult};
+use storefront_app::ports::StoreResult;
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -62,11 +62,9 @@ struct GroupCommit {
     queued: AtomicUsize,
     /// Batches committed (each one fsync), for tests; `/metrics` counts them too.
     committed: AtomicUsize,
-    /// Calls of chained units sent, for tests; `/metrics` counts them too.
-    calls: AtomicUsize,
     /// Units whose statements were known before their turn ([`SqliteStore::chained`]), waiting
     /// for the task that runs them.
-    chains: std::sync::Mutex<std::collections::VecDeque<Queued>>,
+    chains: std::sync::Mutex<std::collections::VecDeque<Step>>,
     /// Whether a task is running the queued chained units.
     driving: std::sync::atomic::AtomicBool,
     /// Copies committed pages into the database file off the writer's path; `None` for an
@@ -74,28 +72,7 @@ struct GroupCommit {
     checkpointer: Option<checkpoint::Checkpointer>,
 }
 
-/// A chained unit waiting for its turn ([`SqliteStore::chained`]), its value's type erased.
-struct Queued {
-    shape: shared::Shape,
-    /// How many statements `push` writes, its savepoint aside.
-    statements: usize,
-    push: Box<dyn Fn(&mut shared::Statements<'static>) + Send>,
-    /// Hears the unit's answers (its savepoint's left out), or why its call failed before they
-    /// were all given, and says what follows.
-    settle: Box<dyn FnOnce(StoreResult<Answers>) -> Settled + Send>,
-}
-
-/// What follows a chained unit's answers.
-enum Settled {
-    /// Its writes stay (its caller has its value): it waits for the batch's outcome.
-    Kept(oneshot::Sender<Result<(), String>>),
-    /// Its writes are taken back; then its caller hears its value, or that the rollback failed.
-    Undo(Box<dyn FnOnce(Result<(), String>) + Send>),
-    /// It runs further statements on the connection as its own statements left it.
-    More(Step),
-}
-
-/// A chained unit's further statements, run on the batch's connection: what became of it.
+/// A chained unit, run on the batch's connection: what became of it in the batch.
 type Step = Box<
     dyn for<'c> FnOnce(&'c mut SqliteConnection) -> futures_util::future::BoxFuture<'c, Ran> + Send,
 >;
@@ -117,21 +94,18 @@ enum Ran {
 pub(crate) type Answers =
     Vec<sqlx::Either<sqlx::sqlite::SqliteQueryResult, sqlx::sqlite::SqliteRow>>;
 
-/// A chained unit's further statements (see `shared::Verdict::More`), on the batch's
-/// connection: its value, and whether its writes stay (`false` rolls it back).
+/// What a chained unit does with its statements' answers, on the batch's connection (a further
+/// statement may follow): its value, and whether its writes stay (`false` rolls it back).
 pub(crate) type Then<T> = Box<
     dyn for<'c> FnOnce(
             &'c mut SqliteConnection,
+            Answers,
         ) -> futures_util::future::BoxFuture<'c, StoreResult<(T, bool)>>
         + Send,
 >;
 
-/// How each chained unit's statements begin in a call: its savepoint.
+/// How a chained unit's statements begin: its savepoint, in the same call.
 const CHAIN_OPENING: &str = "SAVEPOINT unit; ";
-
-/// Most chained units in one call. Calls hold a power of two of them (1, 2, 4, 8, 16), so each
-/// shape of unit makes at most five texts for the connection's statement cache (100 entries).
-const MAX_UNITS_PER_CALL: usize = 16;
 
 #[derive(Default)]
 struct Batch {
@@ -141,13 +115,6 @@ struct Batch {
     units: usize,
     /// Those units, told the batch's outcome once it is known.
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
-}
-
-impl Batch {
-    /// The open batch's connection.
-    fn connection(&mut self) -> &mut SqliteConnection {
-        self.conn.as_deref_mut().expect("a batch is open")
-    }
 }
 
 /// One write unit: a savepoint in the open batch. Dereferences to the connection, so the shared
@@ -339,11 +306,10 @@ impl GroupCommit {
         self.end_batch(turn, committed).await;
     }
 
-    /// Runs the queued chained units, in the order they came, on the batch's connection without
-    /// handing the turn between tasks. Queued units of one shape go in one call: each one's
-    /// savepoint and statements, all of them one hand-off to the connection's thread and back
-    /// (see [`GroupCommit::run_call`]). Commits like any unit: when nobody is queued behind, or
-    /// the batch is full.
+    /// Runs the queued chained units, in the order they came, one after another on the batch's
+    /// connection without handing the turn between tasks: per unit one call to the
+    /// connection's thread (its savepoint and statements) and, only when it must, a rollback.
+    /// Commits like any unit: when nobody is queued behind, or the batch is full.
     async fn drive(self: Arc<Self>) {
         loop {
             match self.take_turn().await {
@@ -366,33 +332,32 @@ impl GroupCommit {
     /// Runs the queued chained units with the turn, then commits unless others wait for it.
     async fn run_chains(&self, mut turn: OwnedMutexGuard<Batch>) {
         use futures_util::FutureExt as _;
-        loop {
-            let room = MAX_UNITS_PER_BATCH.saturating_sub(turn.units).max(1);
-            let call = self.next_call(room);
-            if call.is_empty() {
-                break;
-            }
+        while let Some(step) = self.next_chain() {
             if turn.conn.is_none() {
                 match self.open_batch("BEGIN IMMEDIATE").await {
                     Ok(conn) => turn.conn = Some(conn),
                     Err(e) => {
-                        // The call's units are dropped unrun: their callers hear that they
-                        // ended without an outcome. The failure is counted; the next call tries
-                        // again.
+                        // The step is dropped unrun: its caller hears that it ended without an
+                        // outcome. The failure is counted; the next step tries again.
                         crate::count_failure(crate::failure_kind(&e));
                         continue;
                     }
                 }
             }
-            // A panic (a bug) in a unit's reading of its answers leaves its writes in an
-            // unknown state: the batch is rolled back for everyone in it (the call's units not
-            // answered yet fail with it), and the queue goes on.
-            let ran = std::panic::AssertUnwindSafe(self.run_call(&mut turn, call))
+            let conn = turn.conn.as_deref_mut().expect("open");
+            // A panic (a bug) in a unit's `then` leaves its writes in an unknown state: the
+            // batch is rolled back for everyone in it, and the queue goes on.
+            let ran = std::panic::AssertUnwindSafe(step(conn))
                 .catch_unwind()
-                .await;
-            if ran.is_err() {
-                self.end_batch(&mut turn, Err("a write unit panicked".into()))
-                    .await;
+                .await
+                .unwrap_or_else(|_| Ran::Broken("a write unit panicked".into()));
+            match ran {
+                Ran::Kept(tell) => {
+                    turn.waiters.push(tell);
+                    turn.units += 1;
+                }
+                Ran::Nothing => {}
+                Ran::Broken(why) => self.end_batch(&mut turn, Err(why)).await,
             }
             if turn.units >= MAX_UNITS_PER_BATCH {
                 self.commit_batch(&mut turn).await;
@@ -403,124 +368,8 @@ impl GroupCommit {
         }
     }
 
-    /// The next call's units: the first queued and those of its shape right behind it, at most
-    /// `room`, a power of two of them.
-    fn next_call(&self, room: usize) -> Vec<Queued> {
-        let mut chains = self.chains.lock().expect("not poisoned");
-        let Some(shape) = chains.front().map(|unit| unit.shape) else {
-            return Vec::new();
-        };
-        let alike = chains
-            .iter()
-            .take(MAX_UNITS_PER_CALL.min(room))
-            .take_while(|unit| unit.shape == shape)
-            .count();
-        let size = 1 << alike.ilog2();
-        chains.drain(..size).collect()
-    }
-
-    /// Sends a call's units to the connection as one call, then settles each in turn. A unit
-    /// kept on its answers alone leaves the units after it standing. One that is taken back or
-    /// needs further statements first takes back the units after it (popping their savepoints,
-    /// which nest inside its own), so the connection is as its own statements left it; those
-    /// units go back to the front of the queue, unanswered, and run again in the next call.
-    async fn run_call(&self, turn: &mut Batch, call: Vec<Queued>) {
-        use futures_util::TryStreamExt as _;
-        let mut statements = shared::Statements::new("");
-        for (i, unit) in call.iter().enumerate() {
-            if i > 0 {
-                statements.push("; ");
-            }
-            statements.push(CHAIN_OPENING);
-            (unit.push)(&mut statements);
-        }
-        let mut answers = Answers::new();
-        let failure = {
-            #[allow(deprecated)] // several statements per query: SQLite only; see `db`.
-            let mut stream = statements.build().fetch_many(turn.connection());
-            loop {
-                match stream.try_next().await {
-                    Ok(Some(answer)) => answers.push(answer),
-                    Ok(None) => break None,
-                    Err(e) => break Some(e),
-                }
-            }
-        };
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        metrics::counter!("storefront_sqlite_chained_calls_total").increment(1);
-        metrics::counter!("storefront_sqlite_chained_call_units_total")
-            .increment(call.len() as u64);
-        let (shares, unclaimed) = answers_by_unit(answers, &call);
-        if unclaimed > 0 {
-            // A unit said it writes fewer statements than it does (a bug): which answers are
-            // whose is unknown, so none of them is kept. The call's units fail with the batch.
-            debug_assert!(false, "a chained unit miscounted its statements");
-            self.end_batch(turn, Err("a write unit miscounted its statements".into()))
-                .await;
-            return;
-        }
-        let mut failure = failure.map(backend);
-        let mut units = call.into_iter().zip(shares);
-        while let Some((unit, share)) = units.next() {
-            let settled = if share.finished == unit.statements + 1 {
-                // The savepoint's answer is the first.
-                (unit.settle)(Ok(share.answers.into_iter().skip(1).collect()))
-            } else {
-                (unit.settle)(Err(failure.take().unwrap_or_else(|| {
-                    StoreError::Backend("a chained statement went unanswered".into())
-                })))
-            };
-            if let Settled::Kept(tell) = settled {
-                turn.waiters.push(tell);
-                turn.units += 1;
-                continue;
-            }
-            let rest: Vec<(Queued, bool)> = units
-                .by_ref()
-                .map(|(unit, share)| (unit, share.finished > 0))
-                .collect();
-            let later = rest.iter().filter(|(_, opened)| *opened).count();
-            let undone_later = undo(turn.connection(), later).await;
-            // The units after it were not answered: they run again, first.
-            {
-                let mut chains = self.chains.lock().expect("not poisoned");
-                for (unit, _) in rest.into_iter().rev() {
-                    chains.push_front(unit);
-                }
-            }
-            if let Err(e) = undone_later {
-                let why = e.to_string();
-                match settled {
-                    Settled::Undo(answer) => answer(Err(why.clone())),
-                    // Its step is dropped unrun: its caller hears it ended without an outcome.
-                    Settled::More(_) | Settled::Kept(_) => {}
-                }
-                self.end_batch(turn, Err(why)).await;
-                return;
-            }
-            let ran = match settled {
-                Settled::Undo(answer) => {
-                    let undone = match share.finished {
-                        0 => Ok(()),
-                        _ => undo(turn.connection(), 1).await.map_err(|e| e.to_string()),
-                    };
-                    let broken = undone.as_ref().err().cloned();
-                    answer(undone);
-                    broken.map_or(Ran::Nothing, Ran::Broken)
-                }
-                Settled::More(step) => step(turn.connection()).await,
-                Settled::Kept(_) => unreachable!("a kept unit went on above"),
-            };
-            match ran {
-                Ran::Kept(tell) => {
-                    turn.waiters.push(tell);
-                    turn.units += 1;
-                }
-                Ran::Nothing => {}
-                Ran::Broken(why) => self.end_batch(turn, Err(why)).await,
-            }
-            return;
-        }
+    fn next_chain(&self) -> Option<Step> {
+        self.chains.lock().expect("not poisoned").pop_front()
     }
 
     /// Closes the open batch with `outcome` (a failed one is rolled back) and tells its units;
@@ -576,9 +425,6 @@ impl SqliteStore {
                 options
                     .clone()
                     .thread_name(|id| format!("{}-{id}", priority::WRITER_THREAD))
-                    // A call of chained units answers about ten items a unit; the connection's
-                    // thread stops to wait for room past this many (sqlx's default is 50).
-                    .row_buffer_size(16 * MAX_UNITS_PER_CALL)
                     // Checkpoints are the background checkpointer's; this is the backstop.
                     .pragma(
                         "wal_autocheckpoint",
@@ -612,7 +458,6 @@ impl SqliteStore {
             batch: Arc::default(),
             queued: AtomicUsize::new(0),
             committed: AtomicUsize::new(0),
-            calls: AtomicUsize::new(0),
             chains: Default::default(),
             driving: Default::default(),
             checkpointer,
@@ -632,56 +477,22 @@ impl SqliteStore {
         crate::detached(group.begin()).await.map_err(backend)
     }
 
-    /// Runs a unit whose statements are all known before its turn. Queued units run one after
-    /// another in one task (see `GroupCommit::drive`), several of one shape in one call, so none
-    /// of them waits for the turn to be handed between tasks. A kept unit is answered once its
-    /// batch is durable.
+    /// Runs a unit whose statements are all known before its turn: `statements`, which begin
+    /// with the unit's savepoint (`db::CHAIN_OPENING`), go to the connection in one call, and
+    /// `then` reads their answers (the savepoint's left out) and says whether the unit's writes
+    /// stay. Queued units run one after another in one task (see `GroupCommit::drive`), so
+    /// none of them waits for the turn to be handed between tasks. A kept unit is answered once
+    /// its batch is durable.
     pub(crate) async fn chained<T: Send + 'static>(
         &self,
-        chain: shared::Chain<T>,
+        statements: shared::Statements<'static>,
+        then: Then<T>,
     ) -> StoreResult<T> {
+        debug_assert!(statements.sql().starts_with(CHAIN_OPENING));
         let (reply, answer) = oneshot::channel::<StoreResult<(T, Option<BatchOutcome>)>>();
-        let shared::Chain {
-            shape,
-            statements,
-            push,
-            read,
-        } = chain;
-        let settle = Box::new(move |answers: StoreResult<Answers>| {
-            let verdict = match answers {
-                Ok(answers) => read(answers),
-                Err(e) => shared::Verdict::Undo(Err(e)),
-            };
-            match verdict {
-                shared::Verdict::Keep(value) => {
-                    let (tell, hear) = oneshot::channel();
-                    let _ = reply.send(Ok((value, Some(hear))));
-                    Settled::Kept(tell)
-                }
-                shared::Verdict::Undo(outcome) => Settled::Undo(Box::new(move |undone| {
-                    let _ = reply.send(match undone {
-                        Ok(()) => outcome.map(|value| (value, None)),
-                        Err(why) => Err(StoreError::Backend(format!(
-                            "a write could not be taken back: {why}"
-                        ))),
-                    });
-                })),
-                shared::Verdict::More(then) => {
-                    Settled::More(Box::new(move |conn| Box::pin(run_more(conn, then, reply))))
-                }
-            }
-        });
+        let step: Step = Box::new(move |conn| Box::pin(run_chained(conn, statements, then, reply)));
         let group = &self.group;
-        group
-            .chains
-            .lock()
-            .expect("not poisoned")
-            .push_back(Queued {
-                shape,
-                statements,
-                push,
-                settle,
-            });
+        group.chains.lock().expect("not poisoned").push_back(step);
         if !group.driving.swap(true, Ordering::SeqCst) {
             tokio::spawn(group.clone().drive());
         }
@@ -706,17 +517,41 @@ impl SqliteStore {
     }
 }
 
-/// A chained unit's further statements on the batch's connection, rolled back to its savepoint
-/// unless kept. Its caller hears its value (with, if kept, where the batch's outcome will come)
-/// at once.
-async fn run_more<T>(
+/// One chained unit on the batch's connection: its statements in one call, then its `then`;
+/// rolled back to its savepoint unless kept. Its caller hears its value (with, if kept, where
+/// the batch's outcome will come) at once.
+async fn run_chained<T>(
     conn: &mut SqliteConnection,
+    mut statements: shared::Statements<'static>,
     then: Then<T>,
     reply: oneshot::Sender<StoreResult<(T, Option<BatchOutcome>)>>,
 ) -> Ran {
-    let outcome = then(&mut *conn).await;
-    if !matches!(outcome, Ok((_, true))) {
-        if let Err(e) = undo(conn, 1).await {
+    use futures_util::TryStreamExt as _;
+    let mut answers = Answers::new();
+    let mut finished = 0;
+    let ran = {
+        #[allow(deprecated)] // several statements per query: SQLite only; see `db`.
+        let mut stream = statements.build().fetch_many(&mut *conn);
+        loop {
+            match stream.try_next().await {
+                Ok(Some(answer)) => {
+                    finished += usize::from(answer.is_left());
+                    answers.push(answer);
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(backend(e)),
+            }
+        }
+    };
+    // The first answer is the savepoint's: without it there is nothing to take back.
+    let opened = finished > 0;
+    let outcome = match ran {
+        Ok(()) => then(&mut *conn, answers.split_off(1)).await,
+        Err(e) => Err(e),
+    };
+    let keep = matches!(outcome, Ok((_, true)));
+    if !keep && opened {
+        if let Err(e) = exec(conn, "ROLLBACK TO unit; RELEASE unit").await {
             let _ = reply.send(Err(backend(e)));
             return Ran::Broken("a unit could not be rolled back".into());
         }
@@ -736,47 +571,6 @@ async fn run_more<T>(
             Ran::Nothing
         }
     }
-}
-
-/// Takes back the `units` innermost units of the batch: each is the innermost savepoint named
-/// `unit` when its turn comes (kept units leave theirs open, and later ones nest inside).
-async fn undo(conn: &mut SqliteConnection, units: usize) -> Result<(), sqlx::Error> {
-    if units == 0 {
-        return Ok(());
-    }
-    // At most a call's units: as many texts for the statement cache.
-    let sql = vec!["ROLLBACK TO unit; RELEASE unit"; units].join("; ");
-    sqlx::query(&sql).execute(conn).await.map(|_| ())
-}
-
-/// A unit's share of its call's answers.
-struct Share {
-    answers: Answers,
-    /// How many of its statements (its savepoint first) finished.
-    finished: usize,
-}
-
-/// Splits a call's answers by unit, in the call's order: each unit's savepoint and statements
-/// (a statement's rows, then its result). A call that failed leaves the unit it failed in
-/// short, and those after it with nothing. Also how many answers no unit claimed.
-fn answers_by_unit(answers: Answers, call: &[Queued]) -> (Vec<Share>, usize) {
-    let mut answers = answers.into_iter();
-    let shares = call
-        .iter()
-        .map(|unit| {
-            let mut share = Share {
-                answers: Answers::new(),
-                finished: 0,
-            };
-            while share.finished < unit.statements + 1 {
-                let Some(answer) = answers.next() else { break };
-                share.finished += usize::from(answer.is_left());
-                share.answers.push(answer);
-            }
-            share
-        })
-        .collect();
-    (shares, answers.count())
 }
 
 /// Whether sqlx counts the connection as inside a transaction; if so, says so.
@@ -879,6 +673,8 @@ mod db {
     /// account (`$1`) and the order. SQLite's planner takes the `(account_id, id)` index for this
     /// equality and order, and with the equality a cursor (`id < $n`) bounds the index scan.
     pub(super) const ACCOUNT_PAGE: (&str, &str) = ("account_id = $1", "id DESC");
+    /// The first statement of a chained unit (`SqliteStore::chained`): its savepoint.
+    pub(super) const CHAIN_OPENING: &str = super::CHAIN_OPENING;
     pub(super) use super::{Answers, Then};
 }
 
@@ -943,85 +739,13 @@ mod tests {
             .unwrap();
     }
 
-    /// A chained unit that sets `name`: its value is the rows its statement changed, and its
-    /// answers decide as `verdict` says.
-    fn chained_set(
-        name: &'static str,
-        verdict: fn(u64) -> shared::Verdict<u64>,
-    ) -> shared::Chain<u64> {
-        shared::Chain {
-            shape: shared::Shape {
-                kind: "set",
-                variant: 0,
-            },
-            statements: 1,
-            push: Box::new(move |q| {
-                q.push("INSERT INTO settings (name, value) VALUES (")
-                    .push_bind(name)
-                    .push(", 'v')");
-            }),
-            read: Box::new(move |answers| {
-                let changed = answers
-                    .iter()
-                    .filter_map(|a| a.as_ref().left())
-                    .map(|done| done.rows_affected())
-                    .sum();
-                verdict(changed)
-            }),
-        }
-    }
-
-    fn keep(changed: u64) -> shared::Verdict<u64> {
-        shared::Verdict::Keep(changed)
-    }
-
-    fn take_back(changed: u64) -> shared::Verdict<u64> {
-        shared::Verdict::Undo(Ok(changed))
-    }
-
-    /// Kept after a further statement that sets `<name>, more` (its name is not known here, so
-    /// the statement reads the last unit's row).
-    fn keep_after_more(changed: u64) -> shared::Verdict<u64> {
-        shared::Verdict::More(Box::new(move |conn| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO settings (name, value) \
-                     SELECT name || ', more', value FROM settings WHERE rowid = last_insert_rowid()",
-                )
-                .execute(conn)
-                .await
-                .map_err(backend)?;
-                Ok((changed, true))
-            })
-        }))
-    }
-
-    /// Queues chained units while a unit of the test's holds the turn, so that they wait for it
-    /// together; the held unit sets `first` and is committed once they are all queued.
-    async fn queued_together(
-        store: &SqliteStore,
-        units: Vec<shared::Chain<u64>>,
-    ) -> Vec<StoreResult<u64>> {
-        let mut first = store.begin().await.unwrap();
-        set(&mut first, "first").await;
-        let count = units.len();
-        let mut callers = Vec::new();
-        for unit in units {
-            let caller = store.clone();
-            callers.push(tokio::spawn(async move { caller.chained(unit).await }));
-            // One at a time, so they are queued in this order.
-            let queued = callers.len();
-            while store.group.chains.lock().unwrap().len() < queued {
-                tokio::task::yield_now().await;
-            }
-        }
-        assert_eq!(store.group.chains.lock().unwrap().len(), count);
-        first.commit().await.unwrap();
-        let mut answers = Vec::new();
-        for caller in callers {
-            answers.push(caller.await.unwrap());
-        }
-        answers
+    /// The statements of a chained unit that sets `name`.
+    fn chained_set(name: &'static str) -> shared::Statements<'static> {
+        let mut q = shared::Statements::new(CHAIN_OPENING);
+        q.push("INSERT INTO settings (name, value) VALUES (")
+            .push_bind(name)
+            .push(", 'v')");
+        q
     }
 
     async fn stored(store: &SqliteStore, name: &str) -> bool {
@@ -1129,40 +853,47 @@ mod tests {
         assert_eq!(store.group.committed.load(Ordering::SeqCst), 1);
     }
 
-    /// Chained units queued while a unit holds the turn go to the connection in one call, in the
-    /// same batch. One taken back, or needing a further statement, first takes back the units
-    /// sent after it, which run again in the next call: each unit is kept or taken back alone.
+    /// Chained units queued while a unit holds the turn run after it in the same batch, one
+    /// task running them all; each is kept or taken back on its own.
     #[tokio::test]
-    async fn queued_chained_units_go_in_one_call_and_each_is_kept_or_taken_back_alone() {
+    async fn chained_units_join_the_batch_and_each_is_kept_or_taken_back_alone() {
         let (_dir, store) = temp_store().await;
-        let answers = queued_together(
-            &store,
-            vec![
-                chained_set("kept", keep),
-                chained_set("taken back", take_back),
-                chained_set("kept after", keep),
-                chained_set("more", keep_after_more),
-            ],
-        )
-        .await;
-        let answers: Vec<u64> = answers.into_iter().map(Result::unwrap).collect();
-        assert_eq!(
-            answers,
-            [1, 1, 1, 1],
-            "each ran once and its caller decided"
-        );
-        for name in ["first", "kept", "kept after", "more", "more, more"] {
-            assert!(
-                stored(&store, name).await,
-                "{name} is durable once answered"
-            );
+        let mut first = store.begin().await.unwrap();
+        set(&mut first, "first").await;
+        let chain = |name: &'static str, keep: bool| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let then: Then<u64> = Box::new(move |_, answers| {
+                    Box::pin(async move {
+                        let changed = answers
+                            .iter()
+                            .filter_map(|a| a.as_ref().left())
+                            .map(|done| done.rows_affected())
+                            .sum();
+                        Ok((changed, keep))
+                    })
+                });
+                store.chained(chained_set(name), then).await
+            })
+        };
+        let kept = chain("kept", true);
+        let taken_back = chain("taken back", false);
+        // Its insert fails (the name is taken in this batch): only its own savepoint goes.
+        let failing = chain("first", true);
+        while store.group.chains.lock().unwrap().len() < 3 {
+            tokio::task::yield_now().await;
         }
-        assert!(!stored(&store, "taken back").await);
+        first.commit().await.unwrap();
+        assert_eq!(kept.await.unwrap().unwrap(), 1);
         assert_eq!(
-            store.group.calls.load(Ordering::SeqCst),
-            2,
-            "one call for the four, and one for the two sent after the unit taken back"
+            taken_back.await.unwrap().unwrap(),
+            1,
+            "it ran, and its caller decided"
         );
+        assert!(failing.await.unwrap().is_err());
+        assert!(stored(&store, "first").await);
+        assert!(stored(&store, "kept").await);
+        assert!(!stored(&store, "taken back").await);
         assert_eq!(
             store.group.committed.load(Ordering::SeqCst),
             1,
@@ -1170,64 +901,16 @@ mod tests {
         );
     }
 
-    /// A unit whose statement fails in a call (its name is taken in this batch) fails alone:
-    /// the units sent after it, stopped by the failure, run in the next call.
-    #[tokio::test]
-    async fn a_chained_unit_failing_in_a_call_fails_alone() {
-        let (_dir, store) = temp_store().await;
-        let answers = queued_together(
-            &store,
-            vec![
-                chained_set("before", keep),
-                chained_set("first", keep),
-                chained_set("after", keep),
-                chained_set("last", keep),
-            ],
-        )
-        .await;
-        assert!(matches!(answers[1], Err(StoreError::Conflict(_))));
-        for (i, name) in [(0, "before"), (2, "after"), (3, "last")] {
-            assert_eq!(answers[i].as_ref().ok(), Some(&1));
-            assert!(
-                stored(&store, name).await,
-                "{name} is durable once answered"
-            );
-        }
-        assert_eq!(store.group.calls.load(Ordering::SeqCst), 2);
-        assert_eq!(store.group.committed.load(Ordering::SeqCst), 1);
-    }
-
-    /// A call holds the queued units of one shape, a power of two of them, in the order they
-    /// came; a unit of another shape starts a call of its own.
-    #[tokio::test]
-    async fn a_call_holds_a_power_of_two_of_the_queued_units_of_one_shape() {
-        let (_dir, store) = temp_store().await;
-        let mut units: Vec<_> = ["a", "b", "c"]
-            .into_iter()
-            .map(|name| chained_set(name, keep))
-            .collect();
-        let mut other = chained_set("other", keep);
-        other.shape.variant = 1;
-        units.push(other);
-        let answers = queued_together(&store, units).await;
-        assert!(answers.iter().all(|a| a.as_ref().ok() == Some(&1)));
-        assert_eq!(
-            store.group.calls.load(Ordering::SeqCst),
-            3,
-            "a and b; c; other"
-        );
-    }
-
-    /// A unit whose reading of its answers panics (a bug) fails, its batch taken back, and the
-    /// queue goes on for the units after it.
+    /// A unit whose `then` panics (a bug) fails alone, its writes taken back, and the queue
+    /// goes on for the units after it.
     #[tokio::test]
     async fn a_chained_unit_that_panics_fails_without_stopping_the_queue() {
         let (_dir, store) = temp_store().await;
-        let panicking = chained_set("lost", |_| {
-            panic!("a bug in a unit's reading of its answers")
-        });
-        assert!(store.chained(panicking).await.is_err());
-        store.chained(chained_set("after", keep)).await.unwrap();
+        let panicking: Then<()> =
+            Box::new(|_, _| Box::pin(async { panic!("a bug in a unit's reading of its answers") }));
+        assert!(store.chained(chained_set("lost"), panicking).await.is_err());
+        let keeping: Then<()> = Box::new(|_, _| Box::pin(async { Ok(((), true)) }));
+        store.chained(chained_set("after"), keeping).await.unwrap();
         assert!(stored(&store, "after").await);
         assert!(
             !stored(&store, "lost").await,

@@ -14,43 +14,6 @@ use super::rows::Rows;
 /// across them.
 pub(crate) type Statements<'a> = sqlx::QueryBuilder<'a, db::Database>;
 
-/// A write unit whose statements are all known before it runs (the adapter's `chained`): an
-/// instant order. On SQLite the queued units of one shape go to the write connection together,
-/// several in one call.
-pub(crate) struct Chain<T> {
-    /// Units of one shape push the same SQL text (only their binds differ), so a call of several
-    /// of them is one entry of the connection's statement cache. (PostgreSQL's adapter runs
-    /// each unit alone: this copy of the module never reads it.)
-    #[allow(dead_code)]
-    pub(crate) shape: Shape,
-    /// How many statements `push` writes: the unit's share of a call's answers.
-    pub(crate) statements: usize,
-    /// Pushes the unit's statements, `;`-separated; again if its call is sent again.
-    pub(crate) push: Box<dyn Fn(&mut Statements<'static>) + Send>,
-    /// What the statements' answers mean (the unit's savepoint's left out).
-    pub(crate) read: Box<dyn FnOnce(db::Answers) -> Verdict<T> + Send>,
-}
-
-/// Which units of a kind push the same SQL text: a unit's `kind` and how its text varies
-/// (how many rows of each sort it inserts, say).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Shape {
-    pub(crate) kind: &'static str,
-    pub(crate) variant: usize,
-}
-
-/// What a chained unit's answers say.
-pub(crate) enum Verdict<T> {
-    /// Its writes stay, and it needs no further statement: decided on its answers alone, so the
-    /// units sent after it in its call stand.
-    Keep(T),
-    /// Its writes are taken back (a lost race, a failure): what its caller hears.
-    Undo(StoreResult<T>),
-    /// It needs further statements, on the connection as its own statements left it; they say
-    /// whether its writes stay.
-    More(db::Then<T>),
-}
-
 /// Runs built statements inside the caller's transaction; the rows they changed.
 pub(super) async fn execute(conn: &mut db::Connection, mut q: Statements<'_>) -> StoreResult<u64> {
     Ok(q.build()

@@ -42,7 +42,4 @@ pub(super) use common::backend;
 #[cfg(test)]
 #[allow(unused_imports)]
 pub(super) use common::newest_first;
-pub(super) use common::{Chain, Statements, Verdict};
-// The SQLite adapter groups chained units by it (the PostgreSQL adapter runs each alone).
-#[allow(unused_imports)]
-pub(super) use common::Shape;
+pub(super) use common::Statements;

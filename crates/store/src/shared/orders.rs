@@ -2,7 +2,6 @@
 
 use async_trait::async_trait;
 use sqlx::Row as _;
-use std::sync::Arc;
 use storefront_app::page::PageRequest;
 use storefront_app::ports::{
     Applied, Change, IdempotencyCompletion, IdempotencyRef, NewOrder, OrderFilter, OrderStore,
@@ -13,13 +12,9 @@ use storefront_domain::ids::{AccountId, LedgerEntryId, OrderId};
 use storefront_domain::json::RawJson;
 use storefront_domain::ledger::{LedgerEntry, LedgerMovement};
 use storefront_domain::order::{Order, OrderStatus};
-use storefront_domain::quote::Quote;
 use storefront_domain::timestamp::{format as ts, Timestamp};
 
-use super::common::{
-    backend, commit, execute, newest_first, placeholders, to_json, Chain, Shape, Statements,
-    Verdict,
-};
+use super::common::{backend, commit, execute, newest_first, placeholders, to_json, Statements};
 use super::db;
 use super::events::{
     insert_event_rows_of_locked, push_events, push_events_after_debit, queue_deliveries,
@@ -318,161 +313,99 @@ impl<'a> ChainedOrder<'a> {
     }
 
     async fn insert(self, store: &db::Adapter) -> StoreResult<Applied> {
-        let o = self.new.order;
+        let (o, charge) = (self.new.order, self.charge.clone());
         // The entry's id and time are known now; its balance is the update's answer.
-        let rows = Arc::new(OrderRows {
-            entry: ledger_entry(self.charge, 0, o.created_at),
-            order: o.clone(),
-            quote: self.new.quote.cloned(),
-            idempotency: self.new.idempotency.cloned(),
-            completion: self.completion.clone(),
-            fingerprint: self.fingerprint.to_owned(),
-            charge: self.charge.clone(),
-            events: self.new.events.to_vec(),
-        });
-        let with_quote = rows.quote.is_some();
-        let chain = Chain {
-            shape: Shape {
-                kind: "order",
-                variant: usize::from(with_quote) | rows.events.len() << 1,
-            },
-            statements: if db::CHAINS_STATEMENTS {
-                5 + usize::from(with_quote)
-            } else {
-                1
-            },
-            push: {
-                let rows = rows.clone();
-                Box::new(move |q| {
-                    if db::CHAINS_STATEMENTS {
-                        rows.push_chained_statements(q)
-                    } else {
-                        rows.push_one_statement(q)
-                    }
-                })
-            },
-            read: Box::new(move |answers| {
-                let answers = if db::CHAINS_STATEMENTS {
-                    read_chained_answers(answers, with_quote)
-                } else {
-                    read_one_statement_answer(answers)
-                };
-                match answers {
-                    Ok(answers) => rows.verdict(answers),
-                    Err(e) => Verdict::Undo(Err(e)),
-                }
-            }),
+        let mut entry = ledger_entry(&charge, 0, o.created_at);
+        let q = if db::CHAINS_STATEMENTS {
+            self.as_chained_statements(&entry)
+        } else {
+            self.as_one_statement(&entry)
         };
-        store.chained(chain).await
-    }
-}
-
-/// What an order placed in one unit writes, owned: its statements may be pushed again (when
-/// the call it went in is sent again without a unit before it), after its caller has moved on.
-struct OrderRows {
-    order: Order,
-    quote: Option<Quote>,
-    idempotency: Option<IdempotencyRef>,
-    completion: IdempotencyCompletion,
-    fingerprint: String,
-    charge: LedgerMovement,
-    events: Vec<Event>,
-    /// The debit's entry, its balance after still to be answered.
-    entry: LedgerEntry,
-}
-
-impl OrderRows {
-    /// What the order's answers mean: kept on its answers alone unless it lost a race, was
-    /// refused, or has a `balance.low` event or webhook deliveries to write.
-    fn verdict(&self, answers: UnitAnswers) -> Verdict<Applied> {
-        if !answers.key_written || !answers.order_written {
-            // A key or an order under it exists: nothing of this unit stays.
-            return Verdict::Undo(Ok(Applied::Stale));
-        }
-        let Some((balance_after, low_threshold, currency)) = answers.debited else {
-            let charge = self.charge.clone();
-            return Verdict::More(Box::new(move |conn| {
-                Box::pin(
-                    async move { Ok((Applied::Refused(refusal(conn, &charge).await?), false)) },
-                )
-            }));
-        };
-        if !answers.entry_written {
-            return Verdict::Undo(Err(StoreError::Backend(
-                "the ledger entry of a debit was not written".into(),
-            )));
-        }
-        let mut entry = self.entry.clone();
-        entry.balance_after_minor = balance_after;
-        let balance_low = low_threshold.and_then(|t| Event::balance_low(&entry, t, &currency));
-        if balance_low.is_none() && !answers.has_endpoints {
-            return Verdict::Keep(Applied::Done);
-        }
-        let events = answers.has_endpoints.then(|| self.events.clone());
-        Verdict::More(Box::new(move |conn| {
+        let with_quote = self.new.quote.is_some();
+        let events = self.new.events.to_vec();
+        let then: db::Then<Applied> = Box::new(move |conn, answers| {
             Box::pin(async move {
-                if let Some(event) = balance_low {
-                    insert_event_rows_of_locked(conn, &[event], Some(&entry.account_id)).await?;
+                let answers = if db::CHAINS_STATEMENTS {
+                    read_chained_answers(answers, with_quote)?
+                } else {
+                    read_one_statement_answer(answers)?
+                };
+                if !answers.key_written || !answers.order_written {
+                    // A key or an order under it exists: nothing of this unit stays.
+                    return Ok((Applied::Stale, false));
                 }
-                if let Some(events) = events {
+                let Some((balance_after, low_threshold, currency)) = answers.debited else {
+                    return Ok((Applied::Refused(refusal(conn, &charge).await?), false));
+                };
+                entry.balance_after_minor = balance_after;
+                if !answers.entry_written {
+                    return Err(StoreError::Backend(
+                        "the ledger entry of a debit was not written".into(),
+                    ));
+                }
+                record_balance_low(conn, &entry, low_threshold, &currency).await?;
+                if answers.has_endpoints {
                     queue_deliveries(conn, &events).await?;
                 }
                 Ok((Applied::Done, true))
             })
-        }))
+        });
+        store.chained(q, then).await
     }
 
-    /// SQLite's form: the statements one after another (the unit's savepoint is the caller's).
-    fn push_chained_statements(&self, q: &mut Statements<'static>) {
-        let o = &self.order;
-        push_completed_key(q, &self.completion, &self.fingerprint, o.created_at);
+    /// SQLite's form: the statements one after another, after the unit's savepoint.
+    fn as_chained_statements(&self, entry: &LedgerEntry) -> Statements<'static> {
+        let o = self.new.order;
+        let mut q = Statements::new(db::CHAIN_OPENING);
+        push_completed_key(&mut q, self.completion, self.fingerprint, o.created_at);
         q.push("; ");
-        if let Some(quote) = &self.quote {
-            push_quote_rows(q, std::slice::from_ref(quote));
+        if let Some(quote) = self.new.quote {
+            push_quote_rows(&mut q, std::slice::from_ref(quote));
             q.push("; ");
         }
-        push_order_row(q, o, self.idempotency.as_ref());
+        push_order_row(&mut q, o, self.new.idempotency);
         q.push("; ");
-        push_balance_update(q, &self.charge, o.created_at, "");
+        push_balance_update(&mut q, self.charge, o.created_at, "");
         q.push("; ");
         // Only after an update that matched: a refused debit writes no entry.
         push_ledger_entry(
-            q,
-            &self.entry,
+            &mut q,
+            entry,
             BalanceAfter::AccountRow {
                 guard: " AND changes() = 1",
             },
         );
         q.push("; ");
-        push_events(q, &self.events);
+        push_events(&mut q, self.new.events);
+        q
     }
 
     /// PostgreSQL's form: one statement, answering one row of what each CTE returned. The
     /// events' CTE is not read: PostgreSQL runs every data-modifying CTE to completion,
     /// referenced or not.
-    fn push_one_statement(&self, q: &mut Statements<'static>) {
-        let o = &self.order;
-        q.push("WITH written_key AS (");
-        push_completed_key(q, &self.completion, &self.fingerprint, o.created_at);
+    fn as_one_statement(&self, entry: &LedgerEntry) -> Statements<'static> {
+        let o = self.new.order;
+        let mut q = Statements::new("WITH written_key AS (");
+        push_completed_key(&mut q, self.completion, self.fingerprint, o.created_at);
         q.push(" RETURNING 1), ");
-        if let Some(quote) = &self.quote {
+        if let Some(quote) = self.new.quote {
             q.push("written_quote AS (");
-            push_quote_rows(q, std::slice::from_ref(quote));
+            push_quote_rows(&mut q, std::slice::from_ref(quote));
             q.push("), ");
         }
         q.push("written_order AS (");
-        push_order_row(q, o, self.idempotency.as_ref());
+        push_order_row(&mut q, o, self.new.idempotency);
         q.push(" RETURNING 1), debit AS (");
         push_balance_update(
-            q,
-            &self.charge,
+            &mut q,
+            self.charge,
             o.created_at,
             " AND EXISTS (SELECT 1 FROM written_key) AND EXISTS (SELECT 1 FROM written_order)",
         );
         q.push("), written_entry AS (");
-        push_ledger_entry(q, &self.entry, BalanceAfter::DebitAnswer);
+        push_ledger_entry(&mut q, entry, BalanceAfter::DebitAnswer);
         q.push(" RETURNING 1), written_events AS (");
-        push_events_after_debit(q, &self.events);
+        push_events_after_debit(&mut q, self.new.events);
         q.push(
             ") SELECT (SELECT COUNT(*) FROM written_key), (SELECT COUNT(*) FROM written_order), \
              debit.balance_minor, debit.balance_low_minor, debit.currency, \
@@ -481,6 +414,7 @@ impl OrderRows {
         )
         .push_bind(self.charge.account_id.as_str().to_owned())
         .push(" AND enabled) FROM (SELECT 1) AS one LEFT JOIN debit ON TRUE");
+        q
     }
 }
 
