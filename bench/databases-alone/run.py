@@ -15,11 +15,17 @@ Both run for one account (every order debits the same balance row) and for 64 ac
 connection; for SQLite, orders of a batch round-robin over them). The schemas are the store's own:
 the storefront binary creates each database (`admin create-account`).
 
+Then PostgreSQL reads one account's pages of orders alone (its first page and a deep one, as the
+store asks for them, after 20,000 of its orders written by the order's statement), from 16 and
+64 pgbench clients: pages a second, PostgreSQL's CPU per page and the latency percentiles, to
+read the storefront's page latency against (`--only-pages` runs this part alone).
+
     python3 bench/databases-alone/run.py --storefront target/release/storefront \
-        [--postgres postgres://postgres@127.0.0.1:5432/test] [--seconds 8]
+        [--postgres postgres://postgres@127.0.0.1:5432/test] [--seconds 8] [--only-pages]
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -172,7 +178,10 @@ def pgbench_script(spread: bool) -> str:
     return f"{account}\n\\set n random(1, 9000000000000000)\nBEGIN;\n{statement};\nCOMMIT;\n"
 
 
-def postgres_alone(binary: str, admin_url: str, seconds: float, spread: bool, clients: int) -> tuple[float, float]:
+@contextlib.contextmanager
+def postgres_database(binary: str, admin_url: str):
+    """A new database with the store's schema and the bench accounts (`acct_bench0`...); its URL
+    and a scratch directory. Dropped afterwards."""
     name = f"sf_alone_{os.getpid()}"
     base = admin_url.rsplit("/", 1)[0]
     psql = ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", admin_url]
@@ -189,26 +198,84 @@ def postgres_alone(binary: str, admin_url: str, seconds: float, spread: bool, cl
                  f"created_at, updated_at FROM accounts, generate_series(0, {ACCOUNTS - 1}) i WHERE id = '{template}'"],
                 check=True, capture_output=True,
             )
-            script = pathlib.Path(tmp) / "order.sql"
-            script.write_text(pgbench_script(spread))
-            before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-            busy = machine_busy_seconds()
-            run = subprocess.run(
-                ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(int(seconds)),
-                 "-f", str(script), url],
-                capture_output=True, text=True,
-            )
-            busy = machine_busy_seconds() - busy
-            after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-            if run.returncode != 0:
-                sys.exit(f"pgbench failed:\n{run.stderr}")
-            processed = next(line for line in run.stdout.splitlines() if "actually processed" in line)
-            n = int(processed.split(":")[1].split("/")[0])
-            pgbench_cpu = (after_children.ru_utime - before_children.ru_utime) + (
-                after_children.ru_stime - before_children.ru_stime)
-            return n / seconds, (busy - pgbench_cpu) / n * 1e6
+            yield url, pathlib.Path(tmp)
     finally:
         subprocess.run(psql + ["-c", f"DROP DATABASE IF EXISTS {name}"], capture_output=True)
+
+
+def pgbench(url: str, script: pathlib.Path, clients: int, *limit: str, log: pathlib.Path | None = None):
+    """Runs pgbench (`limit`: `-T seconds` or `-t transactions`); the transactions it processed,
+    PostgreSQL's CPU seconds (the machine's busy time less pgbench's), and with `log` the
+    transactions' latencies in µs."""
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = machine_busy_seconds()
+    logging = ["-l", "--log-prefix", str(log / "tx")] if log else []
+    run = subprocess.run(
+        ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", *limit, *logging,
+         "-f", str(script), url],
+        capture_output=True, text=True,
+    )
+    busy = machine_busy_seconds() - busy
+    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if run.returncode != 0:
+        sys.exit(f"pgbench failed:\n{run.stderr}")
+    processed = next(line for line in run.stdout.splitlines() if "actually processed" in line)
+    n = int(processed.split(":")[1].split("/")[0])
+    pgbench_cpu = (after_children.ru_utime - before_children.ru_utime) + (
+        after_children.ru_stime - before_children.ru_stime)
+    latencies = []
+    if log:
+        # One line per transaction: client, number, latency (µs), script, epoch, µs.
+        for path in log.glob("tx*"):
+            latencies += [int(line.split()[2]) for line in path.read_text().splitlines()]
+            path.unlink()
+    return n, busy - pgbench_cpu, sorted(latencies)
+
+
+def postgres_alone(binary: str, admin_url: str, seconds: float, spread: bool, clients: int) -> tuple[float, float]:
+    with postgres_database(binary, admin_url) as (url, tmp):
+        script = tmp / "order.sql"
+        script.write_text(pgbench_script(spread))
+        n, cpu, _ = pgbench(url, script, clients, "-T", str(int(seconds)))
+        return n / seconds, cpu / n * 1e6
+
+
+# One account's pages of orders as the store reads them on PostgreSQL (`db::ACCOUNT_PAGE`, a page
+# of 20 read as 21 rows; captured with `log_statement = all`): the first page, and a deep one
+# below a cursor.
+FIRST_PAGE = ("SELECT * FROM orders WHERE account_id BETWEEN :acct AND :acct "
+              "ORDER BY account_id DESC, id DESC LIMIT 21")
+DEEP_PAGE = ("SELECT * FROM orders WHERE account_id BETWEEN :acct AND :acct AND id < :cursor "
+             "ORDER BY account_id DESC, id DESC LIMIT 21")
+
+
+def postgres_pages_alone(binary: str, admin_url: str, seconds: float, orders: int,
+                         clients: tuple[int, ...]) -> list[tuple[str, int, float, float, int, int, int]]:
+    """One account's pages of orders read by pgbench alone, after `orders` of its credit orders
+    (written by the order's own statement): for each page and number of clients, the pages a
+    second, PostgreSQL's CPU per page, and the median, 99th percentile and worst latency (µs)."""
+    results = []
+    with postgres_database(binary, admin_url) as (url, tmp):
+        script = tmp / "order.sql"
+        script.write_text(pgbench_script(spread=False))
+        pgbench(url, script, 8, "-t", str(orders // 8))
+        subprocess.run(["psql", "-q", "-X", url, "-c", "VACUUM ANALYZE"], check=True, capture_output=True)
+        middle = subprocess.run(
+            ["psql", "-q", "-X", "-A", "-t", url, "-c",
+             f"SELECT id FROM orders WHERE account_id = '{ACCOUNT_PREFIX}0' ORDER BY id "
+             f"OFFSET (SELECT COUNT(*) / 2 FROM orders WHERE account_id = '{ACCOUNT_PREFIX}0') LIMIT 1"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        for page, sql in (("first page", FIRST_PAGE), ("deep page", DEEP_PAGE)):
+            sql = sql.replace(":acct", f"'{ACCOUNT_PREFIX}0'").replace(":cursor", f"'{middle}'")
+            script = tmp / "page.sql"
+            script.write_text(f"{sql};\n")
+            for n_clients in clients:
+                n, cpu, latencies = pgbench(url, script, n_clients, "-T", str(int(seconds)), log=tmp)
+                pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+                results.append((page, n_clients, n / seconds, cpu / n * 1e6,
+                                pick(0.5), pick(0.99), latencies[-1]))
+    return results
 
 
 def main() -> None:
@@ -217,7 +284,12 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("STOREFRONT_TEST_POSTGRES_URL"),
                         help="an administrative PostgreSQL URL (default: $STOREFRONT_TEST_POSTGRES_URL)")
     parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--page-orders", type=int, default=20_000,
+                        help="one account's orders before its pages are read (PostgreSQL)")
+    parser.add_argument("--only-pages", action="store_true", help="PostgreSQL's pages alone, nothing else")
     args = parser.parse_args()
+    if args.only_pages:
+        return pages(args)
     print(f"SQLite {sqlite3.sqlite_version} (Python's), one writer, savepoint per order, "
           f"one commit per batch, synchronous=FULL")
     for spread in (False, True):
@@ -236,6 +308,18 @@ def main() -> None:
             rate, cpu = postgres_alone(args.storefront, args.postgres, args.seconds, spread, clients)
             who = "an account per client" if spread else "one account"
             print(f"  {who:<21} {clients:2} clients: {rate:8,.0f} orders/s, {cpu:4.0f} µs CPU/order (PostgreSQL's)")
+    pages(args)
+
+
+def pages(args) -> None:
+    if not args.postgres:
+        print("PostgreSQL: skipped (no --postgres or STOREFRONT_TEST_POSTGRES_URL)")
+        return
+    print(f"PostgreSQL, pgbench -M prepared: one account's page of orders, after {args.page_orders:,} of its orders")
+    for page, clients, rate, cpu, p50, p99, worst in postgres_pages_alone(
+            args.storefront, args.postgres, args.seconds, args.page_orders, (16, 64)):
+        print(f"  {page:<10} {clients:2} clients: {rate:8,.0f} pages/s, {cpu:4.0f} µs CPU/page (PostgreSQL's), "
+              f"latency p50 {p50 / 1000:.1f} ms, p99 {p99 / 1000:.1f} ms, worst {worst / 1000:.1f} ms")
 
 
 if __name__ == "__main__":
