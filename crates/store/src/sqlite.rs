@@ -30,6 +30,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 mod checkpoint;
 mod inline;
+mod memory;
 mod priority;
 
 #[derive(Clone)]
@@ -390,7 +391,7 @@ impl GroupCommit {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies the embedded migrations.
     pub async fn open(url: &str) -> Result<Self, OpenError> {
-        without_memory_statistics();
+        memory::configure();
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| OpenError::Connect(e.to_string()))?
             .create_if_missing(true)
@@ -596,24 +597,6 @@ async fn is_clean(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
         crate::discard_unclean_connection("after_release");
     }
     Ok(autocommit)
-}
-
-/// Turns off SQLite's memory statistics, which nothing here reads and which take a process-wide
-/// mutex on every allocation and free (seen in the write connection's profile); SQLite's
-/// documentation recommends this (`SQLITE_DEFAULT_MEMSTATUS=0`). Only possible before SQLite
-/// initializes, so it is done before the first connection opens.
-#[allow(unsafe_code)]
-fn without_memory_statistics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: `Once` makes this the only call, made before this process opens any SQLite
-        // connection (they all open through `SqliteStore::open`, after it), so no other SQLite
-        // call runs meanwhile, as sqlite3_config requires. Had SQLite initialized already it
-        // would answer SQLITE_MISUSE and change nothing.
-        unsafe {
-            libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS, 0);
-        }
-    });
 }
 
 /// SQLite's own answer to "is this connection outside any transaction?".
