@@ -1097,6 +1097,9 @@ mod tests {
     fn an_inline_read_gives_way_to_a_lock_instead_of_waiting() {
         // A database another connection holds exclusively (with a rollback journal, where that
         // shuts readers out, as WAL recovery or a migration's exclusive lock does).
+        // Opened here without a store, so SQLite's memory is set up first, as a store does: a
+        // store opening meanwhile in another test must not swap the allocator under it.
+        memory::configure();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("locked.db");
         let other = rusqlite::Connection::open(&file).unwrap();

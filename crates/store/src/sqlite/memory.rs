@@ -14,9 +14,11 @@ use libsqlite3_sys as ffi;
 use std::os::raw::{c_int, c_void};
 
 /// Sets SQLite's memory up, once. Only possible before SQLite initializes, so it is called
-/// before this process opens any SQLite connection (they all open through `SqliteStore::open`,
-/// after it); had SQLite initialized already, it would answer `SQLITE_MISUSE` and keep its own
-/// allocator and statistics.
+/// before this process opens any SQLite connection: they all open through `SqliteStore::open`,
+/// after it, and a test that opens one otherwise calls this first (SQLite initializing on one
+/// thread while another swaps its allocator would free memory with the wrong allocator). Had
+/// SQLite initialized already, it would answer `SQLITE_MISUSE` and keep its own allocator and
+/// statistics.
 #[allow(unsafe_code)]
 pub(super) fn configure() {
     static ONCE: std::sync::Once = std::sync::Once::new();
