@@ -35,6 +35,10 @@ struct Args {
     /// Accounts those orders are spread over.
     #[arg(long, default_value_t = 10_000)]
     preload_accounts: u64,
+    /// Runs of each read on either side of the preload, alternated (the ratio is their
+    /// median): a shared machine's speed drifts over the minutes between two single runs.
+    #[arg(long, default_value_t = 3)]
+    scale_rounds: u32,
     /// Run only the scenarios whose name contains one of these (comma-separated, e.g.
     /// `--only check,credit`); the ceilings are still measured.
     #[arg(long, value_delimiter = ',')]
@@ -114,10 +118,8 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     println!("{}", describe_machine());
 
-    eprintln!("HTTP ceiling: a minimal axum server...");
     // Kept running: the same-size static ceilings are measured on it later.
     let hello = Server::start(&bin_dir.join("bench-hello"), &[], None);
-    let http_ceiling = wrk(&hello.base, "/", None, args.duration, args.connections);
 
     let mut backends = vec![("SQLite", None)];
     if let Ok(url) = std::env::var("STOREFRONT_TEST_POSTGRES_URL") {
@@ -126,6 +128,10 @@ fn main() {
         }
     }
     for (backend, admin_url) in backends {
+        // Measured again for each backend, next to its scenarios: on a shared machine the
+        // ceiling of the run's first minute is not the one of its twentieth.
+        eprintln!("{backend}: HTTP ceiling (a minimal axum server)...");
+        let http_ceiling = measure_http_ceiling(&hello.base, &args);
         let data = tempfile::tempdir().expect("temp dir");
         let database_url = admin_url
             .as_ref()
@@ -162,6 +168,7 @@ fn main() {
             &bin_dir.join("storefront"),
             data.path(),
             database_url.as_deref(),
+            admin_url.as_deref(),
             &args,
             Ceilings {
                 http: http_ceiling.rps,
@@ -430,6 +437,16 @@ fn clock_ticks_per_second() -> f64 {
             .unwrap_or(100.0)
     })
 }
+
+/// The HTTP ceiling: `bench-hello`'s tiny answer, after an unmeasured warm-up (the first
+/// seconds of load on an idle machine run slower, by a third in one run here).
+fn measure_http_ceiling(hello: &str, args: &Args) -> Load {
+    wrk(hello, "/", None, WARM_UP_SECONDS, args.connections);
+    wrk(hello, "/", None, args.duration, args.connections)
+}
+
+/// Seconds of unmeasured load before a ceiling is measured.
+const WARM_UP_SECONDS: u64 = 2;
 
 /// Runs wrk against `base + path` (a Lua script for POST bodies and headers) and reads its
 /// throughput, median and 99th percentile.
@@ -775,6 +792,7 @@ async fn bench_storefront(
     binary: &Path,
     dir: &Path,
     database_url: Option<&str>,
+    admin_url: Option<&str>,
     args: &Args,
     ceilings: Ceilings<'_>,
 ) -> Outcome {
@@ -1096,33 +1114,29 @@ async fn bench_storefront(
         ("balance", "/api/v1/account/balance".into()),
     ];
     let owner_auth = auth(&owner);
-    let measure = |base: &str| -> Vec<Load> {
-        reads
-            .iter()
-            .map(|(name, path)| {
-                eprintln!("  {name}...");
-                wrk(
-                    base,
-                    path,
-                    Some(&owner_auth),
-                    args.duration,
-                    args.connections,
-                )
-            })
-            .collect()
-    };
     // Both sides on a freshly started server over a checkpointed database: after the write
     // scenarios SQLite's write-ahead log is long, and reads that follow pay for it.
     server.stop();
     db.checkpoint().await;
-    server = Server::start(binary, &env, Some(dir));
-    eprintln!("  reads before the preload:");
-    let before = measure(&server.base);
-    server.stop();
+    // The database as it is now is kept and served beside the preloaded one, so the two sides'
+    // runs alternate instead of being minutes apart (see `--scale-rounds`).
+    db.close().await;
+    let before_dir = dir.join("before");
+    let before_url = snapshot(dir, &before_dir, database_url, admin_url).await;
+    let mut before_env = env.clone();
+    set_env(
+        &mut before_env,
+        "STOREFRONT_DATA_DIR",
+        before_dir.join("data").display(),
+    );
+    if let Some(url) = &before_url {
+        set_env(&mut before_env, "STOREFRONT_DATABASE_URL", url);
+    }
     eprintln!(
         "  preloading {} orders over {} accounts...",
         args.preload_orders, args.preload_accounts
     );
+    let db = preload::Db::open(database_url, &sqlite_file).await;
     let loaded = preload::preload(
         &db,
         &account_id,
@@ -1133,18 +1147,45 @@ async fn bench_storefront(
     .await;
     db.checkpoint().await;
     db.close().await;
+    let before_server = Server::start(binary, &before_env, Some(&before_dir));
     server = Server::start(binary, &env, Some(dir));
-    eprintln!("  reads after the preload:");
-    let after = measure(&server.base);
+    let rounds = args.scale_rounds.max(1);
+    let mut scale_rows = Vec::new();
+    for (name, path) in &reads {
+        eprintln!("  {name}, {rounds} runs before and after the preload, alternated...");
+        let run = |base: &str| {
+            wrk(
+                base,
+                path,
+                Some(&owner_auth),
+                args.duration,
+                args.connections,
+            )
+        };
+        let pairs = (0..rounds)
+            .map(|round| {
+                // Alternating which side goes first cancels a steady drift within a round.
+                if round % 2 == 0 {
+                    let before = run(&before_server.base);
+                    (before, run(&server.base))
+                } else {
+                    let after = run(&server.base);
+                    (run(&before_server.base), after)
+                }
+            })
+            .collect();
+        scale_rows.push(ScaleRow::from_rounds(name, pairs));
+    }
     let scale = Scale {
-        rows: reads
-            .iter()
-            .zip(before.into_iter().zip(after))
-            .map(|((name, _), (before, after))| (name.to_string(), before, after))
-            .collect(),
+        rows: scale_rows,
         loaded,
         rss_mb: server.rss_mb("VmRSS:"),
     };
+    before_server.stop();
+    server.stop();
+    if let (Some(admin), Some(url)) = (admin_url, &before_url) {
+        drop_postgres_database(admin, url).await;
+    }
     Outcome {
         rows,
         read_ceiling: 0.0,
@@ -1176,9 +1217,105 @@ struct Outcome {
 
 /// The reads of one account before and after the preload.
 struct Scale {
-    rows: Vec<(String, Load, Load)>,
+    rows: Vec<ScaleRow>,
     loaded: preload::Preloaded,
     rss_mb: f64,
+}
+
+/// One read's alternated runs on either side of the preload.
+struct ScaleRow {
+    name: String,
+    /// The pair whose ratio is the median: its runs are the ones printed.
+    before: Load,
+    after: Load,
+    /// Every round's ratio (after ÷ before), in the order they ran.
+    ratios: Vec<f64>,
+    errors: u64,
+}
+
+impl ScaleRow {
+    fn from_rounds(name: &str, pairs: Vec<(Load, Load)>) -> Self {
+        let ratio = |(before, after): &(Load, Load)| {
+            if before.rps > 0.0 {
+                after.rps / before.rps
+            } else {
+                0.0
+            }
+        };
+        let ratios: Vec<f64> = pairs.iter().map(ratio).collect();
+        let errors = pairs.iter().map(|(b, a)| b.errors + a.errors).sum();
+        let mut by_ratio = pairs;
+        by_ratio.sort_by(|x, y| ratio(x).total_cmp(&ratio(y)));
+        let (before, after) = by_ratio.swap_remove(by_ratio.len() / 2);
+        Self {
+            name: name.to_owned(),
+            before,
+            after,
+            ratios,
+            errors,
+        }
+    }
+
+    fn ratio(&self) -> f64 {
+        if self.before.rps > 0.0 {
+            self.after.rps / self.before.rps
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A copy of the run's database (and its data directory: keys and secrets) in `to`, while no
+/// server has it open: SQLite's file (its log was emptied by a checkpoint) or, on PostgreSQL, a
+/// new database made from it as a template. Returns the copy's database URL on PostgreSQL.
+async fn snapshot(
+    from: &Path,
+    to: &Path,
+    database_url: Option<&str>,
+    admin_url: Option<&str>,
+) -> Option<String> {
+    copy_dir(&from.join("data"), &to.join("data"));
+    let (url, admin) = (database_url?, admin_url?);
+    use sqlx::Connection;
+    let (base, name) = url
+        .rsplit_once('/')
+        .expect("a database URL names its database");
+    let copy = format!("{name}_before");
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .expect("PostgreSQL answers");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {copy}"))
+        .execute(&mut conn)
+        .await
+        .expect("drop");
+    sqlx::query(&format!("CREATE DATABASE {copy} TEMPLATE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("copy the run's database");
+    Some(format!("{base}/{copy}"))
+}
+
+/// Copies a directory's regular files and subdirectories; SQLite's shared-memory index is left
+/// behind (a server that opens the copy makes its own).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("directory made");
+    for entry in std::fs::read_dir(from).expect("directory read").flatten() {
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            copy_dir(&source, &target);
+        } else if kind.is_file() && !entry.file_name().to_string_lossy().ends_with("-shm") {
+            std::fs::copy(&source, &target).expect("file copied");
+        }
+    }
+}
+
+/// Sets `key` in a server's environment, replacing an earlier value.
+fn set_env(env: &mut Vec<(&str, String)>, key: &'static str, value: impl std::fmt::Display) {
+    env.retain(|(k, _)| *k != key);
+    env.push((key, value.to_string()));
 }
 
 /// `storage`: the single-row commit ceiling and the one-row-updated-by-everyone ceiling.
@@ -1265,21 +1402,26 @@ fn print_table(backend: &str, http: &Load, storage: (f64, f64), result: &Outcome
             scale.loaded.took.as_secs_f64()
         );
         println!();
-        println!("| scenario | before req/s | after req/s | after p50 ms | after p99 ms | errors | ratio | target |");
+        println!("Each read ran {} times on either side, alternated, with both servers up; the median round is shown, with every round's ratio.", scale.rows.first().map_or(0, |r| r.ratios.len()));
+        println!();
+        println!("| scenario | before req/s | after req/s | after p50 ms | after p99 ms | errors | ratio (rounds) | target |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-        for (name, before, after) in &scale.rows {
-            let ratio = if before.rps > 0.0 {
-                after.rps / before.rps
-            } else {
-                0.0
-            };
+        for row in &scale.rows {
+            let rounds = row
+                .ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             println!(
-                "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {ratio:.2} × | ≥ 0.8 × |",
-                before.rps,
-                after.rps,
-                after.p50_ms,
-                after.p99_ms,
-                before.errors + after.errors
+                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {:.2} × ({rounds}) | ≥ 0.8 × |",
+                row.name,
+                row.before.rps,
+                row.after.rps,
+                row.after.p50_ms,
+                row.after.p99_ms,
+                row.errors,
+                row.ratio()
             );
         }
         println!();
