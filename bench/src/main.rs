@@ -583,8 +583,14 @@ fn sample_error(base: &str, path: &str, script: Option<&str>, connections: u32) 
 /// A new PostgreSQL database for one run, `sf_bench_PID`: `drop_postgres_database` drops it
 /// after the run; one an interrupted run left is dropped by hand.
 async fn fresh_postgres_database(admin_url: &str) -> String {
-    use sqlx::Connection;
     let name = format!("sf_bench_{}", std::process::id());
+    create_postgres_database(admin_url, &name, None).await
+}
+
+/// Creates database `name` (empty, or a copy of `template`), replacing one an interrupted run
+/// left, and returns its URL on the admin URL's server.
+async fn create_postgres_database(admin_url: &str, name: &str, template: Option<&str>) -> String {
+    use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(admin_url)
         .await
         .expect("PostgreSQL answers");
@@ -592,7 +598,8 @@ async fn fresh_postgres_database(admin_url: &str) -> String {
         .execute(&mut conn)
         .await
         .expect("drop");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    let copying = template.map_or_else(String::new, |t| format!(" TEMPLATE {t}"));
+    sqlx::query(&format!("CREATE DATABASE {name}{copying}"))
         .execute(&mut conn)
         .await
         .expect("create");
@@ -1276,23 +1283,10 @@ async fn snapshot(
 ) -> Option<String> {
     copy_dir(&from.join("data"), &to.join("data"));
     let (url, admin) = (database_url?, admin_url?);
-    use sqlx::Connection;
-    let (base, name) = url
+    let (_, name) = url
         .rsplit_once('/')
         .expect("a database URL names its database");
-    let copy = format!("{name}_before");
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("PostgreSQL answers");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {copy}"))
-        .execute(&mut conn)
-        .await
-        .expect("drop");
-    sqlx::query(&format!("CREATE DATABASE {copy} TEMPLATE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("copy the run's database");
-    Some(format!("{base}/{copy}"))
+    Some(create_postgres_database(admin, &format!("{name}_before"), Some(name)).await)
 }
 
 /// Copies a directory's regular files and subdirectories; SQLite's shared-memory index is left
