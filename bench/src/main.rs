@@ -1242,13 +1242,7 @@ struct ScaleRow {
 
 impl ScaleRow {
     fn from_rounds(name: &str, pairs: Vec<(Load, Load)>) -> Self {
-        let ratio = |(before, after): &(Load, Load)| {
-            if before.rps > 0.0 {
-                after.rps / before.rps
-            } else {
-                0.0
-            }
-        };
+        let ratio = |(before, after): &(Load, Load)| after_over_before(before, after);
         let ratios: Vec<f64> = pairs.iter().map(ratio).collect();
         let errors = pairs.iter().map(|(b, a)| b.errors + a.errors).sum();
         let mut by_ratio = pairs;
@@ -1264,11 +1258,15 @@ impl ScaleRow {
     }
 
     fn ratio(&self) -> f64 {
-        if self.before.rps > 0.0 {
-            self.after.rps / self.before.rps
-        } else {
-            0.0
-        }
+        after_over_before(&self.before, &self.after)
+    }
+}
+
+fn after_over_before(before: &Load, after: &Load) -> f64 {
+    if before.rps > 0.0 {
+        after.rps / before.rps
+    } else {
+        0.0
     }
 }
 
@@ -1448,6 +1446,25 @@ mod tests {
             load.error_kinds,
             [("read".to_owned(), 12), ("timeout".to_owned(), 3)]
         );
+    }
+
+    #[test]
+    fn the_median_round_of_a_read_is_the_one_shown() {
+        let load = |rps: f64, errors: u64| Load {
+            rps,
+            errors,
+            ..Load::default()
+        };
+        let pairs = vec![
+            (load(100.0, 0), load(120.0, 0)),
+            (load(100.0, 1), load(80.0, 0)),
+            (load(200.0, 0), load(190.0, 2)),
+        ];
+        let row = ScaleRow::from_rounds("order get", pairs);
+        assert_eq!(row.ratios, [1.2, 0.8, 0.95]);
+        assert_eq!((row.before.rps, row.after.rps), (200.0, 190.0));
+        assert_eq!(row.ratio(), 0.95);
+        assert_eq!(row.errors, 3);
     }
 
     #[test]
