@@ -102,6 +102,65 @@ async fn a_lease_is_a_machine_you_can_ssh_into_restart_reinstall_and_terminate()
     p.terminate("svc_test1").await.unwrap();
 }
 
+/// Processes whose command line names `needle` (a lease's own directory is in its runner's).
+fn processes_naming(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_lease_whose_runner_is_killed_outright_stops_with_it() {
+    let Some(images) = image_dir() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let p = LocalProvisioner::new(LocalOptions {
+        data_dir: data.path().into(),
+        image_dir: Some(images),
+        mirror: None,
+        runner: env!("CARGO_BIN_EXE_storefront").into(),
+        allow_private_egress: false,
+    });
+    let spec = MachineSpec {
+        id: "svc_killed".into(),
+        image: "debian-12".into(),
+        hostname: "lease-killed".into(),
+        authorized_key: None,
+        size: None,
+        region: None,
+        backups: false,
+    };
+    let m = p.create(&spec).await.unwrap();
+    wait_ready(&p, "svc_killed").await;
+    let lease_dir = data.path().display().to_string();
+    // The runner, the creator it forked (the lease's init's parent) and slirp4netns.
+    let running = processes_naming(&lease_dir);
+    assert!(running.len() >= 2, "{running:?}");
+    let answer = ssh(m.private_key.as_deref().unwrap(), m.port, "echo up").await;
+    assert_eq!(answer.trim(), "up");
+
+    // Dropping the provisioner SIGKILLs its runners: no runner code gets to stop the lease.
+    drop(p);
+    let mut left = processes_naming(&lease_dir);
+    for _ in 0..200 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = processes_naming(&lease_dir);
+    }
+    assert!(left.is_empty(), "the lease outlived its runner: {left:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", m.port)).is_err(),
+        "its SSH port is closed"
+    );
+}
+
 /// A network namespace the test makes, joined to the host by a veth pair, with a listener that
 /// answers `outside`: a host on the internet, as far as a lease can tell. Removed on drop.
 struct OutsideHost {

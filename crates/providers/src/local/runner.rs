@@ -32,7 +32,8 @@ use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{
-    chdir, execv, fork, pivot_root, sethostname, setresgid, setresuid, ForkResult, Gid, Pid, Uid,
+    chdir, execv, fork, getppid, pivot_root, sethostname, setresgid, setresuid, ForkResult, Gid,
+    Pid, Uid,
 };
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
@@ -271,6 +272,7 @@ fn supervise(spec: &LeaseSpec, child: Pid, init: Pid, mut network: Network) -> !
 
 /// Unshares the namespaces, waits for the id maps, then forks the lease's init.
 fn creator(spec: &LeaseSpec, ready: &mut std::fs::File, go: &mut std::fs::File) -> ! {
+    let runner = getppid();
     let _ = set_pdeathsig(Signal::SIGKILL);
     // The network namespace first, while this process is still the host's root: it then belongs
     // to the host's user namespace, and the lease's root cannot undo what is set up here.
@@ -289,6 +291,14 @@ fn creator(spec: &LeaseSpec, ready: &mut std::fs::File, go: &mut std::fs::File) 
         .unwrap_or_else(|e| fail("setresgid", e));
     setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
         .unwrap_or_else(|e| fail("setresuid", e));
+    // Changing the effective uid clears the parent-death signal (prctl(2)), and a runner killed
+    // outright (SIGKILL, the OOM killer) would leave this process and the lease's init running
+    // with their overlay mount busy: set it again, then make sure the runner did not die in
+    // between.
+    let _ = set_pdeathsig(Signal::SIGKILL);
+    if getppid() != runner {
+        std::process::exit(137);
+    }
     // SAFETY: still single-threaded.
     match unsafe { fork() }.unwrap_or_else(|e| fail("fork", e)) {
         ForkResult::Child => init(spec),
