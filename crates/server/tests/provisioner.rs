@@ -9,6 +9,30 @@ use storefront_app::ports::{MachineSpec, Provisioner};
 use storefront_domain::catalog::MachineSize;
 use storefront_providers::local::{LocalOptions, LocalProvisioner};
 
+/// A local provisioner over `data`, with the test image directory.
+fn provisioner(data: &std::path::Path, images: std::path::PathBuf) -> LocalProvisioner {
+    LocalProvisioner::new(LocalOptions {
+        data_dir: data.into(),
+        image_dir: Some(images),
+        mirror: None,
+        runner: env!("CARGO_BIN_EXE_storefront").into(),
+        allow_private_egress: false,
+    })
+}
+
+/// A debian-12 machine of no particular size, with a key pair generated for it.
+fn debian_12(id: &str, hostname: &str) -> MachineSpec {
+    MachineSpec {
+        id: id.into(),
+        image: "debian-12".into(),
+        hostname: hostname.into(),
+        authorized_key: None,
+        size: None,
+        region: None,
+        backups: false,
+    }
+}
+
 async fn wait_ready(p: &LocalProvisioner, id: &str) {
     for _ in 0..200 {
         if p.ready(id).await.unwrap() {
@@ -23,22 +47,8 @@ async fn wait_ready(p: &LocalProvisioner, id: &str) {
 async fn a_lease_is_a_machine_you_can_ssh_into_restart_reinstall_and_terminate() {
     let Some(images) = image_dir() else { return };
     let data = tempfile::tempdir().unwrap();
-    let p = LocalProvisioner::new(LocalOptions {
-        data_dir: data.path().into(),
-        image_dir: Some(images),
-        mirror: None,
-        runner: env!("CARGO_BIN_EXE_storefront").into(),
-        allow_private_egress: false,
-    });
-    let spec = MachineSpec {
-        id: "svc_test1".into(),
-        image: "debian-12".into(),
-        hostname: "lease-one".into(),
-        authorized_key: None,
-        size: None,
-        region: None,
-        backups: false,
-    };
+    let p = provisioner(data.path(), images);
+    let spec = debian_12("svc_test1", "lease-one");
     let m = p.create(&spec).await.unwrap();
     let key = m.private_key.clone().expect("a key pair was generated");
     wait_ready(&p, "svc_test1").await;
@@ -119,22 +129,8 @@ fn processes_naming(needle: &str) -> Vec<u32> {
 async fn a_lease_whose_runner_is_killed_outright_stops_with_it() {
     let Some(images) = image_dir() else { return };
     let data = tempfile::tempdir().unwrap();
-    let p = LocalProvisioner::new(LocalOptions {
-        data_dir: data.path().into(),
-        image_dir: Some(images),
-        mirror: None,
-        runner: env!("CARGO_BIN_EXE_storefront").into(),
-        allow_private_egress: false,
-    });
-    let spec = MachineSpec {
-        id: "svc_killed".into(),
-        image: "debian-12".into(),
-        hostname: "lease-killed".into(),
-        authorized_key: None,
-        size: None,
-        region: None,
-        backups: false,
-    };
+    let p = provisioner(data.path(), images);
+    let spec = debian_12("svc_killed", "lease-killed");
     let m = p.create(&spec).await.unwrap();
     wait_ready(&p, "svc_killed").await;
     let lease_dir = data.path().display().to_string();
@@ -269,29 +265,18 @@ async fn a_lease_reaches_the_outside_but_not_the_host_and_is_held_to_its_size() 
     let loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let everywhere = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let data = tempfile::tempdir().unwrap();
-    let p = LocalProvisioner::new(LocalOptions {
-        data_dir: data.path().into(),
-        image_dir: Some(images),
-        mirror: None,
-        runner: env!("CARGO_BIN_EXE_storefront").into(),
-        allow_private_egress: false,
-    });
+    let p = provisioner(data.path(), images);
     let isolation = p.isolation();
     let enforced = |name: &str| isolation.iter().find(|i| i.name == name).unwrap().enforced;
     assert!(enforced("network"), "{isolation:?}");
     let spec = MachineSpec {
-        id: "svc_isolated".into(),
-        image: "debian-12".into(),
-        hostname: "isolated".into(),
-        authorized_key: None,
         size: Some(MachineSize {
             vcpus: 1,
             memory_mib: 1024,
             disk_gib: 10,
             max_processes: 256,
         }),
-        region: None,
-        backups: false,
+        ..debian_12("svc_isolated", "isolated")
     };
     let m = p.create(&spec).await.unwrap();
     let key = m.private_key.clone().unwrap();
