@@ -15,6 +15,21 @@ use storefront::bootstrap::{build_app, open_store};
 use storefront::config::Config;
 use storefront_app::{App, ManualClock};
 
+/// Prints (to stderr) why a background job failed or will be retried, so a test that times
+/// out waiting on a job shows the cause. `STOREFRONT_TEST_LOG` (a tracing filter) widens or
+/// silences it.
+fn log_job_trouble() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("STOREFRONT_TEST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("storefront_app::jobs=warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    });
+}
+
 /// Where a test's data lives. Every test runs on both: SQLite always, PostgreSQL when
 /// `STOREFRONT_TEST_POSTGRES_URL` names a server (each test then gets a database of its own).
 #[derive(Debug, Clone)]
@@ -120,6 +135,7 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: &Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        log_job_trouble();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
             data_dir: dir.path().to_path_buf(),
@@ -277,7 +293,6 @@ impl TestServer {
         });
     }
 
-    /// Polls `path` until `done` holds for its body (a real system settling; `GUARD` bounds it).
     /// Asks for a management action on a service (`restart`, `reinstall`), checks it is
     /// accepted, and waits until the service is active again; returns its view.
     pub async fn service_action_done(&self, key: &str, service_id: &str, action: &str) -> Value {
@@ -311,6 +326,12 @@ impl TestServer {
         .await;
     }
 
+    /// Polls `path` until `done` holds for its body: a real system settling, bounded at 90 s.
+    ///
+    /// The manual clock moves on by the real time each wait takes. A job that a real engine made
+    /// fail once is retried after a backoff counted on the app's clock, and a clock held still
+    /// would keep that retry from ever running (the test would then time out on a system that
+    /// recovers by design).
     pub async fn poll_until(
         &self,
         path: &str,
@@ -328,7 +349,10 @@ impl TestServer {
                 "{path} never reached the expected state: {}",
                 r.body
             );
+            let waited = tokio::time::Instant::now();
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            self.clock
+                .advance(chrono::Duration::from_std(waited.elapsed()).expect("a short wait"));
         }
     }
 
