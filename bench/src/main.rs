@@ -35,14 +35,30 @@ struct Args {
     /// Accounts those orders are spread over.
     #[arg(long, default_value_t = 10_000)]
     preload_accounts: u64,
-    /// Runs of each read on either side of the preload, alternated (the ratio is their
-    /// median): a shared machine's speed drifts over the minutes between two single runs.
-    #[arg(long, default_value_t = 3)]
-    scale_rounds: u32,
+    /// Runs of each side of a side-by-side comparison, alternated (the ratio is their median):
+    /// the reads on either side of the preload, and the catalog answers against the static body
+    /// of the same size. A shared machine's speed drifts over the minutes between single runs.
+    #[arg(long, alias = "scale-rounds", default_value_t = 3)]
+    rounds: u32,
     /// Run only the scenarios whose name contains one of these (comma-separated, e.g.
     /// `--only check,credit`); the ceilings are still measured.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+}
+
+impl Load {
+    /// Makes this run's error counts those of all of `runs` together, by kind.
+    fn count_errors_of(&mut self, runs: &[Load]) {
+        self.errors = runs.iter().map(|r| r.errors).sum();
+        let mut kinds: Vec<(String, u64)> = Vec::new();
+        for (kind, n) in runs.iter().flat_map(|r| &r.error_kinds) {
+            match kinds.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, total)) => *total += n,
+                None => kinds.push((kind.clone(), *n)),
+            }
+        }
+        self.error_kinds = kinds;
+    }
 }
 
 impl Args {
@@ -85,6 +101,9 @@ struct Row {
     /// The server's CPU time (user + system, all threads) per request of the run, in µs: what
     /// a request costs, steadier from run to run than its rate on a shared machine.
     cpu_us: f64,
+    /// Every round's ratio, in the order they ran, when the scenario alternated with its
+    /// ceiling (`load` and `ceiling` are then the median round's); empty for a single run.
+    round_ratios: Vec<f64>,
 }
 
 fn main() {
@@ -943,7 +962,7 @@ async fn bench_storefront(
     let order_body = r#"{\"product_id\":\"web-search\",\"configuration\":{\"query\":\"bench\"},\"payment_method\":\"credit\"}"#;
     let check_body = r#"{\"action\":\"purchase\",\"transaction\":{\"amount_minor\":1200,\"currency\":\"usd\",\"merchant_name\":\"Shop\",\"merchant_domain\":\"shop.example\",\"category\":\"compute\"}}"#;
     // Catalog answers are compared with the minimal server answering a static body of the same
-    // size: what HTTP alone costs for that many bytes.
+    // size (what HTTP alone costs for that many bytes), the two run in alternation.
     let mut same_size = Vec::new();
     for path in ["/api/v1/products", "/api/v1/products/web-search"] {
         let bytes = http
@@ -955,23 +974,21 @@ async fn bench_storefront(
             .await
             .expect("body")
             .len();
-        eprintln!("  static ceiling for {bytes} bytes...");
-        let ceiling = wrk(
-            ceilings.hello,
-            &format!("/bytes/{bytes}"),
-            None,
-            args.duration,
-            args.connections,
-        );
-        same_size.push(ceiling.rps);
+        same_size.push((path, format!("/bytes/{bytes}")));
     }
+    let same_size_of = |path: &str| {
+        same_size
+            .iter()
+            .find(|(answered, _)| *answered == path)
+            .map(|(_, static_path)| static_path.as_str())
+    };
     // Issue 19's targets: the write-heavy and per-request ones are lower on PostgreSQL, where
     // every statement is a round trip to another process.
     let on_postgres = database_url.is_some();
     let target = |sqlite: f64, postgres: f64| if on_postgres { postgres } else { sqlite };
     let scenarios: Vec<Scenario> = vec![
-        ("catalog list", "/api/v1/products".into(), None, "static same-size", same_size[0], 0.6),
-        ("product get", "/api/v1/products/web-search".into(), None, "static same-size", same_size[1], 0.6),
+        ("catalog list", "/api/v1/products".into(), None, "static same-size", 0.0, 0.6),
+        ("product get", "/api/v1/products/web-search".into(), None, "static same-size", 0.0, 0.6),
         (
             "quote",
             "/api/v1/quotes".into(),
@@ -1039,14 +1056,46 @@ async fn bench_storefront(
         let before = error_statuses(&http, &server.base).await;
         let log_from = log_length(dir);
         let cpu_before = server.cpu_seconds();
-        let load = wrk(
-            &server.base,
-            &path,
-            script.as_deref(),
-            args.duration,
-            args.connections,
-        );
-        let cpu_us = per_request_us(server.cpu_seconds() - cpu_before, &load);
+        let run = || {
+            wrk(
+                &server.base,
+                &path,
+                script.as_deref(),
+                args.duration,
+                args.connections,
+            )
+        };
+        let (load, ceiling, round_ratios, requests) = match same_size_of(&path) {
+            Some(static_path) => {
+                eprintln!(
+                    "    {} rounds, alternated with {static_path}",
+                    args.rounds.max(1)
+                );
+                let static_run = || {
+                    wrk(
+                        ceilings.hello,
+                        static_path,
+                        None,
+                        args.duration,
+                        args.connections,
+                    )
+                };
+                let pairs = alternated(args.rounds, static_run, run);
+                let requests = pairs.iter().map(|(_, load)| load.requests).sum();
+                let all_runs: Vec<Load> = pairs.iter().map(|(_, load)| load.clone()).collect();
+                let median = MedianRound::of(pairs, |(ceiling, load)| ratio_of(load, ceiling));
+                let (ceiling, mut load) = median.pair;
+                // The errors of every round are counted and explained, not only the median's.
+                load.count_errors_of(&all_runs);
+                (load, ceiling.rps, median.ratios, requests)
+            }
+            None => {
+                let load = run();
+                let requests = load.requests;
+                (load, ceiling, Vec::new(), requests)
+            }
+        };
+        let cpu_us = per_request_us(server.cpu_seconds() - cpu_before, requests);
         let statuses = statuses_between(&before, &error_statuses(&http, &server.base).await);
         let rss_mb = server.rss_mb("VmRSS:");
         let logged = if load.errors > 0 {
@@ -1068,6 +1117,7 @@ async fn bench_storefront(
             sample,
             logged,
             cpu_us,
+            round_ratios,
         });
     }
     let memory_run = format!("catalog list, {} connections", args.memory_connections);
@@ -1081,17 +1131,23 @@ async fn bench_storefront(
             args.duration,
             args.memory_connections,
         );
+        // Against the catalog list's own median ceiling, when that scenario ran.
+        let ceiling = rows
+            .iter()
+            .find(|r| r.name == "catalog list")
+            .map_or(0.0, |r| r.ceiling);
         rows.push(Row {
             name: memory_run,
-            cpu_us: per_request_us(server.cpu_seconds() - cpu_before, &load),
+            cpu_us: per_request_us(server.cpu_seconds() - cpu_before, load.requests),
             load,
             rss_mb: server.rss_mb("VmHWM:"),
             ceiling_name: "static same-size",
-            ceiling: same_size[0],
+            ceiling,
             target: 0.6,
             statuses: Vec::new(),
             sample: None,
             logged: Vec::new(),
+            round_ratios: Vec::new(),
         });
     }
     if args.preload_orders == 0 {
@@ -1156,10 +1212,12 @@ async fn bench_storefront(
     db.close().await;
     let before_server = Server::start(binary, &before_env, Some(&before_dir));
     server = Server::start(binary, &env, Some(dir));
-    let rounds = args.scale_rounds.max(1);
     let mut scale_rows = Vec::new();
     for (name, path) in &reads {
-        eprintln!("  {name}, {rounds} runs before and after the preload, alternated...");
+        eprintln!(
+            "  {name}, {} runs before and after the preload, alternated...",
+            args.rounds.max(1)
+        );
         let run = |base: &str| {
             wrk(
                 base,
@@ -1169,18 +1227,11 @@ async fn bench_storefront(
                 args.connections,
             )
         };
-        let pairs = (0..rounds)
-            .map(|round| {
-                // Alternating which side goes first cancels a steady drift within a round.
-                if round % 2 == 0 {
-                    let before = run(&before_server.base);
-                    (before, run(&server.base))
-                } else {
-                    let after = run(&server.base);
-                    (run(&before_server.base), after)
-                }
-            })
-            .collect();
+        let pairs = alternated(
+            args.rounds,
+            || run(&before_server.base),
+            || run(&server.base),
+        );
         scale_rows.push(ScaleRow::from_rounds(name, pairs));
     }
     let scale = Scale {
@@ -1204,12 +1255,51 @@ async fn bench_storefront(
 /// The credit-order scenario spread over as many accounts as connections.
 const MANY_ACCOUNTS: &str = "credit order (unique keys, one account per connection)";
 
-/// CPU microseconds per completed request of a load run.
-fn per_request_us(cpu_seconds: f64, load: &Load) -> f64 {
-    if load.requests == 0 {
+/// CPU microseconds per completed request.
+fn per_request_us(cpu_seconds: f64, requests: u64) -> f64 {
+    if requests == 0 {
         return 0.0;
     }
-    cpu_seconds * 1e6 / load.requests as f64
+    cpu_seconds * 1e6 / requests as f64
+}
+
+/// `rounds` (at least one) pairs of runs, `first` then `second` in even rounds and the other
+/// way round in odd ones: alternating which goes first cancels a steady drift within a round.
+fn alternated(
+    rounds: u32,
+    mut first: impl FnMut() -> Load,
+    mut second: impl FnMut() -> Load,
+) -> Vec<(Load, Load)> {
+    (0..rounds.max(1))
+        .map(|round| {
+            if round % 2 == 0 {
+                let a = first();
+                (a, second())
+            } else {
+                let b = second();
+                (first(), b)
+            }
+        })
+        .collect()
+}
+
+/// The round whose ratio is the median of alternated pairs, with every round's ratio.
+struct MedianRound {
+    pair: (Load, Load),
+    /// Every round's ratio, in the order they ran.
+    ratios: Vec<f64>,
+}
+
+impl MedianRound {
+    fn of(pairs: Vec<(Load, Load)>, ratio: impl Fn(&(Load, Load)) -> f64) -> Self {
+        let ratios: Vec<f64> = pairs.iter().map(&ratio).collect();
+        let mut by_ratio = pairs;
+        by_ratio.sort_by(|x, y| ratio(x).total_cmp(&ratio(y)));
+        Self {
+            pair: by_ratio.swap_remove(by_ratio.len() / 2),
+            ratios,
+        }
+    }
 }
 
 /// What one backend's run measured.
@@ -1242,29 +1332,27 @@ struct ScaleRow {
 
 impl ScaleRow {
     fn from_rounds(name: &str, pairs: Vec<(Load, Load)>) -> Self {
-        let ratio = |(before, after): &(Load, Load)| after_over_before(before, after);
-        let ratios: Vec<f64> = pairs.iter().map(ratio).collect();
         let errors = pairs.iter().map(|(b, a)| b.errors + a.errors).sum();
-        let mut by_ratio = pairs;
-        by_ratio.sort_by(|x, y| ratio(x).total_cmp(&ratio(y)));
-        let (before, after) = by_ratio.swap_remove(by_ratio.len() / 2);
+        let median = MedianRound::of(pairs, |(before, after)| ratio_of(after, before));
+        let (before, after) = median.pair;
         Self {
             name: name.to_owned(),
             before,
             after,
-            ratios,
+            ratios: median.ratios,
             errors,
         }
     }
 
     fn ratio(&self) -> f64 {
-        after_over_before(&self.before, &self.after)
+        ratio_of(&self.after, &self.before)
     }
 }
 
-fn after_over_before(before: &Load, after: &Load) -> f64 {
-    if before.rps > 0.0 {
-        after.rps / before.rps
+/// `load`'s rate over `base`'s (0 when `base` did nothing).
+fn ratio_of(load: &Load, base: &Load) -> f64 {
+    if base.rps > 0.0 {
+        load.rps / base.rps
     } else {
         0.0
     }
@@ -1310,6 +1398,15 @@ fn set_env(env: &mut Vec<(&str, String)>, key: &'static str, value: impl std::fm
     env.push((key, value.to_string()));
 }
 
+/// Ratios as printed: two decimals, comma-separated.
+fn list_of_ratios(ratios: &[f64]) -> String {
+    ratios
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `storage`: the single-row commit ceiling and the one-row-updated-by-everyone ceiling.
 fn print_table(backend: &str, http: &Load, storage: (f64, f64), result: &Outcome) {
     let (storage, hot_row) = storage;
@@ -1336,8 +1433,13 @@ fn print_table(backend: &str, http: &Load, storage: (f64, f64), result: &Outcome
         } else {
             0.0
         };
+        let rounds = if r.round_ratios.is_empty() {
+            String::new()
+        } else {
+            format!(" (median of {})", list_of_ratios(&r.round_ratios))
+        };
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {:.2} × {} | ≥ {} × |",
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {:.2} × {}{rounds} | ≥ {} × |",
             r.name,
             r.load.rps,
             r.load.p50_ms,
@@ -1399,12 +1501,7 @@ fn print_table(backend: &str, http: &Load, storage: (f64, f64), result: &Outcome
         println!("| scenario | before req/s | after req/s | after p50 ms | after p99 ms | errors | ratio (rounds) | target |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|");
         for row in &scale.rows {
-            let rounds = row
-                .ratios
-                .iter()
-                .map(|r| format!("{r:.2}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let rounds = list_of_ratios(&row.ratios);
             println!(
                 "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {:.2} × ({rounds}) | ≥ 0.8 × |",
                 row.name,
@@ -1445,6 +1542,48 @@ mod tests {
         assert_eq!(
             load.error_kinds,
             [("read".to_owned(), 12), ("timeout".to_owned(), 3)]
+        );
+    }
+
+    #[test]
+    fn alternated_rounds_swap_which_side_runs_first() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let run = |side: &'static str| {
+            let order = &order;
+            move || {
+                order.borrow_mut().push(side);
+                Load {
+                    rps: if side == "a" { 1.0 } else { 2.0 },
+                    ..Load::default()
+                }
+            }
+        };
+        let pairs = alternated(3, run("a"), run("b"));
+        assert_eq!(*order.borrow(), ["a", "b", "b", "a", "a", "b"]);
+        assert!(
+            pairs.iter().all(|(a, b)| (a.rps, b.rps) == (1.0, 2.0)),
+            "each pair keeps its sides in place whichever ran first"
+        );
+    }
+
+    #[test]
+    fn the_errors_of_every_round_are_counted_by_kind() {
+        let run = |kinds: &[(&str, u64)]| Load {
+            errors: kinds.iter().map(|(_, n)| n).sum(),
+            error_kinds: kinds.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            ..Load::default()
+        };
+        let runs = [
+            run(&[("read", 2)]),
+            run(&[]),
+            run(&[("timeout", 1), ("read", 3)]),
+        ];
+        let mut median = runs[1].clone();
+        median.count_errors_of(&runs);
+        assert_eq!(median.errors, 6);
+        assert_eq!(
+            median.error_kinds,
+            [("read".to_owned(), 5), ("timeout".to_owned(), 1)]
         );
     }
 

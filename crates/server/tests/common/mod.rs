@@ -25,6 +25,7 @@ fn log_job_trouble() {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("storefront_app::jobs=warn"));
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .try_init();
     });
