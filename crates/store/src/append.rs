@@ -47,6 +47,12 @@ struct Pending<T> {
     writing: bool,
 }
 
+impl<T> AppendQueue<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending<T>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl<T: Clone + Send + Sync + 'static> AppendQueue<T> {
     /// Queues `row` and waits until it is durable. `write` writes a batch in one transaction;
     /// if a batch fails, each of its rows is written alone, so one bad row fails only itself.
@@ -72,23 +78,25 @@ impl<T: Clone + Send + Sync + 'static> AppendQueue<T> {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending<T>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     async fn write_all<W, F>(&self, write: W)
     where
         W: Fn(Arc<Vec<T>>) -> F,
         F: Future<Output = StoreResult<()>>,
     {
-        // Should the writer panic, the queue must not stay "being written" forever: the guard
-        // fails what is queued and lets the next caller write.
-        let _writer = WriterGuard(self);
+        // Should the writer panic (or its task be dropped), the queue must not stay "being
+        // written" forever: the guard fails what is queued and lets the next caller write.
+        let mut writer = WriterGuard {
+            queue: self,
+            finished: false,
+        };
         loop {
             let batch: Vec<_> = {
                 let mut pending = self.lock();
                 if pending.rows.is_empty() {
+                    // Handed over under the lock: a caller queueing from here on becomes the
+                    // next writer, and its row is none of this guard's business.
                     pending.writing = false;
+                    writer.finished = true;
                     return;
                 }
                 let n = pending.rows.len().min(MAX_ROWS_PER_BATCH);
@@ -111,16 +119,25 @@ impl<T: Clone + Send + Sync + 'static> AppendQueue<T> {
     }
 }
 
-struct WriterGuard<'a, T>(&'a AppendQueue<T>);
+/// Ends a writer's turn that did not finish (a panic, its task dropped): what is queued is
+/// answered with an error and the next caller writes. A writer that finished has already handed
+/// the queue over, and may have a successor by the time this is dropped: it touches nothing.
+/// (It once looked at `writing` instead, and so could clear the row of a caller that had just
+/// become the next writer: that caller got "ended without an outcome".)
+struct WriterGuard<'a, T> {
+    queue: &'a AppendQueue<T>,
+    finished: bool,
+}
 
 impl<T> Drop for WriterGuard<'_, T> {
     fn drop(&mut self) {
-        let mut pending = self.0.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.writing {
-            // Only reached by a panic: dropping the senders answers the callers with an error.
-            pending.rows.clear();
-            pending.writing = false;
+        if self.finished {
+            return;
         }
+        let mut pending = self.queue.lock();
+        // Dropping the senders answers the callers with an error.
+        pending.rows.clear();
+        pending.writing = false;
     }
 }
 
@@ -183,6 +200,50 @@ mod tests {
         assert!(answers[2].is_ok(), "its batch-mates still land");
         // One batch of 1, one of the three queued behind it (refused), then each alone.
         assert_eq!(*batches.lock().unwrap(), vec![1, 3, 1, 1, 1]);
+        assert!(!queue.lock().writing);
+    }
+
+    #[tokio::test]
+    async fn a_finished_writer_leaves_the_next_writers_row_alone() {
+        let queue = Arc::new(AppendQueue::<u32>::default());
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(tokio::sync::Semaphore::new(100));
+        // A writer that has just handed the queue over (found it empty, marked it free) ...
+        let finished = WriterGuard {
+            queue: &*queue,
+            finished: true,
+        };
+        // ... when a caller queues a row and becomes the next writer, before that writer's
+        // guard is dropped.
+        let (tell, mut hear) = oneshot::channel();
+        {
+            let mut pending = queue.lock();
+            pending.rows.push((7, tell));
+            pending.writing = true;
+        }
+        drop(finished);
+        assert!(
+            matches!(hear.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+            "the row is still waiting for its writer, not failed"
+        );
+        queue
+            .write_all(recorder(batches.clone(), gate.clone()))
+            .await;
+        assert!(hear.await.expect("an answer").is_ok());
+        assert_eq!(*batches.lock().unwrap(), vec![1]);
+
+        // A writer that did not finish (it panicked) fails what is queued and frees the queue.
+        let (tell, hear) = oneshot::channel();
+        {
+            let mut pending = queue.lock();
+            pending.rows.push((8, tell));
+            pending.writing = true;
+        }
+        drop(WriterGuard {
+            queue: &*queue,
+            finished: false,
+        });
+        assert!(hear.await.is_err(), "its caller hears that the batch ended");
         assert!(!queue.lock().writing);
     }
 
