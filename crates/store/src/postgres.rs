@@ -215,11 +215,14 @@ mod tests {
             eprintln!("skipped on PostgreSQL: set STOREFRONT_TEST_POSTGRES_URL to run it");
             return None;
         };
-        // A database of its own (named like the server tests' so `.ci/run` drops it).
+        // A database of its own (named like the server tests' so `.ci/run` drops it). The
+        // counter tells apart the tests of this process that start in the same microsecond.
+        static CREATED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = format!(
-            "sf_test_store_{}_{}",
+            "sf_test_store_{}_{}_{}",
             std::process::id(),
-            chrono::Utc::now().timestamp_micros()
+            chrono::Utc::now().timestamp_micros(),
+            CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
         sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
